@@ -1,0 +1,36 @@
+// nibble/config.cuh — function qualifiers, architecture guards and the library version.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <type_traits>
+
+#define NIBBLE_VERSION_MAJOR 0
+#define NIBBLE_VERSION_MINOR 1
+#define NIBBLE_VERSION_PATCH 0
+#define NIBBLE_VERSION_STRING "0.1.0"
+
+/// Callable from host and device code, always inlined (header-only library: no ODR issues).
+#define NIBBLE_HOST_DEVICE __host__ __device__ __forceinline__
+/// Device-only, always inlined.
+#define NIBBLE_DEVICE __device__ __forceinline__
+
+// Set while compiling device code for sm_80 or newer; the PTX wrappers that need Ampere are guarded by it.
+#if defined(__CUDA_ARCH__) && (__CUDA_ARCH__ >= 800)
+#define NIBBLE_ARCH_SM80 1
+#endif
+
+namespace nibble {
+
+/// Oldest compute capability (major * 10 + minor) the kernels support.
+inline constexpr int kMinComputeCapability = 80;
+
+/// For `static_assert(dependent_false<T>, ...)` at the end of an `if constexpr` chain.
+template <class... T>
+inline constexpr bool dependent_false = false;
+
+}  // namespace nibble

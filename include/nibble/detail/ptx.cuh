@@ -1,0 +1,105 @@
+// nibble/detail/ptx.cuh — one small function per PTX instruction nibble uses (sm_80+ unless noted).
+#pragma once
+
+#include "../config.cuh"
+
+namespace nibble::detail {
+
+/// lop3.b32: any 3-input bitwise function; `kLut` is the truth table ((a op b) op c evaluated on 0xF0,0xCC,0xAA).
+template <int kLut>
+NIBBLE_DEVICE std::uint32_t lop3(std::uint32_t a, std::uint32_t b, std::uint32_t c) {
+  std::uint32_t d;
+  asm("lop3.b32 %0, %1, %2, %3, %4;" : "=r"(d) : "r"(a), "r"(b), "r"(c), "n"(kLut));
+  return d;
+}
+/// Truth table of (a & b) | c for lop3.
+inline constexpr int kLutAndOr = (0xF0 & 0xCC) | 0xAA;
+static_assert(kLutAndOr == 0xEA, "(a & b) | c");
+
+/// prmt.b32: byte permute; result byte i = byte `sel` nibble i (3 bits) of the 8-byte pair {b, a}.
+NIBBLE_DEVICE std::uint32_t prmt(std::uint32_t a, std::uint32_t b, std::uint32_t sel) {
+  std::uint32_t d;
+  asm("prmt.b32 %0, %1, %2, %3;" : "=r"(d) : "r"(a), "r"(b), "r"(sel));
+  return d;
+}
+
+/// Shared-memory address of a generic pointer (for cp.async / ldmatrix operands).
+NIBBLE_DEVICE std::uint32_t smem_addr(const void* p) {
+  return static_cast<std::uint32_t>(__cvta_generic_to_shared(p));
+}
+
+/// L2 cache policy "evict first": for data read exactly once (the packed weights).
+NIBBLE_DEVICE std::uint64_t make_evict_first_policy() {
+  std::uint64_t policy;
+  asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;" : "=l"(policy));
+  return policy;
+}
+
+/// cp.async 16 bytes global -> shared, cached in L2 only; zero-fills the destination when !pred.
+NIBBLE_DEVICE void cp_async_16(void* smem, const void* gmem, bool pred) {
+  const int src_bytes = pred ? 16 : 0;
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(smem_addr(smem)), "l"(gmem),
+               "r"(src_bytes));
+}
+
+/// cp.async 16 bytes with an L2 cache policy (see make_evict_first_policy); zero-fills when !pred.
+NIBBLE_DEVICE void cp_async_16_policy(void* smem, const void* gmem, bool pred, std::uint64_t policy) {
+  const int src_bytes = pred ? 16 : 0;
+  asm volatile("cp.async.cg.shared.global.L2::cache_hint [%0], [%1], 16, %2, %3;" ::"r"(smem_addr(smem)),
+               "l"(gmem), "r"(src_bytes), "l"(policy));
+}
+
+/// Closes the current group of cp.async operations.
+NIBBLE_DEVICE void cp_async_commit() { asm volatile("cp.async.commit_group;" ::); }
+
+/// Waits until at most `kPending` committed cp.async groups are still in flight.
+template <int kPending>
+NIBBLE_DEVICE void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;" ::"n"(kPending));
+}
+
+/// ldmatrix.x4: four 8x8 b16 matrices from shared memory; lane l gives the row address of matrix l/8.
+NIBBLE_DEVICE void ldmatrix_x4(std::uint32_t (&r)[4], const void* smem) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(smem_addr(smem)));
+}
+
+/// ldmatrix.x2: two 8x8 b16 matrices; lanes 0-15 give the row addresses.
+NIBBLE_DEVICE void ldmatrix_x2(std::uint32_t (&r)[2], const void* smem) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x2.shared.b16 {%0,%1}, [%2];"
+               : "=r"(r[0]), "=r"(r[1])
+               : "r"(smem_addr(smem)));
+}
+
+/// mma.sync m16n8k16, row.col, fp32 accumulate; T is __half or __nv_bfloat16 (A and B both of T).
+/// a: 4 regs (A 16x16 fragment), b: 2 regs (B 16x8 fragment), c: 4 floats accumulated in place.
+template <class T>
+NIBBLE_DEVICE void mma_m16n8k16(float (&c)[4], const std::uint32_t (&a)[4], const std::uint32_t (&b)[2]) {
+  if constexpr (std::is_same_v<T, __half>) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+        "{%0,%1,%2,%3};"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+  } else if constexpr (std::is_same_v<T, __nv_bfloat16>) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+        "{%0,%1,%2,%3};"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+  } else {
+    static_assert(dependent_false<T>, "mma_m16n8k16: T must be __half or __nv_bfloat16");
+  }
+}
+
+/// 16-byte global load through the non-coherent path, not allocated in L1 (streamed data).
+NIBBLE_DEVICE uint4 ld_global_nc_v4(const void* p) {
+  uint4 r;
+  asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];"
+               : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w)
+               : "l"(p));
+  return r;
+}
+
+}  // namespace nibble::detail
