@@ -52,36 +52,44 @@ static_assert(kF16Exp64 == (21u << 10), "fp16 64.0");
 static_assert(kF16OneSixteenth == (11u << 10), "fp16 0.0625");
 static_assert(kBF16Exp128 == (134u << 7), "bf16 128.0");
 
-/// out[j] = (u[2j] - zero, u[2j+1] - zero) for eight unsigned codes u (0..15) in an interleaved word.
-/// Exact for 0 <= zero <= 15 (every intermediate is a small integer, representable in fp16 and bf16).
+/// out[j] = (u[2j] - z, u[2j+1] - z) for eight unsigned codes u (0..15) in an interleaved word, where
+/// z = zero_lo for values 0-3 (out[0], out[1]) and z = zero_hi for values 4-7 (out[2], out[3]).
+/// Exact for 0 <= z <= 15: every intermediate is a small integer, representable in fp16 and bf16.
 template <class T>
-NIBBLE_DEVICE void u4x8_minus_zero(std::uint32_t w, int zero, std::uint32_t (&out)[4]) {
+NIBBLE_DEVICE void u4x8_minus_zeros(std::uint32_t w, int zero_lo, int zero_hi, std::uint32_t (&out)[4]) {
   using V2 = vec2_t<T>;
   auto as_v2 = [](std::uint32_t u) { return *reinterpret_cast<V2*>(&u); };
   auto as_u32 = [](V2 v) { return *reinterpret_cast<std::uint32_t*>(&v); };
   if constexpr (std::is_same_v<T, __half>) {
-    const V2 sub_lo = as_v2(splat2(kF16Exp1024 + std::uint32_t(zero)));      // 1024 + zero
-    const V2 one_16th = as_v2(splat2(kF16OneSixteenth));                     // 1/16
-    const V2 sub_hi = as_v2(splat2(0x8000u | (kF16Exp64 + 16u * zero)));     // -(64 + zero)
+    const V2 one_16th = as_v2(splat2(kF16OneSixteenth));  // 1/16
 #pragma unroll
     for (int h = 0; h < 2; ++h) {  // h = 0: values 0-3, h = 1: values 4-7 (nibbles shifted down by 8)
+      const std::uint32_t z = std::uint32_t(h == 0 ? zero_lo : zero_hi);
+      const V2 sub_lo = as_v2(splat2(kF16Exp1024 + z));             // 1024 + z
+      const V2 sub_hi = as_v2(splat2(0x8000u | (kF16Exp64 + 16u * z)));  // -(64 + z)
       const std::uint32_t s = w >> (8 * h);
       const std::uint32_t lo = detail::lop3<detail::kLutAndOr>(s, kLowNibblePair, splat2(kF16Exp1024));
       const std::uint32_t hi = detail::lop3<detail::kLutAndOr>(s, kHighNibblePair, splat2(kF16Exp1024));
-      out[2 * h] = as_u32(__hsub2(as_v2(lo), sub_lo));
-      out[2 * h + 1] = as_u32(__hfma2(as_v2(hi), one_16th, sub_hi));
+      out[2 * h] = as_u32(__hsub2(as_v2(lo), sub_lo));                 // (1024 + u) - (1024 + z)
+      out[2 * h + 1] = as_u32(__hfma2(as_v2(hi), one_16th, sub_hi));  // (1024 + 16u) / 16 - (64 + z)
     }
   } else if constexpr (std::is_same_v<T, __nv_bfloat16>) {
-    const V2 sub = as_v2(splat2(kBF16Exp128 + std::uint32_t(zero)));  // 128 + zero
 #pragma unroll
-    for (int j = 0; j < 4; ++j) {
+    for (int j = 0; j < 4; ++j) {  // pair j = nibbles j and j + 4
+      const std::uint32_t z = std::uint32_t(j < 2 ? zero_lo : zero_hi);
       const std::uint32_t v = detail::lop3<detail::kLutAndOr>(w >> (4 * j), kLowNibblePair,
                                                               splat2(kBF16Exp128));
-      out[j] = as_u32(__hsub2(as_v2(v), sub));
+      out[j] = as_u32(__hsub2(as_v2(v), as_v2(splat2(kBF16Exp128 + z))));  // (128 + u) - (128 + z)
     }
   } else {
     static_assert(dependent_false<T>, "T must be __half or __nv_bfloat16");
   }
+}
+
+/// u4x8_minus_zeros with one zero point for all eight values.
+template <class T>
+NIBBLE_DEVICE void u4x8_minus_zero(std::uint32_t w, int zero, std::uint32_t (&out)[4]) {
+  u4x8_minus_zeros<T>(w, zero, zero, out);
 }
 
 /// out[j] = (s[2j], s[2j+1]) for eight signed int4 values in an interleaved word.
