@@ -1,0 +1,211 @@
+// nibble/gemm/gemm.cuh — host API of the int4 GEMM, in the CUTLASS / CUB manner:
+//
+//   nibble::gemm::Arguments args{...};
+//   NIBBLE_RETURN_IF_ERROR(nibble::gemm::can_implement(args));          // CPU only, names what is wrong
+//   std::size_t bytes = nibble::gemm::get_workspace_size(args);          // 0 unless split-K is used
+//   // allocate once, zero once (cudaMemset); run() leaves it zero again
+//   NIBBLE_RETURN_IF_ERROR(nibble::gemm::run(args, workspace, bytes, stream));
+//
+// run() never allocates, memsets, synchronizes or reads device memory on the host, so it can be captured
+// in a CUDA graph. Results are deterministic (split-K partials are summed in a fixed order, no atomics on
+// floats).
+#pragma once
+
+#include "../layout/repack.cuh"
+#include "../status.cuh"
+#include "kernel.cuh"
+
+namespace nibble::gemm {
+
+/// C[M, N] = A[M, K] * dequant(W)^T (+ bias[N]).
+struct Arguments {
+  std::int64_t m = 0;              ///< rows of A and C (tokens); any M >= 1
+  DType act_type = DType::kF16;    ///< type of A, bias and the weight scales: kF16 or kBF16
+  const void* a = nullptr;         ///< A [M, lda] row-major; 16-byte aligned, lda a multiple of 8
+  std::int64_t lda = 0;            ///< >= K
+  GemmWeights w;                   ///< the weight, repacked for act_type (layout/repack.cuh)
+  const void* bias = nullptr;      ///< optional bias [N] of act_type
+  void* c = nullptr;               ///< C [M, ldc] row-major
+  std::int64_t ldc = 0;            ///< >= N
+  DType out_type = DType::kF16;    ///< act_type, or kF32 for fp32 output
+  int split_k = 0;                 ///< 0: chosen by the heuristic; > 0: forced number of K splits
+  int sm_count = 0;                ///< 0: taken from the current device
+};
+
+/// What run() will launch: tile family, grid and split-K workspace.
+struct Plan {
+  TileKind kind = TileKind::kDecode;
+  int tiles_m = 0, tiles_n = 0, k_tiles = 0, splits = 1, k_tiles_per_split = 0;
+  std::size_t workspace_bytes = 0;
+};
+
+namespace detail {
+inline bool aligned(const void* p, std::size_t a) { return reinterpret_cast<std::uintptr_t>(p) % a == 0; }
+inline int log2_exact(std::int64_t x) {
+  int l = 0;
+  while ((std::int64_t(1) << l) < x) ++l;
+  return l;
+}
+/// CTAs of one tile family that fit on one SM (by shared memory and threads).
+inline int ctas_per_sm(const TileConfig& c) {
+  constexpr int kSmemPerSm = 227 * 1024, kThreadsPerSm = 2048;
+  const int by_smem = kSmemPerSm / (c.smem_bytes() + 1024);
+  const int by_threads = kThreadsPerSm / c.threads();
+  return by_smem < by_threads ? by_smem : by_threads;
+}
+}  // namespace detail
+
+/// Checks every argument on the CPU (no CUDA call). Returns the first problem found.
+inline Status can_implement(const Arguments& args) {
+  const GemmWeights& w = args.w;
+  if (args.act_type != DType::kF16 && args.act_type != DType::kBF16) return Status::kErrorUnsupportedFormat;
+  if (args.out_type != args.act_type && args.out_type != DType::kF32) return Status::kErrorUnsupportedFormat;
+  if (w.scale_type != args.act_type) return Status::kErrorUnsupportedFormat;  // repack for this act type
+  if (w.format != Format::kS4 && w.format != Format::kU4 && w.format != Format::kNf4 &&
+      w.format != Format::kFp4)
+    return Status::kErrorUnsupportedFormat;
+  if (args.m < 1 || w.n < 1 || w.k < 1) return Status::kErrorInvalidShape;
+  constexpr std::int64_t kMaxDim = std::int64_t(1) << 30;  // keeps every int32 tile index in range
+  if (args.m > kMaxDim || w.n > kMaxDim || w.k > kMaxDim) return Status::kErrorSizeOverflow;
+  if (w.k % 8 != 0) return Status::kErrorInvalidShape;  // A is read in 16-byte chunks of 8 elements
+  if (!is_supported_group_size(w.group_size)) return Status::kErrorGroupSize;
+  if (w.group_size != kPerChannel && w.k % w.group_size != 0) return Status::kErrorGroupSize;
+  if (args.a == nullptr || args.c == nullptr || w.codes == nullptr || w.scales == nullptr)
+    return Status::kErrorNullPointer;
+  if (w.format == Format::kU4 && w.zeros == nullptr) return Status::kErrorNullPointer;
+  if (args.lda < w.k || args.ldc < w.n) return Status::kErrorLeadingDimension;
+  if (!detail::aligned(args.a, 16) || args.lda % 8 != 0) return Status::kErrorMisalignedPointer;
+  if (!detail::aligned(w.codes, 16) || !detail::aligned(w.scales, 16) ||
+      (w.zeros != nullptr && !detail::aligned(w.zeros, 16)))
+    return Status::kErrorMisalignedPointer;
+  if (!detail::aligned(args.c, size_of(args.out_type)) ||
+      (args.bias != nullptr && !detail::aligned(args.bias, 2)))
+    return Status::kErrorMisalignedPointer;
+  if (args.split_k < 0 || args.sm_count < 0) return Status::kErrorInvalidArgument;
+  // overflow of M * ldc and M * lda offsets in 64-bit arithmetic
+  if (args.ldc > (std::int64_t(1) << 62) / args.m || args.lda > (std::int64_t(1) << 62) / args.m)
+    return Status::kErrorSizeOverflow;
+  return Status::kSuccess;
+}
+
+/// The launch plan for `args` on a GPU with `sm_count` multiprocessors (pure function, CPU only).
+inline Plan make_plan(const Arguments& args, int sm_count) {
+  Plan p;
+  p.kind = choose_tile(args.m);
+  const TileConfig c = tile_config(p.kind);
+  const layout::GemmShape s = args.w.shape();
+  p.tiles_m = int((args.m + c.tile_m() - 1) / c.tile_m());
+  p.tiles_n = int((s.n_pad + c.tile_n() - 1) / c.tile_n());
+  p.k_tiles = int((s.k_pad + c.tile_k() - 1) / c.tile_k());
+  const std::int64_t tiles = std::int64_t(p.tiles_m) * p.tiles_n;
+  int splits = args.split_k;
+  if (splits == 0) {  // enough CTAs for one full wave, each split keeping >= 2 k-tiles of work
+    const std::int64_t target = std::int64_t(sm_count > 0 ? sm_count : 1) * detail::ctas_per_sm(c);
+    splits = tiles >= target ? 1 : int((target + tiles - 1) / tiles);
+    const int max_splits = p.k_tiles / 2 > 1 ? p.k_tiles / 2 : 1;
+    if (splits > max_splits) splits = max_splits;
+  }
+  if (splits > p.k_tiles) splits = p.k_tiles;
+  if (splits < 1) splits = 1;
+  p.k_tiles_per_split = (p.k_tiles + splits - 1) / splits;
+  p.splits = (p.k_tiles + p.k_tiles_per_split - 1) / p.k_tiles_per_split;  // no empty split
+  if (p.splits > 1) {
+    const std::size_t partial = std::size_t(tiles) * p.splits * c.tile_m() * c.tile_n() * sizeof(float);
+    p.workspace_bytes = partial + std::size_t(tiles) * sizeof(unsigned);
+  }
+  return p;
+}
+
+namespace detail {
+inline int current_sm_count(int requested) {
+  if (requested > 0) return requested;
+  int dev = 0, sms = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess ||
+      cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess) {
+    (void)cudaGetLastError();
+    return 0;
+  }
+  return sms;
+}
+
+template <class T, Format F, class Tile>
+Status launch(const Arguments& args, const Plan& plan, void* workspace, cudaStream_t stream) {
+  constexpr TileConfig c = Tile::kConfig;
+  const GemmWeights& w = args.w;
+  KernelParams<T> p{};
+  p.m = int(args.m);
+  p.n = int(w.n);
+  p.k = int(w.k);
+  p.a = static_cast<const T*>(args.a);
+  p.lda = args.lda;
+  p.codes = w.codes;
+  p.scales = static_cast<const T*>(w.scales);
+  p.zeros = w.zeros;
+  p.shape = w.shape();
+  p.per_channel = w.group_size == kPerChannel;
+  p.group_log2 = p.per_channel ? 0 : log2_exact(w.group_size);
+  p.bias = static_cast<const T*>(args.bias);
+  p.c = args.c;
+  p.ldc = args.ldc;
+  p.out_f32 = args.out_type == DType::kF32;
+  p.pair_stores = args.ldc % 2 == 0 && aligned(args.c, 2 * std::size_t(size_of(args.out_type)));
+  p.tiles_m = plan.tiles_m;
+  p.tiles_n = plan.tiles_n;
+  p.splits = plan.splits;
+  p.k_tiles = plan.k_tiles;
+  p.k_tiles_per_split = plan.k_tiles_per_split;
+  if (plan.splits > 1) {
+    const std::size_t partial = plan.workspace_bytes - std::size_t(plan.tiles_m) * plan.tiles_n * sizeof(unsigned);
+    p.partials = static_cast<float*>(workspace);
+    p.counters = reinterpret_cast<unsigned*>(static_cast<char*>(workspace) + partial);
+  }
+  auto kernel = gemm_kernel<T, F, Tile>;
+  NIBBLE_CUDA_TRY(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, c.smem_bytes()));
+  const std::int64_t grid = std::int64_t(plan.tiles_m) * plan.tiles_n * plan.splits;
+  kernel<<<dim3(unsigned(grid)), dim3(c.threads()), c.smem_bytes(), stream>>>(p);
+  NIBBLE_CHECK_LAUNCH();
+  return Status::kSuccess;
+}
+
+template <class T, Format F>
+Status dispatch_tile(const Arguments& args, const Plan& plan, void* workspace, cudaStream_t stream) {
+  switch (plan.kind) {
+    case TileKind::kDecode: return launch<T, F, TileDecode>(args, plan, workspace, stream);
+    case TileKind::kSmall: return launch<T, F, TileSmall>(args, plan, workspace, stream);
+    case TileKind::kLarge: return launch<T, F, TileLarge>(args, plan, workspace, stream);
+  }
+  return Status::kErrorInvalidArgument;
+}
+
+template <class T>
+Status dispatch_format(const Arguments& args, const Plan& plan, void* workspace, cudaStream_t stream) {
+  switch (args.w.format) {
+    case Format::kS4: return dispatch_tile<T, Format::kS4>(args, plan, workspace, stream);
+    case Format::kU4: return dispatch_tile<T, Format::kU4>(args, plan, workspace, stream);
+    case Format::kNf4: return dispatch_tile<T, Format::kNf4>(args, plan, workspace, stream);
+    case Format::kFp4: return dispatch_tile<T, Format::kFp4>(args, plan, workspace, stream);
+  }
+  return Status::kErrorUnsupportedFormat;
+}
+}  // namespace detail
+
+/// Bytes of workspace run() needs for `args` on the current device (0 when no split-K is used).
+inline std::size_t get_workspace_size(const Arguments& args) {
+  if (can_implement(args) != Status::kSuccess) return 0;
+  return make_plan(args, detail::current_sm_count(args.sm_count)).workspace_bytes;
+}
+
+/// Launches the GEMM on `stream`. `workspace` must hold get_workspace_size(args) bytes that were zeroed
+/// once before first use (run leaves them zero); it may be null when that size is 0.
+inline Status run(const Arguments& args, void* workspace, std::size_t workspace_bytes, cudaStream_t stream) {
+  NIBBLE_RETURN_IF_ERROR(can_implement(args));
+  NIBBLE_RETURN_IF_ERROR(check_device());
+  const Plan plan = make_plan(args, detail::current_sm_count(args.sm_count));
+  if (plan.workspace_bytes > 0 && (workspace == nullptr || workspace_bytes < plan.workspace_bytes))
+    return Status::kErrorWorkspaceTooSmall;
+  if (plan.workspace_bytes > 0 && !detail::aligned(workspace, 16)) return Status::kErrorMisalignedPointer;
+  if (args.act_type == DType::kF16) return detail::dispatch_format<__half>(args, plan, workspace, stream);
+  return detail::dispatch_format<__nv_bfloat16>(args, plan, workspace, stream);
+}
+
+}  // namespace nibble::gemm

@@ -1,0 +1,89 @@
+// nibble/gemm/warp_mma.cuh — the warp-level building block of the GEMM, public for users' own kernels:
+// one lane's packed word of a weight atom -> dequantized B fragments in registers -> mma.m16n8k16.
+//
+//   uint4 atom = load_atom_lane(atom_ptr);              // 16 B per lane: 4 k-steps of a 16 x 64 atom
+//   for j in 0..3:
+//     uint32_t b[4];
+//     dequant_fragments<T, F>(word(atom, j), scales, zeros, lut, b);   // 8 weights, scale applied
+//     mma_atom_step<T>(acc, a_fragment_for_kstep_j, b);                 // C[16 x 16] += A[16 x 16] W^T
+//
+// See layout/gemm_layout.cuh for which weight each value of the word is.
+#pragma once
+
+#include "../detail/ptx.cuh"
+#include "../layout/gemm_layout.cuh"
+#include "../thread/convert.cuh"
+
+namespace nibble::gemm {
+
+/// The scale (and u4 zero point) of the two weight columns a lane's word covers: column g (values 0-3)
+/// and column g + 8 (values 4-7) of the atom.
+template <class T>
+struct ColumnPairQuant {
+  T scale_lo;
+  T scale_hi;
+  int zero_lo = 0;
+  int zero_hi = 0;
+};
+
+/// Everything the dequantization of format F needs besides the word: the register codebook for nf4/fp4.
+template <Format F, class T>
+struct DequantContext {
+  CodebookLut lut{};
+  NIBBLE_DEVICE static DequantContext make() {
+    DequantContext c;
+    if constexpr (is_codebook(F)) c.lut = make_codebook_lut<F, T>();
+    return c;
+  }
+};
+
+/// Word `j` (0..3) of a lane's 16-byte atom slice.
+NIBBLE_DEVICE std::uint32_t atom_word(const uint4& atom, int j) {
+  return j == 0 ? atom.x : (j == 1 ? atom.y : (j == 2 ? atom.z : atom.w));
+}
+
+/// 16-byte load of this lane's slice of an atom (`atom` points at the atom's first byte; shared or global).
+NIBBLE_DEVICE uint4 load_atom_lane(const void* atom, int lane) {
+  return reinterpret_cast<const uint4*>(atom)[lane];
+}
+
+/// Word `j` (0..3) of this lane's slice of an atom (shared or global), as a single 32-bit load.
+NIBBLE_DEVICE std::uint32_t load_atom_word(const void* atom, int lane, int j) {
+  return reinterpret_cast<const std::uint32_t*>(atom)[lane * (layout::kLaneBytes / 4) + j];
+}
+
+/// Dequantizes one word (eight weights of format F, GEMM-layout order) into the two B fragments of an atom
+/// k-step: b[0], b[1] for n8-tile 0 (column g), b[2], b[3] for n8-tile 1 (column g + 8).
+template <class T, Format F>
+NIBBLE_DEVICE void dequant_fragments(std::uint32_t word, const ColumnPairQuant<T>& q,
+                                     const DequantContext<F, T>& ctx, std::uint32_t (&b)[4]) {
+  using V2 = vec2_t<T>;
+  if constexpr (F == Format::kS4) {
+    s4x8_to_pairs<T>(word, b);
+  } else if constexpr (F == Format::kU4) {
+    u4x8_minus_zeros<T>(word, q.zero_lo, q.zero_hi, b);
+  } else if constexpr (is_codebook(F)) {
+    codebook_x8_to_pairs(ctx.lut, word, b);
+  } else {
+    static_assert(dependent_false<T>, "unknown format");
+  }
+  const V2 s_lo{q.scale_lo, q.scale_lo};
+  const V2 s_hi{q.scale_hi, q.scale_hi};
+#pragma unroll
+  for (int p = 0; p < 4; ++p) {
+    V2 v = *reinterpret_cast<V2*>(&b[p]);
+    v = __hmul2(v, p < 2 ? s_lo : s_hi);
+    b[p] = *reinterpret_cast<std::uint32_t*>(&v);
+  }
+}
+
+/// acc[h] += A(16 x 16) * B_h(16 x 8) for the atom's two n8-tiles h = 0, 1; b from dequant_fragments.
+template <class T>
+NIBBLE_DEVICE void mma_atom_step(float (&acc)[2][4], const std::uint32_t (&a)[4], const std::uint32_t (&b)[4]) {
+  const std::uint32_t b0[2] = {b[0], b[1]};
+  const std::uint32_t b1[2] = {b[2], b[3]};
+  detail::mma_m16n8k16<T>(acc[0], a, b0);
+  detail::mma_m16n8k16<T>(acc[1], a, b1);
+}
+
+}  // namespace nibble::gemm

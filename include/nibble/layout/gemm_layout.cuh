@@ -1,0 +1,106 @@
+// nibble/layout/gemm_layout.cuh — THE packed-weight layout the GEMM mainloop reads. Defined once, here; the
+// repack (GPU and CPU, layout/repack.cuh) and the mainloop (gemm/mainloop.cuh) both use these functions.
+//
+// The unit is a 16 (n) x 64 (k) "atom" of 1024 codes = 512 bytes. Within an atom each of the 32 lanes of a
+// warp owns 16 contiguous bytes = four 32-bit words, so one 16-byte shared-memory load per lane fetches a
+// whole atom for the warp, bank-conflict free. Word j (0..3) of lane l covers k-step j (k = 16j .. 16j+15)
+// and holds exactly lane l's B fragments of mma.m16n8k16 for both 8-column halves of the atom:
+//
+//   lane l: g = l / 4 (fragment row group), t = l % 4 (thread in group)
+//   value i of word j   n (within atom)   k (within atom)        mma operand
+//   0, 1                g                 16j + 2t     + (0, 1)  b0 of n8-tile 0
+//   2, 3                g                 16j + 2t + 8 + (0, 1)  b1 of n8-tile 0
+//   4, 5                g + 8             16j + 2t     + (0, 1)  b0 of n8-tile 1
+//   6, 7                g + 8             16j + 2t + 8 + (0, 1)  b1 of n8-tile 1
+//
+// so after thread/convert.cuh turns word j into pairs out[0..3] (out[p] = values 2p, 2p+1), the B fragment
+// of n8-tile 0 is {out[0], out[1]} and that of n8-tile 1 is {out[2], out[3]}. Values sit in the word's
+// nibbles in gemm_nibble_order(format): kInterleaved for s4/u4 (magic-number conversion), kSequential
+// for nf4/fp4 (register table lookup).
+//
+// Atoms are stored n-block major, k fastest: atom (nb, kb) starts at byte (nb * k_atoms + kb) * 512, with
+// n_pad = round_up(N, 16) and k_pad = round_up(K, 64); padding codes are 0 and padding scales 0.
+//
+// Scales (in the activation type T) and u4 zero points (uint8) are stored transposed, group-major:
+// scale (group, n) at [group * n_pad + n], groups = k_pad / g for g in {32..256} (the groups past K are
+// padding), and one group (g = k_pad) for per-channel. A CTA's scales for one group are then contiguous.
+#pragma once
+
+#include "../format/format.cuh"
+#include "../thread/pack.cuh"
+
+namespace nibble::layout {
+
+inline constexpr int kAtomN = 16;
+inline constexpr int kAtomK = 64;
+inline constexpr int kAtomBytes = kAtomN * kAtomK / 2;
+inline constexpr int kLaneBytes = kAtomBytes / 32;
+static_assert(kAtomBytes == 512 && kLaneBytes == 16, "one 16-byte load per lane per atom");
+
+NIBBLE_HOST_DEVICE constexpr std::int64_t round_up(std::int64_t x, std::int64_t m) { return (x + m - 1) / m * m; }
+
+/// Nibble order of the words of `format` in the GEMM layout.
+NIBBLE_HOST_DEVICE constexpr NibbleOrder gemm_nibble_order(Format f) {
+  return is_codebook(f) ? NibbleOrder::kSequential : NibbleOrder::kInterleaved;
+}
+
+/// Position (n, k) within an atom of value `i` (0..7) of word `j` (0..3) of lane `lane`.
+struct AtomCoord {
+  int n;
+  int k;
+};
+NIBBLE_HOST_DEVICE constexpr AtomCoord atom_coord(int lane, int j, int i) {
+  const int g = lane / 4, t = lane % 4;
+  return {g + 8 * (i / 4), 16 * j + 2 * t + 8 * ((i / 2) % 2) + (i % 2)};
+}
+static_assert(atom_coord(0, 0, 1).k == 1 && atom_coord(0, 0, 2).k == 8 && atom_coord(0, 0, 4).n == 8,
+              "value pairs follow the mma.m16n8k16 B fragment");
+static_assert(atom_coord(31, 3, 7).n == 15 && atom_coord(31, 3, 7).k == 63, "the last value of an atom");
+
+/// Shape of the GEMM layout for an [N, K] weight quantized with `group_size`.
+struct GemmShape {
+  std::int64_t n, k;          ///< logical shape
+  std::int64_t n_pad, k_pad;  ///< padded to whole atoms
+  std::int64_t group;         ///< group length along K in this layout (k_pad for per-channel)
+  std::int64_t groups;        ///< number of scale rows (k_pad / group)
+
+  NIBBLE_HOST_DEVICE constexpr std::int64_t k_atoms() const { return k_pad / kAtomK; }
+  NIBBLE_HOST_DEVICE constexpr std::int64_t code_bytes() const { return n_pad * k_pad / 2; }
+  NIBBLE_HOST_DEVICE constexpr std::int64_t scale_count() const { return groups * n_pad; }
+};
+
+NIBBLE_HOST_DEVICE constexpr GemmShape make_gemm_shape(std::int64_t n, std::int64_t k, int group_size) {
+  GemmShape s{};
+  s.n = n;
+  s.k = k;
+  s.n_pad = round_up(n, kAtomN);
+  s.k_pad = round_up(k, kAtomK);
+  s.group = group_size == kPerChannel ? s.k_pad : std::int64_t(group_size);
+  s.groups = s.k_pad / s.group;
+  return s;
+}
+
+/// Where weight (n, k) lives in the GEMM layout: byte offset of its code and the nibble in that byte.
+struct CodeLocation {
+  std::int64_t byte;
+  int shift;  ///< 0 for the low nibble, 4 for the high one
+};
+NIBBLE_HOST_DEVICE constexpr CodeLocation code_location(const GemmShape& s, Format f, std::int64_t n,
+                                                        std::int64_t k) {
+  const std::int64_t atom = (n / kAtomN) * s.k_atoms() + k / kAtomK;
+  const int dn = int(n % kAtomN), dk = int(k % kAtomK);
+  // Invert atom_coord: n = g + 8 * (i / 4), k = 16 j + 2 t + 8 * ((i / 2) % 2) + i % 2.
+  const int g = dn % 8, j = dk / 16, r = dk % 16;
+  const int t = (r % 8) / 2;
+  const int i = 4 * (dn / 8) + 2 * (r / 8) + (r % 2);
+  const int lane = 4 * g + t;
+  const int nib = nibble_position(gemm_nibble_order(f), i);
+  return {atom * kAtomBytes + lane * kLaneBytes + 4 * j + nib / 2, 4 * (nib % 2)};
+}
+
+/// Index of the scale / zero point of weight (n, k) in the GEMM layout.
+NIBBLE_HOST_DEVICE constexpr std::int64_t scale_index(const GemmShape& s, std::int64_t n, std::int64_t k) {
+  return (k / s.group) * s.n_pad + n;
+}
+
+}  // namespace nibble::layout

@@ -1,0 +1,189 @@
+// nibble/layout/repack.cuh — the weight the GEMM reads (GemmWeights) and the repack that builds it from the
+// quantizers' plain [N, K] layout, on the GPU or the CPU (same per-word routine, so identical bytes).
+#pragma once
+
+#include "../status.cuh"
+#include "gemm_layout.cuh"
+
+namespace nibble {
+
+/// Non-owning view of a weight in the GEMM layout (layout/gemm_layout.cuh), repacked for one activation
+/// type: scales are of that type. Sizes: codes shape().code_bytes(), scales and zeros shape().scale_count().
+struct GemmWeights {
+  Format format = Format::kS4;
+  int group_size = 128;               ///< 32, 64, 128, 256 or kPerChannel
+  std::int64_t n = 0, k = 0;          ///< logical [N, K]
+  DType scale_type = DType::kF16;     ///< the activation type this weight was repacked for
+  const std::uint8_t* codes = nullptr;
+  const void* scales = nullptr;       ///< [groups][n_pad] of scale_type
+  const std::uint8_t* zeros = nullptr;  ///< [groups][n_pad], u4 only
+
+  NIBBLE_HOST_DEVICE layout::GemmShape shape() const { return layout::make_gemm_shape(n, k, group_size); }
+};
+
+/// The plain layout the quantizers write (see quant/): codes [N, ld_codes] bytes with element k of a row in
+/// byte k / 2 (low nibble for even k), scales [N, K / g] of scale_type, u4 zeros [N, K / g] uint8.
+struct PlainWeights {
+  Format format = Format::kS4;
+  int group_size = 128;
+  std::int64_t n = 0, k = 0;
+  const std::uint8_t* codes = nullptr;
+  std::int64_t ld_codes = 0;  ///< bytes per row, >= K / 2
+  const void* scales = nullptr;
+  DType scale_type = DType::kF32;
+  const std::uint8_t* zeros = nullptr;
+};
+
+namespace layout {
+
+/// Word `j` of lane `lane` of atom `atom` in the GEMM layout, gathered from the plain codes (0 in padding).
+NIBBLE_HOST_DEVICE std::uint32_t repack_word(const PlainWeights& src, const GemmShape& s, std::int64_t atom,
+                                             int lane, int j) {
+  const std::int64_t n0 = (atom / s.k_atoms()) * kAtomN, k0 = (atom % s.k_atoms()) * kAtomK;
+  const NibbleOrder order = gemm_nibble_order(src.format);
+  std::uint32_t w = 0;
+  for (int i = 0; i < 8; ++i) {
+    const AtomCoord c = atom_coord(lane, j, i);
+    const std::int64_t n = n0 + c.n, k = k0 + c.k;
+    std::uint32_t nib = 0;
+    if (n < s.n && k < s.k) nib = (src.codes[n * src.ld_codes + k / 2] >> (4 * (k % 2))) & 0xFu;
+    w |= nib << (4 * nibble_position(order, i));
+  }
+  return w;
+}
+
+/// Scale (as float) and zero point of GEMM-layout entry `idx` = group * n_pad + n (0 in padding).
+NIBBLE_HOST_DEVICE float repack_scale(const PlainWeights& src, const GemmShape& s, std::int64_t idx,
+                                      std::uint8_t* zero) {
+  const std::int64_t group = idx / s.n_pad, n = idx % s.n_pad;
+  const std::int64_t src_groups = src.group_size == kPerChannel ? 1 : s.k / src.group_size;
+  *zero = 0;
+  if (n >= s.n || group >= src_groups) return 0.0f;
+  const std::int64_t at = n * src_groups + group;
+  if (src.zeros != nullptr) *zero = src.zeros[at];
+  switch (src.scale_type) {
+    case DType::kF32: return static_cast<const float*>(src.scales)[at];
+    case DType::kF16: return to_float(static_cast<const __half*>(src.scales)[at]);
+    case DType::kBF16: return to_float(static_cast<const __nv_bfloat16*>(src.scales)[at]);
+  }
+  return 0.0f;
+}
+
+template <class T>
+__global__ void repack_codes_kernel(PlainWeights src, GemmShape s, std::uint32_t* dst, std::int64_t words) {
+  for (std::int64_t w = blockIdx.x * std::int64_t(blockDim.x) + threadIdx.x; w < words;
+       w += std::int64_t(gridDim.x) * blockDim.x) {
+    const std::int64_t atom = w / (kAtomBytes / 4);
+    const int lane = int(w % (kAtomBytes / 4)) / 4, j = int(w % 4);
+    dst[w] = repack_word(src, s, atom, lane, j);
+  }
+}
+
+template <class T>
+__global__ void repack_scales_kernel(PlainWeights src, GemmShape s, T* scales, std::uint8_t* zeros) {
+  for (std::int64_t i = blockIdx.x * std::int64_t(blockDim.x) + threadIdx.x; i < s.scale_count();
+       i += std::int64_t(gridDim.x) * blockDim.x) {
+    std::uint8_t z;
+    scales[i] = from_float<T>(repack_scale(src, s, i, &z));
+    if (zeros != nullptr) zeros[i] = z;
+  }
+}
+
+}  // namespace layout
+
+/// Bytes of the three GEMM-layout buffers for an [N, K] weight.
+struct GemmWeightBytes {
+  std::size_t codes = 0, scales = 0, zeros = 0;
+};
+inline GemmWeightBytes gemm_weight_bytes(Format f, std::int64_t n, std::int64_t k, int group_size, DType act) {
+  const layout::GemmShape s = layout::make_gemm_shape(n, k, group_size);
+  GemmWeightBytes b;
+  b.codes = std::size_t(s.code_bytes());
+  b.scales = std::size_t(s.scale_count()) * size_of(act);
+  b.zeros = has_zero_point(f) ? std::size_t(s.scale_count()) : 0;
+  return b;
+}
+
+namespace detail {
+inline Status validate_repack(const PlainWeights& src, DType act, const void* codes, const void* scales,
+                              const void* zeros) {
+  if (act != DType::kF16 && act != DType::kBF16) return Status::kErrorUnsupportedFormat;
+  if (src.n < 1 || src.k < 2 || src.k % 2 != 0) return Status::kErrorInvalidShape;
+  if (!is_supported_group_size(src.group_size)) return Status::kErrorGroupSize;
+  if (src.group_size != kPerChannel && src.k % src.group_size != 0) return Status::kErrorGroupSize;
+  if (src.ld_codes < src.k / 2) return Status::kErrorLeadingDimension;
+  if (src.codes == nullptr || src.scales == nullptr || codes == nullptr || scales == nullptr)
+    return Status::kErrorNullPointer;
+  if (has_zero_point(src.format) && (src.zeros == nullptr || zeros == nullptr)) return Status::kErrorNullPointer;
+  if (reinterpret_cast<std::uintptr_t>(codes) % 16 || reinterpret_cast<std::uintptr_t>(scales) % 16 ||
+      reinterpret_cast<std::uintptr_t>(zeros) % 16)
+    return Status::kErrorMisalignedPointer;
+  if (src.n > (std::int64_t(1) << 40) / src.ld_codes) return Status::kErrorSizeOverflow;
+  return Status::kSuccess;
+}
+
+inline GemmWeights make_view(const PlainWeights& src, DType act, const void* codes, const void* scales,
+                             const void* zeros) {
+  GemmWeights w;
+  w.format = src.format;
+  w.group_size = src.group_size;
+  w.n = src.n;
+  w.k = src.k;
+  w.scale_type = act;
+  w.codes = static_cast<const std::uint8_t*>(codes);
+  w.scales = scales;
+  w.zeros = has_zero_point(src.format) ? static_cast<const std::uint8_t*>(zeros) : nullptr;
+  return w;
+}
+}  // namespace detail
+
+/// Repacks `src` (device memory) into the GEMM layout for activations of type `act` (kF16 / kBF16):
+/// `codes`, `scales`, `zeros` (u4 only) are device buffers of gemm_weight_bytes(); `out` receives the view.
+/// Scales are rounded to `act`. Two kernels on `stream`; no allocation, no sync.
+inline Status repack(const PlainWeights& src, DType act, void* codes, void* scales, void* zeros,
+                     GemmWeights* out, cudaStream_t stream) {
+  NIBBLE_RETURN_IF_ERROR(detail::validate_repack(src, act, codes, scales, zeros));
+  if (out == nullptr) return Status::kErrorNullPointer;
+  NIBBLE_RETURN_IF_ERROR(check_device());
+  const layout::GemmShape s = layout::make_gemm_shape(src.n, src.k, src.group_size);
+  const std::int64_t words = s.code_bytes() / 4;
+  constexpr int kThreads = 256;
+  auto blocks = [](std::int64_t work) { return unsigned(std::min<std::int64_t>((work + 255) / 256, 65536)); };
+  std::uint8_t* z = has_zero_point(src.format) ? static_cast<std::uint8_t*>(zeros) : nullptr;
+  if (act == DType::kF16) {
+    layout::repack_codes_kernel<__half><<<blocks(words), kThreads, 0, stream>>>(src, s, static_cast<std::uint32_t*>(codes), words);
+    NIBBLE_CHECK_LAUNCH();
+    layout::repack_scales_kernel<__half><<<blocks(s.scale_count()), kThreads, 0, stream>>>(src, s, static_cast<__half*>(scales), z);
+  } else {
+    layout::repack_codes_kernel<__nv_bfloat16><<<blocks(words), kThreads, 0, stream>>>(src, s, static_cast<std::uint32_t*>(codes), words);
+    NIBBLE_CHECK_LAUNCH();
+    layout::repack_scales_kernel<__nv_bfloat16><<<blocks(s.scale_count()), kThreads, 0, stream>>>(src, s, static_cast<__nv_bfloat16*>(scales), z);
+  }
+  NIBBLE_CHECK_LAUNCH();
+  *out = detail::make_view(src, act, codes, scales, zeros);
+  return Status::kSuccess;
+}
+
+/// CPU version of repack(): `src` and the outputs in host memory; identical bytes.
+inline Status repack_host(const PlainWeights& src, DType act, void* codes, void* scales, void* zeros,
+                          GemmWeights* out) {
+  NIBBLE_RETURN_IF_ERROR(detail::validate_repack(src, act, codes, scales, zeros));
+  if (out == nullptr) return Status::kErrorNullPointer;
+  const layout::GemmShape s = layout::make_gemm_shape(src.n, src.k, src.group_size);
+  auto* dst = static_cast<std::uint32_t*>(codes);
+  for (std::int64_t w = 0; w < s.code_bytes() / 4; ++w)
+    dst[w] = layout::repack_word(src, s, w / (layout::kAtomBytes / 4), int(w % (layout::kAtomBytes / 4)) / 4,
+                                 int(w % 4));
+  auto* z = has_zero_point(src.format) ? static_cast<std::uint8_t*>(zeros) : nullptr;
+  for (std::int64_t i = 0; i < s.scale_count(); ++i) {
+    std::uint8_t zz;
+    const float v = layout::repack_scale(src, s, i, &zz);
+    if (act == DType::kF16) static_cast<__half*>(scales)[i] = from_float<__half>(v);
+    else static_cast<__nv_bfloat16*>(scales)[i] = from_float<__nv_bfloat16>(v);
+    if (z != nullptr) z[i] = zz;
+  }
+  *out = detail::make_view(src, act, codes, scales, zeros);
+  return Status::kSuccess;
+}
+
+}  // namespace nibble

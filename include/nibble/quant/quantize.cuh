@@ -1,0 +1,156 @@
+// nibble/quant/quantize.cuh — host API of the quantizer: quantize / dequantize on the GPU (asynchronous,
+// caller's stream) and on the CPU (the reference path, same per-group rule, bit-identical results).
+//
+//   PackedMatrix m;                                   // view of device buffers, e.g. from carve_packed_matrix
+//   std::size_t ws = 0;
+//   get_quantize_workspace_size(m, &ws);              // 0 unless m.dq.enabled
+//   quantize(d_w, ld, m, d_workspace, ws, stream);    // W [N, K] fp32 / fp16 / bf16, device
+//   dequantize(m, d_out, ld_out, stream);
+//
+// Contract of every entry point: validation runs first, on the CPU, with no CUDA call (so it is testable
+// without a GPU), in this order: Status::kErrorUnsupportedFormat (bad enum, double quant with 16-bit
+// scales), kErrorGroupSize, kErrorInvalidShape (n, k <= 0, odd k), kErrorGroupSize (k % group), then
+// kErrorLeadingDimension, kErrorNullPointer, kErrorMisalignedPointer (a pointer not aligned to its element
+// type), kErrorSizeOverflow, kErrorWorkspaceTooSmall. GPU entry points then check_device()
+// (kErrorUnsupportedDevice). No allocation, memset or synchronization; every launch checked (kErrorCuda).
+// The GPU entry points are graph-capturable.
+#pragma once
+
+#include "double_quant.cuh"
+#include "group.cuh"
+#include "kernels.cuh"
+#include "packed_matrix.cuh"
+
+namespace nibble {
+
+/// Bytes of device workspace quantize() needs for `m` (the double-quant mean's partial sums; 0 without
+/// double quantization). Validates m's parameters and shape.
+inline Status get_quantize_workspace_size(const PackedMatrix& m, std::size_t* bytes) {
+  if (bytes == nullptr) return Status::kErrorNullPointer;
+  NIBBLE_RETURN_IF_ERROR(detail::validate_params(m.n, m.k, m.params()));
+  *bytes = m.dq.enabled ? double_quant_workspace_bytes(m.num_scales()) : 0;
+  return Status::kSuccess;
+}
+
+/// CPU-only check of a quantize call: would quantize(x, ld, m, ...) accept these arguments?
+template <class T>
+Status can_implement_quantize(const T* x, std::int64_t ld, const PackedMatrix& m) {
+  static_assert(std::is_same_v<T, float> || std::is_same_v<T, __half> || std::is_same_v<T, __nv_bfloat16>,
+                "input element type must be float, __half or __nv_bfloat16");
+  NIBBLE_RETURN_IF_ERROR(detail::validate_params(m.n, m.k, m.params()));
+  if (ld < m.k) return Status::kErrorLeadingDimension;
+  NIBBLE_RETURN_IF_ERROR(detail::validate_packed(m));
+  return detail::validate_dense(x, m.n, m.k, ld, sizeof(T));
+}
+
+/// CPU-only check of a dequantize call into out [m.n, m.k] of T with row pitch ld_out.
+template <class T>
+Status can_implement_dequantize(const PackedMatrix& m, const T* out, std::int64_t ld_out) {
+  static_assert(std::is_same_v<T, float> || std::is_same_v<T, __half> || std::is_same_v<T, __nv_bfloat16>,
+                "output element type must be float, __half or __nv_bfloat16");
+  NIBBLE_RETURN_IF_ERROR(detail::validate_params(m.n, m.k, m.params()));
+  if (ld_out < m.k) return Status::kErrorLeadingDimension;
+  NIBBLE_RETURN_IF_ERROR(detail::validate_packed(m));
+  return detail::validate_dense(out, m.n, m.k, ld_out, sizeof(T));
+}
+
+namespace detail {
+inline Status check_workspace(const PackedMatrix& m, const void* workspace, std::size_t workspace_bytes) {
+  std::size_t need = 0;
+  NIBBLE_RETURN_IF_ERROR(get_quantize_workspace_size(m, &need));
+  if (need == 0) return Status::kSuccess;
+  if (workspace == nullptr) return Status::kErrorNullPointer;
+  if (!is_aligned(workspace, alignof(double))) return Status::kErrorMisalignedPointer;
+  if (workspace_bytes < need) return Status::kErrorWorkspaceTooSmall;
+  return Status::kSuccess;
+}
+}  // namespace detail
+
+/// Quantizes W = x [m.n, m.k] (device, row pitch ld elements) into the device buffers of m, on `stream`.
+/// With m.dq.enabled, `workspace` (device, 8-byte aligned) holds get_quantize_workspace_size(m) bytes.
+/// Asynchronous; the result is deterministic and bit-identical to quantize_cpu on the same input.
+template <class T>
+Status quantize(const T* x, std::int64_t ld, const PackedMatrix& m, void* workspace, std::size_t workspace_bytes,
+                cudaStream_t stream) {
+  NIBBLE_RETURN_IF_ERROR(can_implement_quantize(x, ld, m));
+  NIBBLE_RETURN_IF_ERROR(detail::check_workspace(m, workspace, workspace_bytes));
+  NIBBLE_RETURN_IF_ERROR(check_device());
+  NIBBLE_RETURN_IF_ERROR(detail::launch_quantize(x, ld, m, stream));
+  if (m.dq.enabled) {
+    NIBBLE_RETURN_IF_ERROR(detail::launch_double_quantize(static_cast<const float*>(m.scales), m.num_scales(),
+                                                          m.dq, workspace, stream));
+  }
+  return Status::kSuccess;
+}
+
+/// CPU path of quantize(): x and every buffer of m are host memory. Same rules, same bits.
+template <class T>
+Status quantize_cpu(const T* x, std::int64_t ld, const PackedMatrix& m) {
+  NIBBLE_RETURN_IF_ERROR(can_implement_quantize(x, ld, m));
+  const std::int64_t g = effective_group(m.group_size, m.k);
+  const std::int64_t groups = m.groups_per_row();
+  for (std::int64_t r = 0; r < m.n; ++r) {
+    const T* row = x + r * ld;
+    for (std::int64_t j = 0; j < groups; ++j) {
+      GroupStats st;
+      for (std::int64_t e = 0; e < g; ++e) st.add(to_float(row[j * g + e]));
+      const GroupQuantizer q = GroupQuantizer::make(m.format, m.scale_type, st);
+      const std::int64_t si = r * groups + j;
+      store_scale(m.scales, m.scale_type, si, q.scale);
+      if (m.format == Format::kU4) m.zeros[si] = std::uint8_t(q.zero);
+      for (std::int64_t e = 0; e < g; e += 2) {
+        const std::int64_t kk = j * g + e;
+        m.codes[r * m.ld_codes + kk / 2] =
+            pack_x2<Format::kU4>(q.encode(to_float(row[kk])), q.encode(to_float(row[kk + 1])));
+      }
+    }
+  }
+  if (m.dq.enabled) {
+    detail::double_quantize_cpu(static_cast<const float*>(m.scales), m.num_scales(), m.dq.codes, m.dq.absmax2,
+                                m.dq.offset);
+  }
+  return Status::kSuccess;
+}
+
+/// The fp32 scale of group `si` of m as dequantization uses it (host memory): the stored scale, or the
+/// double-quantized one.
+inline float effective_scale_cpu(const PackedMatrix& m, std::int64_t si) {
+  if (m.dq.enabled)
+    return dq_scale(dynamic_map().v, m.dq.codes[si], m.dq.absmax2[si / kDoubleQuantBlock], *m.dq.offset);
+  return load_scale(m.scales, m.scale_type, si);
+}
+
+/// Dequantizes m (device buffers) into out [m.n, m.k] (device, row pitch ld_out) on `stream`.
+template <class T>
+Status dequantize(const PackedMatrix& m, T* out, std::int64_t ld_out, cudaStream_t stream) {
+  NIBBLE_RETURN_IF_ERROR(can_implement_dequantize(m, out, ld_out));
+  NIBBLE_RETURN_IF_ERROR(check_device());
+  return detail::launch_dequantize(m, out, ld_out, stream);
+}
+
+/// CPU path of dequantize(): host buffers, bit-identical results.
+template <class T>
+Status dequantize_cpu(const PackedMatrix& m, T* out, std::int64_t ld_out) {
+  NIBBLE_RETURN_IF_ERROR(can_implement_dequantize(m, out, ld_out));
+  const std::int64_t g = effective_group(m.group_size, m.k);
+  const std::int64_t groups = m.groups_per_row();
+  const Codebook16 book = codebook(m.format);
+  for (std::int64_t r = 0; r < m.n; ++r) {
+    for (std::int64_t j = 0; j < groups; ++j) {
+      const std::int64_t si = r * groups + j;
+      const float s = effective_scale_cpu(m, si);
+      const int zero = m.format == Format::kU4 ? int(m.zeros[si]) : 0;
+      for (std::int64_t e = 0; e < g; e += 2) {
+        const std::int64_t kk = j * g + e;
+        const std::uint8_t byte = m.codes[r * m.ld_codes + kk / 2];
+        out[r * ld_out + kk] = from_float<T>(dequantize_value(m.format, byte, s, zero, book.v));
+        out[r * ld_out + kk + 1] = from_float<T>(dequantize_value(m.format, byte >> 4u, s, zero, book.v));
+      }
+    }
+  }
+  return Status::kSuccess;
+}
+
+}  // namespace nibble
+
+#include "streaming.cuh"
