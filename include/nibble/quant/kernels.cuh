@@ -179,7 +179,11 @@ __global__ void __launch_bounds__(kQuantThreads)
   __shared__ float sBook[16];   // sBook: the format's codebook (kNf4 / kFp4)
   __shared__ float sMap[256];   // sMap: the dynamic map (double quant)
   static_assert(kQuantThreads == 256, "one thread per dynamic-map entry");
-  if (threadIdx.x < 16) sBook[threadIdx.x] = codebook(m.format)[threadIdx.x];
+  if (threadIdx.x == 0) {
+    const Codebook16 book = codebook(m.format);  // constant indices below: registers, not local memory
+#pragma unroll
+    for (int i = 0; i < 16; ++i) sBook[i] = book.v[i];
+  }
   sMap[threadIdx.x] = map.v[threadIdx.x];
   __syncthreads();
   const std::int64_t pairs = m.k / 2;

@@ -62,11 +62,11 @@ struct PackedMatrix {
   std::uint8_t* zeros = nullptr;  ///< [N, G], kU4 only (ignored otherwise)
   DoubleQuantScales dq{};
 
-  QuantParams params() const { return {format, group_size, scale_type, dq.enabled}; }
+  NIBBLE_HOST_DEVICE QuantParams params() const { return {format, group_size, scale_type, dq.enabled}; }
   /// Groups per row: K / effective group.
-  std::int64_t groups_per_row() const { return k / effective_group(group_size, k); }
+  NIBBLE_HOST_DEVICE std::int64_t groups_per_row() const { return k / effective_group(group_size, k); }
   /// Number of scales (and zero points, and dq codes): N * groups_per_row().
-  std::int64_t num_scales() const { return n * groups_per_row(); }
+  NIBBLE_HOST_DEVICE std::int64_t num_scales() const { return n * groups_per_row(); }
 };
 
 /// Byte size of each buffer of a packed matrix (0 for a buffer the format does not use).
