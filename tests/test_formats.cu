@@ -623,7 +623,9 @@ enum Slot : int {
   kSlotS4Bf16 = 1,
   kSlotU4F16 = 2,                  // + zero, zero = 0..15
   kSlotU4Bf16 = kSlotU4F16 + 16,   // + zero
-  kSlotNf4F16 = kSlotU4Bf16 + 16,
+  kSlotU4SplitF16 = kSlotU4Bf16 + 16,   // + z: zero_lo = z (values 0-3), zero_hi = 15 - z (values 4-7)
+  kSlotU4SplitBf16 = kSlotU4SplitF16 + 16,
+  kSlotNf4F16 = kSlotU4SplitBf16 + 16,
   kSlotNf4Bf16,
   kSlotFp4F16,
   kSlotFp4Bf16,
@@ -654,6 +656,10 @@ __global__ void convert_all_kernel(const uint32_t* __restrict__ words, int n, in
     store_slot(out, kSlotU4F16 + z, n, idx, r);
     nibble::u4x8_minus_zero<__nv_bfloat16>(w, z, r);
     store_slot(out, kSlotU4Bf16 + z, n, idx, r);
+    nibble::u4x8_minus_zeros<__half>(w, z, kZeroCount - 1 - z, r);
+    store_slot(out, kSlotU4SplitF16 + z, n, idx, r);
+    nibble::u4x8_minus_zeros<__nv_bfloat16>(w, z, kZeroCount - 1 - z, r);
+    store_slot(out, kSlotU4SplitBf16 + z, n, idx, r);
   }
   const nibble::CodebookLut nf4_f16 = nibble::make_codebook_lut<kNf4, __half>();
   const nibble::CodebookLut nf4_bf16 = nibble::make_codebook_lut<kNf4, __nv_bfloat16>();
@@ -771,14 +777,17 @@ void check_device_s4(const DeviceRun& run, int slot) {
     return bits16<T>(float(v[k]));
   });
 }
+// split = false: one zero z for all values; split = true: zero_lo = z for values 0-3, zero_hi = 15 - z
+// for values 4-7 (u4x8_minus_zeros).
 template <class T>
-void check_device_u4(const DeviceRun& run, int first_slot) {
+void check_device_u4(const DeviceRun& run, int first_slot, bool split) {
   for (int z = 0; z < kZeroCount; ++z) {
-    SCOPED_TRACE(::testing::Message() << "zero = " << z);
-    compare_pairs<T>(run, first_slot + z, type_name<T>(), [z](uint32_t w, int k) {
+    const int zero_lo = z, zero_hi = split ? kZeroCount - 1 - z : z;
+    SCOPED_TRACE(::testing::Message() << "zero_lo = " << zero_lo << ", zero_hi = " << zero_hi);
+    compare_pairs<T>(run, first_slot + z, type_name<T>(), [=](uint32_t w, int k) {
       int v[8];
       nibble::unpack_x8<kU4, kIlv>(w, v);
-      return bits16<T>(float(v[k] - z));
+      return bits16<T>(float(v[k] - (k < 4 ? zero_lo : zero_hi)));
     });
   }
 }
@@ -801,11 +810,19 @@ TEST(Convert_s4_bf16, DeviceMatchesHostAllBytes) {
 }
 TEST(Convert_u4_f16, DeviceMatchesHostAllBytesAllZeros) {
   NIBBLE_DEVICE_RUN_OR_FAIL(run);
-  check_device_u4<__half>(run, kSlotU4F16);
+  check_device_u4<__half>(run, kSlotU4F16, false);
 }
 TEST(Convert_u4_bf16, DeviceMatchesHostAllBytesAllZeros) {
   NIBBLE_DEVICE_RUN_OR_FAIL(run);
-  check_device_u4<__nv_bfloat16>(run, kSlotU4Bf16);
+  check_device_u4<__nv_bfloat16>(run, kSlotU4Bf16, false);
+}
+TEST(Convert_u4_f16, DeviceSplitZerosMatchHost) {
+  NIBBLE_DEVICE_RUN_OR_FAIL(run);
+  check_device_u4<__half>(run, kSlotU4SplitF16, true);
+}
+TEST(Convert_u4_bf16, DeviceSplitZerosMatchHost) {
+  NIBBLE_DEVICE_RUN_OR_FAIL(run);
+  check_device_u4<__nv_bfloat16>(run, kSlotU4SplitBf16, true);
 }
 TEST(Convert_nf4_f16, DeviceMatchesHostAllBytes) {
   NIBBLE_DEVICE_RUN_OR_FAIL(run);
