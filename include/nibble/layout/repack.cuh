@@ -2,6 +2,8 @@
 // quantizers' plain [N, K] layout, on the GPU or the CPU (same per-word routine, so identical bytes).
 #pragma once
 
+#include "../quant/double_quant.cuh"
+#include "../quant/packed_matrix.cuh"
 #include "../status.cuh"
 #include "gemm_layout.cuh"
 
@@ -32,7 +34,31 @@ struct PlainWeights {
   const void* scales = nullptr;
   DType scale_type = DType::kF32;
   const std::uint8_t* zeros = nullptr;
+  /// Double-quantized scales (quant/double_quant.cuh); when set, `scales` is not read.
+  const std::uint8_t* dq_codes = nullptr;
+  const float* dq_absmax2 = nullptr;
+  const float* dq_offset = nullptr;
 };
+
+/// The read-only plain view of a quantizer output.
+inline PlainWeights plain_view(const PackedMatrix& m) {
+  PlainWeights p;
+  p.format = m.format;
+  p.group_size = m.group_size;
+  p.n = m.n;
+  p.k = m.k;
+  p.codes = m.codes;
+  p.ld_codes = m.ld_codes;
+  p.scales = m.scales;
+  p.scale_type = m.scale_type;
+  p.zeros = has_zero_point(m.format) ? m.zeros : nullptr;
+  if (m.dq.enabled) {
+    p.dq_codes = m.dq.codes;
+    p.dq_absmax2 = m.dq.absmax2;
+    p.dq_offset = m.dq.offset;
+  }
+  return p;
+}
 
 namespace layout {
 
@@ -53,14 +79,17 @@ NIBBLE_HOST_DEVICE std::uint32_t repack_word(const PlainWeights& src, const Gemm
 }
 
 /// Scale (as float) and zero point of GEMM-layout entry `idx` = group * n_pad + n (0 in padding).
-NIBBLE_HOST_DEVICE float repack_scale(const PlainWeights& src, const GemmShape& s, std::int64_t idx,
-                                      std::uint8_t* zero) {
+/// Double-quantized scales are expanded here with `map` (quant/double_quant.cuh: dq_scale).
+NIBBLE_HOST_DEVICE float repack_scale(const PlainWeights& src, const GemmShape& s, const float* map,
+                                      std::int64_t idx, std::uint8_t* zero) {
   const std::int64_t group = idx / s.n_pad, n = idx % s.n_pad;
   const std::int64_t src_groups = src.group_size == kPerChannel ? 1 : s.k / src.group_size;
   *zero = 0;
   if (n >= s.n || group >= src_groups) return 0.0f;
   const std::int64_t at = n * src_groups + group;
   if (src.zeros != nullptr) *zero = src.zeros[at];
+  if (src.dq_codes != nullptr)
+    return dq_scale(map, src.dq_codes[at], src.dq_absmax2[at / kDoubleQuantBlock], *src.dq_offset);
   switch (src.scale_type) {
     case DType::kF32: return static_cast<const float*>(src.scales)[at];
     case DType::kF16: return to_float(static_cast<const __half*>(src.scales)[at]);
@@ -80,11 +109,12 @@ __global__ void repack_codes_kernel(PlainWeights src, GemmShape s, std::uint32_t
 }
 
 template <class T>
-__global__ void repack_scales_kernel(PlainWeights src, GemmShape s, T* scales, std::uint8_t* zeros) {
+__global__ void repack_scales_kernel(PlainWeights src, GemmShape s, const __grid_constant__ DynamicMap map,
+                                     T* scales, std::uint8_t* zeros) {
   for (std::int64_t i = blockIdx.x * std::int64_t(blockDim.x) + threadIdx.x; i < s.scale_count();
        i += std::int64_t(gridDim.x) * blockDim.x) {
     std::uint8_t z;
-    scales[i] = from_float<T>(repack_scale(src, s, i, &z));
+    scales[i] = from_float<T>(repack_scale(src, s, map.v, i, &z));
     if (zeros != nullptr) zeros[i] = z;
   }
 }
@@ -112,7 +142,8 @@ inline Status validate_repack(const PlainWeights& src, DType act, const void* co
   if (!is_supported_group_size(src.group_size)) return Status::kErrorGroupSize;
   if (src.group_size != kPerChannel && src.k % src.group_size != 0) return Status::kErrorGroupSize;
   if (src.ld_codes < src.k / 2) return Status::kErrorLeadingDimension;
-  if (src.codes == nullptr || src.scales == nullptr || codes == nullptr || scales == nullptr)
+  if (src.codes == nullptr || codes == nullptr || scales == nullptr) return Status::kErrorNullPointer;
+  if (src.dq_codes == nullptr ? src.scales == nullptr : (src.dq_absmax2 == nullptr || src.dq_offset == nullptr))
     return Status::kErrorNullPointer;
   if (has_zero_point(src.format) && (src.zeros == nullptr || zeros == nullptr)) return Status::kErrorNullPointer;
   if (reinterpret_cast<std::uintptr_t>(codes) % 16 || reinterpret_cast<std::uintptr_t>(scales) % 16 ||
@@ -153,11 +184,11 @@ inline Status repack(const PlainWeights& src, DType act, void* codes, void* scal
   if (act == DType::kF16) {
     layout::repack_codes_kernel<__half><<<blocks(words), kThreads, 0, stream>>>(src, s, static_cast<std::uint32_t*>(codes), words);
     NIBBLE_CHECK_LAUNCH();
-    layout::repack_scales_kernel<__half><<<blocks(s.scale_count()), kThreads, 0, stream>>>(src, s, static_cast<__half*>(scales), z);
+    layout::repack_scales_kernel<__half><<<blocks(s.scale_count()), kThreads, 0, stream>>>(src, s, dynamic_map(), static_cast<__half*>(scales), z);
   } else {
     layout::repack_codes_kernel<__nv_bfloat16><<<blocks(words), kThreads, 0, stream>>>(src, s, static_cast<std::uint32_t*>(codes), words);
     NIBBLE_CHECK_LAUNCH();
-    layout::repack_scales_kernel<__nv_bfloat16><<<blocks(s.scale_count()), kThreads, 0, stream>>>(src, s, static_cast<__nv_bfloat16*>(scales), z);
+    layout::repack_scales_kernel<__nv_bfloat16><<<blocks(s.scale_count()), kThreads, 0, stream>>>(src, s, dynamic_map(), static_cast<__nv_bfloat16*>(scales), z);
   }
   NIBBLE_CHECK_LAUNCH();
   *out = detail::make_view(src, act, codes, scales, zeros);
@@ -177,7 +208,7 @@ inline Status repack_host(const PlainWeights& src, DType act, void* codes, void*
   auto* z = has_zero_point(src.format) ? static_cast<std::uint8_t*>(zeros) : nullptr;
   for (std::int64_t i = 0; i < s.scale_count(); ++i) {
     std::uint8_t zz;
-    const float v = layout::repack_scale(src, s, i, &zz);
+    const float v = layout::repack_scale(src, s, dynamic_map().v, i, &zz);
     if (act == DType::kF16) static_cast<__half*>(scales)[i] = from_float<__half>(v);
     else static_cast<__nv_bfloat16*>(scales)[i] = from_float<__nv_bfloat16>(v);
     if (z != nullptr) z[i] = zz;
