@@ -519,7 +519,7 @@ void run_gpu_case(const GpuCase& c, std::int64_t n, std::int64_t k, std::int64_t
   expect_packed_equal(gpu, cpu);
 
   // Dequantize both ways from the SAME (GPU) packed data, into poisoned outputs with a padded pitch.
-  const std::int64_t ld_out = k + 3;
+  const std::int64_t ld_out = ld % 2 == 0 ? k + 8 : k + 3;  // k + 8: 16-byte aligned rows (vector stores)
   std::vector<T> out_cpu(std::size_t(n * ld_out));
   std::memset(out_cpu.data(), 0xA5, out_cpu.size() * sizeof(T));
   ASSERT_EQ(dequantize_cpu(gpu.m, out_cpu.data(), ld_out), Status::kSuccess);
@@ -536,11 +536,13 @@ class QuantGpu : public ::testing::TestWithParam<GpuCase> {};
 TEST_P(QuantGpu, BitIdenticalToCpu) {
   NIBBLE_REQUIRE_GPU();
   const GpuCase& c = GetParam();
-  // k = 768 (a multiple of every group), 67 rows; once with pitches that allow vector loads / stores,
-  // once with odd pitches that force the scalar paths. Per-channel also runs k = 770 (not a power of 2).
+  // 67 rows; k = 768 (a multiple of every group and of the 256 values a warp covers per step), and
+  // k = 768 + g, whose last step leaves part of a warp idle (per-channel: k = 770, not a multiple of 8).
+  // Each once with pitches that allow vector loads / stores, once with odd pitches (scalar paths).
   const std::int64_t n = 67;
-  for (std::int64_t k : {std::int64_t(768), std::int64_t(770)}) {
-    if (k == 770 && c.group != kPerChannel) continue;
+  const std::int64_t k_odd = c.group == kPerChannel ? 770 : 768 + c.group;
+  for (std::int64_t k : {std::int64_t(768), k_odd}) {
+    if (k == 1024) continue;  // g = 256: already a multiple of 256
     for (int aligned = 1; aligned >= 0; --aligned) {
       const std::int64_t ld = aligned ? k + 64 : k + 5;
       const std::int64_t ld_codes = aligned ? k / 2 + 16 : k / 2 + 3;

@@ -1,15 +1,20 @@
 // nibble/quant/kernels.cuh — the quantize and dequantize kernels (plain layout, packed_matrix.cuh).
 //
-// Work split (every kernel: 2D grid-stride, rows on y, columns on x, 64-bit offsets, no 64-bit division):
-//   quantize_grouped_kernel<T, G>   g in {32, 64, 128, 256}: one logical warp of L lanes per group, each
-//                                   lane E = G / L consecutive values (G = 32: E = 2, L = 16; otherwise
-//                                   L = 32, E = 2, 4, 8). Statistics reduced with cub::WarpReduce, then every
-//                                   lane applies GroupQuantizer to its E values and stores E/2 code bytes.
+// Work split (every kernel: 2D grid-stride, rows on y, columns on x, 64-bit offsets, no 64-bit division;
+// the grid is sized to fill the GPU about 8 blocks deep per SM and each thread loops over the rest):
+//   quantize_grouped_kernel<T, G>   g in {32, 64, 128, 256}: each lane takes 8 consecutive values (one 16-byte
+//                                   load for fp16/bf16, two for fp32), so a warp covers 256 values of a row per
+//                                   step and a group is a logical warp of L = G / 8 lanes (4, 8, 16 or 32).
+//                                   Statistics reduced with cub::WarpReduce over the logical warp and broadcast
+//                                   with a shuffle; every lane applies GroupQuantizer to its 8 values and stores
+//                                   4 code bytes. A lane past the end of the row sits the step out; since
+//                                   K % G == 0, whole logical warps do, never part of one.
 //   quantize_row_kernel<T>          one group per row of any even length (kPerChannel): one block per row,
 //                                   cub::BlockReduce for the statistics, a second pass over the row to encode.
-//   dequantize_kernel<T>            one thread per code byte (two output values).
-// Loads are vectorized (up to 16 bytes per instruction) when the host-side check says the input pointer and
-// row pitch allow it; otherwise scalar. Stores of code bytes likewise (1, 2 or 4 bytes per lane).
+//   dequantize_kernel<T>            8 values per thread (4 code bytes in, 16 or 32 bytes out) where the
+//                                   pitches and pointers allow it, else 2 values (one code byte) per thread.
+// Vector loads / stores are chosen on the host from the pointers' and pitches' alignment; otherwise the
+// kernels fall back to scalar accesses (same results).
 #pragma once
 
 #include <cstring>
@@ -29,8 +34,9 @@ inline constexpr int kQuantThreads = 256;  ///< threads per block of every quant
 template <int G>
 struct GroupedShape {
   static_assert(G == 32 || G == 64 || G == 128 || G == 256, "grouped kernel: G in {32, 64, 128, 256}");
-  static constexpr int kElems = G == 32 ? 2 : G / 32;  ///< consecutive values per lane (even: whole bytes)
-  static constexpr int kLanes = G / kElems;            ///< lanes per group: 16 or 32
+  static constexpr int kElems = 8;           ///< consecutive values per lane: 4 code bytes
+  static constexpr int kLanes = G / kElems;  ///< lanes per group (a cub logical warp): 4, 8, 16 or 32
+  static constexpr int kTile = 32 * kElems;  ///< values of a row one warp covers per step
 };
 
 /// Merges two GroupStats (the cub reduction operator).
@@ -111,34 +117,34 @@ __global__ void __launch_bounds__(kQuantThreads)
                             bool vec_store) {
   constexpr int E = GroupedShape<G>::kElems;
   constexpr int L = GroupedShape<G>::kLanes;
-  constexpr int kSubWarps = kQuantThreads / L;
+  constexpr int kTile = GroupedShape<G>::kTile;
+  constexpr int kWarps = kQuantThreads / 32;
   using WarpReduce = cub::WarpReduce<GroupStats, L>;
-  __shared__ typename WarpReduce::TempStorage sReduce[kSubWarps];
-  __shared__ GroupStats sStats[kSubWarps];  // sStats: (sub-warps,) the broadcast of each group's statistics
+  __shared__ typename WarpReduce::TempStorage sReduce[kQuantThreads / L];
 
-  const int sub = int(threadIdx.x) / L;
-  const int lane = int(threadIdx.x) % L;
-  // Lanes of this logical warp, for __syncwarp (L = 16: two groups share a hardware warp and may diverge).
-  const unsigned mask = L == 32 ? 0xFFFFFFFFu : (0xFFFFu << (16 * (sub % 2)));
+  const int warp = int(threadIdx.x) / 32;
+  const int lane = int(threadIdx.x) % 32;
+  const int group_lane = lane % L;
+  // This lane's logical warp (the lanes of its group), for the broadcast shuffle.
+  const unsigned mask = L == 32 ? 0xFFFFFFFFu : (((1u << L) - 1u) << (lane - group_lane));
   const std::int64_t groups = m.k / G;
+  const std::int64_t tiles = (m.k + kTile - 1) / kTile;
   for (std::int64_t r = blockIdx.y; r < m.n; r += gridDim.y) {
     const T* gRow = x + r * ld;
     std::uint8_t* gCodes = m.codes + r * m.ld_codes;
-    for (std::int64_t j = std::int64_t(blockIdx.x) * kSubWarps + sub; j < groups;
-         j += std::int64_t(gridDim.x) * kSubWarps) {
-      const std::int64_t k0 = j * G + lane * E;
-      float v[E];  // rV: this lane's E values, fp32
+    for (std::int64_t t = std::int64_t(blockIdx.x) * kWarps + warp; t < tiles; t += std::int64_t(gridDim.x) * kWarps) {
+      const std::int64_t k0 = t * kTile + lane * E;
+      if (k0 >= m.k) continue;  // whole groups only (K % G == 0), so no logical warp is split
+      float v[E];  // rV: this lane's 8 values, fp32
       load_values<T, E>(gRow + k0, vec_load, v);
       GroupStats st;
 #pragma unroll
       for (int e = 0; e < E; ++e) st.add(v[e]);
-      st = WarpReduce(sReduce[sub]).Reduce(st, MergeStats{});
-      if (lane == 0) sStats[sub] = st;
-      __syncwarp(mask);
-      const GroupQuantizer q = GroupQuantizer::make(m.format, m.scale_type, sStats[sub]);
-      __syncwarp(mask);  // sStats[sub] / sReduce[sub] are rewritten by this logical warp's next group
+      st = WarpReduce(sReduce[threadIdx.x / L]).Reduce(st, MergeStats{});  // valid in the group's lane 0
+      st = cub::ShuffleIndex<L>(st, 0, mask);
+      const GroupQuantizer q = GroupQuantizer::make(m.format, m.scale_type, st);
       store_codes<E>(gCodes + k0 / 2, vec_store, q, v);
-      if (lane == 0) store_group_params(m, r * groups + j, q);
+      if (group_lane == 0) store_group_params(m, r * groups + k0 / G, q);
     }
   }
 }
@@ -171,11 +177,27 @@ __global__ void __launch_bounds__(kQuantThreads)
   }
 }
 
-/// out [n, k] (row pitch ld_out) = dequantized m. `group_shift` = log2(group) (unused for kPerChannel).
+/// Stores 8 fp32 values as T at `dst` with 16-byte stores (dst 16-byte aligned).
 template <class T>
+NIBBLE_DEVICE void store8_vec(T* dst, const float (&v)[8]) {
+  T t[8];
+#pragma unroll
+  for (int j = 0; j < 8; ++j) t[j] = from_float<T>(v[j]);
+#pragma unroll
+  for (int c = 0; c < int(sizeof(t)) / 16; ++c) {
+    uint4 w;
+    memcpy(&w, reinterpret_cast<const char*>(t) + 16 * c, 16);
+    reinterpret_cast<uint4*>(dst)[c] = w;
+  }
+}
+
+/// out [n, k] (row pitch ld_out) = dequantized m. `group_shift` = log2(group) (unused for kPerChannel).
+/// kVec: 8 values per thread (k % 8 == 0, codes / ld_codes 4-byte aligned, out / ld_out 16-byte aligned).
+template <class T, bool kVec>
 __global__ void __launch_bounds__(kQuantThreads)
     dequantize_kernel(PackedMatrix m, T* __restrict__ out, std::int64_t ld_out, int group_shift,
                       DynamicMap map) {
+  constexpr int kValues = kVec ? 8 : 2;  // values per thread per step
   __shared__ float sBook[16];   // sBook: the format's codebook (kNf4 / kFp4)
   __shared__ float sMap[256];   // sMap: the dynamic map (double quant)
   static_assert(kQuantThreads == 256, "one thread per dynamic-map entry");
@@ -186,30 +208,47 @@ __global__ void __launch_bounds__(kQuantThreads)
   }
   sMap[threadIdx.x] = map.v[threadIdx.x];
   __syncthreads();
-  const std::int64_t pairs = m.k / 2;
+  const std::int64_t chunks = m.k / kValues;
   const std::int64_t groups = m.groups_per_row();
   const bool per_channel = m.group_size == kPerChannel;
   const float offset = m.dq.enabled ? *m.dq.offset : 0.0f;
   for (std::int64_t r = blockIdx.y; r < m.n; r += gridDim.y) {
-    for (std::int64_t p = std::int64_t(blockIdx.x) * kQuantThreads + threadIdx.x; p < pairs;
-         p += std::int64_t(gridDim.x) * kQuantThreads) {
-      const std::uint8_t byte = m.codes[r * m.ld_codes + p];
-      const std::int64_t si = r * groups + (per_channel ? 0 : ((2 * p) >> group_shift));
+    for (std::int64_t c = std::int64_t(blockIdx.x) * kQuantThreads + threadIdx.x; c < chunks;
+         c += std::int64_t(gridDim.x) * kQuantThreads) {
+      const std::int64_t k0 = c * kValues;  // the kValues values share one group (groups are >= 32, 8 | k0)
+      const std::int64_t si = r * groups + (per_channel ? 0 : (k0 >> group_shift));
       const float s = m.dq.enabled ? dq_scale(sMap, m.dq.codes[si], m.dq.absmax2[si / kDoubleQuantBlock], offset)
                                    : load_scale(m.scales, m.scale_type, si);
       const int zero = m.format == Format::kU4 ? int(m.zeros[si]) : 0;
-      T* gOut = out + r * ld_out + 2 * p;
-      gOut[0] = from_float<T>(dequantize_value(m.format, byte, s, zero, sBook));
-      gOut[1] = from_float<T>(dequantize_value(m.format, byte >> 4, s, zero, sBook));
+      const std::uint8_t* gCodes = m.codes + r * m.ld_codes + k0 / 2;
+      T* gOut = out + r * ld_out + k0;
+      if constexpr (kVec) {
+        const std::uint32_t w = *reinterpret_cast<const std::uint32_t*>(gCodes);  // 8 codes, sequential
+        float v[8];
+#pragma unroll
+        for (int j = 0; j < 8; ++j) v[j] = dequantize_value(m.format, w >> (4 * j), s, zero, sBook);
+        store8_vec<T>(gOut, v);
+      } else {
+        const std::uint8_t byte = *gCodes;
+        gOut[0] = from_float<T>(dequantize_value(m.format, byte, s, zero, sBook));
+        gOut[1] = from_float<T>(dequantize_value(m.format, byte >> 4, s, zero, sBook));
+      }
     }
   }
 }
 
-/// Grid for a (rows, columns-of-work) 2D grid-stride kernel: y covers rows, x covers `col_blocks`.
+/// Grid of a 2D grid-stride kernel over `rows` x `col_blocks` blocks of work: x covers a row's blocks, y
+/// as many rows as it takes to put about 8 blocks of kQuantThreads on every SM; threads loop over the rest.
 inline dim3 grid_2d(std::int64_t rows, std::int64_t col_blocks) {
-  constexpr std::int64_t kMaxX = 1 << 16, kMaxY = 65535;
-  return dim3(unsigned(std::max<std::int64_t>(1, std::min(col_blocks, kMaxX))),
-              unsigned(std::min(rows, kMaxY)), 1);
+  int dev = 0, sms = 132;
+  if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess) {
+    (void)cudaGetLastError();
+    sms = 132;
+  }
+  const std::int64_t target = std::int64_t(sms) * 8;
+  const std::int64_t x = std::max<std::int64_t>(1, std::min(col_blocks, target));
+  const std::int64_t y = std::max<std::int64_t>(1, std::min({rows, (target + x - 1) / x, std::int64_t(65535)}));
+  return dim3(unsigned(x), unsigned(y), 1);
 }
 
 /// Launches the quantize kernel for x [m.n, m.k] (device) into m (device buffers) on `stream`.
@@ -218,14 +257,13 @@ Status launch_quantize(const T* x, std::int64_t ld, const PackedMatrix& m, cudaS
   const std::int64_t g = effective_group(m.group_size, m.k);
   auto grouped = [&](auto group_tag) -> Status {
     constexpr int G = decltype(group_tag)::value;
-    constexpr int E = GroupedShape<G>::kElems;
-    constexpr int kSubWarps = kQuantThreads / GroupedShape<G>::kLanes;
-    const std::size_t load_align = std::min<std::size_t>(E * sizeof(T), 16);
-    const bool vec_load = is_aligned(x, load_align) && (std::size_t(ld) * sizeof(T)) % load_align == 0;
-    const bool vec_store = is_aligned(m.codes, E / 2) && m.ld_codes % (E / 2) == 0;
-    const std::int64_t groups = m.k / G;
-    quantize_grouped_kernel<T, G><<<grid_2d(m.n, (groups + kSubWarps - 1) / kSubWarps), kQuantThreads, 0,
-                                    stream>>>(x, ld, m, vec_load, vec_store);
+    constexpr int kTile = GroupedShape<G>::kTile;
+    const bool vec_load = is_aligned(x, 16) && (std::size_t(ld) * sizeof(T)) % 16 == 0;
+    const bool vec_store = is_aligned(m.codes, 4) && m.ld_codes % 4 == 0;
+    const std::int64_t tiles = (m.k + kTile - 1) / kTile;
+    constexpr int kWarps = kQuantThreads / 32;
+    quantize_grouped_kernel<T, G><<<grid_2d(m.n, (tiles + kWarps - 1) / kWarps), kQuantThreads, 0, stream>>>(
+        x, ld, m, vec_load, vec_store);
     NIBBLE_CHECK_LAUNCH();
     return Status::kSuccess;
   };
@@ -249,9 +287,17 @@ Status launch_dequantize(const PackedMatrix& m, T* out, std::int64_t ld_out, cud
   int shift = 0;
   if (m.group_size != kPerChannel)
     while ((1 << shift) < m.group_size) ++shift;
-  const std::int64_t pairs = m.k / 2;
-  dequantize_kernel<T><<<grid_2d(m.n, (pairs + kQuantThreads - 1) / kQuantThreads), kQuantThreads, 0,
-                         stream>>>(m, out, ld_out, shift, dynamic_map());
+  const bool vec = m.k % 8 == 0 && is_aligned(m.codes, 4) && m.ld_codes % 4 == 0 && is_aligned(out, 16) &&
+                   (std::size_t(ld_out) * sizeof(T)) % 16 == 0;
+  if (vec) {
+    const std::int64_t chunks = m.k / 8;
+    dequantize_kernel<T, true><<<grid_2d(m.n, (chunks + kQuantThreads - 1) / kQuantThreads), kQuantThreads, 0,
+                                 stream>>>(m, out, ld_out, shift, dynamic_map());
+  } else {
+    const std::int64_t chunks = m.k / 2;
+    dequantize_kernel<T, false><<<grid_2d(m.n, (chunks + kQuantThreads - 1) / kQuantThreads), kQuantThreads, 0,
+                                  stream>>>(m, out, ld_out, shift, dynamic_map());
+  }
   NIBBLE_CHECK_LAUNCH();
   return Status::kSuccess;
 }
