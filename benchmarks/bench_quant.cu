@@ -7,13 +7,11 @@
 // Run: ./bench_quant [--benchmark_filter=...]; prints the device first. Without a GPU every case reports
 // "no CUDA device".
 #include <benchmark/benchmark.h>
-
 #include <cuda_runtime.h>
 
 #include <cstdio>
-#include <string>
-
 #include <nibble/quant/quantize.cuh>
+#include <string>
 
 namespace {
 
@@ -50,7 +48,8 @@ Input& input() {
   static Input in = [] {
     Input r;
     const std::size_t bytes = std::size_t(kN * kK) * sizeof(__half);
-    if (cudaMalloc(&r.x, bytes) != cudaSuccess || cudaMalloc(&r.out, bytes) != cudaSuccess) return r;
+    if (cudaMalloc(&r.x, bytes) != cudaSuccess || cudaMalloc(&r.out, bytes) != cudaSuccess)
+      return r;
     fill_kernel<<<4096, 256>>>(r.x, kN * kK);
     r.ok = cudaDeviceSynchronize() == cudaSuccess;
     return r;
@@ -72,8 +71,10 @@ struct Packed {
 
 bool make_packed(const QuantParams& p, Packed& pk) {
   pk.bytes = packed_bytes(kN, kK, p);
-  if (pk.bytes.status != Status::kSuccess || cudaMalloc(&pk.buf, pk.bytes.total) != cudaSuccess) return false;
-  if (carve_packed_matrix(kN, kK, p, pk.buf, pk.bytes.total, &pk.m) != Status::kSuccess) return false;
+  if (pk.bytes.status != Status::kSuccess || cudaMalloc(&pk.buf, pk.bytes.total) != cudaSuccess)
+    return false;
+  if (carve_packed_matrix(kN, kK, p, pk.buf, pk.bytes.total, &pk.m) != Status::kSuccess)
+    return false;
   if (get_quantize_workspace_size(pk.m, &pk.ws_bytes) != Status::kSuccess) return false;
   return pk.ws_bytes == 0 || cudaMalloc(&pk.ws, pk.ws_bytes) == cudaSuccess;
 }
@@ -123,7 +124,8 @@ void BM_quantize(benchmark::State& state, QuantParams p) {
   // With double quantization the fp32 scales are scratch written and read again: counted as traffic too.
   const std::size_t bytes = std::size_t(kN * kK) * sizeof(__half) + packed_payload(pk.bytes) +
                             (p.double_quant ? 2 * pk.bytes.scales : 0);
-  time_loop(state, bytes, [&] { return quantize(input().x, kK, pk.m, pk.ws, pk.ws_bytes, nullptr); });
+  time_loop(state, bytes,
+            [&] { return quantize(input().x, kK, pk.m, pk.ws, pk.ws_bytes, nullptr); });
 }
 
 void BM_dequantize(benchmark::State& state, QuantParams p) {
@@ -132,7 +134,8 @@ void BM_dequantize(benchmark::State& state, QuantParams p) {
     return;
   }
   Packed pk;
-  if (!make_packed(p, pk) || quantize(input().x, kK, pk.m, pk.ws, pk.ws_bytes, nullptr) != Status::kSuccess) {
+  if (!make_packed(p, pk) ||
+      quantize(input().x, kK, pk.m, pk.ws, pk.ws_bytes, nullptr) != Status::kSuccess) {
     state.SkipWithError("setup failed");
     return;
   }
@@ -147,8 +150,10 @@ struct Config {
   QuantParams params;
 };
 const Config kConfigs[] = {
-    {"s4_g128", {Format::kS4, 128, DType::kF16, false}},  {"u4_g128", {Format::kU4, 128, DType::kF16, false}},
-    {"nf4_b64", {Format::kNf4, 64, DType::kF32, false}},  {"fp4_b64", {Format::kFp4, 64, DType::kF32, false}},
+    {"s4_g128", {Format::kS4, 128, DType::kF16, false}},
+    {"u4_g128", {Format::kU4, 128, DType::kF16, false}},
+    {"nf4_b64", {Format::kNf4, 64, DType::kF32, false}},
+    {"fp4_b64", {Format::kFp4, 64, DType::kF32, false}},
     {"nf4_b64_dq", {Format::kNf4, 64, DType::kF32, true}},
 };
 
@@ -160,9 +165,10 @@ int main(int argc, char** argv) {
   if (cudaGetDevice(&dev) == cudaSuccess && cudaGetDeviceProperties(&prop, dev) == cudaSuccess) {
     int mem_clock_khz = 0;
     cudaDeviceGetAttribute(&mem_clock_khz, cudaDevAttrMemoryClockRate, dev);
-    std::printf("device: %s (sm_%d%d, %d SMs, memory clock %d MHz); W [N=%lld, K=%lld] fp16 input\n", prop.name,
-                prop.major, prop.minor, prop.multiProcessorCount, mem_clock_khz / 1000,
-                static_cast<long long>(kN), static_cast<long long>(kK));
+    std::printf(
+        "device: %s (sm_%d%d, %d SMs, memory clock %d MHz); W [N=%lld, K=%lld] fp16 input\n",
+        prop.name, prop.major, prop.minor, prop.multiProcessorCount, mem_clock_khz / 1000,
+        static_cast<long long>(kN), static_cast<long long>(kK));
   } else {
     (void)cudaGetLastError();
     std::printf("device: none (every case will report \"no CUDA device\")\n");
@@ -171,7 +177,8 @@ int main(int argc, char** argv) {
     benchmark::RegisterBenchmark((std::string("quantize/") + c.name).c_str(), BM_quantize, c.params)
         ->UseManualTime()
         ->Unit(benchmark::kMicrosecond);
-    benchmark::RegisterBenchmark((std::string("dequantize/") + c.name).c_str(), BM_dequantize, c.params)
+    benchmark::RegisterBenchmark((std::string("dequantize/") + c.name).c_str(), BM_dequantize,
+                                 c.params)
         ->UseManualTime()
         ->Unit(benchmark::kMicrosecond);
   }

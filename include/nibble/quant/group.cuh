@@ -82,27 +82,39 @@ NIBBLE_HOST_DEVICE int round_clamp(float v, float add, int lo, int hi, int if_na
 /// fp32 `v` rounded to the scale type `t` and converted back (exact); `v` for kF32.
 NIBBLE_HOST_DEVICE float round_to(DType t, float v) {
   switch (t) {
-    case DType::kF16: return to_float(from_float<__half>(v));
-    case DType::kBF16: return to_float(from_float<__nv_bfloat16>(v));
-    default: return v;
+    case DType::kF16:
+      return to_float(from_float<__half>(v));
+    case DType::kBF16:
+      return to_float(from_float<__nv_bfloat16>(v));
+    default:
+      return v;
   }
 }
 
 /// Stores fp32 `v` (already representable) as element `i` of a `t`-typed array.
 NIBBLE_HOST_DEVICE void store_scale(void* scales, DType t, std::int64_t i, float v) {
   switch (t) {
-    case DType::kF16: static_cast<__half*>(scales)[i] = from_float<__half>(v); break;
-    case DType::kBF16: static_cast<__nv_bfloat16*>(scales)[i] = from_float<__nv_bfloat16>(v); break;
-    default: static_cast<float*>(scales)[i] = v; break;
+    case DType::kF16:
+      static_cast<__half*>(scales)[i] = from_float<__half>(v);
+      break;
+    case DType::kBF16:
+      static_cast<__nv_bfloat16*>(scales)[i] = from_float<__nv_bfloat16>(v);
+      break;
+    default:
+      static_cast<float*>(scales)[i] = v;
+      break;
   }
 }
 
 /// Element `i` of a `t`-typed scale array, as fp32 (exact).
 NIBBLE_HOST_DEVICE float load_scale(const void* scales, DType t, std::int64_t i) {
   switch (t) {
-    case DType::kF16: return to_float(static_cast<const __half*>(scales)[i]);
-    case DType::kBF16: return to_float(static_cast<const __nv_bfloat16*>(scales)[i]);
-    default: return static_cast<const float*>(scales)[i];
+    case DType::kF16:
+      return to_float(static_cast<const __half*>(scales)[i]);
+    case DType::kBF16:
+      return to_float(static_cast<const __nv_bfloat16*>(scales)[i]);
+    default:
+      return static_cast<const float*>(scales)[i];
   }
 }
 
@@ -134,7 +146,8 @@ struct GroupQuantizer {
   int zero = 0;        ///< kU4: zero point 0..15 (0 for other formats)
 
   /// The quantizer of a group with statistics `st`, scales stored as `scale_type`.
-  NIBBLE_HOST_DEVICE static GroupQuantizer make(Format format, DType scale_type, const GroupStats& st) {
+  NIBBLE_HOST_DEVICE static GroupQuantizer make(Format format, DType scale_type,
+                                                const GroupStats& st) {
     GroupQuantizer g;
     g.format = format;
     switch (format) {
@@ -163,8 +176,10 @@ struct GroupQuantizer {
         return scale == 0.0f ? 0 : detail::round_clamp(detail::div_rn(x, scale), 0.0f, -8, 7, 0);
       case Format::kU4:
         return detail::round_clamp(detail::div_rn(x, scale), float(zero), 0, 15, zero);
-      case Format::kNf4: return int(encode_nf4(detail::mul_rn(x, inv)));
-      default: return int(encode_fp4(detail::mul_rn(x, inv)));
+      case Format::kNf4:
+        return int(encode_nf4(detail::mul_rn(x, inv)));
+      default:
+        return int(encode_fp4(detail::mul_rn(x, inv)));
     }
   }
 };
@@ -176,9 +191,12 @@ struct GroupQuantizer {
 NIBBLE_HOST_DEVICE float dequantize_value(Format format, std::uint32_t nib, float s, int zero,
                                           const float* book) {
   switch (format) {
-    case Format::kS4: return detail::mul_rn(float(from_nibble<Format::kS4>(nib)), s);
-    case Format::kU4: return detail::mul_rn(float(int(nib & 0xFu) - zero), s);
-    default: return detail::mul_rn(book[nib & 0xFu], s);
+    case Format::kS4:
+      return detail::mul_rn(float(from_nibble<Format::kS4>(nib)), s);
+    case Format::kU4:
+      return detail::mul_rn(float(int(nib & 0xFu) - zero), s);
+    default:
+      return detail::mul_rn(book[nib & 0xFu], s);
   }
 }
 

@@ -35,8 +35,9 @@ inline Status get_quantize_workspace_size(const PackedMatrix& m, std::size_t* by
 /// CPU-only check of a quantize call: would quantize(x, ld, m, ...) accept these arguments?
 template <class T>
 Status can_implement_quantize(const T* x, std::int64_t ld, const PackedMatrix& m) {
-  static_assert(std::is_same_v<T, float> || std::is_same_v<T, __half> || std::is_same_v<T, __nv_bfloat16>,
-                "input element type must be float, __half or __nv_bfloat16");
+  static_assert(
+      std::is_same_v<T, float> || std::is_same_v<T, __half> || std::is_same_v<T, __nv_bfloat16>,
+      "input element type must be float, __half or __nv_bfloat16");
   NIBBLE_RETURN_IF_ERROR(detail::validate_params(m.n, m.k, m.params()));
   if (ld < m.k) return Status::kErrorLeadingDimension;
   NIBBLE_RETURN_IF_ERROR(detail::validate_packed(m));
@@ -46,8 +47,9 @@ Status can_implement_quantize(const T* x, std::int64_t ld, const PackedMatrix& m
 /// CPU-only check of a dequantize call into out [m.n, m.k] of T with row pitch ld_out.
 template <class T>
 Status can_implement_dequantize(const PackedMatrix& m, const T* out, std::int64_t ld_out) {
-  static_assert(std::is_same_v<T, float> || std::is_same_v<T, __half> || std::is_same_v<T, __nv_bfloat16>,
-                "output element type must be float, __half or __nv_bfloat16");
+  static_assert(
+      std::is_same_v<T, float> || std::is_same_v<T, __half> || std::is_same_v<T, __nv_bfloat16>,
+      "output element type must be float, __half or __nv_bfloat16");
   NIBBLE_RETURN_IF_ERROR(detail::validate_params(m.n, m.k, m.params()));
   if (ld_out < m.k) return Status::kErrorLeadingDimension;
   NIBBLE_RETURN_IF_ERROR(detail::validate_packed(m));
@@ -55,7 +57,8 @@ Status can_implement_dequantize(const PackedMatrix& m, const T* out, std::int64_
 }
 
 namespace detail {
-inline Status check_workspace(const PackedMatrix& m, const void* workspace, std::size_t workspace_bytes) {
+inline Status check_workspace(const PackedMatrix& m, const void* workspace,
+                              std::size_t workspace_bytes) {
   std::size_t need = 0;
   NIBBLE_RETURN_IF_ERROR(get_quantize_workspace_size(m, &need));
   if (need == 0) return Status::kSuccess;
@@ -70,15 +73,15 @@ inline Status check_workspace(const PackedMatrix& m, const void* workspace, std:
 /// With m.dq.enabled, `workspace` (device, 8-byte aligned) holds get_quantize_workspace_size(m) bytes.
 /// Asynchronous; the result is deterministic and bit-identical to quantize_cpu on the same input.
 template <class T>
-Status quantize(const T* x, std::int64_t ld, const PackedMatrix& m, void* workspace, std::size_t workspace_bytes,
-                cudaStream_t stream) {
+Status quantize(const T* x, std::int64_t ld, const PackedMatrix& m, void* workspace,
+                std::size_t workspace_bytes, cudaStream_t stream) {
   NIBBLE_RETURN_IF_ERROR(can_implement_quantize(x, ld, m));
   NIBBLE_RETURN_IF_ERROR(detail::check_workspace(m, workspace, workspace_bytes));
   NIBBLE_RETURN_IF_ERROR(check_device());
   NIBBLE_RETURN_IF_ERROR(detail::launch_quantize(x, ld, m, stream));
   if (m.dq.enabled) {
-    NIBBLE_RETURN_IF_ERROR(detail::launch_double_quantize(static_cast<const float*>(m.scales), m.num_scales(),
-                                                          m.dq, workspace, stream));
+    NIBBLE_RETURN_IF_ERROR(detail::launch_double_quantize(static_cast<const float*>(m.scales),
+                                                          m.num_scales(), m.dq, workspace, stream));
   }
   return Status::kSuccess;
 }
@@ -106,8 +109,8 @@ Status quantize_cpu(const T* x, std::int64_t ld, const PackedMatrix& m) {
     }
   }
   if (m.dq.enabled) {
-    detail::double_quantize_cpu(static_cast<const float*>(m.scales), m.num_scales(), m.dq.codes, m.dq.absmax2,
-                                m.dq.offset);
+    detail::double_quantize_cpu(static_cast<const float*>(m.scales), m.num_scales(), m.dq.codes,
+                                m.dq.absmax2, m.dq.offset);
   }
   return Status::kSuccess;
 }
@@ -116,7 +119,8 @@ Status quantize_cpu(const T* x, std::int64_t ld, const PackedMatrix& m) {
 /// double-quantized one.
 inline float effective_scale_cpu(const PackedMatrix& m, std::int64_t si) {
   if (m.dq.enabled)
-    return dq_scale(dynamic_map().v, m.dq.codes[si], m.dq.absmax2[si / kDoubleQuantBlock], *m.dq.offset);
+    return dq_scale(dynamic_map().v, m.dq.codes[si], m.dq.absmax2[si / kDoubleQuantBlock],
+                    *m.dq.offset);
   return load_scale(m.scales, m.scale_type, si);
 }
 
@@ -144,7 +148,8 @@ Status dequantize_cpu(const PackedMatrix& m, T* out, std::int64_t ld_out) {
         const std::int64_t kk = j * g + e;
         const std::uint8_t byte = m.codes[r * m.ld_codes + kk / 2];
         out[r * ld_out + kk] = from_float<T>(dequantize_value(m.format, byte, s, zero, book.v));
-        out[r * ld_out + kk + 1] = from_float<T>(dequantize_value(m.format, byte >> 4u, s, zero, book.v));
+        out[r * ld_out + kk + 1] =
+            from_float<T>(dequantize_value(m.format, byte >> 4u, s, zero, book.v));
       }
     }
   }
