@@ -6,6 +6,20 @@
 //   dequantize: packed input + fp16 output
 // Run: ./bench_quant [--benchmark_filter=...]; prints the device first. Without a GPU every case reports
 // "no CUDA device".
+//
+// Measured (NVIDIA H200, sm_90, 132 SMs; the H100 machine was not available for this run), built with
+//   nvcc -std=c++17 --expt-relaxed-constexpr -gencode arch=compute_90,code=sm_90 -Iinclude
+//        benchmarks/bench_quant.cu -lbenchmark -o bench_quant && ./bench_quant --benchmark_min_time=0.3
+//   config      quantize            dequantize
+//   s4_g128     445 us  1328 GB/s   184 us  3209 GB/s
+//   u4_g128     468 us  1268 GB/s   195 us  3047 GB/s
+//   nf4_b64     599 us  1005 GB/s   180 us  3341 GB/s
+//   fp4_b64     503 us  1197 GB/s   180 us  3340 GB/s
+//   nf4_b64_dq  666 us   931 GB/s   191 us  3090 GB/s
+// Dequantize runs at about 70 % of the H200's HBM bandwidth. Quantize looks instruction-bound (not profiled
+// yet): an IEEE division per value (s4/u4; the rule is x / s, not x * (1/s)) or 15 threshold compares
+// (nf4/fp4, format/codebook.cuh) plus a per-group reduction; issuing two steps' loads before encoding
+// (more bytes in flight) was tried and was slower (59 registers halve the occupancy).
 #include <benchmark/benchmark.h>
 #include <cuda_runtime.h>
 
