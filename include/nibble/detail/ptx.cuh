@@ -28,25 +28,20 @@ NIBBLE_DEVICE std::uint32_t smem_addr(const void* p) {
   return static_cast<std::uint32_t>(__cvta_generic_to_shared(p));
 }
 
-/// L2 cache policy "evict first": for data read exactly once (the packed weights).
-NIBBLE_DEVICE std::uint64_t make_evict_first_policy() {
-  std::uint64_t policy;
-  asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;" : "=l"(policy));
-  return policy;
-}
-
-/// cp.async 16 bytes global -> shared, cached in L2 only; zero-fills the destination when !pred.
-NIBBLE_DEVICE void cp_async_16(void* smem, const void* gmem, bool pred) {
+/// cp.async 16 bytes global -> shared with the L2 "evict first" policy, for data read exactly once (the
+/// packed weights): it leaves L2 to the activations. Zero-fills the destination when !pred.
+/// The policy is created inside the same asm statement: with nvcc 13.0, a policy made by a separate
+/// createpolicy statement and passed in a 64-bit register was miscompiled into unwritten uniform
+/// registers (illegal instruction on sm_90) once the copy loop was unrolled.
+NIBBLE_DEVICE void cp_async_16_evict_first(void* smem, const void* gmem, bool pred) {
   const int src_bytes = pred ? 16 : 0;
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(smem_addr(smem)), "l"(gmem),
-               "r"(src_bytes));
-}
-
-/// cp.async 16 bytes with an L2 cache policy (see make_evict_first_policy); zero-fills when !pred.
-NIBBLE_DEVICE void cp_async_16_policy(void* smem, const void* gmem, bool pred, std::uint64_t policy) {
-  const int src_bytes = pred ? 16 : 0;
-  asm volatile("cp.async.cg.shared.global.L2::cache_hint [%0], [%1], 16, %2, %3;" ::"r"(smem_addr(smem)),
-               "l"(gmem), "r"(src_bytes), "l"(policy));
+  asm volatile(
+      "{\n"
+      ".reg .b64 policy;\n"
+      "createpolicy.fractional.L2::evict_first.b64 policy, 1.0;\n"
+      "cp.async.cg.shared.global.L2::cache_hint [%0], [%1], 16, %2, policy;\n"
+      "}\n" ::"r"(smem_addr(smem)),
+      "l"(gmem), "r"(src_bytes));
 }
 
 /// Closes the current group of cp.async operations.

@@ -62,7 +62,6 @@ __global__ void __launch_bounds__(Tile::kConfig.threads()) gemm_kernel(const Ker
   // the power-of-two group sizes divide each other; per-channel has a single row).
   const bool multi_group = !p.per_channel && (BK >> p.group_log2) > 1;
   const int groups_per_tile = multi_group ? (BK >> p.group_log2) : 1;
-  const std::uint64_t evict_first = detail::make_evict_first_policy();  // weights are read exactly once
 
   auto load_stage = [&](int s, int kt) {
     unsigned char* base = smem + s * C.stage_bytes();
@@ -86,7 +85,7 @@ __global__ void __launch_bounds__(Tile::kConfig.threads()) gemm_kernel(const Ker
       const bool pred = valid && gnb < n_atoms && gkb < k_atoms;
       const unsigned char* src =
           pred ? p.codes + (gnb * k_atoms + gkb) * layout::kAtomBytes + (c % 32) * 16 : p.codes;
-      detail::cp_async_16_policy(sB + c * 16, src, pred, evict_first);
+      detail::cp_async_16_evict_first(sB + c * 16, src, pred);  // weights are read exactly once
     }
     // Scales (and zeros): groups_per_tile rows of BN values.
     const std::int64_t g_first = p.per_channel ? 0 : (std::int64_t(kt) * BK) >> p.group_log2;
