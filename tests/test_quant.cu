@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <nibble/quant/quantize.cuh>
@@ -458,8 +459,24 @@ std::string case_name(const ::testing::TestParamInfo<GpuCase>& info) {
          dt(c.input) + "_scale_" + dt(c.scale) + (c.dq ? "_dq" : "");
 }
 
+/// Every format x input type x group x scale type (and double quant). Under NIBBLE_QUICK=1 (the
+/// compute-sanitizer runs of .ci/gpu-check) a subset that still covers each kernel path once: groups 32
+/// (half-warp groups), 256 (whole-warp groups) and per-channel; fp16 scales for s4/u4, fp32 (and double
+/// quant) for nf4/fp4.
 std::vector<GpuCase> all_gpu_cases() {
+  const char* quick_env = std::getenv("NIBBLE_QUICK");
+  const bool quick = quick_env != nullptr && std::string(quick_env) == "1";
   std::vector<GpuCase> v;
+  if (quick) {
+    for (Format f : {Format::kS4, Format::kU4, Format::kNf4, Format::kFp4})
+      for (DType in : {DType::kF32, DType::kF16, DType::kBF16})
+        for (int g : {32, 256, kPerChannel}) {
+          const bool codebook_format = is_codebook(f);
+          v.push_back({f, in, g, codebook_format ? DType::kF32 : DType::kF16, false});
+          if (codebook_format && in == DType::kF16) v.push_back({f, in, g, DType::kF32, true});
+        }
+    return v;
+  }
   for (Format f : {Format::kS4, Format::kU4, Format::kNf4, Format::kFp4})
     for (DType in : {DType::kF32, DType::kF16, DType::kBF16})
       for (int g : {32, 64, 128, 256, kPerChannel}) {
