@@ -28,6 +28,13 @@ NIBBLE_DEVICE std::uint32_t smem_addr(const void* p) {
   return static_cast<std::uint32_t>(__cvta_generic_to_shared(p));
 }
 
+/// cp.async 16 bytes global -> shared, cached in L2 only; zero-fills the destination when !pred.
+NIBBLE_DEVICE void cp_async_16(void* smem, const void* gmem, bool pred) {
+  const int src_bytes = pred ? 16 : 0;
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(smem_addr(smem)), "l"(gmem),
+               "r"(src_bytes));
+}
+
 /// cp.async 16 bytes global -> shared with the L2 "evict first" policy, for data read exactly once (the
 /// packed weights): it leaves L2 to the activations. Zero-fills the destination when !pred.
 /// The policy is created inside the same asm statement: with nvcc 13.0, a policy made by a separate
