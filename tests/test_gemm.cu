@@ -491,12 +491,10 @@ gemm::Arguments make_args(const HostProblem& p, const DeviceWeights& dw, const D
   return args;
 }
 
-/// The counters at the end of a split-K workspace must be zero again after every run.
+/// The counter region at the start of a split-K workspace must be all zero again after every run.
 void expect_workspace_clean(const DevBuf& ws, const gemm::Plan& plan, const char* when) {
   if (plan.workspace_bytes == 0) return;
-  const std::size_t tiles = std::size_t(plan.tiles_m) * plan.tiles_n;
-  const std::vector<unsigned> counters =
-      ws.download<unsigned>(plan.workspace_bytes - tiles * sizeof(unsigned), tiles * sizeof(unsigned));
+  const std::vector<unsigned> counters = ws.download<unsigned>(0, gemm::kCounterBytes);
   std::size_t nonzero = 0;
   for (unsigned c : counters) nonzero += c != 0u;
   EXPECT_EQ(nonzero, 0u) << "split-K tile counters not reset to zero " << when;
@@ -976,9 +974,10 @@ TEST(GemmPlan, InvariantsOverManyShapesDevicesAndSplits) {
           if (split == 0 && p.splits > 1 && p.k_tiles_per_split < 2) fail(name.str() + "heuristic split < 2 k-tiles");
           if (split == 0 && tiles >= int64_t(sms) * 16 && p.splits != 1) fail(name.str() + "heuristic split a full wave");
           if (tiles * p.splits <= 0) fail(name.str() + "empty grid");
+          // documented layout: the fixed counter region, then one fp32 tile of partials per (tile, split)
           const std::size_t ws = p.splits == 1 ? 0
-                                               : std::size_t(tiles) * p.splits * c.tile_m() * c.tile_n() * 4 +
-                                                     std::size_t(tiles) * 4;
+                                               : gemm::kCounterBytes +
+                                                     std::size_t(tiles) * p.splits * c.tile_m() * c.tile_n() * 4;
           if (p.workspace_bytes != ws) fail(name.str() + "workspace_bytes");
           if (gemm::get_workspace_size(args) != p.workspace_bytes) fail(name.str() + "get_workspace_size");
         }
@@ -1522,10 +1521,9 @@ TEST(Gemm_Graph, OneGraphWithSeveralSplitKRunsReplaysIdentically) {
   check_c(p2, s2, o, r2);
 }
 
-// gemm.cuh: "allocate once, zero once (cudaMemset); run() leaves it zero again": so one workspace of the
-// largest size serves every GEMM of a model (the usual one-buffer-for-all-layers pattern). Run a GEMM
-// whose split-K partials cover the place where a second, smaller GEMM keeps its tile counters, then that
-// second GEMM: its result must not change.
+// gemm.cuh: one workspace of the largest size, zeroed once, serves every GEMM of a model (the usual
+// one-buffer-for-all-layers pattern). Run a GEMM with large split-K partials, then a smaller GEMM on the same
+// workspace: its result must not change and the counter region must be zero afterwards.
 TEST(Gemm_Workspace, OneZeroedWorkspaceServesGemmsOfDifferentShapes) {
   NIBBLE_REQUIRE_GPU();
   auto rng = nibble_test_rng();
@@ -1540,11 +1538,9 @@ TEST(Gemm_Workspace, OneZeroedWorkspaceServesGemmsOfDifferentShapes) {
   DevBuf cs(std::size_t(small.m * small.n() * 4)), cb(std::size_t(big.m * big.n() * 4));
   const gemm::Arguments as = make_args(small, dw, ds, o, cs.get()), ab = make_args(big, dw, db, o, cb.get());
   const gemm::Plan ps = gemm::make_plan(as, device_sm_count()), pb = gemm::make_plan(ab, device_sm_count());
-  const std::size_t partials_big = pb.workspace_bytes - std::size_t(pb.tiles_m) * pb.tiles_n * 4;
   ASSERT_GT(ps.splits, 1);
   ASSERT_GT(pb.splits, 1);
-  ASSERT_GT(partials_big, ps.workspace_bytes) << "test setup: the big GEMM's partials must cover the small "
-                                                 "GEMM's counters";
+  ASSERT_GT(pb.workspace_bytes, ps.workspace_bytes) << "test setup: the big GEMM needs more workspace";
   const std::size_t bytes = std::max(ps.workspace_bytes, pb.workspace_bytes);
   DevBuf ws(bytes);
   CUDA_CHECK(cudaMemset(ws.get(), 0, bytes));

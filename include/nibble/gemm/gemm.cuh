@@ -3,7 +3,8 @@
 //   nibble::gemm::Arguments args{...};
 //   NIBBLE_RETURN_IF_ERROR(nibble::gemm::can_implement(args));          // CPU only, names what is wrong
 //   std::size_t bytes = nibble::gemm::get_workspace_size(args);          // 0 unless split-K is used
-//   // allocate once, zero once (cudaMemset); run() leaves it zero again
+//   // allocate once (the largest size of all your GEMMs), zero once (cudaMemset); run() leaves its
+//   // counter region zero again, so the same workspace serves every later GEMM on that stream
 //   NIBBLE_RETURN_IF_ERROR(nibble::gemm::run(args, workspace, bytes, stream));
 //
 // run() never allocates, memsets, synchronizes or reads device memory on the host, so it can be captured
@@ -38,6 +39,11 @@ struct Plan {
   int tiles_m = 0, tiles_n = 0, k_tiles = 0, splits = 1, k_tiles_per_split = 0;
   std::size_t workspace_bytes = 0;
 };
+
+/// Split-K workspace layout: a fixed region of tile counters first (so that GEMMs of any shape can share one
+/// workspace: no plan ever writes partial sums over another plan's counters), then the fp32 partials.
+inline constexpr int kMaxSplitTiles = 16384;
+inline constexpr std::size_t kCounterBytes = std::size_t(kMaxSplitTiles) * sizeof(unsigned);
 
 namespace detail {
 inline bool aligned(const void* p, std::size_t a) { return reinterpret_cast<std::uintptr_t>(p) % a == 0; }
@@ -85,14 +91,21 @@ inline Status can_implement(const Arguments& args) {
   // overflow of M * ldc and M * lda offsets in 64-bit arithmetic
   if (args.ldc > (std::int64_t(1) << 62) / args.m || args.lda > (std::int64_t(1) << 62) / args.m)
     return Status::kErrorSizeOverflow;
+  // the grid of one launch: tiles * splits CTAs (checked here with the requested or a 1-SM split plan,
+  // and again in run() with the device's)
+  const TileConfig tc = tile_config(choose_tile(args.m));
+  const layout::GemmShape s = w.shape();
+  const std::int64_t tiles = ((args.m + tc.tile_m() - 1) / tc.tile_m()) * ((s.n_pad + tc.tile_n() - 1) / tc.tile_n());
+  const std::int64_t k_tiles = (s.k_pad + tc.tile_k() - 1) / tc.tile_k();
+  const std::int64_t splits = args.split_k > 0 && tiles <= kMaxSplitTiles ? std::min<std::int64_t>(args.split_k, k_tiles) : 1;
+  if (tiles * splits > std::int64_t(0x7FFFFFFF)) return Status::kErrorSizeOverflow;
   return Status::kSuccess;
 }
 
-/// The launch plan for `args` on a GPU with `sm_count` multiprocessors (pure function, CPU only).
-inline Plan make_plan(const Arguments& args, int sm_count) {
+/// The launch plan for `args` with tile configuration `c` on a GPU with `sm_count` multiprocessors
+/// (pure function, CPU only).
+inline Plan make_plan_for(const Arguments& args, const TileConfig& c, int sm_count) {
   Plan p;
-  p.kind = choose_tile(args.m);
-  const TileConfig c = tile_config(p.kind);
   const layout::GemmShape s = args.w.shape();
   p.tiles_m = int((args.m + c.tile_m() - 1) / c.tile_m());
   p.tiles_n = int((s.n_pad + c.tile_n() - 1) / c.tile_n());
@@ -109,11 +122,27 @@ inline Plan make_plan(const Arguments& args, int sm_count) {
   if (splits < 1) splits = 1;
   p.k_tiles_per_split = (p.k_tiles + splits - 1) / splits;
   p.splits = (p.k_tiles + p.k_tiles_per_split - 1) / p.k_tiles_per_split;  // no empty split
+  if (p.splits > 1 && tiles > kMaxSplitTiles) {  // too many tiles for the counter region: no split-K
+    p.k_tiles_per_split = p.k_tiles;
+    p.splits = 1;
+  }
   if (p.splits > 1) {
     const std::size_t partial = std::size_t(tiles) * p.splits * c.tile_m() * c.tile_n() * sizeof(float);
-    p.workspace_bytes = partial + std::size_t(tiles) * sizeof(unsigned);
+    p.workspace_bytes = kCounterBytes + partial;
   }
   return p;
+}
+
+/// The launch plan run() uses: the heuristic's tile family for M, then make_plan_for.
+inline Plan make_plan(const Arguments& args, int sm_count) {
+  Plan p = make_plan_for(args, tile_config(choose_tile(args.m)), sm_count);
+  p.kind = choose_tile(args.m);
+  return p;
+}
+
+/// True when the plan's grid fits a 1-D launch (and the kernel's int tile indices).
+inline bool launchable(const Plan& p) {
+  return std::int64_t(p.tiles_m) * p.tiles_n * p.splits <= std::int64_t(0x7FFFFFFF);
 }
 
 namespace detail {
@@ -155,9 +184,8 @@ Status launch(const Arguments& args, const Plan& plan, void* workspace, cudaStre
   p.k_tiles = plan.k_tiles;
   p.k_tiles_per_split = plan.k_tiles_per_split;
   if (plan.splits > 1) {
-    const std::size_t partial = plan.workspace_bytes - std::size_t(plan.tiles_m) * plan.tiles_n * sizeof(unsigned);
-    p.partials = static_cast<float*>(workspace);
-    p.counters = reinterpret_cast<unsigned*>(static_cast<char*>(workspace) + partial);
+    p.counters = static_cast<unsigned*>(workspace);
+    p.partials = reinterpret_cast<float*>(static_cast<char*>(workspace) + kCounterBytes);
   }
   auto kernel = gemm_kernel<T, F, Tile>;
   NIBBLE_CUDA_TRY(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, c.smem_bytes()));
@@ -195,12 +223,15 @@ inline std::size_t get_workspace_size(const Arguments& args) {
   return make_plan(args, detail::current_sm_count(args.sm_count)).workspace_bytes;
 }
 
-/// Launches the GEMM on `stream`. `workspace` must hold get_workspace_size(args) bytes that were zeroed
-/// once before first use (run leaves them zero); it may be null when that size is 0.
+/// Launches the GEMM on `stream`. `workspace` must hold get_workspace_size(args) bytes whose first
+/// kCounterBytes were zeroed once before first use: run() leaves that counter region zero again, so one
+/// workspace (sized for the largest GEMM) serves GEMMs of every shape, one stream at a time. It may be null
+/// when the size is 0.
 inline Status run(const Arguments& args, void* workspace, std::size_t workspace_bytes, cudaStream_t stream) {
   NIBBLE_RETURN_IF_ERROR(can_implement(args));
   NIBBLE_RETURN_IF_ERROR(check_device());
   const Plan plan = make_plan(args, detail::current_sm_count(args.sm_count));
+  if (!launchable(plan)) return Status::kErrorSizeOverflow;
   if (plan.workspace_bytes > 0 && (workspace == nullptr || workspace_bytes < plan.workspace_bytes))
     return Status::kErrorWorkspaceTooSmall;
   if (plan.workspace_bytes > 0 && !detail::aligned(workspace, 16)) return Status::kErrorMisalignedPointer;
