@@ -970,7 +970,9 @@ TEST(GemmPlan, InvariantsOverManyShapesDevicesAndSplits) {
           if (int64_t(p.splits - 1) * p.k_tiles_per_split >= p.k_tiles) fail(name.str() + "an empty split");
           if (split > 0 && p.splits > split) fail(name.str() + "more splits than forced");
           if (split == 1 && p.splits != 1) fail(name.str() + "split_k = 1 must not split");
-          if (split > 0 && split <= p.k_tiles && p.splits < 2 && split >= 2) fail(name.str() + "forced split ignored");
+          if (split > 0 && split <= p.k_tiles && p.splits < 2 && split >= 2 && tiles <= gemm::kMaxSplitTiles)
+            fail(name.str() + "forced split ignored");
+          if (tiles > gemm::kMaxSplitTiles && p.splits != 1) fail(name.str() + "split beyond the counter region");
           if (split == 0 && p.splits > 1 && p.k_tiles_per_split < 2) fail(name.str() + "heuristic split < 2 k-tiles");
           if (split == 0 && tiles >= int64_t(sms) * 16 && p.splits != 1) fail(name.str() + "heuristic split a full wave");
           if (tiles * p.splits <= 0) fail(name.str() + "empty grid");
