@@ -35,22 +35,6 @@ NIBBLE_DEVICE void cp_async_16(void* smem, const void* gmem, bool pred) {
                "r"(src_bytes));
 }
 
-/// cp.async 16 bytes global -> shared with the L2 "evict first" policy, for data read exactly once (the
-/// packed weights): it leaves L2 to the activations. Zero-fills the destination when !pred.
-/// The policy is created inside the same asm statement: with nvcc 13.0, a policy made by a separate
-/// createpolicy statement and passed in a 64-bit register was miscompiled into unwritten uniform
-/// registers (illegal instruction on sm_90) once the copy loop was unrolled.
-NIBBLE_DEVICE void cp_async_16_evict_first(void* smem, const void* gmem, bool pred) {
-  const int src_bytes = pred ? 16 : 0;
-  asm volatile(
-      "{\n"
-      ".reg .b64 policy;\n"
-      "createpolicy.fractional.L2::evict_first.b64 policy, 1.0;\n"
-      "cp.async.cg.shared.global.L2::cache_hint [%0], [%1], 16, %2, policy;\n"
-      "}\n" ::"r"(smem_addr(smem)),
-      "l"(gmem), "r"(src_bytes));
-}
-
 /// Closes the current group of cp.async operations.
 NIBBLE_DEVICE void cp_async_commit() { asm volatile("cp.async.commit_group;" ::); }
 

@@ -85,7 +85,11 @@ __global__ void __launch_bounds__(Tile::kConfig.threads()) gemm_kernel(const Ker
       const bool pred = valid && gnb < n_atoms && gkb < k_atoms;
       const unsigned char* src =
           pred ? p.codes + (gnb * k_atoms + gkb) * layout::kAtomBytes + (c % 32) * 16 : p.codes;
-      detail::cp_async_16_evict_first(sB + c * 16, src, pred);  // weights are read exactly once
+      // Weights are read exactly once and would deserve an L2 evict-first hint (cp.async ... L2::cache_hint),
+      // but ptxas 13.0 miscompiles that form inside this loop on sm_90 (the cache-policy descriptor lands in
+      // uniform registers nothing writes: illegal instruction; seen with a separate createpolicy and with
+      // one inside the same asm). Plain cp.async until a fixed ptxas is the minimum we support.
+      detail::cp_async_16(sB + c * 16, src, pred);
     }
     // Scales (and zeros): groups_per_tile rows of BN values.
     const std::int64_t g_first = p.per_channel ? 0 : (std::int64_t(kt) * BK) >> p.group_log2;
