@@ -52,12 +52,13 @@ NIBBLE_DEVICE std::uint32_t load_atom_word(const void* atom, int lane, int j) {
   return reinterpret_cast<const std::uint32_t*>(atom)[lane * (layout::kLaneBytes / 4) + j];
 }
 
-/// Dequantizes one word (eight weights of format F, GEMM-layout order) into the two B fragments of an atom
-/// k-step: b[0], b[1] for n8-tile 0 (column g), b[2], b[3] for n8-tile 1 (column g + 8).
+/// Decodes one word (eight weights of format F, GEMM-layout order) into the two B fragments of an atom
+/// k-step WITHOUT the scale: b[0], b[1] for n8-tile 0 (column g), b[2], b[3] for n8-tile 1 (column g + 8).
+/// Values: the s4 integer, the u4 code minus q's zero points, or the codebook entry (all exact in T but
+/// the codebook entries, rounded to T).
 template <class T, Format F>
-NIBBLE_DEVICE void dequant_fragments(std::uint32_t word, const ColumnPairQuant<T>& q,
-                                     const DequantContext<F, T>& ctx, std::uint32_t (&b)[4]) {
-  using V2 = vec2_t<T>;
+NIBBLE_DEVICE void decode_fragments(std::uint32_t word, const ColumnPairQuant<T>& q,
+                                    const DequantContext<F, T>& ctx, std::uint32_t (&b)[4]) {
   if constexpr (F == Format::kS4) {
     s4x8_to_pairs<T>(word, b);
   } else if constexpr (F == Format::kU4) {
@@ -67,6 +68,15 @@ NIBBLE_DEVICE void dequant_fragments(std::uint32_t word, const ColumnPairQuant<T
   } else {
     static_assert(dependent_false<T>, "unknown format");
   }
+}
+
+/// Dequantizes one word into the two B fragments of an atom k-step: decode_fragments, then times the
+/// column's scale in T arithmetic (one rounding to T per weight).
+template <class T, Format F>
+NIBBLE_DEVICE void dequant_fragments(std::uint32_t word, const ColumnPairQuant<T>& q,
+                                     const DequantContext<F, T>& ctx, std::uint32_t (&b)[4]) {
+  using V2 = vec2_t<T>;
+  decode_fragments<T, F>(word, q, ctx, b);
   const V2 s_lo{q.scale_lo, q.scale_lo};
   const V2 s_hi{q.scale_hi, q.scale_hi};
 #pragma unroll
