@@ -112,11 +112,32 @@ inline Plan make_plan_for(const Arguments& args, const TileConfig& c, int sm_cou
   p.k_tiles = int((s.k_pad + c.tile_k() - 1) / c.tile_k());
   const std::int64_t tiles = std::int64_t(p.tiles_m) * p.tiles_n;
   int splits = args.split_k;
-  if (splits == 0) {  // enough CTAs for one full wave, each split keeping >= 2 k-tiles of work
-    const std::int64_t target = std::int64_t(sm_count > 0 ? sm_count : 1) * detail::ctas_per_sm(c);
-    splits = tiles >= target ? 1 : int((target + tiles - 1) / tiles);
+  if (splits == 0) {
+    // Every CTA of one GEMM does the same work, so they run in waves of `slots` (CTAs resident at once).
+    // Model the time of s splits as waves(s) x bytes one CTA moves: ceil(k_tiles / s) k-tiles of weights
+    // and A rows (+1 for the pipeline's fill), plus (s > 1) its fp32 partial tile written and read back
+    // (rows < M only). Pick the best
+    // s in [1, k_tiles / 2] (each split keeps >= 2 k-tiles), only when the tiles alone fill fewer than 4
+    // waves. Example, M=1, K=8192, N=28672, 132 SMs: 112 tiles, 264 slots; 3 splits = 2 waves, the second
+    // 27% full; 7 splits = 3 nearly full waves, about a third less time.
+    const std::int64_t slots = std::int64_t(sm_count > 0 ? sm_count : 1) * detail::ctas_per_sm(c);
     const int max_splits = p.k_tiles / 2 > 1 ? p.k_tiles / 2 : 1;
-    if (splits > max_splits) splits = max_splits;
+    const double rows = double(std::min<std::int64_t>(args.m, c.tile_m()));
+    const double k_tile_bytes = c.tile_n() * c.tile_k() / 2.0 + rows * c.tile_k() * 2.0;
+    const double partial_bytes = 2.0 * rows * c.tile_n() * sizeof(float);
+    splits = 1;
+    if (tiles < 4 * slots) {
+      double best = 1e300;
+      for (int s = 1; s <= max_splits && s <= 64; ++s) {
+        const double waves = double((tiles * s + slots - 1) / slots);
+        // + 1 k-tile: the pipeline's fill and drain, paid once per CTA
+        const double cta_bytes = double((p.k_tiles + s - 1) / s + 1) * k_tile_bytes + (s > 1 ? partial_bytes : 0.0);
+        if (waves * cta_bytes < best * (1.0 - 1e-9)) {
+          best = waves * cta_bytes;
+          splits = s;
+        }
+      }
+    }
   }
   if (splits > p.k_tiles) splits = p.k_tiles;
   if (splits < 1) splits = 1;

@@ -230,10 +230,17 @@ __global__ void __launch_bounds__(Tile::kConfig.threads()) gemm_kernel(const Ker
   // Epilogue.
   constexpr int kRegs = C.warp_m16 * C.warp_n16 * 2 * 4;
   float* flat = &acc[0][0][0][0];
+  // Register r of the flat accumulator holds a value of C row row_of(r); rows >= M never move through the
+  // split-K workspace (at M = 1 that is 1/16 of the decode tile's partial-sum traffic).
+  auto row_of = [&](int r) {
+    const int m = r / (C.warp_n16 * 8), i = r % 4;
+    return m0 + (wm * C.warp_m16 + m) * 16 + lane / 4 + 8 * (i / 2);
+  };
   if (p.splits > 1) {
     float* mine = p.partials + (std::int64_t(tile) * p.splits + split) * (BM * BN);
 #pragma unroll
-    for (int r = 0; r < kRegs; ++r) __stcg(mine + r * kThreads + tid, flat[r]);
+    for (int r = 0; r < kRegs; ++r)
+      if (row_of(r) < p.m) __stcg(mine + r * kThreads + tid, flat[r]);
     __threadfence();
     __syncthreads();
     if (tid == 0) s_is_last = atomicAdd(&p.counters[tile], 1u) == unsigned(p.splits - 1);
@@ -245,6 +252,7 @@ __global__ void __launch_bounds__(Tile::kConfig.threads()) gemm_kernel(const Ker
       const float* part = p.partials + (std::int64_t(tile) * p.splits + s) * (BM * BN);
 #pragma unroll
       for (int r = 0; r < kRegs; ++r) {
+        if (row_of(r) >= p.m) continue;
         const float v = __ldcg(part + r * kThreads + tid);
         flat[r] = s == 0 ? v : flat[r] + v;
       }
