@@ -1,0 +1,77 @@
+// benchmarks/tune_tiles.cu — developer tool, not built by default (-DNIBBLE_BUILD_TUNING=ON): times several
+// gemm::TileConfig candidates on the same problems (random codes, rotated weight copies > 256 MiB, CUDA
+// graph of R launches / R), to choose the policies in include/nibble/gemm/policy.cuh. Prints one line per
+// (config, shape). The numbers in policy.cuh's comments came from this program on the H100.
+#include <nibble/gemm/gemm.cuh>
+#include <cstdio>
+#include <vector>
+#include <random>
+#include <algorithm>
+using namespace nibble;
+#define CK(x) do { cudaError_t e=(x); if(e!=cudaSuccess){printf("CUDA %s line %d\n", cudaGetErrorString(e), __LINE__); exit(1);} } while(0)
+
+struct TD1 { static constexpr gemm::TileConfig kConfig{1, 2, 1, 8, 2, 4, true}; };
+struct TD2 { static constexpr gemm::TileConfig kConfig{1, 2, 1, 8, 2, 4, false}; };
+struct TD3 { static constexpr gemm::TileConfig kConfig{1, 2, 1, 4, 4, 4, true}; };
+struct TD4 { static constexpr gemm::TileConfig kConfig{1, 1, 1, 8, 4, 4, true}; };
+struct TD5 { static constexpr gemm::TileConfig kConfig{1, 4, 1, 4, 2, 4, true}; };
+struct TS1 { static constexpr gemm::TileConfig kConfig{4, 2, 1, 4, 2, 4, false}; };
+struct TS2 { static constexpr gemm::TileConfig kConfig{4, 1, 1, 8, 2, 4, true}; };
+struct TS3 { static constexpr gemm::TileConfig kConfig{2, 2, 1, 8, 2, 4, true}; };
+struct TS4 { static constexpr gemm::TileConfig kConfig{4, 2, 1, 4, 2, 4, true}; };
+struct TL1 { static constexpr gemm::TileConfig kConfig{4, 2, 2, 4, 2, 3, false}; };
+struct TL2 { static constexpr gemm::TileConfig kConfig{4, 4, 2, 4, 1, 4, false}; };
+struct TL3 { static constexpr gemm::TileConfig kConfig{4, 2, 2, 4, 2, 4, false}; };
+
+__global__ void fill(unsigned* p, size_t n, unsigned seed) { for (size_t i = blockIdx.x*blockDim.x+threadIdx.x; i < n; i += gridDim.x*blockDim.x) { unsigned x = (unsigned)i*2654435761u ^ seed; x ^= x>>13; x*=0x5bd1e995; x^=x>>15; p[i]=x; } }
+__global__ void fill_half(__half* p, size_t n, float s) { for (size_t i = blockIdx.x*blockDim.x+threadIdx.x; i < n; i += gridDim.x*blockDim.x) { unsigned x = (unsigned)i*2654435761u; x ^= x>>13; x*=0x5bd1e995; x^=x>>15; p[i]=__float2half(s*((x%2001)/1000.0f-1.0f) + (s>0.5f?0.0f:0.01f)); } }
+
+template <class Tile>
+double time_tile(const char* name, int m, int n, int k, Format f) {
+  constexpr gemm::TileConfig c = Tile::kConfig;
+  int sms; CK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
+  GemmWeightBytes b = gemm_weight_bytes(f, n, k, 128, DType::kF16);
+  size_t per = b.codes + b.scales;
+  int copies = std::max<int>(2, int((300u<<20) / per) + 1);
+  std::vector<GemmWeights> ws(copies);
+  std::vector<void*> bufs;
+  for (int i = 0; i < copies; ++i) {
+    void *cd, *sc; CK(cudaMalloc(&cd, b.codes)); CK(cudaMalloc(&sc, b.scales)); bufs.push_back(cd); bufs.push_back(sc);
+    fill<<<1024,256>>>((unsigned*)cd, b.codes/4, i*77+1); fill_half<<<1024,256>>>((__half*)sc, b.scales/2, 0.01f);
+    GemmWeights w; w.format=f; w.group_size=128; w.n=n; w.k=k; w.scale_type=DType::kF16; w.codes=(const uint8_t*)cd; w.scales=sc; ws[i]=w;
+  }
+  __half *a, *cc; CK(cudaMalloc(&a, (size_t)m*k*2)); CK(cudaMalloc(&cc, (size_t)m*n*2)); fill_half<<<1024,256>>>(a, (size_t)m*k, 1.0f);
+  gemm::Arguments args; args.m=m; args.act_type=DType::kF16; args.a=a; args.lda=k; args.w=ws[0]; args.c=cc; args.ldc=n; args.out_type=DType::kF16;
+  gemm::Plan plan = gemm::make_plan_for(args, c, sms);
+  void* wsp=nullptr; if (plan.workspace_bytes) { CK(cudaMalloc(&wsp, plan.workspace_bytes)); CK(cudaMemset(wsp,0,plan.workspace_bytes)); }
+  cudaStream_t st; CK(cudaStreamCreate(&st));
+  auto launch=[&](int i){ args.w=ws[i%copies]; Status s = f==Format::kS4 ? gemm::detail::launch<__half, Format::kS4, Tile>(args, plan, wsp, st) : gemm::detail::launch<__half, Format::kNf4, Tile>(args, plan, wsp, st); if (s!=Status::kSuccess){printf("launch fail %s\n", to_string(s)); exit(1);} };
+  for (int i=0;i<copies;++i) launch(i);
+  CK(cudaStreamSynchronize(st));
+  cudaGraph_t g; cudaGraphExec_t ge;
+  CK(cudaStreamBeginCapture(st, cudaStreamCaptureModeThreadLocal)); for(int i=0;i<copies;++i) launch(i); CK(cudaStreamEndCapture(st,&g)); CK(cudaGraphInstantiate(&ge,g,0));
+  CK(cudaGraphLaunch(ge, st)); CK(cudaStreamSynchronize(st));
+  cudaEvent_t e0,e1; cudaEventCreate(&e0); cudaEventCreate(&e1);
+  std::vector<float> t;
+  for (int r=0;r<9;++r){ cudaEventRecord(e0,st); CK(cudaGraphLaunch(ge,st)); cudaEventRecord(e1,st); CK(cudaEventSynchronize(e1)); float ms; cudaEventElapsedTime(&ms,e0,e1); t.push_back(ms/copies);}
+  std::sort(t.begin(),t.end()); double us=t[4]*1000;
+  double bytes = per + (double)m*k*2 + (double)m*n*2;
+  printf("%-4s %-4s M=%5d N=%5d K=%5d tile %3dx%3dx%3d st%d thr%3d smem%6d splits %2d grid %6d : %9.1f us  %7.0f GB/s %6.0f TFLOP/s\n", name, f==Format::kS4?"s4":"nf4", m,n,k,c.tile_m(),c.tile_n(),c.tile_k(),c.stages,c.threads(),c.smem_bytes(),plan.splits, plan.tiles_m*plan.tiles_n*plan.splits, us, bytes/us/1e3, 2.0*m*n*k/us/1e6);
+  cudaGraphExecDestroy(ge); cudaGraphDestroy(g); cudaStreamDestroy(st);
+  for (void* p: bufs) cudaFree(p); cudaFree(a); cudaFree(cc); if(wsp) cudaFree(wsp);
+  return us;
+}
+int main() {
+  for (auto [k, n] : {std::pair{8192, 28672}, std::pair{28672, 8192}}) {
+    for (int m : {1, 16}) {
+      time_tile<TD1>("D1", m, n, k, Format::kS4); time_tile<TD2>("D2", m, n, k, Format::kS4); time_tile<TD3>("D3", m, n, k, Format::kS4);
+      time_tile<TD4>("D4", m, n, k, Format::kS4); time_tile<TD5>("D5", m, n, k, Format::kS4); time_tile<TD1>("D1", m, n, k, Format::kNf4);
+    }
+    time_tile<TS1>("S1", 64, n, k, Format::kS4); time_tile<TS2>("S2", 64, n, k, Format::kS4); time_tile<TS3>("S3", 32, n, k, Format::kS4);
+    time_tile<TS3>("S3", 64, n, k, Format::kS4); time_tile<TS4>("S4", 64, n, k, Format::kS4); time_tile<TD1>("D1", 32, n, k, Format::kS4);
+    time_tile<TL1>("L1", 256, n, k, Format::kS4); time_tile<TS2>("S2", 256, n, k, Format::kS4);
+    for (int m : {4096}) {
+      time_tile<TL1>("L1", m, n, k, Format::kS4); time_tile<TL2>("L2", m, n, k, Format::kS4); time_tile<TL3>("L3", m, n, k, Format::kS4);
+    }
+  }
+}
