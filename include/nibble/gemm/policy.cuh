@@ -21,21 +21,21 @@ struct TileConfig {
   /// is instructions per weight byte) but a second accumulator tile of registers.
   bool scale_after_mma = false;
 
-  constexpr int warps() const { return warps_m * warps_n; }
-  constexpr int threads() const { return 32 * warps(); }
-  constexpr int tile_m() const { return 16 * warp_m16 * warps_m; }
-  constexpr int tile_n() const { return layout::kAtomN * warp_n16 * warps_n; }
-  constexpr int tile_k() const { return layout::kAtomK * atoms_k; }
+  NIBBLE_HOST_DEVICE constexpr int warps() const { return warps_m * warps_n; }
+  NIBBLE_HOST_DEVICE constexpr int threads() const { return 32 * warps(); }
+  NIBBLE_HOST_DEVICE constexpr int tile_m() const { return 16 * warp_m16 * warps_m; }
+  NIBBLE_HOST_DEVICE constexpr int tile_n() const { return layout::kAtomN * warp_n16 * warps_n; }
+  NIBBLE_HOST_DEVICE constexpr int tile_k() const { return layout::kAtomK * atoms_k; }
   /// Scale rows one k-tile can touch (groups are >= 32 long and tile_k is a multiple of 64).
-  constexpr int max_groups_per_tile() const { return tile_k() / 32; }
-  constexpr int a_stage_bytes() const { return tile_m() * tile_k() * 2; }
-  constexpr int b_stage_bytes() const { return tile_n() * tile_k() / 2; }
-  constexpr int s_stage_bytes() const { return max_groups_per_tile() * tile_n() * 2; }
-  constexpr int z_stage_bytes() const { return max_groups_per_tile() * tile_n(); }
-  constexpr int stage_bytes() const {
+  NIBBLE_HOST_DEVICE constexpr int max_groups_per_tile() const { return tile_k() / 32; }
+  NIBBLE_HOST_DEVICE constexpr int a_stage_bytes() const { return tile_m() * tile_k() * 2; }
+  NIBBLE_HOST_DEVICE constexpr int b_stage_bytes() const { return tile_n() * tile_k() / 2; }
+  NIBBLE_HOST_DEVICE constexpr int s_stage_bytes() const { return max_groups_per_tile() * tile_n() * 2; }
+  NIBBLE_HOST_DEVICE constexpr int z_stage_bytes() const { return max_groups_per_tile() * tile_n(); }
+  NIBBLE_HOST_DEVICE constexpr int stage_bytes() const {
     return a_stage_bytes() + b_stage_bytes() + s_stage_bytes() + z_stage_bytes();
   }
-  constexpr int smem_bytes() const { return stages * stage_bytes(); }
+  NIBBLE_HOST_DEVICE constexpr int smem_bytes() const { return stages * stage_bytes(); }
 };
 
 // Decode (M <= 16): one m16 tile; 8 warps x 2 atoms = 256 columns; 128-deep k-tiles so each stage moves
