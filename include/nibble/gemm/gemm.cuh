@@ -248,7 +248,10 @@ inline std::size_t get_workspace_size(const Arguments& args) {
 /// kCounterBytes were zeroed once before first use: run() leaves that counter region zero again, so one
 /// workspace (sized for the largest GEMM) serves GEMMs of every shape, one stream at a time. It may be null
 /// when the size is 0.
-inline Status run(const Arguments& args, void* workspace, std::size_t workspace_bytes, cudaStream_t stream) {
+/// (A template only so that its 24 kernel instantiations are compiled in the translation units that call
+/// it, not in every one that includes nibble.cuh.)
+template <int kInstantiateOnUse = 0>
+Status run(const Arguments& args, void* workspace, std::size_t workspace_bytes, cudaStream_t stream) {
   NIBBLE_RETURN_IF_ERROR(can_implement(args));
   NIBBLE_RETURN_IF_ERROR(check_device());
   const Plan plan = make_plan(args, detail::current_sm_count(args.sm_count));

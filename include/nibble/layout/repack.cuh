@@ -171,8 +171,9 @@ inline GemmWeights make_view(const PlainWeights& src, DType act, const void* cod
 /// Repacks `src` (device memory) into the GEMM layout for activations of type `act` (kF16 / kBF16):
 /// `codes`, `scales`, `zeros` (u4 only) are device buffers of gemm_weight_bytes(); `out` receives the view.
 /// Scales are rounded to `act`. Two kernels on `stream`; no allocation, no sync.
-inline Status repack(const PlainWeights& src, DType act, void* codes, void* scales, void* zeros,
-                     GemmWeights* out, cudaStream_t stream) {
+template <int kInstantiateOnUse = 0>  // kernels compiled only where repack is called
+Status repack(const PlainWeights& src, DType act, void* codes, void* scales, void* zeros, GemmWeights* out,
+              cudaStream_t stream) {
   NIBBLE_RETURN_IF_ERROR(detail::validate_repack(src, act, codes, scales, zeros));
   if (out == nullptr) return Status::kErrorNullPointer;
   NIBBLE_RETURN_IF_ERROR(check_device());
