@@ -29,6 +29,9 @@ namespace nibble {
 /// Oldest compute capability (major * 10 + minor) the kernels support.
 inline constexpr int kMinComputeCapability = 80;
 
+/// x rounded up to a multiple of m (m > 0, x >= 0).
+NIBBLE_HOST_DEVICE constexpr std::int64_t round_up(std::int64_t x, std::int64_t m) { return (x + m - 1) / m * m; }
+
 /// For `static_assert(dependent_false<T>, ...)` at the end of an `if constexpr` chain.
 template <class... T>
 inline constexpr bool dependent_false = false;

@@ -51,13 +51,6 @@ NIBBLE_DEVICE void ldmatrix_x4(std::uint32_t (&r)[4], const void* smem) {
                : "r"(smem_addr(smem)));
 }
 
-/// ldmatrix.x2: two 8x8 b16 matrices; lanes 0-15 give the row addresses.
-NIBBLE_DEVICE void ldmatrix_x2(std::uint32_t (&r)[2], const void* smem) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x2.shared.b16 {%0,%1}, [%2];"
-               : "=r"(r[0]), "=r"(r[1])
-               : "r"(smem_addr(smem)));
-}
-
 /// mma.sync m16n8k16, row.col, fp32 accumulate; T is __half or __nv_bfloat16 (A and B both of T).
 /// a: 4 regs (A 16x16 fragment), b: 2 regs (B 16x8 fragment), c: 4 floats accumulated in place.
 template <class T>

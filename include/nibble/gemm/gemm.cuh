@@ -46,7 +46,6 @@ inline constexpr int kMaxSplitTiles = 16384;
 inline constexpr std::size_t kCounterBytes = std::size_t(kMaxSplitTiles) * sizeof(unsigned);
 
 namespace detail {
-inline bool aligned(const void* p, std::size_t a) { return reinterpret_cast<std::uintptr_t>(p) % a == 0; }
 inline int log2_exact(std::int64_t x) {
   int l = 0;
   while ((std::int64_t(1) << l) < x) ++l;
@@ -60,47 +59,6 @@ inline int ctas_per_sm(const TileConfig& c) {
   return by_smem < by_threads ? by_smem : by_threads;
 }
 }  // namespace detail
-
-/// Checks every argument on the CPU (no CUDA call). Returns the first problem found.
-inline Status can_implement(const Arguments& args) {
-  const GemmWeights& w = args.w;
-  if (args.act_type != DType::kF16 && args.act_type != DType::kBF16) return Status::kErrorUnsupportedFormat;
-  if (args.out_type != args.act_type && args.out_type != DType::kF32) return Status::kErrorUnsupportedFormat;
-  if (w.scale_type != args.act_type) return Status::kErrorUnsupportedFormat;  // repack for this act type
-  if (w.format != Format::kS4 && w.format != Format::kU4 && w.format != Format::kNf4 &&
-      w.format != Format::kFp4)
-    return Status::kErrorUnsupportedFormat;
-  if (args.m < 1 || w.n < 1 || w.k < 1) return Status::kErrorInvalidShape;
-  constexpr std::int64_t kMaxDim = std::int64_t(1) << 30;  // keeps every int32 tile index in range
-  if (args.m > kMaxDim || w.n > kMaxDim || w.k > kMaxDim) return Status::kErrorSizeOverflow;
-  if (w.k % 8 != 0) return Status::kErrorInvalidShape;  // A is read in 16-byte chunks of 8 elements
-  if (!is_supported_group_size(w.group_size)) return Status::kErrorGroupSize;
-  if (w.group_size != kPerChannel && w.k % w.group_size != 0) return Status::kErrorGroupSize;
-  if (args.a == nullptr || args.c == nullptr || w.codes == nullptr || w.scales == nullptr)
-    return Status::kErrorNullPointer;
-  if (w.format == Format::kU4 && w.zeros == nullptr) return Status::kErrorNullPointer;
-  if (args.lda < w.k || args.ldc < w.n) return Status::kErrorLeadingDimension;
-  if (!detail::aligned(args.a, 16) || args.lda % 8 != 0) return Status::kErrorMisalignedPointer;
-  if (!detail::aligned(w.codes, 16) || !detail::aligned(w.scales, 16) ||
-      (w.zeros != nullptr && !detail::aligned(w.zeros, 16)))
-    return Status::kErrorMisalignedPointer;
-  if (!detail::aligned(args.c, size_of(args.out_type)) ||
-      (args.bias != nullptr && !detail::aligned(args.bias, 2)))
-    return Status::kErrorMisalignedPointer;
-  if (args.split_k < 0 || args.sm_count < 0) return Status::kErrorInvalidArgument;
-  // overflow of M * ldc and M * lda offsets in 64-bit arithmetic
-  if (args.ldc > (std::int64_t(1) << 62) / args.m || args.lda > (std::int64_t(1) << 62) / args.m)
-    return Status::kErrorSizeOverflow;
-  // the grid of one launch: tiles * splits CTAs (checked here with the requested or a 1-SM split plan,
-  // and again in run() with the device's)
-  const TileConfig tc = tile_config(choose_tile(args.m));
-  const layout::GemmShape s = w.shape();
-  const std::int64_t tiles = ((args.m + tc.tile_m() - 1) / tc.tile_m()) * ((s.n_pad + tc.tile_n() - 1) / tc.tile_n());
-  const std::int64_t k_tiles = (s.k_pad + tc.tile_k() - 1) / tc.tile_k();
-  const std::int64_t splits = args.split_k > 0 && tiles <= kMaxSplitTiles ? std::min<std::int64_t>(args.split_k, k_tiles) : 1;
-  if (tiles * splits > std::int64_t(0x7FFFFFFF)) return Status::kErrorSizeOverflow;
-  return Status::kSuccess;
-}
 
 /// The launch plan for `args` with tile configuration `c` on a GPU with `sm_count` multiprocessors
 /// (pure function, CPU only).
@@ -166,6 +124,41 @@ inline bool launchable(const Plan& p) {
   return std::int64_t(p.tiles_m) * p.tiles_n * p.splits <= std::int64_t(0x7FFFFFFF);
 }
 
+/// Checks every argument on the CPU (no CUDA call). Returns the first problem found.
+inline Status can_implement(const Arguments& args) {
+  const GemmWeights& w = args.w;
+  if (args.act_type != DType::kF16 && args.act_type != DType::kBF16) return Status::kErrorUnsupportedFormat;
+  if (args.out_type != args.act_type && args.out_type != DType::kF32) return Status::kErrorUnsupportedFormat;
+  if (w.scale_type != args.act_type) return Status::kErrorUnsupportedFormat;  // repack for this act type
+  if (w.format != Format::kS4 && w.format != Format::kU4 && w.format != Format::kNf4 &&
+      w.format != Format::kFp4)
+    return Status::kErrorUnsupportedFormat;
+  if (args.m < 1 || w.n < 1 || w.k < 1) return Status::kErrorInvalidShape;
+  constexpr std::int64_t kMaxDim = std::int64_t(1) << 30;  // keeps every int32 tile index in range
+  if (args.m > kMaxDim || w.n > kMaxDim || w.k > kMaxDim) return Status::kErrorSizeOverflow;
+  if (w.k % 8 != 0) return Status::kErrorInvalidShape;  // A is read in 16-byte chunks of 8 elements
+  if (!is_supported_group_size(w.group_size)) return Status::kErrorGroupSize;
+  if (w.group_size != kPerChannel && w.k % w.group_size != 0) return Status::kErrorGroupSize;
+  if (args.a == nullptr || args.c == nullptr || w.codes == nullptr || w.scales == nullptr)
+    return Status::kErrorNullPointer;
+  if (w.format == Format::kU4 && w.zeros == nullptr) return Status::kErrorNullPointer;
+  if (args.lda < w.k || args.ldc < w.n) return Status::kErrorLeadingDimension;
+  if (!nibble::detail::is_aligned(args.a, 16) || args.lda % 8 != 0) return Status::kErrorMisalignedPointer;
+  if (!nibble::detail::is_aligned(w.codes, 16) || !nibble::detail::is_aligned(w.scales, 16) ||
+      (w.zeros != nullptr && !nibble::detail::is_aligned(w.zeros, 16)))
+    return Status::kErrorMisalignedPointer;
+  if (!nibble::detail::is_aligned(args.c, size_of(args.out_type)) ||
+      (args.bias != nullptr && !nibble::detail::is_aligned(args.bias, 2)))
+    return Status::kErrorMisalignedPointer;
+  if (args.split_k < 0 || args.sm_count < 0) return Status::kErrorInvalidArgument;
+  // overflow of M * ldc and M * lda offsets in 64-bit arithmetic
+  if (args.ldc > (std::int64_t(1) << 62) / args.m || args.lda > (std::int64_t(1) << 62) / args.m)
+    return Status::kErrorSizeOverflow;
+  // the grid of one launch fits (checked with the requested SM count or 1; run() checks the device's)
+  if (!launchable(make_plan(args, args.sm_count > 0 ? args.sm_count : 1))) return Status::kErrorSizeOverflow;
+  return Status::kSuccess;
+}
+
 namespace detail {
 inline int current_sm_count(int requested) {
   if (requested > 0) return requested;
@@ -198,7 +191,7 @@ Status launch(const Arguments& args, const Plan& plan, void* workspace, cudaStre
   p.c = args.c;
   p.ldc = args.ldc;
   p.out_f32 = args.out_type == DType::kF32;
-  p.pair_stores = args.ldc % 2 == 0 && aligned(args.c, 2 * std::size_t(size_of(args.out_type)));
+  p.pair_stores = args.ldc % 2 == 0 && nibble::detail::is_aligned(args.c, 2 * std::size_t(size_of(args.out_type)));
   p.tiles_m = plan.tiles_m;
   p.tiles_n = plan.tiles_n;
   p.splits = plan.splits;
@@ -258,7 +251,7 @@ Status run(const Arguments& args, void* workspace, std::size_t workspace_bytes, 
   if (!launchable(plan)) return Status::kErrorSizeOverflow;
   if (plan.workspace_bytes > 0 && (workspace == nullptr || workspace_bytes < plan.workspace_bytes))
     return Status::kErrorWorkspaceTooSmall;
-  if (plan.workspace_bytes > 0 && !detail::aligned(workspace, 16)) return Status::kErrorMisalignedPointer;
+  if (plan.workspace_bytes > 0 && !nibble::detail::is_aligned(workspace, 16)) return Status::kErrorMisalignedPointer;
   if (args.act_type == DType::kF16) return detail::dispatch_format<__half>(args, plan, workspace, stream);
   return detail::dispatch_format<__nv_bfloat16>(args, plan, workspace, stream);
 }

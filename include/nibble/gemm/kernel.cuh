@@ -123,22 +123,7 @@ __global__ void __launch_bounds__(Tile::kConfig.threads()) gemm_kernel(const Ker
 
   const DequantContext<F, T> ctx = DequantContext<F, T>::make();
 
-  // scale_after_mma: per-group partial sums of unscaled weights, folded into acc (times the group's scale,
-  // in fp32) at the end of every group and at the end of this CTA's k range.
-  constexpr int kGroupM16 = C.scale_after_mma ? C.warp_m16 : 1;
-  constexpr int kGroupN16 = C.scale_after_mma ? C.warp_n16 : 1;
-  float acc_group[kGroupM16][kGroupN16][2][4];
-#pragma unroll
-  for (int m = 0; m < kGroupM16; ++m)
-#pragma unroll
-    for (int nb = 0; nb < kGroupN16; ++nb)
-#pragma unroll
-      for (int h = 0; h < 2; ++h)
-#pragma unroll
-        for (int r = 0; r < 4; ++r) acc_group[m][nb][h][r] = 0.0f;
-  const std::int64_t group_mask = p.per_channel ? -1 : (std::int64_t(1) << p.group_log2) - 1;
-
-  auto compute_stage = [&](int s, int kt) {
+  auto compute_stage = [&](int s) {
     const unsigned char* base = smem + s * C.stage_bytes();
     const T* sA = reinterpret_cast<const T*>(base);
     const unsigned char* sB = base + C.a_stage_bytes();
@@ -170,42 +155,9 @@ __global__ void __launch_bounds__(Tile::kConfig.threads()) gemm_kernel(const Ker
           // the lane's whole 16-byte slice at once would keep 4x the registers live across the k-steps.
           const std::uint32_t word = load_atom_word(
               sB + ((wn * C.warp_n16 + nb) * C.atoms_k + kb) * layout::kAtomBytes, lane, j);
-          if constexpr (Tile::kConfig.scale_after_mma) {
-            decode_fragments<T, F>(word, q, ctx, b);
+          dequant_fragments<T, F>(word, q, ctx, b);
 #pragma unroll
-            for (int m = 0; m < C.warp_m16; ++m) mma_atom_step<T>(acc_group[m][nb], a[m], b);
-          } else {
-            dequant_fragments<T, F>(word, q, ctx, b);
-#pragma unroll
-            for (int m = 0; m < C.warp_m16; ++m) mma_atom_step<T>(acc[m][nb], a[m], b);
-          }
-        }
-        if constexpr (Tile::kConfig.scale_after_mma) {
-          // Does a group end with this k-step (or does this CTA's k range)? Uniform across the CTA.
-          const std::int64_t k_next = std::int64_t(kt) * BK + kl + 16;
-          const bool range_end = kt == kt_end - 1 && kb == C.atoms_k - 1 && j == 3;
-          if (range_end || (!p.per_channel && (k_next & group_mask) == 0)) {
-#pragma unroll
-            for (int nb = 0; nb < C.warp_n16; ++nb) {
-#pragma unroll
-              for (int h = 0; h < 2; ++h) {
-                // accumulator columns 2t, 2t + 1 of n8-tile h: their two scales are adjacent in smem
-                const int col = (wn * C.warp_n16 + nb) * layout::kAtomN + 8 * h + 2 * (lane % 4);
-                const vec2_t<T> s2 = *reinterpret_cast<const vec2_t<T>*>(sS + gi * BN + col);
-                const float s0 = to_float(s2.x), s1 = to_float(s2.y);
-#pragma unroll
-                for (int m = 0; m < C.warp_m16; ++m) {
-                  float(&g)[4] = acc_group[m][nb][h];
-                  float(&c)[4] = acc[m][nb][h];
-                  c[0] = fmaf(s0, g[0], c[0]);
-                  c[1] = fmaf(s1, g[1], c[1]);
-                  c[2] = fmaf(s0, g[2], c[2]);
-                  c[3] = fmaf(s1, g[3], c[3]);
-                  g[0] = g[1] = g[2] = g[3] = 0.0f;
-                }
-              }
-            }
-          }
+          for (int m = 0; m < C.warp_m16; ++m) mma_atom_step<T>(acc[m][nb], a[m], b);
         }
       }
     }
@@ -223,7 +175,7 @@ __global__ void __launch_bounds__(Tile::kConfig.threads()) gemm_kernel(const Ker
     __syncthreads();  // stage i is visible to all; every warp is done with stage i - 1
     load_stage((i + S - 1) % S, kt + S - 1);
     detail::cp_async_commit();
-    compute_stage(i % S, kt);
+    compute_stage(i % S);
   }
   detail::cp_async_wait<0>();
 

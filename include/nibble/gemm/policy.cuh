@@ -16,10 +16,6 @@ struct TileConfig {
   int warps_n;
   int atoms_k;
   int stages;
-  /// Scales applied in fp32 to per-group partial sums after the mma (true), or to the B fragments in
-  /// T arithmetic before it (false). After: no scale multiply per fragment (the decode tile's bottleneck
-  /// is instructions per weight byte) but a second accumulator tile of registers.
-  bool scale_after_mma = false;
 
   NIBBLE_HOST_DEVICE constexpr int warps() const { return warps_m * warps_n; }
   NIBBLE_HOST_DEVICE constexpr int threads() const { return 32 * warps(); }
@@ -41,10 +37,10 @@ struct TileConfig {
 // Decode (M <= 16): one m16 tile; 8 warps x 2 atoms = 256 columns; 128-deep k-tiles so each stage moves
 // 16 KiB of weights, and 4 stages keep ~48 KiB of weight loads in flight per CTA (the H100 needs ~25 KiB
 // per SM in flight to approach its DRAM bandwidth). Chosen over 128-column / 256-deep variants by
-// scratch timing on the H100 (82 vs 86-100 us at M=1, K=8192, N=28672). Scales are applied before the
-// mma: scale_after_mma measured 7% slower here (88 us), despite fewer instructions.
+// scratch timing on the H100 (82 vs 86-100 us at M=1, K=8192, N=28672). Applying the scales to fp32
+// per-group partial sums after the mma instead was 7% slower (88 us): see benchmarks/NOTES.md.
 struct TileDecode {
-  static constexpr TileConfig kConfig{1, 2, 1, 8, 2, 4, false};
+  static constexpr TileConfig kConfig{1, 2, 1, 8, 2, 4};
 };
 // Small batches (16 < M <= 64): four m16 tiles share each dequantized fragment.
 struct TileSmall {

@@ -37,8 +37,6 @@ inline constexpr int kAtomBytes = kAtomN * kAtomK / 2;
 inline constexpr int kLaneBytes = kAtomBytes / 32;
 static_assert(kAtomBytes == 512 && kLaneBytes == 16, "one 16-byte load per lane per atom");
 
-NIBBLE_HOST_DEVICE constexpr std::int64_t round_up(std::int64_t x, std::int64_t m) { return (x + m - 1) / m * m; }
-
 /// Nibble order of the words of `format` in the GEMM layout.
 NIBBLE_HOST_DEVICE constexpr NibbleOrder gemm_nibble_order(Format f) {
   return is_codebook(f) ? NibbleOrder::kSequential : NibbleOrder::kInterleaved;

@@ -98,7 +98,7 @@ NIBBLE_HOST_DEVICE float repack_scale(const PlainWeights& src, const GemmShape& 
   return 0.0f;
 }
 
-template <class T>
+template <int kHeaderOnly = 0>  // a template, so that every translation unit may define it (no ODR clash)
 __global__ void repack_codes_kernel(PlainWeights src, GemmShape s, std::uint32_t* dst, std::int64_t words) {
   for (std::int64_t w = blockIdx.x * std::int64_t(blockDim.x) + threadIdx.x; w < words;
        w += std::int64_t(gridDim.x) * blockDim.x) {
@@ -146,8 +146,7 @@ inline Status validate_repack(const PlainWeights& src, DType act, const void* co
   if (src.dq_codes == nullptr ? src.scales == nullptr : (src.dq_absmax2 == nullptr || src.dq_offset == nullptr))
     return Status::kErrorNullPointer;
   if (has_zero_point(src.format) && (src.zeros == nullptr || zeros == nullptr)) return Status::kErrorNullPointer;
-  if (reinterpret_cast<std::uintptr_t>(codes) % 16 || reinterpret_cast<std::uintptr_t>(scales) % 16 ||
-      reinterpret_cast<std::uintptr_t>(zeros) % 16)
+  if (!is_aligned(codes, 16) || !is_aligned(scales, 16) || !is_aligned(zeros, 16))
     return Status::kErrorMisalignedPointer;
   if (src.n > (std::int64_t(1) << 40) / src.ld_codes) return Status::kErrorSizeOverflow;
   return Status::kSuccess;
@@ -182,13 +181,11 @@ Status repack(const PlainWeights& src, DType act, void* codes, void* scales, voi
   constexpr int kThreads = 256;
   auto blocks = [](std::int64_t work) { return unsigned(std::min<std::int64_t>((work + 255) / 256, 65536)); };
   std::uint8_t* z = has_zero_point(src.format) ? static_cast<std::uint8_t*>(zeros) : nullptr;
+  layout::repack_codes_kernel<><<<blocks(words), kThreads, 0, stream>>>(src, s, static_cast<std::uint32_t*>(codes), words);
+  NIBBLE_CHECK_LAUNCH();
   if (act == DType::kF16) {
-    layout::repack_codes_kernel<__half><<<blocks(words), kThreads, 0, stream>>>(src, s, static_cast<std::uint32_t*>(codes), words);
-    NIBBLE_CHECK_LAUNCH();
     layout::repack_scales_kernel<__half><<<blocks(s.scale_count()), kThreads, 0, stream>>>(src, s, dynamic_map(), static_cast<__half*>(scales), z);
   } else {
-    layout::repack_codes_kernel<__nv_bfloat16><<<blocks(words), kThreads, 0, stream>>>(src, s, static_cast<std::uint32_t*>(codes), words);
-    NIBBLE_CHECK_LAUNCH();
     layout::repack_scales_kernel<__nv_bfloat16><<<blocks(s.scale_count()), kThreads, 0, stream>>>(src, s, dynamic_map(), static_cast<__nv_bfloat16*>(scales), z);
   }
   NIBBLE_CHECK_LAUNCH();

@@ -101,7 +101,6 @@ inline bool checked_add(std::int64_t a, std::int64_t b, std::int64_t* out) {
   *out = a + b;
   return true;
 }
-inline std::int64_t round_up(std::int64_t x, std::int64_t m) { return (x + m - 1) / m * m; }
 
 inline bool is_valid(Format f) {
   return static_cast<unsigned>(f) <= static_cast<unsigned>(Format::kFp4);
@@ -156,7 +155,7 @@ inline PackedBytes packed_bytes(std::int64_t n, std::int64_t k, const QuantParam
   for (std::int64_t part : {codes, scale_bytes, zeros, dq_codes, dq_absmax2, dq_offset}) {
     const std::int64_t a = std::int64_t(kPackedAlignment);
     if (part > std::numeric_limits<std::int64_t>::max() - a ||
-        !detail::checked_add(total, detail::round_up(part, a), &total)) {
+        !detail::checked_add(total, round_up(part, a), &total)) {
       b.status = Status::kErrorSizeOverflow;
       return b;
     }
@@ -187,7 +186,7 @@ inline Status carve_packed_matrix(std::int64_t n, std::int64_t k, const QuantPar
   auto take = [&](std::size_t bytes) -> std::uint8_t* {
     if (bytes == 0) return nullptr;
     std::uint8_t* q = base + at;
-    at += std::size_t(detail::round_up(std::int64_t(bytes), std::int64_t(kPackedAlignment)));
+    at += std::size_t(round_up(std::int64_t(bytes), std::int64_t(kPackedAlignment)));
     return q;
   };
   PackedMatrix m;

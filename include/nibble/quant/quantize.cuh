@@ -32,28 +32,30 @@ inline Status get_quantize_workspace_size(const PackedMatrix& m, std::size_t* by
   return Status::kSuccess;
 }
 
+namespace detail {
+/// The checks shared by quantize and dequantize: a packed matrix and a dense [m.n, m.k] matrix of T.
+template <class T>
+Status validate_packed_and_dense(const PackedMatrix& m, const T* dense, std::int64_t ld) {
+  static_assert(
+      std::is_same_v<T, float> || std::is_same_v<T, __half> || std::is_same_v<T, __nv_bfloat16>,
+      "dense element type must be float, __half or __nv_bfloat16");
+  NIBBLE_RETURN_IF_ERROR(validate_params(m.n, m.k, m.params()));
+  if (ld < m.k) return Status::kErrorLeadingDimension;
+  NIBBLE_RETURN_IF_ERROR(validate_packed(m));
+  return validate_dense(dense, m.n, m.k, ld, sizeof(T));
+}
+}  // namespace detail
+
 /// CPU-only check of a quantize call: would quantize(x, ld, m, ...) accept these arguments?
 template <class T>
 Status can_implement_quantize(const T* x, std::int64_t ld, const PackedMatrix& m) {
-  static_assert(
-      std::is_same_v<T, float> || std::is_same_v<T, __half> || std::is_same_v<T, __nv_bfloat16>,
-      "input element type must be float, __half or __nv_bfloat16");
-  NIBBLE_RETURN_IF_ERROR(detail::validate_params(m.n, m.k, m.params()));
-  if (ld < m.k) return Status::kErrorLeadingDimension;
-  NIBBLE_RETURN_IF_ERROR(detail::validate_packed(m));
-  return detail::validate_dense(x, m.n, m.k, ld, sizeof(T));
+  return detail::validate_packed_and_dense(m, x, ld);
 }
 
 /// CPU-only check of a dequantize call into out [m.n, m.k] of T with row pitch ld_out.
 template <class T>
 Status can_implement_dequantize(const PackedMatrix& m, const T* out, std::int64_t ld_out) {
-  static_assert(
-      std::is_same_v<T, float> || std::is_same_v<T, __half> || std::is_same_v<T, __nv_bfloat16>,
-      "output element type must be float, __half or __nv_bfloat16");
-  NIBBLE_RETURN_IF_ERROR(detail::validate_params(m.n, m.k, m.params()));
-  if (ld_out < m.k) return Status::kErrorLeadingDimension;
-  NIBBLE_RETURN_IF_ERROR(detail::validate_packed(m));
-  return detail::validate_dense(out, m.n, m.k, ld_out, sizeof(T));
+  return detail::validate_packed_and_dense(m, out, ld_out);
 }
 
 namespace detail {

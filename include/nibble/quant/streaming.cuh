@@ -29,7 +29,7 @@ namespace nibble {
 /// one row each (each half rounded down to 256 bytes), and room for the double-quant workspace.
 template <class T>
 std::size_t min_streaming_staging_bytes(const PackedMatrix& m) {
-  const std::size_t row = detail::round_up(std::int64_t(m.k) * std::int64_t(sizeof(T)), 256);
+  const std::size_t row = round_up(std::int64_t(m.k) * std::int64_t(sizeof(T)), 256);
   const std::size_t dq = m.dq.enabled ? double_quant_workspace_bytes(m.num_scales()) : 0;
   return std::max(2 * row, dq);
 }
