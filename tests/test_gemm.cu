@@ -699,6 +699,15 @@ struct RepackShape {
   int group;
 };
 
+/// The repack tests' shapes (N % 16 != 0, K % 64 != 0, every group kind) and their trace label.
+const RepackShape kRepackShapes[] = {{16, 64, 32},   {17, 96, 32},   {100, 200, kPC},
+                                     {33, 448, 64},  {40, 512, 256}, {300, 1024, 128}};
+std::string repack_label(const char* what, Format f, DType act, DType plain_scale, const RepackShape& sh) {
+  return std::string(what) + " " + nibble::to_string(f) + " act=" + dtype_name(act) + " plain scales " +
+         dtype_name(plain_scale) + " N" + std::to_string(sh.n) + "_K" + std::to_string(sh.k) + "_" +
+         group_name(sh.group);
+}
+
 /// Host buffers of the GEMM layout, pre-filled with a poison byte.
 struct HostGemmBuffers {
   std::vector<uint8_t> codes, scales, zeros;  // zeros always allocated (checked untouched when unused)
@@ -708,15 +717,11 @@ struct HostGemmBuffers {
 
 TEST(GemmRepack, HostFollowsTheLayoutContract) {
   auto rng = nibble_test_rng();
-  const RepackShape shapes[] = {{16, 64, 32}, {17, 96, 32}, {100, 200, kPC}, {33, 448, 64}, {40, 512, 256},
-                                {300, 1024, 128}};
   for (DType act : {kF16, kBF16})
     for (Format f : kAllFormats)
       for (DType plain_scale : {kF32, act})
-        for (const RepackShape& sh : shapes) {
-          SCOPED_TRACE(std::string("repack_host ") + nibble::to_string(f) + " act=" + dtype_name(act) +
-                       " plain scales " + dtype_name(plain_scale) + " N" + std::to_string(sh.n) + "_K" +
-                       std::to_string(sh.k) + "_" + group_name(sh.group));
+        for (const RepackShape& sh : kRepackShapes) {
+          SCOPED_TRACE(repack_label("repack_host", f, act, plain_scale, sh));
           const HostWeights w = make_weights(rng, f, sh.group, sh.n, sh.k, plain_scale, Data::kRandom, 3);
           const layout::GemmShape s = layout::make_gemm_shape(sh.n, sh.k, sh.group);
           const nibble::GemmWeightBytes b = nibble::gemm_weight_bytes(f, sh.n, sh.k, sh.group, act);
@@ -1038,16 +1043,13 @@ TEST(GemmPlan, EveryAcceptedShapeHasALaunchableGrid) {
 TEST(GemmRepack, DeviceMatchesHostBitForBit) {
   NIBBLE_REQUIRE_GPU();
   auto rng = nibble_test_rng();
-  std::vector<RepackShape> shapes = {{16, 64, 32}, {17, 96, 32}, {100, 200, kPC}, {33, 448, 64},
-                                     {40, 512, 256}, {300, 1024, 128}};
+  std::vector<RepackShape> shapes(std::begin(kRepackShapes), std::end(kRepackShapes));
   if (!quick_mode()) shapes.push_back({2880, 4304, kPC});
   for (DType act : {kF16, kBF16})
     for (Format f : kAllFormats)
       for (DType plain_scale : {kF32, act})
         for (const RepackShape& sh : shapes) {
-          SCOPED_TRACE(std::string("repack ") + nibble::to_string(f) + " act=" + dtype_name(act) +
-                       " plain scales " + dtype_name(plain_scale) + " N" + std::to_string(sh.n) + "_K" +
-                       std::to_string(sh.k) + "_" + group_name(sh.group));
+          SCOPED_TRACE(repack_label("repack", f, act, plain_scale, sh));
           const HostWeights w = make_weights(rng, f, sh.group, sh.n, sh.k, plain_scale, Data::kRandom, 5);
           const nibble::GemmWeightBytes b = nibble::gemm_weight_bytes(f, sh.n, sh.k, sh.group, act);
           HostGemmBuffers host(b, b.zeros);
