@@ -36,7 +36,9 @@
 //       cv_pct             standard deviation / mean of the case's per-launch times, in percent
 //       copies             R
 //       splits, tile       (nibble only) the plan run() used: K splits and tile family (0 decode,
-//                          1 small, 2 large), from nibble::gemm::make_plan
+//                          1 small, 2 large, 3 transposed small, 4 transposed large: gemm::TileKind),
+//                          from nibble::gemm::make_plan
+//   * NIBBLE_MAINLOOP=auto|mma|mma_t|wgmma (environment) forces the kernel family (default auto).
 //   * Inputs are random, never zeros: A ~ N(0, 1); nibble codes are random bytes, scales uniform in
 //     [0.005, 0.015] (no quantizer is needed to time the GEMM); the cuBLAS weight ~ N(0, 0.05).
 //   * GPU clocks are measured as found: this program does not lock or change them.
@@ -656,6 +658,18 @@ void bm_cublas(benchmark::State& state, const std::string& name, Shape s, std::i
   }
 }
 
+/// NIBBLE_MAINLOOP=auto|mma|mma_t|wgmma forces gemm::Arguments::mainloop (default auto), to compare
+/// the kernel families on one machine.
+nibble::gemm::Mainloop mainloop_from_env() {
+  const char* v = std::getenv("NIBBLE_MAINLOOP");
+  const std::string s = v ? v : "auto";
+  if (s == "mma") return nibble::gemm::Mainloop::kMmaSync;
+  if (s == "mma_t") return nibble::gemm::Mainloop::kTransposedMma;
+  if (s == "wgmma") return nibble::gemm::Mainloop::kWgmma;
+  if (s != "auto") throw std::runtime_error("bench_gemm: NIBBLE_MAINLOOP must be auto, mma, mma_t or wgmma");
+  return nibble::gemm::Mainloop::kAuto;
+}
+
 void bm_nibble(benchmark::State& state, const std::string& name, Shape s, std::int64_t m, DType t,
                WeightFormat f) {
   if (skip_if_context_lost(state)) return;
@@ -676,10 +690,12 @@ void bm_nibble(benchmark::State& state, const std::string& name, Shape s, std::i
     args.c = act.c.get();
     args.ldc = s.n;
     args.out_type = t;
+    args.mainloop = mainloop_from_env();
     NIBBLE_OK(nibble::gemm::can_implement(args));
     const std::size_t ws_bytes = nibble::gemm::get_workspace_size(args);
     void* ws = ctx.zeroed_workspace(ws_bytes);
-    const nibble::gemm::Plan plan = nibble::gemm::make_plan(args, ctx.sm_count);
+    const nibble::gemm::Plan plan =
+        nibble::gemm::make_plan(args, ctx.sm_count, nibble::gemm::resolve_mainloop(args.mainloop));
 
     check_output(ctx, t, act.c.get(), std::size_t(m * s.n), "nibble::gemm::run",
                  [&] { NIBBLE_OK(nibble::gemm::run(args, ws, ws_bytes, ctx.stream)); });

@@ -455,14 +455,40 @@ DeviceActs upload_acts(const HostProblem& p) {
   return d;
 }
 
+const char* mainloop_name(gemm::Mainloop m) {
+  switch (m) {
+    case gemm::Mainloop::kAuto: return "auto";
+    case gemm::Mainloop::kMmaSync: return "mma";
+    case gemm::Mainloop::kTransposedMma: return "mma_t";
+    case gemm::Mainloop::kWgmma: return "wgmma";
+  }
+  return "?";
+}
+
+/// Every mainloop that can run M rows here: decode sizes (M <= 16) run one tile family whatever is asked,
+/// so only once; above, mma.sync, the transposed tiles with mma.sync, and wgmma where this build and
+/// device have it (Gemm_Wgmma.* says when it is not).
+std::vector<gemm::Mainloop> mainloops_for(int64_t m) {
+  if (m <= 16) return {gemm::Mainloop::kAuto};
+  std::vector<gemm::Mainloop> v{gemm::Mainloop::kMmaSync, gemm::Mainloop::kTransposedMma};
+  if (gemm::wgmma_available()) v.push_back(gemm::Mainloop::kWgmma);
+  return v;
+}
+
+/// The plan run() uses for args on this device.
+gemm::Plan plan_of(const gemm::Arguments& args) {
+  return gemm::make_plan(args, device_sm_count(), gemm::resolve_mainloop(args.mainloop));
+}
+
 struct RunOpts {
   DType out = kF32;
   bool bias = false;
   int split_k = 0;       // 0: heuristic
   int64_t ldc_pad = 0;   // ldc = N + ldc_pad
   int64_t c_offset = 0;  // elements from the start of the C buffer to C[0, 0]
+  gemm::Mainloop mainloop = gemm::Mainloop::kAuto;
   std::string name() const {
-    return std::string("out=") + dtype_name(out) + " bias=" + (bias ? "1" : "0") +
+    return std::string("mainloop=") + mainloop_name(mainloop) + " out=" + dtype_name(out) + " bias=" + (bias ? "1" : "0") +
            " split_k=" + std::to_string(split_k) + " ldc_pad=" + std::to_string(ldc_pad) +
            " c_offset=" + std::to_string(c_offset);
   }
@@ -488,6 +514,7 @@ gemm::Arguments make_args(const HostProblem& p, const DeviceWeights& dw, const D
   args.ldc = p.n() + o.ldc_pad;
   args.out_type = o.out;
   args.split_k = o.split_k;
+  args.mainloop = o.mainloop;
   return args;
 }
 
@@ -513,7 +540,7 @@ RunResult run_gemm(const HostProblem& p, const DeviceWeights& dw, const DeviceAc
   const gemm::Arguments args = make_args(p, dw, da, o, c.as<char>() + r.offset * r.elem);
   NIBBLE_CHECK(gemm::can_implement(args));
   const std::size_t ws_bytes = gemm::get_workspace_size(args);
-  r.plan = gemm::make_plan(args, device_sm_count());
+  r.plan = plan_of(args);
   EXPECT_EQ(ws_bytes, r.plan.workspace_bytes) << "get_workspace_size disagrees with make_plan";
   DevBuf ws(ws_bytes);
   if (ws_bytes > 0) CUDA_CHECK(cudaMemset(ws.get(), 0, ws_bytes));  // zeroed once, at allocation
@@ -917,6 +944,7 @@ TEST(GemmCanImplement, RejectsWithTheDocumentedStatus) {
   EXPECT_STATUS(Status::kErrorSizeOverflow, mutated(u4, [](A& a) { a.m = int64_t(1) << 30; a.lda = int64_t(1) << 33; }));
   // other arguments
   EXPECT_STATUS(Status::kErrorInvalidArgument, mutated(u4, [](A& a) { a.split_k = -1; }));
+  EXPECT_STATUS(Status::kErrorInvalidArgument, mutated(u4, [](A& a) { a.mainloop = gemm::Mainloop(7); }));
   EXPECT_STATUS(Status::kErrorInvalidArgument, mutated(u4, [](A& a) { a.sm_count = -1; }));
   // get_workspace_size of rejected arguments is 0
   gemm::Arguments bad = u4;
@@ -950,19 +978,25 @@ TEST(GemmPlan, InvariantsOverManyShapesDevicesAndSplits) {
   for (int64_t m : ms)
     for (const RepackShape& nk : nks)
       for (int sms : {1, 78, 108, 132})
-        for (int split : {0, 1, 2, 3, 7, 64, 100000}) {
+        for (int split : {0, 1, 2, 3, 7, 64, 100000})
+          for (gemm::Mainloop ml : {gemm::Mainloop::kMmaSync, gemm::Mainloop::kTransposedMma}) {
           gemm::Arguments args = fake_args(kS4, nk.group, m, nk.n, nk.k);
           args.split_k = split;
           args.sm_count = sms;
+          args.mainloop = ml;
           std::ostringstream name;
-          name << "M" << m << "_N" << nk.n << "_K" << nk.k << " sm_count=" << sms << " split_k=" << split << ": ";
+          name << "M" << m << "_N" << nk.n << "_K" << nk.k << " sm_count=" << sms << " split_k=" << split
+               << " mainloop=" << mainloop_name(ml) << ": ";
           if (gemm::can_implement(args) != Status::kSuccess) {
             fail(name.str() + "rejected");
             continue;
           }
-          const gemm::Plan p = gemm::make_plan(args, sms);
+          const gemm::Plan p = gemm::make_plan(args, sms, ml);
+          const bool t = ml == gemm::Mainloop::kTransposedMma;
           const gemm::TileKind kind =
-              m <= 16 ? gemm::TileKind::kDecode : (m <= 64 ? gemm::TileKind::kSmall : gemm::TileKind::kLarge);
+              m <= 16 ? gemm::TileKind::kDecode
+                      : (m <= 64 ? (t ? gemm::TileKind::kWgSmall : gemm::TileKind::kSmall)
+                                 : (t ? gemm::TileKind::kWgLarge : gemm::TileKind::kLarge));
           const gemm::TileConfig c = gemm::tile_config(kind);
           const layout::GemmShape s = layout::make_gemm_shape(nk.n, nk.k, nk.group);
           const int64_t tiles = int64_t(p.tiles_m) * p.tiles_n;
@@ -1235,19 +1269,23 @@ void oracle_sweep(DType act, std::initializer_list<Format> formats, Data data) {
         const HostProblem p = make_problem(rng, act, w, m, data);
         const DeviceActs da = upload_acts(p);
         const Samples s = reference(p, rng);
-        ++index;
-        if (quick) {  // one output type per case
-          RunOpts o;
-          o.out = index % 2 ? act : kF32;
-          o.bias = index % 3 == 0;
-          run_and_check(p, dw, da, s, o);
-          continue;
-        }
-        for (DType out : {kF32, act}) {
-          RunOpts o;
-          o.out = out;
-          o.bias = out == kF32;
-          run_and_check(p, dw, da, s, o);
+        for (gemm::Mainloop ml : mainloops_for(m)) {
+          ++index;
+          if (quick) {  // one output type per case
+            RunOpts o;
+            o.out = index % 2 ? act : kF32;
+            o.bias = index % 3 == 0;
+            o.mainloop = ml;
+            run_and_check(p, dw, da, s, o);
+            continue;
+          }
+          for (DType out : {kF32, act}) {
+            RunOpts o;
+            o.out = out;
+            o.bias = out == kF32;
+            o.mainloop = ml;
+            run_and_check(p, dw, da, s, o);
+          }
         }
       }
     }
@@ -1296,10 +1334,13 @@ TEST(Gemm_EdgeShapes, EveryMWithOneWeight) {
       const HostProblem p = make_problem(rng, cfg.act, w, ms[i], cfg.data);
       const DeviceActs da = upload_acts(p);
       const Samples s = reference(p, rng);
-      RunOpts o;
-      o.out = i % 2 ? cfg.act : kF32;
-      o.bias = i % 3 != 1;
-      run_and_check(p, dw, da, s, o);
+      for (gemm::Mainloop ml : mainloops_for(ms[i])) {
+        RunOpts o;
+        o.out = i % 2 ? cfg.act : kF32;
+        o.bias = i % 3 != 1;
+        o.mainloop = ml;
+        run_and_check(p, dw, da, s, o);
+      }
     }
   }
 }
@@ -1329,10 +1370,13 @@ TEST(Gemm_EdgeShapes, ModelShapesAtM1M17M257) {
       const HostProblem p = make_problem(rng, cfg.act, w, m, data);
       const DeviceActs da = upload_acts(p);
       const Samples s = reference(p, rng);
-      RunOpts o;
-      o.out = m == 17 ? kF32 : cfg.act;
-      o.bias = m != 1;
-      run_and_check(p, dw, da, s, o);
+      for (gemm::Mainloop ml : mainloops_for(m)) {
+        RunOpts o;
+        o.out = m == 17 ? kF32 : cfg.act;
+        o.bias = m != 1;
+        o.mainloop = ml;
+        run_and_check(p, dw, da, s, o);
+      }
     }
   }
 }
@@ -1369,13 +1413,16 @@ TEST(Gemm_EdgeShapes, LeadingDimensionsOffsetsAndPoisonOutsideTheView) {
         const HostProblem p = make_problem(rng, cfg.act, w, m, cfg.data, v.lda_pad);
         const DeviceActs da = upload_acts(p);
         const Samples s = reference(p, rng);
-        RunOpts o;
-        o.out = v.out_f32 ? kF32 : cfg.act;
-        o.bias = v.bias;
-        o.ldc_pad = v.ldc_pad;
-        o.c_offset = v.c_offset;
-        SCOPED_TRACE("lda=" + std::to_string(p.lda));
-        run_and_check(p, dw, da, s, o);
+        for (gemm::Mainloop ml : mainloops_for(m)) {
+          RunOpts o;
+          o.out = v.out_f32 ? kF32 : cfg.act;
+          o.bias = v.bias;
+          o.ldc_pad = v.ldc_pad;
+          o.c_offset = v.c_offset;
+          o.mainloop = ml;
+          SCOPED_TRACE("lda=" + std::to_string(p.lda));
+          run_and_check(p, dw, da, s, o);
+        }
       }
   }
 }
@@ -1410,6 +1457,7 @@ TEST(Gemm_SplitK, ForcedSplitsAndHeuristicGiveIdenticalC) {
     const HostProblem p = make_problem(rng, cfg.act, w, cfg.m, cfg.data);
     const DeviceActs da = upload_acts(p);
     const Samples s = reference(p, rng);
+    for (gemm::Mainloop ml : mainloops_for(cfg.m))
     for (DType out : {kF32, cfg.act}) {
       std::vector<uint8_t> first;
       for (int split : {1, 2, 3, 7, 0}) {
@@ -1417,6 +1465,7 @@ TEST(Gemm_SplitK, ForcedSplitsAndHeuristicGiveIdenticalC) {
         o.out = out;
         o.bias = true;
         o.split_k = split;
+        o.mainloop = ml;
         const RunResult r = run_and_check(p, dw, da, s, o);
         SCOPED_TRACE(p.name() + " " + o.name());
         if (split > 1 && r.plan.k_tiles >= split) {
@@ -1465,7 +1514,7 @@ TEST(Gemm_SplitK, RepeatedRunsOnRandomDataAreBitIdentical) {
       if (rep == 0) first = got;
       EXPECT_EQ(std::memcmp(got.data(), first.data(), c.size()), 0) << "run " << rep << " differs from run 0";
     }
-    expect_workspace_clean(ws, gemm::make_plan(args, device_sm_count()), "after four runs");
+    expect_workspace_clean(ws, plan_of(args), "after four runs");
   }
 }
 
@@ -1510,8 +1559,8 @@ TEST(Gemm_Graph, OneGraphWithSeveralSplitKRunsReplaysIdentically) {
     EXPECT_TRUE(c1.download<uint8_t>() == e1) << "graph replay " << rep << ": first GEMM differs";
     EXPECT_TRUE(c2.download<uint8_t>() == e2) << "graph replay " << rep << ": second GEMM differs";
   }
-  expect_workspace_clean(ws1, gemm::make_plan(a1, device_sm_count()), "after graph replays");
-  expect_workspace_clean(ws2, gemm::make_plan(a2, device_sm_count()), "after graph replays");
+  expect_workspace_clean(ws1, plan_of(a1), "after graph replays");
+  expect_workspace_clean(ws2, plan_of(a2), "after graph replays");
   // And both outputs are right.
   const Samples s1 = reference(p1, rng), s2 = reference(p2, rng);
   RunResult r1, r2;
@@ -1541,7 +1590,7 @@ TEST(Gemm_Workspace, OneZeroedWorkspaceServesGemmsOfDifferentShapes) {
   o.split_k = 3;
   DevBuf cs(std::size_t(small.m * small.n() * 4)), cb(std::size_t(big.m * big.n() * 4));
   const gemm::Arguments as = make_args(small, dw, ds, o, cs.get()), ab = make_args(big, dw, db, o, cb.get());
-  const gemm::Plan ps = gemm::make_plan(as, device_sm_count()), pb = gemm::make_plan(ab, device_sm_count());
+  const gemm::Plan ps = plan_of(as), pb = plan_of(ab);
   ASSERT_GT(ps.splits, 1);
   ASSERT_GT(pb.splits, 1);
   ASSERT_GT(pb.workspace_bytes, ps.workspace_bytes) << "test setup: the big GEMM needs more workspace";
@@ -1610,7 +1659,7 @@ TEST(Gemm_Workspace, TooSmallNullOrMisalignedWorkspaceIsRejectedBeforeAnyLaunch)
   EXPECT_STATUS(Status::kSuccess, gemm::run(one, nullptr, 0, nullptr));
   CUDA_CHECK(cudaDeviceSynchronize());
   CUDA_CHECK(cudaGetLastError());
-  expect_workspace_clean(ws, gemm::make_plan(args, device_sm_count()), "after a run with a larger workspace");
+  expect_workspace_clean(ws, plan_of(args), "after a run with a larger workspace");
   const Samples s = reference(p, rng);
   RunResult r;
   r.c = c.download<uint8_t>();
@@ -1620,3 +1669,36 @@ TEST(Gemm_Workspace, TooSmallNullOrMisalignedWorkspaceIsRejectedBeforeAnyLaunch)
 }
 
 }  // namespace
+
+// ================================== GPU: which mainloops run here ===========================================
+
+TEST(Gemm_Wgmma, AvailableWhereBuiltForSm90aOnSm90) {
+  NIBBLE_REQUIRE_GPU();
+  int dev = 0, major = 0, minor = 0;
+  CUDA_CHECK(cudaGetDevice(&dev));
+  CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
+  CUDA_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev));
+#if defined(NIBBLE_SM90A)
+  if (major != 9 || minor != 0) GTEST_SKIP() << "SKIPPED: wgmma needs an sm_90 device; this is sm_" << major << minor;
+  EXPECT_TRUE(gemm::wgmma_available());
+  EXPECT_EQ(int(gemm::resolve_mainloop(gemm::Mainloop::kAuto)), int(gemm::Mainloop::kWgmma));
+#else
+  EXPECT_FALSE(gemm::wgmma_available());
+  GTEST_SKIP() << "SKIPPED: built without sm_90a device code (NIBBLE_SM90A undefined): the wgmma cases do not run";
+#endif
+}
+
+TEST(Gemm_Wgmma, ForcedWhereUnavailableIsRejected) {
+  NIBBLE_REQUIRE_GPU();
+  if (gemm::wgmma_available()) GTEST_SKIP() << "SKIPPED: wgmma is available here (its oracles run instead)";
+  auto rng = nibble_test_rng();
+  const HostWeights w = make_weights(rng, kS4, 128, 64, 256, kF16, Data::kExact);
+  const DeviceWeights dw = upload_and_repack(w, kF16);
+  const HostProblem p = make_problem(rng, kF16, w, 32, Data::kExact);
+  const DeviceActs da = upload_acts(p);
+  DevBuf c(std::size_t(p.m * p.n()) * 4);
+  RunOpts o;
+  o.mainloop = gemm::Mainloop::kWgmma;
+  const gemm::Arguments args = make_args(p, dw, da, o, c.get());
+  EXPECT_STATUS(Status::kErrorUnsupportedDevice, gemm::run(args, nullptr, 0, nullptr));
+}

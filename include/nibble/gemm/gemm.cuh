@@ -15,6 +15,7 @@
 #include "../layout/repack.cuh"
 #include "../status.cuh"
 #include "kernel.cuh"
+#include "kernel_wg.cuh"
 
 namespace nibble::gemm {
 
@@ -31,6 +32,7 @@ struct Arguments {
   DType out_type = DType::kF16;    ///< act_type, or kF32 for fp32 output
   int split_k = 0;                 ///< 0: chosen by the heuristic; > 0: forced number of K splits
   int sm_count = 0;                ///< 0: taken from the current device
+  Mainloop mainloop = Mainloop::kAuto;  ///< kernel family; kAuto picks the fastest available
 };
 
 /// What run() will launch: tile family, grid and split-K workspace.
@@ -112,10 +114,12 @@ inline Plan make_plan_for(const Arguments& args, const TileConfig& c, int sm_cou
   return p;
 }
 
-/// The launch plan run() uses: the heuristic's tile family for M, then make_plan_for.
-inline Plan make_plan(const Arguments& args, int sm_count) {
-  Plan p = make_plan_for(args, tile_config(choose_tile(args.m)), sm_count);
-  p.kind = choose_tile(args.m);
+/// The launch plan run() uses for a resolved (non-auto) mainloop: the heuristic's tile family for M, then
+/// make_plan_for.
+inline Plan make_plan(const Arguments& args, int sm_count, Mainloop mainloop = Mainloop::kMmaSync) {
+  const TileKind kind = choose_tile(args.m, mainloop);
+  Plan p = make_plan_for(args, tile_config(kind), sm_count);
+  p.kind = kind;
   return p;
 }
 
@@ -151,12 +155,41 @@ inline Status can_implement(const Arguments& args) {
       (args.bias != nullptr && !nibble::detail::is_aligned(args.bias, 2)))
     return Status::kErrorMisalignedPointer;
   if (args.split_k < 0 || args.sm_count < 0) return Status::kErrorInvalidArgument;
+  if (args.mainloop != Mainloop::kAuto && args.mainloop != Mainloop::kMmaSync &&
+      args.mainloop != Mainloop::kTransposedMma && args.mainloop != Mainloop::kWgmma)
+    return Status::kErrorInvalidArgument;
   // overflow of M * ldc and M * lda offsets in 64-bit arithmetic
   if (args.ldc > (std::int64_t(1) << 62) / args.m || args.lda > (std::int64_t(1) << 62) / args.m)
     return Status::kErrorSizeOverflow;
   // the grid of one launch fits (checked with the requested SM count or 1; run() checks the device's)
+  // (every mainloop's tiles are at least as large as kMmaSync's, so checking that one covers them all)
   if (!launchable(make_plan(args, args.sm_count > 0 ? args.sm_count : 1))) return Status::kErrorSizeOverflow;
   return Status::kSuccess;
+}
+
+/// True when this translation unit was built with device code for sm_90a (NIBBLE_SM90A, which the CMake
+/// package defines when the target's CUDA_ARCHITECTURES list 90a) and the current device is sm_90.
+/// Host code cannot see which device code a binary holds, so the macro carries it; if it is set wrongly
+/// the warpgroup kernel runs its mma.sync body: slower, never wrong.
+inline bool wgmma_available() {
+#if defined(NIBBLE_SM90A)
+  int dev = 0, major = 0, minor = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess ||
+      cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess ||
+      cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev) != cudaSuccess) {
+    (void)cudaGetLastError();
+    return false;
+  }
+  return major == 9 && minor == 0;
+#else
+  return false;
+#endif
+}
+
+/// The mainloop run() uses for `requested` (kAuto resolved against this build and the current device).
+inline Mainloop resolve_mainloop(Mainloop requested) {
+  if (requested != Mainloop::kAuto) return requested;
+  return wgmma_available() ? Mainloop::kWgmma : Mainloop::kMmaSync;
 }
 
 namespace detail {
@@ -171,7 +204,7 @@ inline int current_sm_count(int requested) {
   return sms;
 }
 
-template <class T, Format F, class Tile>
+template <class T, Format F, class Tile, bool kUseWgmma = false>
 Status launch(const Arguments& args, const Plan& plan, void* workspace, cudaStream_t stream) {
   constexpr TileConfig c = Tile::kConfig;
   const GemmWeights& w = args.w;
@@ -201,7 +234,10 @@ Status launch(const Arguments& args, const Plan& plan, void* workspace, cudaStre
     p.counters = static_cast<unsigned*>(workspace);
     p.partials = reinterpret_cast<float*>(static_cast<char*>(workspace) + kCounterBytes);
   }
-  auto kernel = gemm_kernel<T, F, Tile>;
+  auto kernel = [] {
+    if constexpr (Tile::kConfig.transposed) return gemm_wg_kernel<T, F, Tile, kUseWgmma>;
+    else return gemm_kernel<T, F, Tile>;
+  }();
   NIBBLE_CUDA_TRY(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, c.smem_bytes()));
   const std::int64_t grid = std::int64_t(plan.tiles_m) * plan.tiles_n * plan.splits;
   kernel<<<dim3(unsigned(grid)), dim3(c.threads()), c.smem_bytes(), stream>>>(p);
@@ -210,22 +246,29 @@ Status launch(const Arguments& args, const Plan& plan, void* workspace, cudaStre
 }
 
 template <class T, Format F>
-Status dispatch_tile(const Arguments& args, const Plan& plan, void* workspace, cudaStream_t stream) {
+Status dispatch_tile(const Arguments& args, const Plan& plan, bool wgmma, void* workspace, cudaStream_t stream) {
   switch (plan.kind) {
     case TileKind::kDecode: return launch<T, F, TileDecode>(args, plan, workspace, stream);
     case TileKind::kSmall: return launch<T, F, TileSmall>(args, plan, workspace, stream);
     case TileKind::kLarge: return launch<T, F, TileLarge>(args, plan, workspace, stream);
+    case TileKind::kWgSmall:
+      return wgmma ? launch<T, F, TileWgSmall, true>(args, plan, workspace, stream)
+                   : launch<T, F, TileWgSmall, false>(args, plan, workspace, stream);
+    case TileKind::kWgLarge:
+      return wgmma ? launch<T, F, TileWgLarge, true>(args, plan, workspace, stream)
+                   : launch<T, F, TileWgLarge, false>(args, plan, workspace, stream);
   }
   return Status::kErrorInvalidArgument;
 }
 
 template <class T>
-Status dispatch_format(const Arguments& args, const Plan& plan, void* workspace, cudaStream_t stream) {
+Status dispatch_format(const Arguments& args, const Plan& plan, bool wgmma, void* workspace,
+                       cudaStream_t stream) {
   switch (args.w.format) {
-    case Format::kS4: return dispatch_tile<T, Format::kS4>(args, plan, workspace, stream);
-    case Format::kU4: return dispatch_tile<T, Format::kU4>(args, plan, workspace, stream);
-    case Format::kNf4: return dispatch_tile<T, Format::kNf4>(args, plan, workspace, stream);
-    case Format::kFp4: return dispatch_tile<T, Format::kFp4>(args, plan, workspace, stream);
+    case Format::kS4: return dispatch_tile<T, Format::kS4>(args, plan, wgmma, workspace, stream);
+    case Format::kU4: return dispatch_tile<T, Format::kU4>(args, plan, wgmma, workspace, stream);
+    case Format::kNf4: return dispatch_tile<T, Format::kNf4>(args, plan, wgmma, workspace, stream);
+    case Format::kFp4: return dispatch_tile<T, Format::kFp4>(args, plan, wgmma, workspace, stream);
   }
   return Status::kErrorUnsupportedFormat;
 }
@@ -234,26 +277,30 @@ Status dispatch_format(const Arguments& args, const Plan& plan, void* workspace,
 /// Bytes of workspace run() needs for `args` on the current device (0 when no split-K is used).
 inline std::size_t get_workspace_size(const Arguments& args) {
   if (can_implement(args) != Status::kSuccess) return 0;
-  return make_plan(args, detail::current_sm_count(args.sm_count)).workspace_bytes;
+  return make_plan(args, detail::current_sm_count(args.sm_count), resolve_mainloop(args.mainloop))
+      .workspace_bytes;
 }
 
 /// Launches the GEMM on `stream`. `workspace` must hold get_workspace_size(args) bytes whose first
 /// kCounterBytes were zeroed once before first use: run() leaves that counter region zero again, so one
 /// workspace (sized for the largest GEMM) serves GEMMs of every shape, one stream at a time. It may be null
 /// when the size is 0.
-/// (A template only so that its 24 kernel instantiations are compiled in the translation units that call
+/// (A template only so that its 40 kernel instantiations are compiled in the translation units that call
 /// it, not in every one that includes nibble.cuh.)
 template <int kInstantiateOnUse = 0>
 Status run(const Arguments& args, void* workspace, std::size_t workspace_bytes, cudaStream_t stream) {
   NIBBLE_RETURN_IF_ERROR(can_implement(args));
   NIBBLE_RETURN_IF_ERROR(check_device());
-  const Plan plan = make_plan(args, detail::current_sm_count(args.sm_count));
+  const Mainloop mainloop = resolve_mainloop(args.mainloop);
+  if (mainloop == Mainloop::kWgmma && !wgmma_available()) return Status::kErrorUnsupportedDevice;
+  const Plan plan = make_plan(args, detail::current_sm_count(args.sm_count), mainloop);
   if (!launchable(plan)) return Status::kErrorSizeOverflow;
   if (plan.workspace_bytes > 0 && (workspace == nullptr || workspace_bytes < plan.workspace_bytes))
     return Status::kErrorWorkspaceTooSmall;
   if (plan.workspace_bytes > 0 && !nibble::detail::is_aligned(workspace, 16)) return Status::kErrorMisalignedPointer;
-  if (args.act_type == DType::kF16) return detail::dispatch_format<__half>(args, plan, workspace, stream);
-  return detail::dispatch_format<__nv_bfloat16>(args, plan, workspace, stream);
+  const bool wgmma = mainloop == Mainloop::kWgmma;
+  if (args.act_type == DType::kF16) return detail::dispatch_format<__half>(args, plan, wgmma, workspace, stream);
+  return detail::dispatch_format<__nv_bfloat16>(args, plan, wgmma, workspace, stream);
 }
 
 }  // namespace nibble::gemm

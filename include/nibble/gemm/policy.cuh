@@ -9,6 +9,11 @@ namespace nibble::gemm {
 /// One CTA tile configuration. The CTA computes a (tile_m x tile_n) block of C from k-tiles of tile_k:
 /// warps_m x warps_n warps, each owning warp_m16 m16-tiles and warp_n16 weight atoms (16 columns each);
 /// every k-tile is atoms_k weight atoms (64 k each) deep and `stages` k-tiles are in flight (cp.async).
+///
+/// `transposed` configurations run the warpgroup kernel (kernel_wg.cuh), which computes C^T = W * A^T so
+/// that the dequantized weight is the register operand of the MMA: warps_m = warp_n16 = 1, warps_n a
+/// multiple of 4 (whole warpgroups, each warp 16 weight rows) and warp_m16 * 16 = tile_m tokens, the N of
+/// one wgmma (16..256).
 struct TileConfig {
   int warp_m16;
   int warp_n16;
@@ -16,6 +21,7 @@ struct TileConfig {
   int warps_n;
   int atoms_k;
   int stages;
+  bool transposed = false;
 
   NIBBLE_HOST_DEVICE constexpr int warps() const { return warps_m * warps_n; }
   NIBBLE_HOST_DEVICE constexpr int threads() const { return 32 * warps(); }
@@ -28,10 +34,27 @@ struct TileConfig {
   NIBBLE_HOST_DEVICE constexpr int b_stage_bytes() const { return tile_n() * tile_k() / 2; }
   NIBBLE_HOST_DEVICE constexpr int s_stage_bytes() const { return max_groups_per_tile() * tile_n() * 2; }
   NIBBLE_HOST_DEVICE constexpr int z_stage_bytes() const { return max_groups_per_tile() * tile_n(); }
+  /// Bytes of one pipeline stage; transposed configurations keep every stage's A tile 1024-byte aligned
+  /// (the 128-byte swizzle pattern of wgmma operands repeats every 1024 bytes).
   NIBBLE_HOST_DEVICE constexpr int stage_bytes() const {
-    return a_stage_bytes() + b_stage_bytes() + s_stage_bytes() + z_stage_bytes();
+    const int raw = a_stage_bytes() + b_stage_bytes() + s_stage_bytes() + z_stage_bytes();
+    return transposed ? int(round_up(raw, 1024)) : raw;
   }
-  NIBBLE_HOST_DEVICE constexpr int smem_bytes() const { return stages * stage_bytes(); }
+  /// Row pitch (floats) of the transposed kernel's fp32 output staging tile [tile_m][tile_n + 4].
+  NIBBLE_HOST_DEVICE constexpr int c_stage_pitch() const { return tile_n() + 4; }
+  /// Dynamic shared memory of one CTA. Transposed: the larger of the stage ring and the output staging
+  /// tile (which reuses the ring after the mainloop), plus 1024 bytes to align the ring at run time.
+  NIBBLE_HOST_DEVICE constexpr int smem_bytes() const {
+    if (!transposed) return stages * stage_bytes();
+    const int ring = stages * stage_bytes(), staging = tile_m() * c_stage_pitch() * 4;
+    return (ring > staging ? ring : staging) + 1024;
+  }
+  /// The shape rules of the configuration's kernel.
+  NIBBLE_HOST_DEVICE constexpr bool valid() const {
+    if (!transposed) return warps() >= 1 && atoms_k >= 1 && stages >= 2;
+    return warps_m == 1 && warp_n16 == 1 && warps_n % 4 == 0 && tile_m() >= 16 && tile_m() <= 256 &&
+           tile_m() % 16 == 0 && atoms_k >= 1 && stages >= 3;
+  }
 };
 
 // Decode (M <= 16): one m16 tile; 8 warps x 2 atoms = 256 columns; 128-deep k-tiles so each stage moves
@@ -53,16 +76,49 @@ struct TileLarge {
   static constexpr TileConfig kConfig{4, 2, 2, 4, 2, 3};
 };
 
-enum class TileKind : int { kDecode = 0, kSmall = 1, kLarge = 2 };
+// Transposed (warpgroup) tiles: 128 weight rows (two warpgroups) x tile_m tokens, 64-deep k-tiles.
+// On sm_90a each warpgroup issues wgmma.m64n{tile_m}k16 with the dequantized weights in registers, so one
+// dequantized weight feeds tile_m tokens from one register, and the tensor cores run asynchronously while
+// the next k-tile is dequantized.
+struct TileWgSmall {
+  static constexpr TileConfig kConfig{4, 1, 1, 8, 1, 4, true};  // 64 tokens
+};
+struct TileWgLarge {
+  static constexpr TileConfig kConfig{8, 1, 1, 8, 1, 4, true};  // 128 tokens
+};
+static_assert(TileDecode::kConfig.valid() && TileSmall::kConfig.valid() && TileLarge::kConfig.valid() &&
+                  TileWgSmall::kConfig.valid() && TileWgLarge::kConfig.valid(),
+              "tile configurations follow their kernels' shape rules");
 
-/// The heuristic: the tile family for M rows of activations.
-inline constexpr TileKind choose_tile(std::int64_t m) {
-  return m <= 16 ? TileKind::kDecode : (m <= 64 ? TileKind::kSmall : TileKind::kLarge);
+enum class TileKind : int { kDecode = 0, kSmall = 1, kLarge = 2, kWgSmall = 3, kWgLarge = 4 };
+
+/// The kernel family (mainloop) a GEMM runs with.
+enum class Mainloop : int {
+  kAuto = 0,          ///< kWgmma where available (see wgmma_available), else kMmaSync
+  kMmaSync = 1,       ///< C = A * W^T with mma.sync (sm_80+)
+  kTransposedMma = 2, ///< C^T = W * A^T, the warpgroup kernel's tiles with mma.sync (sm_80+)
+  kWgmma = 3,         ///< C^T = W * A^T with wgmma (needs device code for sm_90a; M > 16 only)
+};
+
+/// The heuristic: the tile family for M rows of activations and a (resolved, non-auto) mainloop.
+/// kWgmma / kTransposedMma use the transposed tiles above M = 16 (decode stays on the mma.sync tile,
+/// which is memory-bound and faster there).
+inline constexpr TileKind choose_tile(std::int64_t m, Mainloop mainloop = Mainloop::kMmaSync) {
+  if (m <= 16) return TileKind::kDecode;
+  if (mainloop == Mainloop::kWgmma || mainloop == Mainloop::kTransposedMma)
+    return m <= 64 ? TileKind::kWgSmall : TileKind::kWgLarge;
+  return m <= 64 ? TileKind::kSmall : TileKind::kLarge;
 }
 
 inline constexpr TileConfig tile_config(TileKind kind) {
-  return kind == TileKind::kDecode ? TileDecode::kConfig
-                                   : (kind == TileKind::kSmall ? TileSmall::kConfig : TileLarge::kConfig);
+  switch (kind) {
+    case TileKind::kDecode: return TileDecode::kConfig;
+    case TileKind::kSmall: return TileSmall::kConfig;
+    case TileKind::kLarge: return TileLarge::kConfig;
+    case TileKind::kWgSmall: return TileWgSmall::kConfig;
+    case TileKind::kWgLarge: return TileWgLarge::kConfig;
+  }
+  return TileDecode::kConfig;
 }
 
 }  // namespace nibble::gemm
