@@ -7,6 +7,7 @@
 #include <vector>
 #include <random>
 #include <algorithm>
+#include <string>
 using namespace nibble;
 #define CK(x) do { cudaError_t e=(x); if(e!=cudaSuccess){printf("CUDA %s line %d\n", cudaGetErrorString(e), __LINE__); exit(1);} } while(0)
 
@@ -16,7 +17,6 @@ struct Cfg {
   static constexpr gemm::TileConfig kConfig{V...};
 };
 using TD1 = Cfg<1, 2, 1, 8, 2, 4>;  // the shipped decode tile
-using TD3 = Cfg<1, 2, 1, 4, 4, 4>;
 using TD4 = Cfg<1, 1, 1, 8, 4, 4>;
 using TD5 = Cfg<1, 4, 1, 4, 2, 4>;
 using TS1 = Cfg<4, 2, 1, 4, 2, 4>;  // the shipped small tile
@@ -25,6 +25,24 @@ using TS3 = Cfg<2, 2, 1, 8, 2, 4>;
 using TL1 = Cfg<4, 2, 2, 4, 2, 3>;  // the shipped large tile
 using TL2 = Cfg<4, 4, 2, 4, 1, 4>;
 using TL3 = Cfg<4, 2, 2, 4, 2, 4>;
+// Transposed (warpgroup) candidates: {tokens / 16, weight warps (4 per warpgroup), stages}.
+template <int kTok16, int kWarps, int kStages>
+struct WgCfg {
+  static constexpr gemm::TileConfig kConfig{kTok16, 1, 1, kWarps, 1, kStages, true};
+};
+using W1 = WgCfg<8, 8, 4>;   // the shipped large transposed tile: 128 tokens x 128 weights
+using W2 = WgCfg<8, 8, 6>;
+using W3 = WgCfg<16, 8, 4>;  // 256 tokens x 128 weights
+using W4 = WgCfg<8, 16, 4>;  // 128 tokens x 256 weights
+using W5 = WgCfg<4, 8, 4>;   // the shipped small transposed tile: 64 tokens
+using W6 = WgCfg<4, 16, 4>;  // 64 tokens x 256 weights
+using W7 = WgCfg<16, 8, 3>;
+using W4s5 = WgCfg<8, 16, 5>;
+using W4s6 = WgCfg<8, 16, 6>;
+using W5s6 = WgCfg<4, 8, 6>;
+using W5s8 = WgCfg<4, 8, 8>;
+using W5s10 = WgCfg<4, 8, 10>;
+using W8s8 = WgCfg<4, 4, 8>;   // 64 tokens x 64 weights
 
 __global__ void fill(unsigned* p, size_t n, unsigned seed) { for (size_t i = blockIdx.x*blockDim.x+threadIdx.x; i < n; i += gridDim.x*blockDim.x) { unsigned x = (unsigned)i*2654435761u ^ seed; x ^= x>>13; x*=0x5bd1e995; x^=x>>15; p[i]=x; } }
 __global__ void fill_half(__half* p, size_t n, float s) { for (size_t i = blockIdx.x*blockDim.x+threadIdx.x; i < n; i += gridDim.x*blockDim.x) { unsigned x = (unsigned)i*2654435761u; x ^= x>>13; x*=0x5bd1e995; x^=x>>15; p[i]=__float2half(s*((x%2001)/1000.0f-1.0f) + (s>0.5f?0.0f:0.01f)); } }
@@ -48,7 +66,8 @@ double time_tile(const char* name, int m, int n, int k, Format f) {
   gemm::Plan plan = gemm::make_plan_for(args, c, sms);
   void* wsp=nullptr; if (plan.workspace_bytes) { CK(cudaMalloc(&wsp, plan.workspace_bytes)); CK(cudaMemset(wsp,0,plan.workspace_bytes)); }
   cudaStream_t st; CK(cudaStreamCreate(&st));
-  auto launch=[&](int i){ args.w=ws[i%copies]; Status s = f==Format::kS4 ? gemm::detail::launch<__half, Format::kS4, Tile>(args, plan, wsp, st) : gemm::detail::launch<__half, Format::kNf4, Tile>(args, plan, wsp, st); if (s!=Status::kSuccess){printf("launch fail %s\n", to_string(s)); exit(1);} };
+  constexpr bool wg = c.transposed;  // transposed tiles: the wgmma body where compiled (sm_90a)
+  auto launch=[&](int i){ args.w=ws[i%copies]; Status s = f==Format::kS4 ? gemm::detail::launch<__half, Format::kS4, Tile, wg>(args, plan, wsp, st) : gemm::detail::launch<__half, Format::kNf4, Tile, wg>(args, plan, wsp, st); if (s!=Status::kSuccess){printf("launch fail %s\n", to_string(s)); exit(1);} };
   for (int i=0;i<copies;++i) launch(i);
   CK(cudaStreamSynchronize(st));
   cudaGraph_t g; cudaGraphExec_t ge;
@@ -64,11 +83,59 @@ double time_tile(const char* name, int m, int n, int k, Format f) {
   for (void* p: bufs) cudaFree(p); cudaFree(a); cudaFree(cc); if(wsp) cudaFree(wsp);
   return us;
 }
-int main() {
+int main(int argc, char** argv) {
+  if (argc > 1 && std::string(argv[1]) == "prof") {  // one case for Nsight Compute
+    time_tile<W1>("W1", 4096, 28672, 8192, Format::kS4);
+    return 0;
+  }
+  if (argc > 1 && std::string(argv[1]) == "wg3") {  // the shipped candidates after a mainloop change
+    for (auto [k, n] : {std::pair{8192, 28672}, std::pair{28672, 8192}}) {
+      time_tile<TD1>("D1", 1, n, k, Format::kS4); time_tile<TD1>("D1", 16, n, k, Format::kS4);
+      time_tile<TD1>("D1", 16, n, k, Format::kNf4);
+      time_tile<TS1>("S1", 64, n, k, Format::kS4); time_tile<W5>("W5", 64, n, k, Format::kS4);
+      time_tile<W5s6>("W5s6", 64, n, k, Format::kS4); time_tile<W5>("W5", 64, n, k, Format::kNf4);
+      time_tile<TL1>("L1", 1024, n, k, Format::kS4); time_tile<W1>("W1", 1024, n, k, Format::kS4);
+      time_tile<W4>("W4", 1024, n, k, Format::kS4); time_tile<W4>("W4", 4096, n, k, Format::kS4);
+      time_tile<W4>("W4", 1024, n, k, Format::kNf4); time_tile<W3>("W3", 1024, n, k, Format::kS4);
+    }
+    return 0;
+  }
+  if (argc > 1 && std::string(argv[1]) == "wg2") {  // stages and decode-size transposed candidates
+    for (auto [k, n] : {std::pair{8192, 28672}, std::pair{28672, 8192}}) {
+      for (int m : {1, 16}) {
+        time_tile<TD1>("D1", m, n, k, Format::kS4); time_tile<TD4>("D4", m, n, k, Format::kS4);
+        time_tile<TD5>("D5", m, n, k, Format::kS4);
+      }
+      time_tile<TD1>("D1", 16, n, k, Format::kNf4);
+      time_tile<TS1>("S1", 64, n, k, Format::kS4); time_tile<W5s6>("W5s6", 64, n, k, Format::kS4);
+      time_tile<W5s8>("W5s8", 64, n, k, Format::kS4); time_tile<W5s10>("W5s10", 64, n, k, Format::kS4);
+      time_tile<W8s8>("W8s8", 64, n, k, Format::kS4); time_tile<W5s8>("W5s8", 64, n, k, Format::kNf4);
+      time_tile<W5s8>("W5s8", 32, n, k, Format::kS4);
+      for (int m : {256, 1024, 4096}) {
+        time_tile<W4>("W4", m, n, k, Format::kS4); time_tile<W4s5>("W4s5", m, n, k, Format::kS4);
+        time_tile<W4s6>("W4s6", m, n, k, Format::kS4);
+      }
+      time_tile<W4s6>("W4s6", 1024, n, k, Format::kNf4);
+    }
+    return 0;
+  }
+  if (argc > 1 && std::string(argv[1]) == "wg") {  // the transposed candidates
+    for (auto [k, n] : {std::pair{8192, 28672}, std::pair{28672, 8192}}) {
+      for (int m : {64}) {
+        time_tile<W5>("W5", m, n, k, Format::kS4); time_tile<W6>("W6", m, n, k, Format::kS4);
+        time_tile<TS1>("S1", m, n, k, Format::kS4); time_tile<W5>("W5", m, n, k, Format::kNf4);
+      }
+      for (int m : {256, 1024, 4096}) {
+        time_tile<W1>("W1", m, n, k, Format::kS4); time_tile<W2>("W2", m, n, k, Format::kS4);
+        time_tile<W3>("W3", m, n, k, Format::kS4); time_tile<W4>("W4", m, n, k, Format::kS4);
+        time_tile<W7>("W7", m, n, k, Format::kS4);
+      }
+    }
+    return 0;
+  }
   for (auto [k, n] : {std::pair{8192, 28672}, std::pair{28672, 8192}}) {
     for (int m : {1, 16}) {
-      time_tile<TD1>("D1", m, n, k, Format::kS4); time_tile<TD3>("D3", m, n, k, Format::kS4);
-      time_tile<TD4>("D4", m, n, k, Format::kS4); time_tile<TD5>("D5", m, n, k, Format::kS4); time_tile<TD1>("D1", m, n, k, Format::kNf4);
+      time_tile<TD1>("D1", m, n, k, Format::kS4);       time_tile<TD4>("D4", m, n, k, Format::kS4); time_tile<TD5>("D5", m, n, k, Format::kS4); time_tile<TD1>("D1", m, n, k, Format::kNf4);
     }
     time_tile<TS1>("S1", 64, n, k, Format::kS4); time_tile<TS2>("S2", 64, n, k, Format::kS4); time_tile<TS3>("S3", 32, n, k, Format::kS4);
     time_tile<TS3>("S3", 64, n, k, Format::kS4); time_tile<TD1>("D1", 32, n, k, Format::kS4);

@@ -40,6 +40,21 @@ NIBBLE_DEVICE void wgmma_wait() {
   asm volatile("wgmma.wait_group.sync.aligned %0;" ::"n"(kPending) : "memory");
 #endif
 }
+/// wgmma_wait<kPending>, and `regs` (the A fragment of an older wgmma group) are operands of the wait:
+/// wgmma reads its register operands asynchronously, and without a use at the wait the register allocator
+/// may hand those registers to other values while that group is still reading them.
+template <int kPending>
+NIBBLE_DEVICE void wgmma_wait_holding(std::uint32_t (&regs)[4]) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  asm volatile("wgmma.wait_group.sync.aligned %4;"
+               : "+r"(regs[0]), "+r"(regs[1]), "+r"(regs[2]), "+r"(regs[3])
+               : "n"(kPending)
+               : "memory");
+#else
+  (void)regs;
+#endif
+}
+
 /// Makes this thread's generic-proxy shared-memory writes (st.shared, cp.async) visible to the async proxy
 /// (wgmma operand reads); execute before the barrier that publishes the data.
 NIBBLE_DEVICE void fence_proxy_async_shared() {
@@ -50,8 +65,8 @@ NIBBLE_DEVICE void fence_proxy_async_shared() {
 
 /// Shared-memory matrix descriptor of a K-major operand stored with the 128-byte swizzle: rows of 64
 /// 16-bit elements (128 bytes), 16-byte chunk c of row r at chunk c ^ (r % 8), 8-row groups 1024 bytes
-/// apart, the tile 1024-byte aligned. `smem` points at element k0 (a multiple of 8... of 16 per k-step) of
-/// row 0. Fields: start address >> 4 (bits 0-13), leading byte offset >> 4 (16-29; unused for swizzled
+/// apart, the tile 1024-byte aligned. `smem` points at row 0's first element of the k-step (tile start +
+/// 32 bytes per 16-element k-step; the hardware applies the swizzle to the absolute address). Fields: start address >> 4 (bits 0-13), leading byte offset >> 4 (16-29; unused for swizzled
 /// K-major, 1 by convention), stride byte offset >> 4 (32-45: 1024 B between 8-row groups), swizzle mode
 /// (62-63: 1 = 128 B).
 NIBBLE_DEVICE std::uint64_t make_smem_desc_sw128(const void* smem) {

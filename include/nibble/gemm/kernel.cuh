@@ -32,6 +32,7 @@ __global__ void __launch_bounds__(Tile::kConfig.threads()) gemm_kernel(const Ker
   const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
   const int wm = warp % C.warps_m, wn = warp / C.warps_m;
   auto stage = [&](int s) { return StageT{smem + s * C.stage_bytes()}; };
+  const StageLoader<T, F, Tile> loader(p, m0, n0, tid);
 
   float acc[C.warp_m16][C.warp_n16][2][4];
 #pragma unroll
@@ -77,14 +78,14 @@ __global__ void __launch_bounds__(Tile::kConfig.threads()) gemm_kernel(const Ker
   // Mainloop: a ring of S stages, S - 1 k-tiles loaded ahead.
 #pragma unroll
   for (int s = 0; s < S - 1; ++s) {
-    load_stage<T, F>(p, stage(s), m0, n0, kt_begin + s, kt_end, tid);
+    loader.load(p, stage(s), kt_begin + s, kt_end, tid);
     detail::cp_async_commit();
   }
   for (int kt = kt_begin; kt < kt_end; ++kt) {
     const int i = kt - kt_begin;
     detail::cp_async_wait<S - 2>();
     __syncthreads();  // stage i is visible to all; every warp is done with stage i - 1
-    load_stage<T, F>(p, stage((i + S - 1) % S), m0, n0, kt + S - 1, kt_end, tid);
+    loader.load(p, stage((i + S - 1) % S), kt + S - 1, kt_end, tid);
     detail::cp_async_commit();
     compute_stage(stage(i % S));
   }

@@ -9,11 +9,12 @@
 // the tensor cores run asynchronously to the next k-tile's dequantization.
 //
 // CTA: tile_n / 64 warpgroups; warp w owns weight rows 16w .. 16w + 15 of the tile (one atom column),
-// every warp covers all tile_m tokens. Per k-tile (64 deep): each lane loads its 16-byte atom slice,
-// dequantizes the four k-steps into A fragments, then the warpgroup issues four wgmmas against the
-// stage's A^T tile (K-major, 128-byte swizzle: tile_io.cuh's Stage layout) and moves on; the wgmmas of a
-// k-tile are waited for one k-tile later. The stage ring keeps S - 2 k-tiles loading ahead, so a stage is
-// overwritten only after every warp has waited for the wgmmas that read it.
+// every warp covers all tile_m tokens. Per k-tile (64 deep): each lane loads its 16-byte atom slice; per
+// k-step it dequantizes one word into an A fragment and the warpgroup issues one wgmma against the
+// stage's A^T tile (K-major, 128-byte swizzle: tile_io.cuh's Stage layout). Each wgmma may still run while
+// the next k-step is dequantized; two fragment register sets alternate, and the wait that follows each
+// issue holds the older set as an operand, so no set is rewritten while a wgmma reads it. The stage ring
+// keeps S - 2 k-tiles loading ahead, so a stage is refilled only after every wgmma that read it is done.
 //
 // Without sm_90a device code (sm_80, plain sm_90) or with kUseWgmma = false the same tiles run with
 // mma.sync: per k-step, ldmatrix of the token fragments and tile_m / 8 mma.m16n8k16 whose accumulators
@@ -30,6 +31,8 @@ template <class T, Format F, class Tile, bool kUseWgmma>
 __global__ void __launch_bounds__(Tile::kConfig.threads()) gemm_wg_kernel(const KernelParams<T> p) {
   constexpr TileConfig C = Tile::kConfig;
   static_assert(C.transposed && C.valid(), "gemm_wg_kernel runs transposed tile configurations");
+  static_assert(C.atoms_k == 1, "one weight atom per warp and k-tile (an even number of k-steps: the two "
+                                "fragment sets alternate across k-tiles too)");
   constexpr int BT = C.tile_m(), BW = C.tile_n(), S = C.stages;  // tokens, weight rows
   constexpr int kThreads = C.threads();
   constexpr int kKSteps = C.atoms_k * 4;  // k16 steps per k-tile
@@ -51,6 +54,7 @@ __global__ void __launch_bounds__(Tile::kConfig.threads()) gemm_wg_kernel(const 
   const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
   const int g = lane / 4, t = lane % 4;
   auto stage = [&](int s) { return StageT{smem + s * C.stage_bytes()}; };
+  const StageLoader<T, F, Tile> loader(p, m0, n0, tid);
 
   float acc[kAcc];
 #pragma unroll
@@ -58,75 +62,71 @@ __global__ void __launch_bounds__(Tile::kConfig.threads()) gemm_wg_kernel(const 
 
   const DequantContext<F, T> ctx = DequantContext<F, T>::make();
 
-  // The warp's weight rows of one k-tile, dequantized into wgmma / mma A fragments: for each k-step the
-  // lane's word gives B fragments {(g, 2t), (g, 2t + 8), (g + 8, 2t), (g + 8, 2t + 8)}; as an A fragment
-  // the order is rows g, g + 8 first.
-  auto dequant_tile = [&](const StageT& st, std::uint32_t (&a)[kKSteps][4]) {
-#pragma unroll
-    for (int kb = 0; kb < C.atoms_k; ++kb) {
-      const uint4 slice = load_atom_lane(st.b() + (warp * C.atoms_k + kb) * layout::kAtomBytes, lane);
-#pragma unroll
-      for (int j = 0; j < 4; ++j) {
-        const int kl = kb * layout::kAtomK + j * 16;
-        const ColumnPairQuant<T> q = stage_quant<T, F>(p, st, warp * layout::kAtomN + g, kl);
-        std::uint32_t b[4];
-        dequant_fragments<T, F>(atom_word(slice, j), q, ctx, b);
-        std::uint32_t(&f)[4] = a[kb * 4 + j];
-        f[0] = b[0];
-        f[1] = b[2];
-        f[2] = b[1];
-        f[3] = b[3];
-      }
-    }
-  };
-
-  // Mainloop: a ring of S stages; S - 2 k-tiles are loading while one is computed and one may still be
-  // read by this warp's in-flight wgmmas.
+  // Mainloop: a ring of S stages; S - 2 k-tiles are loading while one is computed and the previous one
+  // may still be read by this warp's last in-flight wgmma.
 #pragma unroll
   for (int s = 0; s < S - 2; ++s) {
-    load_stage<T, F>(p, stage(s), m0, n0, kt_begin + s, kt_end, tid);
+    loader.load(p, stage(s), kt_begin + s, kt_end, tid);
     detail::cp_async_commit();
   }
+  // A fragments: two register sets used alternately by consecutive k-steps. Each k-step's wgmma is its
+  // own group; the wait after issuing k-step s lets at most that group run on and holds the set of
+  // k-step s - 1 as its operand, so the set is rewritten only after the wgmma reading it has finished.
+  std::uint32_t frag[2][4] = {{0u, 0u, 0u, 0u}, {0u, 0u, 0u, 0u}};
   for (int kt = kt_begin; kt < kt_end; ++kt) {
     const int i = kt - kt_begin;
     detail::cp_async_wait<S - 3>();
     if constexpr (kWgmma) detail::fence_proxy_async_shared();  // cp.async data -> wgmma's async proxy
-    // Stage i is visible to all. Every warp has waited for its wgmmas of k-tile i - 2 (wait<1> below), so
-    // the stage they read can be refilled.
+    // Stage i is visible to all. Every warp has finished the wgmmas of k-tile i - 2 (only the last one
+    // of k-tile i - 1 may still run), so that stage can be refilled.
     __syncthreads();
-    load_stage<T, F>(p, stage((i + S - 2) % S), m0, n0, kt + S - 2, kt_end, tid);
+    loader.load(p, stage((i + S - 2) % S), kt + S - 2, kt_end, tid);
     detail::cp_async_commit();
 
     const StageT st = stage(i % S);
-    std::uint32_t a[kKSteps][4];
-    dequant_tile(st, a);
-    if constexpr (kWgmma) {
-      detail::wgmma_fence();
+    const uint4 slice = load_atom_lane(st.b() + warp * layout::kAtomBytes, lane);
+    const std::uint64_t desc0 = detail::make_smem_desc_sw128(st.a());
 #pragma unroll
-      for (int ks = 0; ks < kKSteps; ++ks) {
-        // k-step ks: sub-tile ks / 4, 16 elements (32 bytes) per step inside the 128-byte swizzled rows
-        const std::uint64_t desc = detail::make_smem_desc_sw128(st.a() + (ks / 4) * (BT * 64) + (ks % 4) * 16);
-        detail::WgmmaRs<BT>::template mma<T>(acc, a[ks], desc);
+    for (int ks = 0; ks < kKSteps; ++ks) {
+      // The lane's word gives B fragments {(g, 2t), (g, 2t + 8), (g + 8, 2t), (g + 8, 2t + 8)}; as an A
+      // fragment the order is rows g, g + 8 first.
+      std::uint32_t(&a)[4] = frag[ks % 2];
+      {
+        const ColumnPairQuant<T> q = stage_quant<T, F>(p, st, warp * layout::kAtomN + g, ks * 16);
+        std::uint32_t b[4];
+        dequant_fragments<T, F>(atom_word(slice, ks), q, ctx, b);
+        a[0] = b[0];
+        a[1] = b[2];
+        a[2] = b[1];
+        a[3] = b[3];
       }
-      detail::wgmma_commit();
-      detail::wgmma_wait<1>();
-    } else {
-#pragma unroll
-      for (int ks = 0; ks < kKSteps; ++ks) {
+      if constexpr (kWgmma) {
+        // 16 elements (32 bytes) per k-step inside the 128-byte swizzled rows; the descriptor's address
+        // field counts 16-byte units and cannot carry out (shared memory < 256 KiB)
+        detail::wgmma_fence();
+        detail::WgmmaRs<BT>::template mma<T>(acc, a, desc0 + std::uint64_t(ks * 32 / 16));
+        detail::wgmma_commit();
+        detail::wgmma_wait_holding<1>(frag[(ks + 1) % 2]);
+      } else {
 #pragma unroll
         for (int tt = 0; tt < BT / 16; ++tt) {
-          // tokens 16tt .. 16tt + 15: b[0], b[1] for tokens 16tt + 0..7, b[2], b[3] for 16tt + 8..15
+          // tokens 16tt .. 16tt + 15: b[0], b[1] for tokens 16tt + 0..7, b[2], b[3] for 16tt + 8..15.
+          // Row 16tt + r (r = lane % 8 + 8 (lane / 16)), chunk 2ks + c (c = (lane / 8) % 2): the swizzled
+          // chunk is 2ks ^ (c ^ r % 8), so one per-lane value serves every tt and ks.
           std::uint32_t b[4];
-          const int row = tt * 16 + (lane % 8) + 8 * (lane / 16);
-          detail::ldmatrix_x4(b, st.a() + StageT::a_offset(row, ks * 2 + (lane / 8) % 2));
+          const int r = (lane % 8) + 8 * (lane / 16), y = ((lane / 8) % 2) ^ (r % 8);
+          detail::ldmatrix_x4(b, st.a() + (tt * 16 + r) * 64 + ((2 * ks) ^ y) * 8);
           const std::uint32_t b0[2] = {b[0], b[1]}, b1[2] = {b[2], b[3]};
-          detail::mma_m16n8k16<T>(*reinterpret_cast<float(*)[4]>(&acc[8 * tt]), a[ks], b0);
-          detail::mma_m16n8k16<T>(*reinterpret_cast<float(*)[4]>(&acc[8 * tt + 4]), a[ks], b1);
+          detail::mma_m16n8k16<T>(*reinterpret_cast<float(*)[4]>(&acc[8 * tt]), a, b0);
+          detail::mma_m16n8k16<T>(*reinterpret_cast<float(*)[4]>(&acc[8 * tt + 4]), a, b1);
         }
       }
     }
   }
-  if constexpr (kWgmma) detail::wgmma_wait<0>();
+  if constexpr (kWgmma) {
+    detail::wgmma_wait_holding<0>(frag[0]);
+    detail::wgmma_wait_holding<0>(frag[1]);
+  }
   detail::cp_async_wait<0>();
 
   // Epilogue. acc[4i + r] is (weight row 16 warp + g + 8 (r / 2), token 8i + 2t + r % 2) of the tile.

@@ -76,15 +76,20 @@ struct TileLarge {
   static constexpr TileConfig kConfig{4, 2, 2, 4, 2, 3};
 };
 
-// Transposed (warpgroup) tiles: 128 weight rows (two warpgroups) x tile_m tokens, 64-deep k-tiles.
-// On sm_90a each warpgroup issues wgmma.m64n{tile_m}k16 with the dequantized weights in registers, so one
-// dequantized weight feeds tile_m tokens from one register, and the tensor cores run asynchronously while
-// the next k-tile is dequantized.
+// Transposed (warpgroup) tiles, 64-deep k-tiles. On sm_90a each warpgroup issues wgmma.m64n{tile_m}k16
+// with its 64 dequantized weight rows in registers: one dequantized weight feeds tile_m tokens, and the
+// tensor cores run asynchronously while the next k-tile is dequantized. Chosen with benchmarks/tune_tiles
+// on the H100 (K=8192 N=28672 / K=28672 N=8192, s4 g128, after the StageLoader change):
+//   small, M=64: 64 tokens x 128 weights, 6 stages: 110 / 102 us (4 stages 123 / 119; mma.sync 118 / 108)
+//   large, M=1024: 256 tokens x 128 weights (2 warpgroups, 256 threads, 128 fp32 accumulators per
+//   thread): 495 / 520 TFLOP/s (128 x 128: 331 / 342; the mma.sync 128 x 128 tile: 295). 128 tokens x
+//   256 weights (4 warpgroups, 512 threads) measured 515 / 541 but its mma.sync body (the fallback without
+//   sm_90a code) spills at 512 threads' 128-register limit: see benchmarks/NOTES.md.
 struct TileWgSmall {
-  static constexpr TileConfig kConfig{4, 1, 1, 8, 1, 4, true};  // 64 tokens
+  static constexpr TileConfig kConfig{4, 1, 1, 8, 1, 6, true};  // 64 tokens x 128 weights
 };
 struct TileWgLarge {
-  static constexpr TileConfig kConfig{8, 1, 1, 8, 1, 4, true};  // 128 tokens
+  static constexpr TileConfig kConfig{16, 1, 1, 8, 1, 4, true};  // 256 tokens x 128 weights
 };
 static_assert(TileDecode::kConfig.valid() && TileSmall::kConfig.valid() && TileLarge::kConfig.valid() &&
                   TileWgSmall::kConfig.valid() && TileWgLarge::kConfig.valid(),

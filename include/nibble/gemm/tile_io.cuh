@@ -58,57 +58,95 @@ NIBBLE_DEVICE int groups_per_tile(const KernelParams<T>& p) {
   return (!p.per_channel && (C.tile_k() >> p.group_log2) > 1) ? (C.tile_k() >> p.group_log2) : 1;
 }
 
-/// Issues the cp.async copies of k-tile `kt` into `st` (zero-filled where kt >= kt_end or out of range).
+/// Issues the cp.async copies of one k-tile into a stage (zero-filled where the k-tile is past the CTA's
+/// split or out of range). Everything that does not change from k-tile to k-tile (row pointers, bounds,
+/// shared-memory offsets) is computed once per CTA here, so the mainloop's copy issue stays a few integer
+/// instructions per 16-byte chunk.
 template <class T, Format F, class Tile>
-NIBBLE_DEVICE void load_stage(const KernelParams<T>& p, const Stage<T, Tile>& st, int m0, int n0, int kt,
-                              int kt_end, int tid) {
-  constexpr TileConfig C = Tile::kConfig;
-  constexpr int BM = C.tile_m(), BN = C.tile_n(), BK = C.tile_k(), kThreads = C.threads();
-  constexpr int kChunksK = BK / 8;  // 16-byte chunks per A row
-  const bool valid = kt < kt_end;
-  // A: BM rows x kChunksK chunks.
-#pragma unroll
-  for (int c = tid; c < BM * kChunksK; c += kThreads) {
-    const int r = c / kChunksK, ch = c % kChunksK;
-    const int gk = kt * BK + ch * 8;
-    const bool pred = valid && (m0 + r) < p.m && gk < p.k;
-    const T* src = pred ? p.a + std::int64_t(m0 + r) * p.lda + gk : p.a;
-    detail::cp_async_16(st.a() + Stage<T, Tile>::a_offset(r, ch), src, pred);
+struct StageLoader {
+  static constexpr TileConfig C = Tile::kConfig;
+  static constexpr int BM = C.tile_m(), BN = C.tile_n(), BK = C.tile_k(), kThreads = C.threads();
+  static constexpr int kChunksK = BK / 8;                      // 16-byte chunks per A row
+  static constexpr int kAChunks = BM * kChunksK / kThreads;    // A chunks per thread per k-tile
+  static constexpr int kARowStep = kThreads / kChunksK;        // rows between a thread's A chunks
+  static constexpr int kWarps = C.warps();
+  static constexpr int kBChunks = C.b_stage_bytes() / 16 / kThreads;  // weight chunks per thread
+  static constexpr int kBAtomStep = kWarps / C.atoms_k;        // atom columns between a thread's chunks
+  static_assert(kThreads % kChunksK == 0 && (BM * kChunksK) % kThreads == 0 && kARowStep % 8 == 0,
+                "each thread copies whole A chunks at a fixed swizzle phase");
+  static_assert(C.b_stage_bytes() % (16 * kThreads) == 0 && kWarps % C.atoms_k == 0,
+                "each thread copies whole weight chunks of a fixed k-atom");
+
+  const T* a_src;             // A at (m0 + row0, chunk * 8) (chunk j: + j * kARowStep rows)
+  int a_rows_left;            // M - (m0 + row0): chunk j is in range while j * kARowStep < a_rows_left
+  int a_k0;                   // chunk * 8
+  int a_dst;                  // byte offset of chunk 0 in the stage
+  const unsigned char* b_src; // the first atom's lane slice at k-tile 0 (chunk j: + j * kBAtomStep columns)
+  int b_cols_left;            // atom columns from this thread's first to the weight's last
+  int b_kb;                   // this thread's atom within the k-tile
+  int gpt;                    // groups_per_tile
+  int n0;                     // the tile's first weight row
+
+  NIBBLE_DEVICE StageLoader(const KernelParams<T>& p, int m0, int n0, int tid) {
+    const int row0 = tid / kChunksK, chunk = tid % kChunksK;
+    a_src = p.a + std::int64_t(m0 + row0) * p.lda + chunk * 8;
+    a_rows_left = p.m - (m0 + row0);
+    a_k0 = chunk * 8;
+    a_dst = Stage<T, Tile>::a_offset(row0, chunk) * int(sizeof(T));
+    const int warp = tid / 32, lane = tid % 32;
+    const int nb0 = warp / C.atoms_k;
+    b_kb = warp % C.atoms_k;
+    const std::int64_t k_atoms = p.shape.k_atoms();
+    b_src = p.codes + ((std::int64_t(n0) / layout::kAtomN + nb0) * k_atoms + b_kb) * layout::kAtomBytes + lane * 16;
+    b_cols_left = int(p.shape.n_pad / layout::kAtomN - (n0 / layout::kAtomN + nb0));
+    gpt = groups_per_tile<Tile>(p);
+    this->n0 = n0;
   }
-  // Weights: for each of the tile's atom columns, atoms_k consecutive atoms (contiguous in global).
-  const std::int64_t n_atoms = p.shape.n_pad / layout::kAtomN;
-  const std::int64_t k_atoms = p.shape.k_atoms();
+
+  NIBBLE_DEVICE void load(const KernelParams<T>& p, const Stage<T, Tile>& st, int kt, int kt_end, int tid) const {
+    const bool valid = kt < kt_end;
+    // A: rows row0 + j * kARowStep; the swizzle phase (row % 8) is the same for all of them.
+    const bool a_k_ok = valid && kt * BK + a_k0 < p.k;
+    const T* a_kt = a_src + std::int64_t(kt) * BK;
+    const std::int64_t a_row_step = std::int64_t(kARowStep) * p.lda;  // from the kernel parameters: no
+    // register held across the mainloop for it
 #pragma unroll
-  for (int c = tid; c < C.b_stage_bytes() / 16; c += kThreads) {
-    const int nb = c / (C.atoms_k * 32), kb = (c / 32) % C.atoms_k;
-    const std::int64_t gnb = n0 / layout::kAtomN + nb, gkb = std::int64_t(kt) * C.atoms_k + kb;
-    const bool pred = valid && gnb < n_atoms && gkb < k_atoms;
-    const unsigned char* src =
-        pred ? p.codes + (gnb * k_atoms + gkb) * layout::kAtomBytes + (c % 32) * 16 : p.codes;
+    for (int j = 0; j < kAChunks; ++j) {
+      const bool pred = a_k_ok && j * kARowStep < a_rows_left;
+      detail::cp_async_16(reinterpret_cast<unsigned char*>(st.a()) + a_dst + j * kARowStep * 64 * int(sizeof(T)),
+                          pred ? a_kt + j * a_row_step : p.a, pred);
+    }
+    // Weights: chunk j of this thread is lane slice `lane` of atom (nb0 + j * kBAtomStep, kt * atoms_k + b_kb).
     // Weights are read exactly once and would deserve an L2 evict-first hint (cp.async ... L2::cache_hint),
     // but ptxas 13.0 miscompiles that form inside this loop on sm_90 (the cache-policy descriptor lands in
     // uniform registers nothing writes: illegal instruction; seen with a separate createpolicy and with
     // one inside the same asm). Plain cp.async until a fixed ptxas is the minimum we support.
-    detail::cp_async_16(st.b() + c * 16, src, pred);
-  }
-  // Scales (and zeros): groups_per_tile rows of BN values.
-  const int gpt = groups_per_tile<Tile>(p);
-  const std::int64_t g_first = p.per_channel ? 0 : (std::int64_t(kt) * BK) >> p.group_log2;
-  for (int c = tid; c < gpt * (BN / 8); c += kThreads) {
-    const int gi = c / (BN / 8), ch = c % (BN / 8);
-    const std::int64_t gg = g_first + gi, gn = n0 + ch * 8;
-    const bool pred = valid && gg < p.shape.groups && gn < p.shape.n_pad;
-    detail::cp_async_16(st.s() + gi * BN + ch * 8, pred ? p.scales + gg * p.shape.n_pad + gn : p.scales, pred);
-  }
-  if constexpr (F == Format::kU4) {
-    for (int c = tid; c < gpt * (BN / 16); c += kThreads) {
-      const int gi = c / (BN / 16), ch = c % (BN / 16);
-      const std::int64_t gg = g_first + gi, gn = n0 + ch * 16;
+    const bool b_k_ok = valid && std::int64_t(kt) * C.atoms_k + b_kb < p.shape.k_atoms();
+    const unsigned char* b_kt = b_src + std::int64_t(kt) * C.atoms_k * layout::kAtomBytes;
+    const std::int64_t b_atom_step = std::int64_t(kBAtomStep) * p.shape.k_atoms() * layout::kAtomBytes;
+#pragma unroll
+    for (int j = 0; j < kBChunks; ++j) {
+      const bool pred = b_k_ok && j * kBAtomStep < b_cols_left;
+      detail::cp_async_16(st.b() + (tid + j * kThreads) * 16, pred ? b_kt + j * b_atom_step : p.codes, pred);
+    }
+    // Scales (and zeros): gpt rows of BN values.
+    const std::int64_t g_first = p.per_channel ? 0 : (std::int64_t(kt) * BK) >> p.group_log2;
+    for (int c = tid; c < gpt * (BN / 8); c += kThreads) {
+      const int gi = c / (BN / 8), ch = c % (BN / 8);
+      const std::int64_t gg = g_first + gi, gn = n0 + ch * 8;
       const bool pred = valid && gg < p.shape.groups && gn < p.shape.n_pad;
-      detail::cp_async_16(st.z() + gi * BN + ch * 16, pred ? p.zeros + gg * p.shape.n_pad + gn : p.zeros, pred);
+      detail::cp_async_16(st.s() + gi * BN + ch * 8, pred ? p.scales + gg * p.shape.n_pad + gn : p.scales, pred);
+    }
+    if constexpr (F == Format::kU4) {
+      for (int c = tid; c < gpt * (BN / 16); c += kThreads) {
+        const int gi = c / (BN / 16), ch = c % (BN / 16);
+        const std::int64_t gg = g_first + gi, gn = n0 + ch * 16;
+        const bool pred = valid && gg < p.shape.groups && gn < p.shape.n_pad;
+        detail::cp_async_16(st.z() + gi * BN + ch * 16, pred ? p.zeros + gg * p.shape.n_pad + gn : p.zeros, pred);
+      }
     }
   }
-}
+};
 
 /// The scale (and zero) pair of the lane's weight rows `nl` and `nl + 8` (tile-local) for the k-step at
 /// tile-local k `kl` of a stage.
