@@ -67,6 +67,8 @@ double time_tile(const char* name, int m, int n, int k, Format f) {
   void* wsp=nullptr; if (plan.workspace_bytes) { CK(cudaMalloc(&wsp, plan.workspace_bytes)); CK(cudaMemset(wsp,0,plan.workspace_bytes)); }
   cudaStream_t st; CK(cudaStreamCreate(&st));
   constexpr bool wg = c.transposed;  // transposed tiles: the wgmma body where compiled (sm_90a)
+  const int smem_prefix = gemm::kernel_smem_prefix(f);
+  (void)smem_prefix;
   auto launch=[&](int i){ args.w=ws[i%copies]; Status s = f==Format::kS4 ? gemm::detail::launch<__half, Format::kS4, Tile, wg>(args, plan, wsp, st) : gemm::detail::launch<__half, Format::kNf4, Tile, wg>(args, plan, wsp, st); if (s!=Status::kSuccess){printf("launch fail %s\n", to_string(s)); exit(1);} };
   for (int i=0;i<copies;++i) launch(i);
   CK(cudaStreamSynchronize(st));
@@ -86,6 +88,16 @@ double time_tile(const char* name, int m, int n, int k, Format f) {
 int main(int argc, char** argv) {
   if (argc > 1 && std::string(argv[1]) == "prof") {  // one case for Nsight Compute
     time_tile<W1>("W1", 4096, 28672, 8192, Format::kS4);
+    return 0;
+  }
+  if (argc > 1 && std::string(argv[1]) == "wg4") {  // M = 128 / 256: which transposed tile
+    for (auto [k, n] : {std::pair{4096, 4096}, std::pair{4096, 14336}, std::pair{8192, 28672}}) {
+      for (int m : {128, 256}) {
+        time_tile<W3>("W3", m, n, k, Format::kS4); time_tile<W5s6>("W5s6", m, n, k, Format::kS4);
+        time_tile<W1>("W1", m, n, k, Format::kS4);
+      }
+      time_tile<TD1>("D1", 16, n, k, Format::kS4); time_tile<TD1>("D1", 16, n, k, Format::kNf4);
+    }
     return 0;
   }
   if (argc > 1 && std::string(argv[1]) == "wg3") {  // the shipped candidates after a mainloop change

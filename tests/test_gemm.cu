@@ -1251,6 +1251,57 @@ TEST(GemmWarpMma, OneAtomBF16AllFormats) {
   check_one_atom(kBF16);
 }
 
+// The shared-memory codebook table (what the library kernels use for nf4 / fp4) against the register
+// table (the public building block): every word in `words` decodes to the same bits through both.
+template <class T, Format F>
+__global__ void smem_codebook_kernel(const uint32_t* words, int n, uint32_t* out_smem, uint32_t* out_regs) {
+  __shared__ __align__(16) unsigned char table[gemm::kSmemCodebookBytes];
+  gemm::fill_smem_codebook<F, T>(table, threadIdx.x, blockDim.x);
+  __syncthreads();
+  const auto smem_ctx = gemm::SmemCodebookContext<F, T>::make(table, threadIdx.x % 32);
+  const auto reg_ctx = gemm::DequantContext<F, T>::make();
+  const gemm::ColumnPairQuant<T> q{};
+  for (int i = threadIdx.x; i < n; i += blockDim.x) {
+    uint32_t a[4], b[4];
+    gemm::decode_fragments<T, F>(words[i], q, smem_ctx, a);
+    gemm::decode_fragments<T, F>(words[i], q, reg_ctx, b);
+    for (int p = 0; p < 4; ++p) {
+      out_smem[i * 4 + p] = a[p];
+      out_regs[i * 4 + p] = b[p];
+    }
+  }
+}
+
+template <class T, Format F>
+void check_smem_codebook() {
+  // Every byte value in every byte position (words b * 0x01010101), then random words.
+  std::vector<uint32_t> words;
+  for (uint32_t b = 0; b < 256; ++b) words.push_back(b * 0x01010101u);
+  auto rng = nibble_test_rng();
+  for (int i = 0; i < 4096; ++i) words.push_back(uint32_t(rng()));
+  const int n = int(words.size());
+  DevBuf dw(words.size() * 4), ds(words.size() * 16), dr(words.size() * 16);
+  CUDA_CHECK(cudaMemcpy(dw.get(), words.data(), words.size() * 4, cudaMemcpyHostToDevice));
+  smem_codebook_kernel<T, F><<<1, 256>>>(dw.as<uint32_t>(), n, ds.as<uint32_t>(), dr.as<uint32_t>());
+  CUDA_CHECK(cudaGetLastError());
+  CUDA_CHECK(cudaDeviceSynchronize());
+  const std::vector<uint32_t> got = ds.download<uint32_t>(), want = dr.download<uint32_t>();
+  int64_t bad = 0;
+  for (std::size_t i = 0; i < got.size(); ++i)
+    if (got[i] != want[i] && bad++ < 3)
+      ADD_FAILURE() << "word " << std::hex << words[i / 4] << " pair " << (i % 4) << ": table " << got[i]
+                    << ", registers " << want[i];
+  EXPECT_EQ(bad, 0);
+}
+
+TEST(GemmWarpMma, SharedMemoryCodebookMatchesRegisterTable) {
+  NIBBLE_REQUIRE_GPU();
+  check_smem_codebook<__half, kNf4>();
+  check_smem_codebook<__half, kFp4>();
+  check_smem_codebook<__nv_bfloat16, kNf4>();
+  check_smem_codebook<__nv_bfloat16, kFp4>();
+}
+
 // ================================== GPU: gemm::run oracles ===================================================
 
 /// All groups x the given formats, M in {1, 17, 130} (the three tile families), N = 300 (a partial atom

@@ -238,9 +238,10 @@ Status launch(const Arguments& args, const Plan& plan, void* workspace, cudaStre
     if constexpr (Tile::kConfig.transposed) return gemm_wg_kernel<T, F, Tile, kUseWgmma>;
     else return gemm_kernel<T, F, Tile>;
   }();
-  NIBBLE_CUDA_TRY(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, c.smem_bytes()));
+  const int smem = c.smem_bytes() + kernel_smem_prefix(F);
+  NIBBLE_CUDA_TRY(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
   const std::int64_t grid = std::int64_t(plan.tiles_m) * plan.tiles_n * plan.splits;
-  kernel<<<dim3(unsigned(grid)), dim3(c.threads()), c.smem_bytes(), stream>>>(p);
+  kernel<<<dim3(unsigned(grid)), dim3(c.threads()), smem, stream>>>(p);
   NIBBLE_CHECK_LAUNCH();
   return Status::kSuccess;
 }

@@ -19,8 +19,9 @@ __global__ void __launch_bounds__(Tile::kConfig.threads()) gemm_kernel(const Ker
   constexpr int kThreads = C.threads();
   static_assert(!C.transposed, "transposed configurations run gemm_wg_kernel");
   using StageT = Stage<T, Tile>;
-  extern __shared__ __align__(128) unsigned char smem[];
+  extern __shared__ __align__(128) unsigned char smem_raw[];
   __shared__ int s_is_last;
+  unsigned char* smem = smem_raw + kernel_smem_prefix(F);  // the stage ring, after the codebook table
 
   const int tile = blockIdx.x / p.splits;
   const int split = blockIdx.x % p.splits;
@@ -44,7 +45,7 @@ __global__ void __launch_bounds__(Tile::kConfig.threads()) gemm_kernel(const Ker
 #pragma unroll
         for (int r = 0; r < 4; ++r) acc[m][nb][h][r] = 0.0f;
 
-  const DequantContext<F, T> ctx = DequantContext<F, T>::make();
+  const KernelDequantContext<F, T> ctx = make_kernel_dequant_context<F, T>(smem_raw, tid, kThreads);
 
   auto compute_stage = [&](const StageT& st) {
 #pragma unroll

@@ -42,7 +42,9 @@ __global__ void __launch_bounds__(Tile::kConfig.threads()) gemm_wg_kernel(const 
   extern __shared__ __align__(128) unsigned char smem_raw[];
   __shared__ int s_is_last;
   // The 128-byte swizzle repeats every 1024 bytes: align the ring (smem_bytes() holds 1024 bytes extra).
-  unsigned char* smem = smem_raw + ((1024 - detail::smem_addr(smem_raw) % 1024) % 1024);
+  // After the codebook table (a multiple of 1024 bytes) for nf4 / fp4.
+  static_assert(kernel_smem_prefix(F) % 1024 == 0, "the ring stays 1024-byte aligned");
+  unsigned char* smem = smem_raw + ((1024 - detail::smem_addr(smem_raw) % 1024) % 1024) + kernel_smem_prefix(F);
 
   const int tile = blockIdx.x / p.splits;
   const int split = blockIdx.x % p.splits;
@@ -60,7 +62,8 @@ __global__ void __launch_bounds__(Tile::kConfig.threads()) gemm_wg_kernel(const 
 #pragma unroll
   for (int r = 0; r < kAcc; ++r) acc[r] = 0.0f;
 
-  const DequantContext<F, T> ctx = DequantContext<F, T>::make();
+  const KernelDequantContext<F, T> ctx =
+      make_kernel_dequant_context<F, T>(smem_raw + ((1024 - detail::smem_addr(smem_raw) % 1024) % 1024), tid, kThreads);
 
   // Mainloop: a ring of S stages; S - 2 k-tiles are loading while one is computed and the previous one
   // may still be read by this warp's last in-flight wgmma.

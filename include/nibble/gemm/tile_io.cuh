@@ -50,6 +50,28 @@ struct Stage {
   }
 };
 
+/// The decoding context a library kernel uses for format F: the shared-memory codebook table for nf4 /
+/// fp4 (kernel_smem_prefix bytes at the start of dynamic shared memory), the register one otherwise.
+template <Format F, class T>
+using KernelDequantContext =
+    std::conditional_t<is_codebook(F), SmemCodebookContext<F, T>, DequantContext<F, T>>;
+
+/// Bytes at the start of a GEMM kernel's dynamic shared memory before its stage ring (the codebook table).
+NIBBLE_HOST_DEVICE constexpr int kernel_smem_prefix(Format f) { return is_codebook(f) ? kSmemCodebookBytes : 0; }
+
+/// Builds the kernel's decoding context; for nf4 / fp4 also fills the table at `prefix` (every thread of
+/// the CTA calls this; the mainloop's first barrier comes before the first read).
+template <Format F, class T>
+NIBBLE_DEVICE KernelDequantContext<F, T> make_kernel_dequant_context(unsigned char* prefix, int tid, int threads) {
+  if constexpr (is_codebook(F)) {
+    fill_smem_codebook<F, T>(prefix, tid, threads);
+    return SmemCodebookContext<F, T>::make(prefix, tid % 32);
+  } else {
+    (void)prefix, (void)tid, (void)threads;
+    return DequantContext<F, T>::make();
+  }
+}
+
 /// Group rows of scales one k-tile of configuration C touches: tile_k / group when groups are shorter than
 /// a k-tile, else 1 (tile_k and the power-of-two group sizes divide each other; per-channel has one).
 template <class Tile, class T>

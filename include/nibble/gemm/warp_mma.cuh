@@ -37,6 +37,38 @@ struct DequantContext {
   }
 };
 
+/// The codebook of F (nf4 / fp4) as a byte -> pair table in shared memory, the faster alternative to the
+/// register table for kernels that can spare kSmemCodebookBytes: entry b (a byte of a SEQUENTIAL word, two
+/// codes, low nibble first) holds (book[b & 15], book[b >> 4]) as a T pair, so four 32-bit shared loads
+/// decode a word (about a third of the integer work of the register table). The table is stored
+/// kSmemCodebookCopies times, interleaved word by word: lane l reads copy l % 16, so a warp's 32 random
+/// lookups meet at most two lanes per bank (instead of ~3.5 with one copy).
+inline constexpr int kSmemCodebookCopies = 16;
+inline constexpr int kSmemCodebookBytes = 256 * 4 * kSmemCodebookCopies;  // 16 KiB
+
+/// Writes the table of F in T at `table` (shared memory, 16-byte aligned), cooperatively by `threads`
+/// threads; the caller synchronizes (barrier) before any thread reads it.
+template <Format F, class T>
+NIBBLE_DEVICE void fill_smem_codebook(void* table, int tid, int threads) {
+  static_assert(is_codebook(F), "fill_smem_codebook: F must be kNf4 or kFp4");
+  constexpr Codebook16 book = codebook(F);
+  std::uint32_t* t = static_cast<std::uint32_t*>(table);
+  for (int i = tid; i < 256 * kSmemCodebookCopies; i += threads) {
+    const int b = i / kSmemCodebookCopies;
+    t[i] = std::uint32_t(bits_of(from_float<T>(book.v[b & 15]))) |
+           std::uint32_t(bits_of(from_float<T>(book.v[b >> 4]))) << 16;
+  }
+}
+
+/// Decoding context of a codebook format that reads the shared-memory table (see fill_smem_codebook).
+template <Format F, class T>
+struct SmemCodebookContext {
+  const std::uint32_t* lane_table;  ///< copy lane % kSmemCodebookCopies of the table
+  NIBBLE_DEVICE static SmemCodebookContext make(const void* table, int lane) {
+    return {static_cast<const std::uint32_t*>(table) + lane % kSmemCodebookCopies};
+  }
+};
+
 /// Word `j` (0..3) of a lane's 16-byte atom slice.
 NIBBLE_DEVICE std::uint32_t atom_word(const uint4& atom, int j) {
   return j == 0 ? atom.x : (j == 1 ? atom.y : (j == 2 ? atom.z : atom.w));
@@ -70,11 +102,21 @@ NIBBLE_DEVICE void decode_fragments(std::uint32_t word, const ColumnPairQuant<T>
   }
 }
 
-/// Dequantizes one word into the two B fragments of an atom k-step: decode_fragments, then times the
-/// column's scale in T arithmetic (one rounding to T per weight).
+/// decode_fragments for a codebook format through the shared-memory table: value pair j is entry byte j.
 template <class T, Format F>
-NIBBLE_DEVICE void dequant_fragments(std::uint32_t word, const ColumnPairQuant<T>& q,
-                                     const DequantContext<F, T>& ctx, std::uint32_t (&b)[4]) {
+NIBBLE_DEVICE void decode_fragments(std::uint32_t word, const ColumnPairQuant<T>& /*q*/,
+                                    const SmemCodebookContext<F, T>& ctx, std::uint32_t (&b)[4]) {
+  static_assert(is_codebook(F), "the shared-memory table holds nf4 / fp4 codebooks");
+#pragma unroll
+  for (int j = 0; j < 4; ++j) b[j] = ctx.lane_table[((word >> (8 * j)) & 0xFFu) * kSmemCodebookCopies];
+}
+
+/// Dequantizes one word into the two B fragments of an atom k-step: decode_fragments, then times the
+/// column's scale in T arithmetic (one rounding to T per weight). Ctx: DequantContext<F, T>, or
+/// SmemCodebookContext<F, T> for nf4 / fp4.
+template <class T, Format F, class Ctx>
+NIBBLE_DEVICE void dequant_fragments(std::uint32_t word, const ColumnPairQuant<T>& q, const Ctx& ctx,
+                                     std::uint32_t (&b)[4]) {
   using V2 = vec2_t<T>;
   decode_fragments<T, F>(word, q, ctx, b);
   const V2 s_lo{q.scale_lo, q.scale_lo};
