@@ -67,8 +67,6 @@ double time_tile(const char* name, int m, int n, int k, Format f) {
   void* wsp=nullptr; if (plan.workspace_bytes) { CK(cudaMalloc(&wsp, plan.workspace_bytes)); CK(cudaMemset(wsp,0,plan.workspace_bytes)); }
   cudaStream_t st; CK(cudaStreamCreate(&st));
   constexpr bool wg = c.transposed;  // transposed tiles: the wgmma body where compiled (sm_90a)
-  const int smem_prefix = gemm::kernel_smem_prefix(f);
-  (void)smem_prefix;
   auto launch=[&](int i){ args.w=ws[i%copies]; Status s = f==Format::kS4 ? gemm::detail::launch<__half, Format::kS4, Tile, wg>(args, plan, wsp, st) : gemm::detail::launch<__half, Format::kNf4, Tile, wg>(args, plan, wsp, st); if (s!=Status::kSuccess){printf("launch fail %s\n", to_string(s)); exit(1);} };
   for (int i=0;i<copies;++i) launch(i);
   CK(cudaStreamSynchronize(st));
