@@ -995,8 +995,10 @@ TEST(GemmPlan, InvariantsOverManyShapesDevicesAndSplits) {
           const bool t = ml == gemm::Mainloop::kTransposedMma;
           const gemm::TileKind kind =
               m <= 16 ? gemm::TileKind::kDecode
-                      : (m <= 64 ? (t ? gemm::TileKind::kWgSmall : gemm::TileKind::kSmall)
-                                 : (t ? gemm::TileKind::kWgLarge : gemm::TileKind::kLarge));
+                      : (m <= 64    ? (t ? gemm::TileKind::kWgSmall : gemm::TileKind::kSmall)
+                         : !t       ? gemm::TileKind::kLarge
+                         : m <= 256 ? gemm::TileKind::kWgMid
+                                    : gemm::TileKind::kWgLarge);
           const gemm::TileConfig c = gemm::tile_config(kind);
           const layout::GemmShape s = layout::make_gemm_shape(nk.n, nk.k, nk.group);
           const int64_t tiles = int64_t(p.tiles_m) * p.tiles_n;

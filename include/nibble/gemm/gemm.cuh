@@ -255,6 +255,9 @@ Status dispatch_tile(const Arguments& args, const Plan& plan, bool wgmma, void* 
     case TileKind::kWgSmall:
       return wgmma ? launch<T, F, TileWgSmall, true>(args, plan, workspace, stream)
                    : launch<T, F, TileWgSmall, false>(args, plan, workspace, stream);
+    case TileKind::kWgMid:
+      return wgmma ? launch<T, F, TileWgMid, true>(args, plan, workspace, stream)
+                   : launch<T, F, TileWgMid, false>(args, plan, workspace, stream);
     case TileKind::kWgLarge:
       return wgmma ? launch<T, F, TileWgLarge, true>(args, plan, workspace, stream)
                    : launch<T, F, TileWgLarge, false>(args, plan, workspace, stream);
@@ -286,7 +289,7 @@ inline std::size_t get_workspace_size(const Arguments& args) {
 /// kCounterBytes were zeroed once before first use: run() leaves that counter region zero again, so one
 /// workspace (sized for the largest GEMM) serves GEMMs of every shape, one stream at a time. It may be null
 /// when the size is 0.
-/// (A template only so that its 40 kernel instantiations are compiled in the translation units that call
+/// (A template only so that its 56 kernel instantiations are compiled in the translation units that call
 /// it, not in every one that includes nibble.cuh.)
 template <int kInstantiateOnUse = 0>
 Status run(const Arguments& args, void* workspace, std::size_t workspace_bytes, cudaStream_t stream) {

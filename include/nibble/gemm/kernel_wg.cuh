@@ -27,8 +27,16 @@
 
 namespace nibble::gemm {
 
+/// CTAs per SM the register allocation aims at: two for the wgmma body of tiles up to 128 tokens (it fits
+/// 128 registers per thread; u4's zero points only up to 64 tokens), one otherwise (the mma.sync body
+/// keeps tile_m / 2 accumulators and its ldmatrix operands live: capped at 128 registers it spills).
+template <class Tile, Format F, bool kUseWgmma>
+inline constexpr int kWgMinBlocks =
+    (kUseWgmma && detail::kWgmmaCompiled && Tile::kConfig.tile_m() <= (F == Format::kU4 ? 64 : 128)) ? 2 : 1;
+
 template <class T, Format F, class Tile, bool kUseWgmma>
-__global__ void __launch_bounds__(Tile::kConfig.threads()) gemm_wg_kernel(const KernelParams<T> p) {
+__global__ void __launch_bounds__(Tile::kConfig.threads(), (kWgMinBlocks<Tile, F, kUseWgmma>))
+    gemm_wg_kernel(const KernelParams<T> p) {
   constexpr TileConfig C = Tile::kConfig;
   static_assert(C.transposed && C.valid(), "gemm_wg_kernel runs transposed tile configurations");
   static_assert(C.atoms_k == 1, "one weight atom per warp and k-tile (an even number of k-steps: the two "

@@ -81,6 +81,8 @@ struct TileLarge {
 // tensor cores run asynchronously while the next k-tile is dequantized. Chosen with benchmarks/tune_tiles
 // on the H100 (K=8192 N=28672 / K=28672 N=8192, s4 g128, after the StageLoader change):
 //   small, M=64: 64 tokens x 128 weights, 6 stages: 110 / 102 us (4 stages 123 / 119; mma.sync 118 / 108)
+//   mid, 64 < M <= 256: 128 tokens x 128 weights: M=128 126 us at K=8192 N=28672 (256-token tile 232,
+//   64-token 205); M=256 on K=N=4096 34 us (256-token tile 77: 32 CTAs for 132 SMs)
 //   large, M=1024: 256 tokens x 128 weights (2 warpgroups, 256 threads, 128 fp32 accumulators per
 //   thread): 495 / 520 TFLOP/s (128 x 128: 331 / 342; the mma.sync 128 x 128 tile: 295). 128 tokens x
 //   256 weights (4 warpgroups, 512 threads) measured 515 / 541 but its mma.sync body (the fallback without
@@ -88,14 +90,17 @@ struct TileLarge {
 struct TileWgSmall {
   static constexpr TileConfig kConfig{4, 1, 1, 8, 1, 6, true};  // 64 tokens x 128 weights
 };
+struct TileWgMid {
+  static constexpr TileConfig kConfig{8, 1, 1, 8, 1, 4, true};  // 128 tokens x 128 weights
+};
 struct TileWgLarge {
   static constexpr TileConfig kConfig{16, 1, 1, 8, 1, 4, true};  // 256 tokens x 128 weights
 };
 static_assert(TileDecode::kConfig.valid() && TileSmall::kConfig.valid() && TileLarge::kConfig.valid() &&
-                  TileWgSmall::kConfig.valid() && TileWgLarge::kConfig.valid(),
+                  TileWgSmall::kConfig.valid() && TileWgMid::kConfig.valid() && TileWgLarge::kConfig.valid(),
               "tile configurations follow their kernels' shape rules");
 
-enum class TileKind : int { kDecode = 0, kSmall = 1, kLarge = 2, kWgSmall = 3, kWgLarge = 4 };
+enum class TileKind : int { kDecode = 0, kSmall = 1, kLarge = 2, kWgSmall = 3, kWgLarge = 4, kWgMid = 5 };
 
 /// The kernel family (mainloop) a GEMM runs with.
 enum class Mainloop : int {
@@ -111,7 +116,7 @@ enum class Mainloop : int {
 inline constexpr TileKind choose_tile(std::int64_t m, Mainloop mainloop = Mainloop::kMmaSync) {
   if (m <= 16) return TileKind::kDecode;
   if (mainloop == Mainloop::kWgmma || mainloop == Mainloop::kTransposedMma)
-    return m <= 64 ? TileKind::kWgSmall : TileKind::kWgLarge;
+    return m <= 64 ? TileKind::kWgSmall : (m <= 256 ? TileKind::kWgMid : TileKind::kWgLarge);
   return m <= 64 ? TileKind::kSmall : TileKind::kLarge;
 }
 
@@ -121,6 +126,7 @@ inline constexpr TileConfig tile_config(TileKind kind) {
     case TileKind::kSmall: return TileSmall::kConfig;
     case TileKind::kLarge: return TileLarge::kConfig;
     case TileKind::kWgSmall: return TileWgSmall::kConfig;
+    case TileKind::kWgMid: return TileWgMid::kConfig;
     case TileKind::kWgLarge: return TileWgLarge::kConfig;
   }
   return TileDecode::kConfig;

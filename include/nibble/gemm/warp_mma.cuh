@@ -51,12 +51,14 @@ inline constexpr int kSmemCodebookBytes = 256 * 4 * kSmemCodebookCopies;  // 16 
 template <Format F, class T>
 NIBBLE_DEVICE void fill_smem_codebook(void* table, int tid, int threads) {
   static_assert(is_codebook(F), "fill_smem_codebook: F must be kNf4 or kFp4");
-  constexpr Codebook16 book = codebook(F);
+  // Entry b is what the register table makes of a word whose low byte is b: the two tables agree by
+  // construction (and the register one has no dynamically indexed array, so nothing goes to local memory).
+  const CodebookLut lut = make_codebook_lut<F, T>();
   std::uint32_t* t = static_cast<std::uint32_t*>(table);
   for (int i = tid; i < 256 * kSmemCodebookCopies; i += threads) {
-    const int b = i / kSmemCodebookCopies;
-    t[i] = std::uint32_t(bits_of(from_float<T>(book.v[b & 15]))) |
-           std::uint32_t(bits_of(from_float<T>(book.v[b >> 4]))) << 16;
+    std::uint32_t pairs[4];
+    codebook_x8_to_pairs(lut, std::uint32_t(i / kSmemCodebookCopies), pairs);
+    t[i] = pairs[0];
   }
 }
 
@@ -107,8 +109,15 @@ template <class T, Format F>
 NIBBLE_DEVICE void decode_fragments(std::uint32_t word, const ColumnPairQuant<T>& /*q*/,
                                     const SmemCodebookContext<F, T>& ctx, std::uint32_t (&b)[4]) {
   static_assert(is_codebook(F), "the shared-memory table holds nf4 / fp4 codebooks");
-#pragma unroll
-  for (int j = 0; j < 4; ++j) b[j] = ctx.lane_table[((word >> (8 * j)) & 0xFFu) * kSmemCodebookCopies];
+  // Entry byte j of copy c is word (byte_j * 16 + c) of the table: byte_j * 64 bytes past lane_table,
+  // one shift and one and per byte.
+  const unsigned char* t = reinterpret_cast<const unsigned char*>(ctx.lane_table);
+  constexpr std::uint32_t kMask = 0xFFu * kSmemCodebookCopies * 4;
+  static_assert(kSmemCodebookCopies * 4 == 64, "byte offsets are byte * 64");
+  b[0] = *reinterpret_cast<const std::uint32_t*>(t + ((word << 6) & kMask));
+  b[1] = *reinterpret_cast<const std::uint32_t*>(t + ((word >> 2) & kMask));
+  b[2] = *reinterpret_cast<const std::uint32_t*>(t + ((word >> 10) & kMask));
+  b[3] = *reinterpret_cast<const std::uint32_t*>(t + ((word >> 18) & kMask));
 }
 
 /// Dequantizes one word into the two B fragments of an atom k-step: decode_fragments, then times the
