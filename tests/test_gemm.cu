@@ -487,8 +487,11 @@ struct RunOpts {
   int64_t ldc_pad = 0;   // ldc = N + ldc_pad
   int64_t c_offset = 0;  // elements from the start of the C buffer to C[0, 0]
   gemm::Mainloop mainloop = gemm::Mainloop::kAuto;
+  gemm::CodebookTable codebook_table = gemm::CodebookTable::kAuto;
   std::string name() const {
-    return std::string("mainloop=") + mainloop_name(mainloop) + " out=" + dtype_name(out) + " bias=" + (bias ? "1" : "0") +
+    return std::string("mainloop=") + mainloop_name(mainloop) +
+           (codebook_table == gemm::CodebookTable::kAuto ? ""
+            : codebook_table == gemm::CodebookTable::kSharedMemory ? " table=smem" : " table=regs") + " out=" + dtype_name(out) + " bias=" + (bias ? "1" : "0") +
            " split_k=" + std::to_string(split_k) + " ldc_pad=" + std::to_string(ldc_pad) +
            " c_offset=" + std::to_string(c_offset);
   }
@@ -515,6 +518,7 @@ gemm::Arguments make_args(const HostProblem& p, const DeviceWeights& dw, const D
   args.out_type = o.out;
   args.split_k = o.split_k;
   args.mainloop = o.mainloop;
+  args.codebook_table = o.codebook_table;
   return args;
 }
 
@@ -945,6 +949,8 @@ TEST(GemmCanImplement, RejectsWithTheDocumentedStatus) {
   // other arguments
   EXPECT_STATUS(Status::kErrorInvalidArgument, mutated(u4, [](A& a) { a.split_k = -1; }));
   EXPECT_STATUS(Status::kErrorInvalidArgument, mutated(u4, [](A& a) { a.mainloop = gemm::Mainloop(7); }));
+  EXPECT_STATUS(Status::kErrorInvalidArgument,
+                mutated(u4, [](A& a) { a.codebook_table = gemm::CodebookTable(3); }));
   EXPECT_STATUS(Status::kErrorInvalidArgument, mutated(u4, [](A& a) { a.sm_count = -1; }));
   // get_workspace_size of rejected arguments is 0
   gemm::Arguments bad = u4;
@@ -1306,8 +1312,9 @@ TEST(GemmWarpMma, SharedMemoryCodebookMatchesRegisterTable) {
 
 // ================================== GPU: gemm::run oracles ===================================================
 
-/// All groups x the given formats, M in {1, 17, 130} (the three tile families), N = 300 (a partial atom
-/// and a partial tile), out fp32 and T, bias on / off.
+/// All groups x the given formats, M in {1, 17, 130} (decode, the 64- and 128-token transposed / the
+/// mma.sync small and large tiles; quick mode 70 instead of 130), N = 300 (a partial atom and a partial
+/// tile), out fp32 and T, bias on / off. The 256-token tile: EdgeShapes and LeadingDimensions (M > 256).
 void oracle_sweep(DType act, std::initializer_list<Format> formats, Data data) {
   auto rng = nibble_test_rng();
   const bool quick = quick_mode();
@@ -1461,7 +1468,7 @@ TEST(Gemm_EdgeShapes, LeadingDimensionsOffsetsAndPoisonOutsideTheView) {
   for (const Config& cfg : configs) {
     const HostWeights w = make_weights(rng, cfg.f, cfg.group, n, cfg.k, cfg.act, cfg.data);
     const DeviceWeights dw = upload_and_repack(w, cfg.act);
-    for (int64_t m : {1, 17, 130})
+    for (int64_t m : {1, 17, 130, 300})
       for (const View& v : views) {
         const HostProblem p = make_problem(rng, cfg.act, w, m, cfg.data, v.lda_pad);
         const DeviceActs da = upload_acts(p);
@@ -1754,4 +1761,56 @@ TEST(Gemm_Wgmma, ForcedWhereUnavailableIsRejected) {
   o.mainloop = gemm::Mainloop::kWgmma;
   const gemm::Arguments args = make_args(p, dw, da, o, c.get());
   EXPECT_STATUS(Status::kErrorUnsupportedDevice, gemm::run(args, nullptr, 0, nullptr));
+}
+
+// ================================== GPU: nf4 / fp4 codebook tables ==========================================
+
+// The shared-memory and the register codebook table decode to the same values, so the two kernels of
+// every tile family give bit-identical C; both also pass the statistical oracle.
+TEST(Gemm_Codebook, SharedMemoryAndRegisterTablesGiveIdenticalC) {
+  NIBBLE_REQUIRE_GPU();
+  auto rng = nibble_test_rng();
+  const bool quick = quick_mode();
+  const int64_t n = quick ? 144 : 400, k = quick ? 256 : 1024;
+  for (DType act : {kF16, kBF16})
+    for (Format f : {kNf4, kFp4}) {
+      const HostWeights w = make_weights(rng, f, 64, n, k, act, Data::kRandom);
+      const DeviceWeights dw = upload_and_repack(w, act);
+      for (int64_t m : {1, 40, 130, 300}) {
+        const HostProblem p = make_problem(rng, act, w, m, Data::kRandom);
+        const DeviceActs da = upload_acts(p);
+        const Samples s = reference(p, rng);
+        for (gemm::Mainloop ml : mainloops_for(m)) {
+          RunOpts o;
+          o.out = kF32;
+          o.mainloop = ml;
+          o.codebook_table = gemm::CodebookTable::kSharedMemory;
+          const RunResult shared = run_and_check(p, dw, da, s, o);
+          o.codebook_table = gemm::CodebookTable::kRegisters;
+          const RunResult regs = run_and_check(p, dw, da, s, o);
+          EXPECT_TRUE(shared.c == regs.c) << p.name() << " " << o.name()
+                                          << ": shared-memory and register tables give different C";
+        }
+      }
+    }
+}
+
+// What the kernels were compiled with matches what the host believes: wgmma_available() is true exactly
+// where the device code of this binary issues wgmma (detail::kWgmmaCompiled in the device pass).
+__global__ void wgmma_compiled_probe(int* out) { *out = nibble::detail::kWgmmaCompiled ? 1 : 0; }
+
+TEST(Gemm_Wgmma, HostAndDeviceCodeAgree) {
+  NIBBLE_REQUIRE_GPU();
+  DevBuf flag(sizeof(int));
+  wgmma_compiled_probe<<<1, 1>>>(flag.as<int>());
+  CUDA_CHECK(cudaGetLastError());
+  CUDA_CHECK(cudaDeviceSynchronize());
+  const bool compiled = flag.download<int>()[0] == 1;
+  int dev = 0, major = 0, minor = 0;
+  CUDA_CHECK(cudaGetDevice(&dev));
+  CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
+  CUDA_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev));
+  std::printf("[nibble] device sm_%d%d, wgmma in this binary's device code: %s, wgmma_available(): %s\n", major,
+              minor, compiled ? "yes" : "no", gemm::wgmma_available() ? "yes" : "no");
+  EXPECT_EQ(compiled, gemm::wgmma_available());
 }

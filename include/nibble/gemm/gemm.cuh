@@ -19,6 +19,13 @@
 
 namespace nibble::gemm {
 
+/// Where nf4 / fp4 kernels keep their codebook while decoding.
+enum class CodebookTable : int {
+  kAuto = 0,          ///< kSharedMemory where the device has room for it, else kRegisters
+  kSharedMemory = 1,  ///< a 16 KiB byte -> pair table per CTA (faster decode)
+  kRegisters = 2,     ///< the 16-entry table in 8 registers per thread (no shared memory)
+};
+
 /// C[M, N] = A[M, K] * dequant(W)^T (+ bias[N]).
 struct Arguments {
   std::int64_t m = 0;              ///< rows of A and C (tokens); any M >= 1
@@ -33,6 +40,7 @@ struct Arguments {
   int split_k = 0;                 ///< 0: chosen by the heuristic; > 0: forced number of K splits
   int sm_count = 0;                ///< 0: taken from the current device
   Mainloop mainloop = Mainloop::kAuto;  ///< kernel family; kAuto picks the fastest available
+  CodebookTable codebook_table = CodebookTable::kAuto;  ///< nf4 / fp4 decode table
 };
 
 /// What run() will launch: tile family, grid and split-K workspace.
@@ -158,6 +166,9 @@ inline Status can_implement(const Arguments& args) {
   if (args.mainloop != Mainloop::kAuto && args.mainloop != Mainloop::kMmaSync &&
       args.mainloop != Mainloop::kTransposedMma && args.mainloop != Mainloop::kWgmma)
     return Status::kErrorInvalidArgument;
+  if (args.codebook_table != CodebookTable::kAuto && args.codebook_table != CodebookTable::kSharedMemory &&
+      args.codebook_table != CodebookTable::kRegisters)
+    return Status::kErrorInvalidArgument;
   // overflow of M * ldc and M * lda offsets in 64-bit arithmetic
   if (args.ldc > (std::int64_t(1) << 62) / args.m || args.lda > (std::int64_t(1) << 62) / args.m)
     return Status::kErrorSizeOverflow;
@@ -204,8 +215,20 @@ inline int current_sm_count(int requested) {
   return sms;
 }
 
+/// The largest dynamic shared memory one CTA may opt in to on the current device (0 if unknown).
+inline int max_smem_optin() {
+  int dev = 0, bytes = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess ||
+      cudaDeviceGetAttribute(&bytes, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) != cudaSuccess) {
+    (void)cudaGetLastError();
+    return 0;
+  }
+  return bytes;
+}
+
 template <class T, Format F, class Tile, bool kUseWgmma = false>
-Status launch(const Arguments& args, const Plan& plan, void* workspace, cudaStream_t stream) {
+Status launch(const Arguments& args, const Plan& plan, void* workspace, cudaStream_t stream,
+              bool smem_table = true) {
   constexpr TileConfig c = Tile::kConfig;
   const GemmWeights& w = args.w;
   KernelParams<T> p{};
@@ -234,11 +257,18 @@ Status launch(const Arguments& args, const Plan& plan, void* workspace, cudaStre
     p.counters = static_cast<unsigned*>(workspace);
     p.partials = reinterpret_cast<float*>(static_cast<char*>(workspace) + kCounterBytes);
   }
-  auto kernel = [] {
-    if constexpr (Tile::kConfig.transposed) return gemm_wg_kernel<T, F, Tile, kUseWgmma>;
-    else return gemm_kernel<T, F, Tile>;
-  }();
-  const int smem = c.smem_bytes() + kernel_smem_prefix(F);
+  // nf4 / fp4 kernels exist with both codebook tables; the others need none.
+  auto kernel_for = [](auto table) {
+    constexpr bool kTable = decltype(table)::value;
+    if constexpr (Tile::kConfig.transposed) return gemm_wg_kernel<T, F, Tile, kUseWgmma, kTable>;
+    else return gemm_kernel<T, F, Tile, kTable>;
+  };
+  const bool table = is_codebook(F) && smem_table;
+  void (*kernel)(KernelParams<T>) = kernel_for(std::false_type{});
+  if constexpr (is_codebook(F)) {
+    if (table) kernel = kernel_for(std::true_type{});
+  }
+  const int smem = c.smem_bytes() + kernel_smem_prefix(F, table);
   NIBBLE_CUDA_TRY(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
   const std::int64_t grid = std::int64_t(plan.tiles_m) * plan.tiles_n * plan.splits;
   kernel<<<dim3(unsigned(grid)), dim3(c.threads()), smem, stream>>>(p);
@@ -247,32 +277,33 @@ Status launch(const Arguments& args, const Plan& plan, void* workspace, cudaStre
 }
 
 template <class T, Format F>
-Status dispatch_tile(const Arguments& args, const Plan& plan, bool wgmma, void* workspace, cudaStream_t stream) {
+Status dispatch_tile(const Arguments& args, const Plan& plan, bool wgmma, bool table, void* workspace,
+                     cudaStream_t stream) {
   switch (plan.kind) {
-    case TileKind::kDecode: return launch<T, F, TileDecode>(args, plan, workspace, stream);
-    case TileKind::kSmall: return launch<T, F, TileSmall>(args, plan, workspace, stream);
-    case TileKind::kLarge: return launch<T, F, TileLarge>(args, plan, workspace, stream);
+    case TileKind::kDecode: return launch<T, F, TileDecode>(args, plan, workspace, stream, table);
+    case TileKind::kSmall: return launch<T, F, TileSmall>(args, plan, workspace, stream, table);
+    case TileKind::kLarge: return launch<T, F, TileLarge>(args, plan, workspace, stream, table);
     case TileKind::kWgSmall:
-      return wgmma ? launch<T, F, TileWgSmall, true>(args, plan, workspace, stream)
-                   : launch<T, F, TileWgSmall, false>(args, plan, workspace, stream);
+      return wgmma ? launch<T, F, TileWgSmall, true>(args, plan, workspace, stream, table)
+                   : launch<T, F, TileWgSmall, false>(args, plan, workspace, stream, table);
     case TileKind::kWgMid:
-      return wgmma ? launch<T, F, TileWgMid, true>(args, plan, workspace, stream)
-                   : launch<T, F, TileWgMid, false>(args, plan, workspace, stream);
+      return wgmma ? launch<T, F, TileWgMid, true>(args, plan, workspace, stream, table)
+                   : launch<T, F, TileWgMid, false>(args, plan, workspace, stream, table);
     case TileKind::kWgLarge:
-      return wgmma ? launch<T, F, TileWgLarge, true>(args, plan, workspace, stream)
-                   : launch<T, F, TileWgLarge, false>(args, plan, workspace, stream);
+      return wgmma ? launch<T, F, TileWgLarge, true>(args, plan, workspace, stream, table)
+                   : launch<T, F, TileWgLarge, false>(args, plan, workspace, stream, table);
   }
   return Status::kErrorInvalidArgument;
 }
 
 template <class T>
-Status dispatch_format(const Arguments& args, const Plan& plan, bool wgmma, void* workspace,
+Status dispatch_format(const Arguments& args, const Plan& plan, bool wgmma, bool table, void* workspace,
                        cudaStream_t stream) {
   switch (args.w.format) {
-    case Format::kS4: return dispatch_tile<T, Format::kS4>(args, plan, wgmma, workspace, stream);
-    case Format::kU4: return dispatch_tile<T, Format::kU4>(args, plan, wgmma, workspace, stream);
-    case Format::kNf4: return dispatch_tile<T, Format::kNf4>(args, plan, wgmma, workspace, stream);
-    case Format::kFp4: return dispatch_tile<T, Format::kFp4>(args, plan, wgmma, workspace, stream);
+    case Format::kS4: return dispatch_tile<T, Format::kS4>(args, plan, wgmma, table, workspace, stream);
+    case Format::kU4: return dispatch_tile<T, Format::kU4>(args, plan, wgmma, table, workspace, stream);
+    case Format::kNf4: return dispatch_tile<T, Format::kNf4>(args, plan, wgmma, table, workspace, stream);
+    case Format::kFp4: return dispatch_tile<T, Format::kFp4>(args, plan, wgmma, table, workspace, stream);
   }
   return Status::kErrorUnsupportedFormat;
 }
@@ -289,22 +320,35 @@ inline std::size_t get_workspace_size(const Arguments& args) {
 /// kCounterBytes were zeroed once before first use: run() leaves that counter region zero again, so one
 /// workspace (sized for the largest GEMM) serves GEMMs of every shape, one stream at a time. It may be null
 /// when the size is 0.
-/// (A template only so that its 56 kernel instantiations are compiled in the translation units that call
+/// (A template only so that its 108 kernel instantiations are compiled in the translation units that call
 /// it, not in every one that includes nibble.cuh.)
 template <int kInstantiateOnUse = 0>
 Status run(const Arguments& args, void* workspace, std::size_t workspace_bytes, cudaStream_t stream) {
   NIBBLE_RETURN_IF_ERROR(can_implement(args));
   NIBBLE_RETURN_IF_ERROR(check_device());
   const Mainloop mainloop = resolve_mainloop(args.mainloop);
-  if (mainloop == Mainloop::kWgmma && !wgmma_available()) return Status::kErrorUnsupportedDevice;
   const Plan plan = make_plan(args, detail::current_sm_count(args.sm_count), mainloop);
+  if (mainloop == Mainloop::kWgmma && tile_config(plan.kind).transposed && !wgmma_available())
+    return Status::kErrorUnsupportedDevice;
   if (!launchable(plan)) return Status::kErrorSizeOverflow;
   if (plan.workspace_bytes > 0 && (workspace == nullptr || workspace_bytes < plan.workspace_bytes))
     return Status::kErrorWorkspaceTooSmall;
   if (plan.workspace_bytes > 0 && !nibble::detail::is_aligned(workspace, 16)) return Status::kErrorMisalignedPointer;
+  // Shared memory: the tile must fit the device; the nf4 / fp4 table goes where it also fits (kAuto).
+  const int smem_optin = detail::max_smem_optin();
+  const int tile_smem = tile_config(plan.kind).smem_bytes();
+  if (tile_smem > smem_optin) return Status::kErrorUnsupportedDevice;
+  bool table = false;
+  if (is_codebook(args.w.format)) {
+    const bool fits = tile_smem + kSmemCodebookBytes <= smem_optin;
+    if (args.codebook_table == CodebookTable::kSharedMemory && !fits) return Status::kErrorUnsupportedDevice;
+    table = args.codebook_table == CodebookTable::kSharedMemory ||
+            (args.codebook_table == CodebookTable::kAuto && fits);
+  }
   const bool wgmma = mainloop == Mainloop::kWgmma;
-  if (args.act_type == DType::kF16) return detail::dispatch_format<__half>(args, plan, wgmma, workspace, stream);
-  return detail::dispatch_format<__nv_bfloat16>(args, plan, wgmma, workspace, stream);
+  if (args.act_type == DType::kF16)
+    return detail::dispatch_format<__half>(args, plan, wgmma, table, workspace, stream);
+  return detail::dispatch_format<__nv_bfloat16>(args, plan, wgmma, table, workspace, stream);
 }
 
 }  // namespace nibble::gemm

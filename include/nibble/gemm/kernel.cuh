@@ -12,7 +12,8 @@
 
 namespace nibble::gemm {
 
-template <class T, Format F, class Tile>
+/// kSmemTable: nf4 / fp4 decode through the shared-memory codebook table (else the register table).
+template <class T, Format F, class Tile, bool kSmemTable = false>
 __global__ void __launch_bounds__(Tile::kConfig.threads()) gemm_kernel(const KernelParams<T> p) {
   constexpr TileConfig C = Tile::kConfig;
   constexpr int BM = C.tile_m(), BN = C.tile_n(), S = C.stages;
@@ -21,7 +22,7 @@ __global__ void __launch_bounds__(Tile::kConfig.threads()) gemm_kernel(const Ker
   using StageT = Stage<T, Tile>;
   extern __shared__ __align__(128) unsigned char smem_raw[];
   __shared__ int s_is_last;
-  unsigned char* smem = smem_raw + kernel_smem_prefix(F);  // the stage ring, after the codebook table
+  unsigned char* smem = smem_raw + kernel_smem_prefix(F, kSmemTable);  // the stage ring, after the table
 
   const int tile = blockIdx.x / p.splits;
   const int split = blockIdx.x % p.splits;
@@ -45,7 +46,8 @@ __global__ void __launch_bounds__(Tile::kConfig.threads()) gemm_kernel(const Ker
 #pragma unroll
         for (int r = 0; r < 4; ++r) acc[m][nb][h][r] = 0.0f;
 
-  const KernelDequantContext<F, T> ctx = make_kernel_dequant_context<F, T>(smem_raw, tid, kThreads);
+  const KernelDequantContext<F, T, kSmemTable> ctx =
+      make_kernel_dequant_context<F, T, kSmemTable>(smem_raw, tid, kThreads);
 
   auto compute_stage = [&](const StageT& st) {
 #pragma unroll

@@ -6,7 +6,7 @@
 // A, each lane dequantizes exactly the weights of its own fragment (the GEMM layout's lane words are the
 // mma.m16n8k16 fragments, whose A and B forms hold the same weights in a different register order), the
 // dequantized weights never touch shared memory, and one wgmma.m64nTk16 reuses them for T tokens while
-// the tensor cores run asynchronously to the next k-tile's dequantization.
+// the tensor cores run asynchronously to the next k-step's dequantization.
 //
 // CTA: tile_n / 64 warpgroups; warp w owns weight rows 16w .. 16w + 15 of the tile (one atom column),
 // every warp covers all tile_m tokens. Per k-tile (64 deep): each lane loads its 16-byte atom slice; per
@@ -34,7 +34,8 @@ template <class Tile, Format F, bool kUseWgmma>
 inline constexpr int kWgMinBlocks =
     (kUseWgmma && detail::kWgmmaCompiled && Tile::kConfig.tile_m() <= (F == Format::kU4 ? 64 : 128)) ? 2 : 1;
 
-template <class T, Format F, class Tile, bool kUseWgmma>
+/// kSmemTable: nf4 / fp4 decode through the shared-memory codebook table (else the register table).
+template <class T, Format F, class Tile, bool kUseWgmma, bool kSmemTable = false>
 __global__ void __launch_bounds__(Tile::kConfig.threads(), (kWgMinBlocks<Tile, F, kUseWgmma>))
     gemm_wg_kernel(const KernelParams<T> p) {
   constexpr TileConfig C = Tile::kConfig;
@@ -51,8 +52,10 @@ __global__ void __launch_bounds__(Tile::kConfig.threads(), (kWgMinBlocks<Tile, F
   __shared__ int s_is_last;
   // The 128-byte swizzle repeats every 1024 bytes: align the ring (smem_bytes() holds 1024 bytes extra).
   // After the codebook table (a multiple of 1024 bytes) for nf4 / fp4.
-  static_assert(kernel_smem_prefix(F) % 1024 == 0, "the ring stays 1024-byte aligned");
-  unsigned char* smem = smem_raw + ((1024 - detail::smem_addr(smem_raw) % 1024) % 1024) + kernel_smem_prefix(F);
+  constexpr int kPrefix = kernel_smem_prefix(F, kSmemTable);
+  static_assert(kPrefix % 1024 == 0, "the ring stays 1024-byte aligned");
+  unsigned char* const smem_aligned = smem_raw + ((1024 - detail::smem_addr(smem_raw) % 1024) % 1024);
+  unsigned char* smem = smem_aligned + kPrefix;
 
   const int tile = blockIdx.x / p.splits;
   const int split = blockIdx.x % p.splits;
@@ -70,8 +73,8 @@ __global__ void __launch_bounds__(Tile::kConfig.threads(), (kWgMinBlocks<Tile, F
 #pragma unroll
   for (int r = 0; r < kAcc; ++r) acc[r] = 0.0f;
 
-  const KernelDequantContext<F, T> ctx =
-      make_kernel_dequant_context<F, T>(smem_raw + ((1024 - detail::smem_addr(smem_raw) % 1024) % 1024), tid, kThreads);
+  const KernelDequantContext<F, T, kSmemTable> ctx =
+      make_kernel_dequant_context<F, T, kSmemTable>(smem_aligned, tid, kThreads);
 
   // Mainloop: a ring of S stages; S - 2 k-tiles are loading while one is computed and the previous one
   // may still be read by this warp's last in-flight wgmma.

@@ -12,8 +12,8 @@ namespace nibble::gemm {
 ///
 /// `transposed` configurations run the warpgroup kernel (kernel_wg.cuh), which computes C^T = W * A^T so
 /// that the dequantized weight is the register operand of the MMA: warps_m = warp_n16 = 1, warps_n a
-/// multiple of 4 (whole warpgroups, each warp 16 weight rows) and warp_m16 * 16 = tile_m tokens, the N of
-/// one wgmma (16..256).
+/// multiple of 4 (whole warpgroups, each warp 16 weight rows), warp_m16 * 16 = tile_m tokens, the N of
+/// one wgmma (16, 32, 64, 128 or 256), and one weight atom (64 k) per k-tile.
 struct TileConfig {
   int warp_m16;
   int warp_n16;
@@ -52,8 +52,9 @@ struct TileConfig {
   /// The shape rules of the configuration's kernel.
   NIBBLE_HOST_DEVICE constexpr bool valid() const {
     if (!transposed) return warps() >= 1 && atoms_k >= 1 && stages >= 2;
-    return warps_m == 1 && warp_n16 == 1 && warps_n % 4 == 0 && tile_m() >= 16 && tile_m() <= 256 &&
-           tile_m() % 16 == 0 && atoms_k >= 1 && stages >= 3;
+    const int t = tile_m();  // the N of one wgmma: the sizes detail/wgmma.cuh provides
+    return warps_m == 1 && warp_n16 == 1 && warps_n % 4 == 0 && (t == 16 || t == 32 || t == 64 || t == 128 || t == 256) &&
+           atoms_k == 1 && stages >= 3;
   }
 };
 
@@ -107,7 +108,8 @@ enum class Mainloop : int {
   kAuto = 0,          ///< kWgmma where available (see wgmma_available), else kMmaSync
   kMmaSync = 1,       ///< C = A * W^T with mma.sync (sm_80+)
   kTransposedMma = 2, ///< C^T = W * A^T, the warpgroup kernel's tiles with mma.sync (sm_80+)
-  kWgmma = 3,         ///< C^T = W * A^T with wgmma (needs device code for sm_90a; M > 16 only)
+  kWgmma = 3,         ///< C^T = W * A^T with wgmma (needs sm_90a device code on an sm_90 GPU; M <= 16
+                      ///< runs the decode tile whatever is asked)
 };
 
 /// The heuristic: the tile family for M rows of activations and a (resolved, non-auto) mainloop.

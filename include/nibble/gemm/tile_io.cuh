@@ -51,19 +51,23 @@ struct Stage {
 };
 
 /// The decoding context a library kernel uses for format F: the shared-memory codebook table for nf4 /
-/// fp4 (kernel_smem_prefix bytes at the start of dynamic shared memory), the register one otherwise.
-template <Format F, class T>
+/// fp4 when kSmemTable (kernel_smem_prefix bytes at the start of dynamic shared memory), else the register
+/// one.
+template <Format F, class T, bool kSmemTable>
 using KernelDequantContext =
-    std::conditional_t<is_codebook(F), SmemCodebookContext<F, T>, DequantContext<F, T>>;
+    std::conditional_t<is_codebook(F) && kSmemTable, SmemCodebookContext<F, T>, DequantContext<F, T>>;
 
 /// Bytes at the start of a GEMM kernel's dynamic shared memory before its stage ring (the codebook table).
-NIBBLE_HOST_DEVICE constexpr int kernel_smem_prefix(Format f) { return is_codebook(f) ? kSmemCodebookBytes : 0; }
+NIBBLE_HOST_DEVICE constexpr int kernel_smem_prefix(Format f, bool smem_table) {
+  return is_codebook(f) && smem_table ? kSmemCodebookBytes : 0;
+}
 
-/// Builds the kernel's decoding context; for nf4 / fp4 also fills the table at `prefix` (every thread of
-/// the CTA calls this; the mainloop's first barrier comes before the first read).
-template <Format F, class T>
-NIBBLE_DEVICE KernelDequantContext<F, T> make_kernel_dequant_context(unsigned char* prefix, int tid, int threads) {
-  if constexpr (is_codebook(F)) {
+/// Builds the kernel's decoding context; with the shared-memory table also fills it at `prefix` (every
+/// thread of the CTA calls this; the mainloop's first barrier comes before the first read).
+template <Format F, class T, bool kSmemTable>
+NIBBLE_DEVICE KernelDequantContext<F, T, kSmemTable> make_kernel_dequant_context(unsigned char* prefix, int tid,
+                                                                                 int threads) {
+  if constexpr (is_codebook(F) && kSmemTable) {
     fill_smem_codebook<F, T>(prefix, tid, threads);
     return SmemCodebookContext<F, T>::make(prefix, tid % 32);
   } else {
