@@ -35,6 +35,7 @@
 #include <nibble/thread/pack.cuh>
 
 #include "common/gpu.hpp"
+#include "common/names.hpp"
 #include "common/random.hpp"
 
 namespace {
@@ -44,10 +45,6 @@ using nibble::NibbleOrder;
 using std::uint16_t;
 using std::uint32_t;
 
-constexpr Format kS4 = Format::kS4;
-constexpr Format kU4 = Format::kU4;
-constexpr Format kNf4 = Format::kNf4;
-constexpr Format kFp4 = Format::kFp4;
 constexpr NibbleOrder kSeq = NibbleOrder::kSequential;
 constexpr NibbleOrder kIlv = NibbleOrder::kInterleaved;
 

@@ -56,6 +56,7 @@
 #include <nibble/thread/pack.cuh>
 
 #include "common/gpu.hpp"
+#include "common/names.hpp"
 #include "common/random.hpp"
 
 namespace {
@@ -73,13 +74,6 @@ namespace gemm = nibble::gemm;
 namespace layout = nibble::layout;
 
 constexpr int kPC = nibble::kPerChannel;
-constexpr Format kS4 = Format::kS4;
-constexpr Format kU4 = Format::kU4;
-constexpr Format kNf4 = Format::kNf4;
-constexpr Format kFp4 = Format::kFp4;
-constexpr DType kF32 = DType::kF32;
-constexpr DType kF16 = DType::kF16;
-constexpr DType kBF16 = DType::kBF16;
 constexpr Format kAllFormats[] = {kS4, kU4, kNf4, kFp4};
 constexpr int kAllGroups[] = {32, 64, 128, 256, kPC};
 

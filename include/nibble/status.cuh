@@ -43,21 +43,29 @@ NIBBLE_HOST_DEVICE constexpr const char* to_string(Status s) {
 /// Maps a CUDA runtime result to a Status (any error → kErrorCuda).
 inline Status from_cuda(cudaError_t e) { return e == cudaSuccess ? Status::kSuccess : Status::kErrorCuda; }
 
+namespace detail {
+/// Attribute `attr` of the current device, or `fallback` when there is no device or a query fails (the
+/// runtime error is consumed: it must not surface in the caller's next cudaGetLastError).
+inline int current_device_attribute(cudaDeviceAttr attr, int fallback) {
+  int dev = 0, value = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&value, attr, dev) != cudaSuccess) {
+    (void)cudaGetLastError();
+    return fallback;
+  }
+  return value;
+}
+
+/// Compute capability of the current device as major * 10 + minor; 0 without a device.
+inline int current_compute_capability() {
+  return current_device_attribute(cudaDevAttrComputeCapabilityMajor, 0) * 10 +
+         current_device_attribute(cudaDevAttrComputeCapabilityMinor, 0);
+}
+}  // namespace detail
+
 /// Checks that a CUDA device of compute capability ≥ 8.0 is current; any runtime error means "no GPU".
 inline Status check_device() {
-  int dev = 0;
-  if (cudaGetDevice(&dev) != cudaSuccess) {
-    (void)cudaGetLastError();
-    return Status::kErrorUnsupportedDevice;
-  }
-  int major = 0, minor = 0;
-  if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess ||
-      cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev) != cudaSuccess) {
-    (void)cudaGetLastError();
-    return Status::kErrorUnsupportedDevice;
-  }
-  return major * 10 + minor >= kMinComputeCapability ? Status::kSuccess
-                                                     : Status::kErrorUnsupportedDevice;
+  return detail::current_compute_capability() >= kMinComputeCapability ? Status::kSuccess
+                                                                        : Status::kErrorUnsupportedDevice;
 }
 
 }  // namespace nibble

@@ -75,53 +75,6 @@ NIBBLE_DEVICE std::uint64_t make_smem_desc_sw128(const void* smem) {
          (std::uint64_t(1) << 62);
 }
 
-/// d (64 x N, fp32) += A (64 x 16, registers, T) * B (16 x N, shared memory via descriptor, T). T is
-/// __half or __nv_bfloat16. Asynchronous: bracket with wgmma_fence / wgmma_commit / wgmma_wait.
-template <int N> struct WgmmaRs;
-
-#define NIBBLE_WGMMA_RS_N16(TY)    \
-  asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %13, 0;\n"   \
-               "wgmma.mma_async.sync.aligned.m64n16k16.f32." TY "." TY " {"   \
-               "%0,%1,%2,%3,%4,%5,%6,%7"   \
-               "}, {%8,%9,%10,%11}, %12, p, 1, 1, 0;\n}\n"   \
-               : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7])   \
-               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "r"(1))
-template <> struct WgmmaRs<16> {
-  template <class T>
-  NIBBLE_DEVICE static void mma(float (&d)[8], const std::uint32_t (&a)[4], std::uint64_t desc_b) {
-#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-    if constexpr (std::is_same_v<T, __half>) NIBBLE_WGMMA_RS_N16("f16");
-    else NIBBLE_WGMMA_RS_N16("bf16");
-#else
-    (void)d, (void)a, (void)desc_b;
-    // not reached: only code compiled for sm_90a issues wgmma (see kWgmmaCompiled)
-#endif
-  }
-};
-#undef NIBBLE_WGMMA_RS_N16
-
-#define NIBBLE_WGMMA_RS_N32(TY)    \
-  asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %21, 0;\n"   \
-               "wgmma.mma_async.sync.aligned.m64n32k16.f32." TY "." TY " {"   \
-               "%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15"   \
-               "}, {%16,%17,%18,%19}, %20, p, 1, 1, 0;\n}\n"   \
-               : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),   \
-                 "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15])   \
-               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "r"(1))
-template <> struct WgmmaRs<32> {
-  template <class T>
-  NIBBLE_DEVICE static void mma(float (&d)[16], const std::uint32_t (&a)[4], std::uint64_t desc_b) {
-#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-    if constexpr (std::is_same_v<T, __half>) NIBBLE_WGMMA_RS_N32("f16");
-    else NIBBLE_WGMMA_RS_N32("bf16");
-#else
-    (void)d, (void)a, (void)desc_b;
-    // not reached: only code compiled for sm_90a issues wgmma (see kWgmmaCompiled)
-#endif
-  }
-};
-#undef NIBBLE_WGMMA_RS_N32
-
 #define NIBBLE_WGMMA_RS_N64(TY)    \
   asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"   \
                "wgmma.mma_async.sync.aligned.m64n64k16.f32." TY "." TY " {"   \
@@ -133,19 +86,6 @@ template <> struct WgmmaRs<32> {
                  "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),   \
                  "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])   \
                : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "r"(1))
-template <> struct WgmmaRs<64> {
-  template <class T>
-  NIBBLE_DEVICE static void mma(float (&d)[32], const std::uint32_t (&a)[4], std::uint64_t desc_b) {
-#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-    if constexpr (std::is_same_v<T, __half>) NIBBLE_WGMMA_RS_N64("f16");
-    else NIBBLE_WGMMA_RS_N64("bf16");
-#else
-    (void)d, (void)a, (void)desc_b;
-    // not reached: only code compiled for sm_90a issues wgmma (see kWgmmaCompiled)
-#endif
-  }
-};
-#undef NIBBLE_WGMMA_RS_N64
 
 #define NIBBLE_WGMMA_RS_N128(TY)    \
   asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %69, 0;\n"   \
@@ -164,19 +104,6 @@ template <> struct WgmmaRs<64> {
                  "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),   \
                  "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])   \
                : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "r"(1))
-template <> struct WgmmaRs<128> {
-  template <class T>
-  NIBBLE_DEVICE static void mma(float (&d)[64], const std::uint32_t (&a)[4], std::uint64_t desc_b) {
-#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-    if constexpr (std::is_same_v<T, __half>) NIBBLE_WGMMA_RS_N128("f16");
-    else NIBBLE_WGMMA_RS_N128("bf16");
-#else
-    (void)d, (void)a, (void)desc_b;
-    // not reached: only code compiled for sm_90a issues wgmma (see kWgmmaCompiled)
-#endif
-  }
-};
-#undef NIBBLE_WGMMA_RS_N128
 
 #define NIBBLE_WGMMA_RS_N256(TY)    \
   asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %133, 0;\n"   \
@@ -207,18 +134,32 @@ template <> struct WgmmaRs<128> {
                  "+f"(d[112]), "+f"(d[113]), "+f"(d[114]), "+f"(d[115]), "+f"(d[116]), "+f"(d[117]), "+f"(d[118]), "+f"(d[119]),   \
                  "+f"(d[120]), "+f"(d[121]), "+f"(d[122]), "+f"(d[123]), "+f"(d[124]), "+f"(d[125]), "+f"(d[126]), "+f"(d[127])   \
                : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "r"(1))
-template <> struct WgmmaRs<256> {
-  template <class T>
-  NIBBLE_DEVICE static void mma(float (&d)[128], const std::uint32_t (&a)[4], std::uint64_t desc_b) {
+
+/// d (64 x N, fp32) += A (64 x 16, registers, T) * B (16 x N, shared memory via descriptor, T), for the
+/// N the warpgroup kernel's tiles use (64, 128, 256). T is __half or __nv_bfloat16. Asynchronous: bracket
+/// with wgmma_fence / wgmma_commit / wgmma_wait_holding. Empty where the device code is not sm_90a.
+template <int N, class T>
+NIBBLE_DEVICE void wgmma_rs(float (&d)[N / 2], const std::uint32_t (&a)[4], std::uint64_t desc_b) {
+  static_assert(N == 64 || N == 128 || N == 256, "wgmma_rs: N must be 64, 128 or 256");
+  static_assert(std::is_same_v<T, __half> || std::is_same_v<T, __nv_bfloat16>, "wgmma_rs: T is f16 or bf16");
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-    if constexpr (std::is_same_v<T, __half>) NIBBLE_WGMMA_RS_N256("f16");
+  constexpr bool kF16 = std::is_same_v<T, __half>;
+  if constexpr (N == 64) {
+    if constexpr (kF16) NIBBLE_WGMMA_RS_N64("f16");
+    else NIBBLE_WGMMA_RS_N64("bf16");
+  } else if constexpr (N == 128) {
+    if constexpr (kF16) NIBBLE_WGMMA_RS_N128("f16");
+    else NIBBLE_WGMMA_RS_N128("bf16");
+  } else {
+    if constexpr (kF16) NIBBLE_WGMMA_RS_N256("f16");
     else NIBBLE_WGMMA_RS_N256("bf16");
-#else
-    (void)d, (void)a, (void)desc_b;
-    // not reached: only code compiled for sm_90a issues wgmma (see kWgmmaCompiled)
-#endif
   }
-};
+#else
+  (void)d, (void)a, (void)desc_b;
+#endif
+}
+#undef NIBBLE_WGMMA_RS_N64
+#undef NIBBLE_WGMMA_RS_N128
 #undef NIBBLE_WGMMA_RS_N256
 
 }  // namespace nibble::detail

@@ -184,14 +184,7 @@ inline Status can_implement(const Arguments& args) {
 /// the warpgroup kernel runs its mma.sync body: slower, never wrong.
 inline bool wgmma_available() {
 #if defined(NIBBLE_SM90A)
-  int dev = 0, major = 0, minor = 0;
-  if (cudaGetDevice(&dev) != cudaSuccess ||
-      cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess ||
-      cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev) != cudaSuccess) {
-    (void)cudaGetLastError();
-    return false;
-  }
-  return major == 9 && minor == 0;
+  return nibble::detail::current_compute_capability() == 90;
 #else
   return false;
 #endif
@@ -205,25 +198,12 @@ inline Mainloop resolve_mainloop(Mainloop requested) {
 
 namespace detail {
 inline int current_sm_count(int requested) {
-  if (requested > 0) return requested;
-  int dev = 0, sms = 0;
-  if (cudaGetDevice(&dev) != cudaSuccess ||
-      cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess) {
-    (void)cudaGetLastError();
-    return 0;
-  }
-  return sms;
+  return requested > 0 ? requested : nibble::detail::current_device_attribute(cudaDevAttrMultiProcessorCount, 0);
 }
 
 /// The largest dynamic shared memory one CTA may opt in to on the current device (0 if unknown).
 inline int max_smem_optin() {
-  int dev = 0, bytes = 0;
-  if (cudaGetDevice(&dev) != cudaSuccess ||
-      cudaDeviceGetAttribute(&bytes, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) != cudaSuccess) {
-    (void)cudaGetLastError();
-    return 0;
-  }
-  return bytes;
+  return nibble::detail::current_device_attribute(cudaDevAttrMaxSharedMemoryPerBlockOptin, 0);
 }
 
 template <class T, Format F, class Tile, bool kUseWgmma = false>

@@ -36,15 +36,7 @@ __global__ void __launch_bounds__(Tile::kConfig.threads()) gemm_kernel(const Ker
   auto stage = [&](int s) { return StageT{smem + s * C.stage_bytes()}; };
   const StageLoader<T, F, Tile> loader(p, m0, n0, tid);
 
-  float acc[C.warp_m16][C.warp_n16][2][4];
-#pragma unroll
-  for (int m = 0; m < C.warp_m16; ++m)
-#pragma unroll
-    for (int nb = 0; nb < C.warp_n16; ++nb)
-#pragma unroll
-      for (int h = 0; h < 2; ++h)
-#pragma unroll
-        for (int r = 0; r < 4; ++r) acc[m][nb][h][r] = 0.0f;
+  float acc[C.warp_m16][C.warp_n16][2][4] = {};
 
   const KernelDequantContext<F, T, kSmemTable> ctx =
       make_kernel_dequant_context<F, T, kSmemTable>(smem_raw, tid, kThreads);

@@ -69,9 +69,7 @@ __global__ void __launch_bounds__(Tile::kConfig.threads(), (kWgMinBlocks<Tile, F
   auto stage = [&](int s) { return StageT{smem + s * C.stage_bytes()}; };
   const StageLoader<T, F, Tile> loader(p, m0, n0, tid);
 
-  float acc[kAcc];
-#pragma unroll
-  for (int r = 0; r < kAcc; ++r) acc[r] = 0.0f;
+  float acc[kAcc] = {};
 
   const KernelDequantContext<F, T, kSmemTable> ctx =
       make_kernel_dequant_context<F, T, kSmemTable>(smem_aligned, tid, kThreads);
@@ -118,7 +116,7 @@ __global__ void __launch_bounds__(Tile::kConfig.threads(), (kWgMinBlocks<Tile, F
         // 16 elements (32 bytes) per k-step inside the 128-byte swizzled rows; the descriptor's address
         // field counts 16-byte units and cannot carry out (shared memory < 256 KiB)
         detail::wgmma_fence();
-        detail::WgmmaRs<BT>::template mma<T>(acc, a, desc0 + std::uint64_t(ks * 32 / 16));
+        detail::wgmma_rs<BT, T>(acc, a, desc0 + std::uint64_t(ks * 32 / 16));
         detail::wgmma_commit();
         detail::wgmma_wait_holding<1>(frag[(ks + 1) % 2]);
       } else {

@@ -13,7 +13,7 @@ namespace nibble::gemm {
 /// `transposed` configurations run the warpgroup kernel (kernel_wg.cuh), which computes C^T = W * A^T so
 /// that the dequantized weight is the register operand of the MMA: warps_m = warp_n16 = 1, warps_n a
 /// multiple of 4 (whole warpgroups, each warp 16 weight rows), warp_m16 * 16 = tile_m tokens, the N of
-/// one wgmma (16, 32, 64, 128 or 256), and one weight atom (64 k) per k-tile.
+/// one wgmma (64, 128 or 256), and one weight atom (64 k) per k-tile.
 struct TileConfig {
   int warp_m16;
   int warp_n16;
@@ -53,7 +53,7 @@ struct TileConfig {
   NIBBLE_HOST_DEVICE constexpr bool valid() const {
     if (!transposed) return warps() >= 1 && atoms_k >= 1 && stages >= 2;
     const int t = tile_m();  // the N of one wgmma: the sizes detail/wgmma.cuh provides
-    return warps_m == 1 && warp_n16 == 1 && warps_n % 4 == 0 && (t == 16 || t == 32 || t == 64 || t == 128 || t == 256) &&
+    return warps_m == 1 && warp_n16 == 1 && warps_n % 4 == 0 && (t == 64 || t == 128 || t == 256) &&
            atoms_k == 1 && stages >= 3;
   }
 };
