@@ -1046,6 +1046,36 @@ TEST(GemmPlan, DecodeShapeSplitsKAndLargeShapeDoesNot) {
   EXPECT_EQ(gemm::get_workspace_size(large), 0u);
 }
 
+// nf4 / fp4 decode runs the tile with room for the 32-copy codebook table; its plan (split-K included)
+// does not depend on which table was asked for, so both tables give bit-identical C.
+TEST(GemmPlan, CodebookDecodeTileAndTableIndependentPlan) {
+  const gemm::TileConfig d = gemm::tile_config(gemm::TileKind::kDecode);
+  const gemm::TileConfig dc = gemm::tile_config(gemm::TileKind::kDecodeCodebook);
+  EXPECT_EQ(dc.tile_m(), d.tile_m());
+  EXPECT_EQ(dc.tile_n(), d.tile_n());
+  EXPECT_EQ(dc.tile_k(), d.tile_k());
+  EXPECT_EQ(dc.table_copies, 32);
+  EXPECT_EQ(dc.table_bytes(), 32 * 1024);
+  // two CTAs of it (table included) per SM of an H100 (227 KiB, 1 KiB reserved per CTA)
+  EXPECT_LE(2 * (dc.smem_bytes() + dc.table_bytes() + 1024), 227 * 1024);
+  for (Format f : {kS4, kU4, kNf4, kFp4})
+    for (int64_t m : {1, 16, 17}) {
+      gemm::Arguments args = fake_args(f, 64, m, 4096, 14336);
+      args.sm_count = 132;
+      const gemm::Plan p = gemm::make_plan(args, 132);
+      const gemm::TileKind want = m > 16 ? gemm::TileKind::kSmall
+                                         : (is_codebook(f) ? gemm::TileKind::kDecodeCodebook : gemm::TileKind::kDecode);
+      EXPECT_EQ(int(p.kind), int(want)) << to_string(f) << " M=" << m;
+      for (gemm::CodebookTable t : {gemm::CodebookTable::kSharedMemory, gemm::CodebookTable::kRegisters}) {
+        args.codebook_table = t;
+        const gemm::Plan q = gemm::make_plan(args, 132);
+        EXPECT_EQ(int(q.kind), int(p.kind));
+        EXPECT_EQ(q.splits, p.splits);
+        EXPECT_EQ(q.k_tiles_per_split, p.k_tiles_per_split);
+      }
+    }
+}
+
 // can_implement promises "every int32 tile index in range"; run() launches dim3(unsigned(grid)) with
 // grid = tiles_m * tiles_n * splits, so an accepted shape must have grid <= 2^31 - 1 (gridDim.x limit).
 TEST(GemmPlan, EveryAcceptedShapeHasALaunchableGrid) {
@@ -1254,13 +1284,14 @@ TEST(GemmWarpMma, OneAtomBF16AllFormats) {
 }
 
 // The shared-memory codebook table (what the library kernels use for nf4 / fp4) against the register
-// table (the public building block): every word in `words` decodes to the same bits through both.
-template <class T, Format F>
+// table (the public building block): every word in `words` decodes to the same bits through both, with
+// 16 and 32 interleaved copies of the table.
+template <class T, Format F, int kCopies>
 __global__ void smem_codebook_kernel(const uint32_t* words, int n, uint32_t* out_smem, uint32_t* out_regs) {
-  __shared__ __align__(16) unsigned char table[gemm::kSmemCodebookBytes];
-  gemm::fill_smem_codebook<F, T>(table, threadIdx.x, blockDim.x);
+  __shared__ __align__(16) unsigned char table[gemm::smem_codebook_bytes(kCopies)];
+  gemm::fill_smem_codebook<F, T, kCopies>(table, threadIdx.x, blockDim.x);
   __syncthreads();
-  const auto smem_ctx = gemm::SmemCodebookContext<F, T>::make(table, threadIdx.x % 32);
+  const auto smem_ctx = gemm::SmemCodebookContext<F, T, kCopies>::make(table, threadIdx.x % 32);
   const auto reg_ctx = gemm::DequantContext<F, T>::make();
   const gemm::ColumnPairQuant<T> q{};
   for (int i = threadIdx.x; i < n; i += blockDim.x) {
@@ -1274,7 +1305,7 @@ __global__ void smem_codebook_kernel(const uint32_t* words, int n, uint32_t* out
   }
 }
 
-template <class T, Format F>
+template <class T, Format F, int kCopies>
 void check_smem_codebook() {
   // Every byte value in every byte position (words b * 0x01010101), then random words.
   std::vector<uint32_t> words;
@@ -1284,24 +1315,28 @@ void check_smem_codebook() {
   const int n = int(words.size());
   DevBuf dw(words.size() * 4), ds(words.size() * 16), dr(words.size() * 16);
   CUDA_CHECK(cudaMemcpy(dw.get(), words.data(), words.size() * 4, cudaMemcpyHostToDevice));
-  smem_codebook_kernel<T, F><<<1, 256>>>(dw.as<uint32_t>(), n, ds.as<uint32_t>(), dr.as<uint32_t>());
+  smem_codebook_kernel<T, F, kCopies><<<1, 256>>>(dw.as<uint32_t>(), n, ds.as<uint32_t>(), dr.as<uint32_t>());
   CUDA_CHECK(cudaGetLastError());
   CUDA_CHECK(cudaDeviceSynchronize());
   const std::vector<uint32_t> got = ds.download<uint32_t>(), want = dr.download<uint32_t>();
   int64_t bad = 0;
   for (std::size_t i = 0; i < got.size(); ++i)
     if (got[i] != want[i] && bad++ < 3)
-      ADD_FAILURE() << "word " << std::hex << words[i / 4] << " pair " << (i % 4) << ": table " << got[i]
+      ADD_FAILURE() << kCopies << " copies, word " << std::hex << words[i / 4] << " pair " << (i % 4) << ": table " << got[i]
                     << ", registers " << want[i];
   EXPECT_EQ(bad, 0);
 }
 
 TEST(GemmWarpMma, SharedMemoryCodebookMatchesRegisterTable) {
   NIBBLE_REQUIRE_GPU();
-  check_smem_codebook<__half, kNf4>();
-  check_smem_codebook<__half, kFp4>();
-  check_smem_codebook<__nv_bfloat16, kNf4>();
-  check_smem_codebook<__nv_bfloat16, kFp4>();
+  check_smem_codebook<__half, kNf4, 16>();
+  check_smem_codebook<__half, kFp4, 16>();
+  check_smem_codebook<__nv_bfloat16, kNf4, 16>();
+  check_smem_codebook<__nv_bfloat16, kFp4, 16>();
+  check_smem_codebook<__half, kNf4, 32>();
+  check_smem_codebook<__half, kFp4, 32>();
+  check_smem_codebook<__nv_bfloat16, kNf4, 32>();
+  check_smem_codebook<__nv_bfloat16, kFp4, 32>();
 }
 
 // ================================== GPU: gemm::run oracles ===================================================

@@ -61,10 +61,11 @@ inline int log2_exact(std::int64_t x) {
   while ((std::int64_t(1) << l) < x) ++l;
   return l;
 }
-/// CTAs of one tile family that fit on one SM (by shared memory and threads).
-inline int ctas_per_sm(const TileConfig& c) {
+/// CTAs of one tile family that fit on one SM (by shared memory, with the nf4 / fp4 codebook table where
+/// `table` is true, and threads).
+inline int ctas_per_sm(const TileConfig& c, bool table) {
   constexpr int kSmemPerSm = 227 * 1024, kThreadsPerSm = 2048;
-  const int by_smem = kSmemPerSm / (c.smem_bytes() + 1024);
+  const int by_smem = kSmemPerSm / (c.smem_bytes() + (table ? c.table_bytes() : 0) + 1024);
   const int by_threads = kThreadsPerSm / c.threads();
   return by_smem < by_threads ? by_smem : by_threads;
 }
@@ -88,7 +89,10 @@ inline Plan make_plan_for(const Arguments& args, const TileConfig& c, int sm_cou
     // s in [1, k_tiles / 2] (each split keeps >= 2 k-tiles), only when the tiles alone fill fewer than 4
     // waves. Example, M=1, K=8192, N=28672, 132 SMs: 112 tiles, 264 slots; 3 splits = 2 waves, the second
     // 27% full; 7 splits = 3 nearly full waves, about a third less time.
-    const std::int64_t slots = std::int64_t(sm_count > 0 ? sm_count : 1) * detail::ctas_per_sm(c);
+    // (nf4 / fp4 count their shared-memory codebook table whichever table runs, so that both give the same
+    // plan and bit-identical C)
+    const std::int64_t slots =
+        std::int64_t(sm_count > 0 ? sm_count : 1) * detail::ctas_per_sm(c, is_codebook(args.w.format));
     const int max_splits = p.k_tiles / 2 > 1 ? p.k_tiles / 2 : 1;
     const double rows = double(std::min<std::int64_t>(args.m, c.tile_m()));
     const double k_tile_bytes = c.tile_n() * c.tile_k() / 2.0 + rows * c.tile_k() * 2.0;
@@ -125,7 +129,7 @@ inline Plan make_plan_for(const Arguments& args, const TileConfig& c, int sm_cou
 /// The launch plan run() uses for a resolved (non-auto) mainloop: the heuristic's tile family for M, then
 /// make_plan_for.
 inline Plan make_plan(const Arguments& args, int sm_count, Mainloop mainloop = Mainloop::kMmaSync) {
-  const TileKind kind = choose_tile(args.m, mainloop);
+  const TileKind kind = choose_tile(args.m, mainloop, args.w.format);
   Plan p = make_plan_for(args, tile_config(kind), sm_count);
   p.kind = kind;
   return p;
@@ -248,7 +252,7 @@ Status launch(const Arguments& args, const Plan& plan, void* workspace, cudaStre
   if constexpr (is_codebook(F)) {
     if (table) kernel = kernel_for(std::true_type{});
   }
-  const int smem = c.smem_bytes() + kernel_smem_prefix(F, table);
+  const int smem = c.smem_bytes() + kernel_smem_prefix(F, table, c);
   NIBBLE_CUDA_TRY(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
   const std::int64_t grid = std::int64_t(plan.tiles_m) * plan.tiles_n * plan.splits;
   kernel<<<dim3(unsigned(grid)), dim3(c.threads()), smem, stream>>>(p);
@@ -261,6 +265,9 @@ Status dispatch_tile(const Arguments& args, const Plan& plan, bool wgmma, bool t
                      cudaStream_t stream) {
   switch (plan.kind) {
     case TileKind::kDecode: return launch<T, F, TileDecode>(args, plan, workspace, stream, table);
+    case TileKind::kDecodeCodebook:  // chosen for nf4 / fp4 only (no s4 / u4 kernel of it is compiled)
+      if constexpr (is_codebook(F)) return launch<T, F, TileDecodeCodebook>(args, plan, workspace, stream, table);
+      return Status::kErrorInvalidArgument;
     case TileKind::kSmall: return launch<T, F, TileSmall>(args, plan, workspace, stream, table);
     case TileKind::kLarge: return launch<T, F, TileLarge>(args, plan, workspace, stream, table);
     case TileKind::kWgSmall:
@@ -300,7 +307,7 @@ inline std::size_t get_workspace_size(const Arguments& args) {
 /// kCounterBytes were zeroed once before first use: run() leaves that counter region zero again, so one
 /// workspace (sized for the largest GEMM) serves GEMMs of every shape, one stream at a time. It may be null
 /// when the size is 0.
-/// (A template only so that its 108 kernel instantiations are compiled in the translation units that call
+/// (A template only so that its 116 kernel instantiations are compiled in the translation units that call
 /// it, not in every one that includes nibble.cuh.)
 template <int kInstantiateOnUse = 0>
 Status run(const Arguments& args, void* workspace, std::size_t workspace_bytes, cudaStream_t stream) {
@@ -320,7 +327,7 @@ Status run(const Arguments& args, void* workspace, std::size_t workspace_bytes, 
   if (tile_smem > smem_optin) return Status::kErrorUnsupportedDevice;
   bool table = false;
   if (is_codebook(args.w.format)) {
-    const bool fits = tile_smem + kSmemCodebookBytes <= smem_optin;
+    const bool fits = tile_smem + tile_config(plan.kind).table_bytes() <= smem_optin;
     if (args.codebook_table == CodebookTable::kSharedMemory && !fits) return Status::kErrorUnsupportedDevice;
     table = args.codebook_table == CodebookTable::kSharedMemory ||
             (args.codebook_table == CodebookTable::kAuto && fits);

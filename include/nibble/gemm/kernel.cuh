@@ -22,7 +22,7 @@ __global__ void __launch_bounds__(Tile::kConfig.threads()) gemm_kernel(const Ker
   using StageT = Stage<T, Tile>;
   extern __shared__ __align__(128) unsigned char smem_raw[];
   __shared__ int s_is_last;
-  unsigned char* smem = smem_raw + kernel_smem_prefix(F, kSmemTable);  // the stage ring, after the table
+  unsigned char* smem = smem_raw + kernel_smem_prefix(F, kSmemTable, C);  // the stage ring, after the table
 
   const int tile = blockIdx.x / p.splits;
   const int split = blockIdx.x % p.splits;
@@ -38,12 +38,17 @@ __global__ void __launch_bounds__(Tile::kConfig.threads()) gemm_kernel(const Ker
 
   float acc[C.warp_m16][C.warp_n16][2][4] = {};
 
-  const KernelDequantContext<F, T, kSmemTable> ctx =
-      make_kernel_dequant_context<F, T, kSmemTable>(smem_raw, tid, kThreads);
+  const KernelDequantContext<F, T, kSmemTable, Tile> ctx =
+      make_kernel_dequant_context<F, T, kSmemTable, Tile>(smem_raw, tid);
 
   auto compute_stage = [&](const StageT& st) {
 #pragma unroll
     for (int kb = 0; kb < C.atoms_k; ++kb) {
+      // Decode tile: scales once per 32-deep half atom (groups are >= 32 long and aligned, so a half atom
+      // never spans two) instead of every k-step: nf4 decode 8% faster on the H100 (benchmarks/NOTES.md).
+      // The 64-row tiles reload them (holding them made ptxas spill there; their loads are 4x amortized).
+      constexpr bool kHoistScales = C.warp_m16 == 1;
+      ColumnPairQuant<T> q[C.warp_n16];
 #pragma unroll
       for (int j = 0; j < 4; ++j) {
         const int kl = kb * layout::kAtomK + j * 16;
@@ -55,14 +60,14 @@ __global__ void __launch_bounds__(Tile::kConfig.threads()) gemm_kernel(const Ker
         }
 #pragma unroll
         for (int nb = 0; nb < C.warp_n16; ++nb) {
-          const int nl = (wn * C.warp_n16 + nb) * layout::kAtomN + lane / 4;
-          const ColumnPairQuant<T> q = stage_quant<T, F>(p, st, nl, kl);
-          std::uint32_t b[4];
+          if (!kHoistScales || j % 2 == 0) q[nb] = stage_quant<T, F>(p, st, (wn * C.warp_n16 + nb) * layout::kAtomN + lane / 4, kl);
           // One 32-bit word per lane per k-step (a warp reads 128 contiguous bytes: conflict free); loading
-          // the lane's whole 16-byte slice at once would keep 4x the registers live across the k-steps.
+          // the lane's whole 16-byte slice at once was no faster and keeps 4x the registers live across the
+          // k-steps (spills in the 64-row tile on sm_80).
           const std::uint32_t word =
               load_atom_word(st.b() + ((wn * C.warp_n16 + nb) * C.atoms_k + kb) * layout::kAtomBytes, lane, j);
-          dequant_fragments<T, F>(word, q, ctx, b);
+          std::uint32_t b[4];
+          dequant_fragments<T, F>(word, q[nb], ctx, b);
 #pragma unroll
           for (int m = 0; m < C.warp_m16; ++m) mma_atom_step<T>(acc[m][nb], a[m], b);
         }

@@ -52,7 +52,7 @@ __global__ void __launch_bounds__(Tile::kConfig.threads(), (kWgMinBlocks<Tile, F
   __shared__ int s_is_last;
   // The 128-byte swizzle repeats every 1024 bytes: align the ring (smem_bytes() holds 1024 bytes extra).
   // After the codebook table (a multiple of 1024 bytes) for nf4 / fp4.
-  constexpr int kPrefix = kernel_smem_prefix(F, kSmemTable);
+  constexpr int kPrefix = kernel_smem_prefix(F, kSmemTable, C);
   static_assert(kPrefix % 1024 == 0, "the ring stays 1024-byte aligned");
   unsigned char* const smem_aligned = smem_raw + ((1024 - detail::smem_addr(smem_raw) % 1024) % 1024);
   unsigned char* smem = smem_aligned + kPrefix;
@@ -71,8 +71,8 @@ __global__ void __launch_bounds__(Tile::kConfig.threads(), (kWgMinBlocks<Tile, F
 
   float acc[kAcc] = {};
 
-  const KernelDequantContext<F, T, kSmemTable> ctx =
-      make_kernel_dequant_context<F, T, kSmemTable>(smem_aligned, tid, kThreads);
+  const KernelDequantContext<F, T, kSmemTable, Tile> ctx =
+      make_kernel_dequant_context<F, T, kSmemTable, Tile>(smem_aligned, tid);
 
   // Mainloop: a ring of S stages; S - 2 k-tiles are loading while one is computed and the previous one
   // may still be read by this warp's last in-flight wgmma.

@@ -3,6 +3,7 @@
 #pragma once
 
 #include "../layout/gemm_layout.cuh"
+#include "warp_mma.cuh"
 
 namespace nibble::gemm {
 
@@ -14,6 +15,9 @@ namespace nibble::gemm {
 /// that the dequantized weight is the register operand of the MMA: warps_m = warp_n16 = 1, warps_n a
 /// multiple of 4 (whole warpgroups, each warp 16 weight rows), warp_m16 * 16 = tile_m tokens, the N of
 /// one wgmma (64, 128 or 256), and one weight atom (64 k) per k-tile.
+///
+/// `table_copies`: copies of the nf4 / fp4 shared-memory codebook table (16 or 32; warp_mma.cuh), which
+/// nf4 / fp4 kernels of this configuration keep in front of their stage ring.
 struct TileConfig {
   int warp_m16;
   int warp_n16;
@@ -22,6 +26,7 @@ struct TileConfig {
   int atoms_k;
   int stages;
   bool transposed = false;
+  int table_copies = kSmemCodebookCopies;
 
   NIBBLE_HOST_DEVICE constexpr int warps() const { return warps_m * warps_n; }
   NIBBLE_HOST_DEVICE constexpr int threads() const { return 32 * warps(); }
@@ -49,8 +54,11 @@ struct TileConfig {
     const int ring = stages * stage_bytes(), staging = tile_m() * c_stage_pitch() * 4;
     return (ring > staging ? ring : staging) + 1024;
   }
+  /// Bytes of the shared-memory codebook table of nf4 / fp4 kernels (on top of smem_bytes()).
+  NIBBLE_HOST_DEVICE constexpr int table_bytes() const { return smem_codebook_bytes(table_copies); }
   /// The shape rules of the configuration's kernel.
   NIBBLE_HOST_DEVICE constexpr bool valid() const {
+    if (table_copies != 16 && table_copies != 32) return false;
     if (!transposed) return warps() >= 1 && atoms_k >= 1 && stages >= 2;
     const int t = tile_m();  // the N of one wgmma: the sizes detail/wgmma.cuh provides
     return warps_m == 1 && warp_n16 == 1 && warps_n % 4 == 0 && (t == 64 || t == 128 || t == 256) &&
@@ -65,6 +73,13 @@ struct TileConfig {
 // per-group partial sums after the mma instead was 7% slower (88 us): see benchmarks/NOTES.md.
 struct TileDecode {
   static constexpr TileConfig kConfig{1, 2, 1, 8, 2, 4};
+};
+// Decode for nf4 / fp4: the same CTA tile with one stage fewer, so that a conflict-free table (32 copies,
+// 32 KiB) still leaves room for two CTAs per SM (3 x 23 + 32 = 101 KiB). On the H100 at M = 1 / 16, nf4
+// b64 (benchmarks/NOTES.md): 63.6 / 62.9 us at K=8192 N=28672 and 60.9 / 59.7 at K=28672 N=8192, vs
+// 72.2 / 70.7 and 68.0 / 66.7 us with 4 stages and 16 copies; s4 stays faster with 4 stages (no table).
+struct TileDecodeCodebook {
+  static constexpr TileConfig kConfig{1, 2, 1, 8, 2, 3, false, 32};
 };
 // Small batches (16 < M <= 64): four m16 tiles share each dequantized fragment.
 struct TileSmall {
@@ -97,11 +112,19 @@ struct TileWgMid {
 struct TileWgLarge {
   static constexpr TileConfig kConfig{16, 1, 1, 8, 1, 4, true};  // 256 tokens x 128 weights
 };
-static_assert(TileDecode::kConfig.valid() && TileSmall::kConfig.valid() && TileLarge::kConfig.valid() &&
+static_assert(TileDecode::kConfig.valid() && TileDecodeCodebook::kConfig.valid() && TileSmall::kConfig.valid() && TileLarge::kConfig.valid() &&
                   TileWgSmall::kConfig.valid() && TileWgMid::kConfig.valid() && TileWgLarge::kConfig.valid(),
               "tile configurations follow their kernels' shape rules");
 
-enum class TileKind : int { kDecode = 0, kSmall = 1, kLarge = 2, kWgSmall = 3, kWgLarge = 4, kWgMid = 5 };
+enum class TileKind : int {
+  kDecode = 0,
+  kSmall = 1,
+  kLarge = 2,
+  kWgSmall = 3,
+  kWgLarge = 4,
+  kWgMid = 5,
+  kDecodeCodebook = 6,
+};
 
 /// The kernel family (mainloop) a GEMM runs with.
 enum class Mainloop : int {
@@ -112,11 +135,13 @@ enum class Mainloop : int {
                       ///< runs the decode tile whatever is asked)
 };
 
-/// The heuristic: the tile family for M rows of activations and a (resolved, non-auto) mainloop.
-/// kWgmma / kTransposedMma use the transposed tiles above M = 16 (decode stays on the mma.sync tile,
-/// which is memory-bound and faster there).
-inline constexpr TileKind choose_tile(std::int64_t m, Mainloop mainloop = Mainloop::kMmaSync) {
-  if (m <= 16) return TileKind::kDecode;
+/// The heuristic: the tile family for M rows of activations, a (resolved, non-auto) mainloop and the
+/// weight format. kWgmma / kTransposedMma use the transposed tiles above M = 16 (decode stays on the
+/// mma.sync tile, which is memory-bound and faster there); nf4 / fp4 decode uses the tile with room for
+/// the conflict-free codebook table.
+inline constexpr TileKind choose_tile(std::int64_t m, Mainloop mainloop = Mainloop::kMmaSync,
+                                      Format format = Format::kS4) {
+  if (m <= 16) return is_codebook(format) ? TileKind::kDecodeCodebook : TileKind::kDecode;
   if (mainloop == Mainloop::kWgmma || mainloop == Mainloop::kTransposedMma)
     return m <= 64 ? TileKind::kWgSmall : (m <= 256 ? TileKind::kWgMid : TileKind::kWgLarge);
   return m <= 64 ? TileKind::kSmall : TileKind::kLarge;
@@ -125,6 +150,7 @@ inline constexpr TileKind choose_tile(std::int64_t m, Mainloop mainloop = Mainlo
 inline constexpr TileConfig tile_config(TileKind kind) {
   switch (kind) {
     case TileKind::kDecode: return TileDecode::kConfig;
+    case TileKind::kDecodeCodebook: return TileDecodeCodebook::kConfig;
     case TileKind::kSmall: return TileSmall::kConfig;
     case TileKind::kLarge: return TileLarge::kConfig;
     case TileKind::kWgSmall: return TileWgSmall::kConfig;

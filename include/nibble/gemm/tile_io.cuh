@@ -50,28 +50,30 @@ struct Stage {
   }
 };
 
-/// The decoding context a library kernel uses for format F: the shared-memory codebook table for nf4 /
-/// fp4 when kSmemTable (kernel_smem_prefix bytes at the start of dynamic shared memory), else the register
-/// one.
-template <Format F, class T, bool kSmemTable>
+/// The decoding context a library kernel of configuration Tile uses for format F: the shared-memory
+/// codebook table (Tile::kConfig.table_copies copies) for nf4 / fp4 when kSmemTable (kernel_smem_prefix
+/// bytes at the start of dynamic shared memory), else the register one.
+template <Format F, class T, bool kSmemTable, class Tile>
 using KernelDequantContext =
-    std::conditional_t<is_codebook(F) && kSmemTable, SmemCodebookContext<F, T>, DequantContext<F, T>>;
+    std::conditional_t<is_codebook(F) && kSmemTable, SmemCodebookContext<F, T, Tile::kConfig.table_copies>,
+                       DequantContext<F, T>>;
 
 /// Bytes at the start of a GEMM kernel's dynamic shared memory before its stage ring (the codebook table).
-NIBBLE_HOST_DEVICE constexpr int kernel_smem_prefix(Format f, bool smem_table) {
-  return is_codebook(f) && smem_table ? kSmemCodebookBytes : 0;
+NIBBLE_HOST_DEVICE constexpr int kernel_smem_prefix(Format f, bool smem_table, const TileConfig& c) {
+  return is_codebook(f) && smem_table ? c.table_bytes() : 0;
 }
 
 /// Builds the kernel's decoding context; with the shared-memory table also fills it at `prefix` (every
 /// thread of the CTA calls this; the mainloop's first barrier comes before the first read).
-template <Format F, class T, bool kSmemTable>
-NIBBLE_DEVICE KernelDequantContext<F, T, kSmemTable> make_kernel_dequant_context(unsigned char* prefix, int tid,
-                                                                                 int threads) {
+template <Format F, class T, bool kSmemTable, class Tile>
+NIBBLE_DEVICE KernelDequantContext<F, T, kSmemTable, Tile> make_kernel_dequant_context(unsigned char* prefix,
+                                                                                       int tid) {
+  constexpr TileConfig C = Tile::kConfig;
   if constexpr (is_codebook(F) && kSmemTable) {
-    fill_smem_codebook<F, T>(prefix, tid, threads);
-    return SmemCodebookContext<F, T>::make(prefix, tid % 32);
+    fill_smem_codebook<F, T, C.table_copies>(prefix, tid, C.threads());
+    return SmemCodebookContext<F, T, C.table_copies>::make(prefix, tid % 32);
   } else {
-    (void)prefix, (void)tid, (void)threads;
+    (void)prefix, (void)tid;
     return DequantContext<F, T>::make();
   }
 }

@@ -38,36 +38,42 @@ struct DequantContext {
 };
 
 /// The codebook of F (nf4 / fp4) as a byte -> pair table in shared memory, the faster alternative to the
-/// register table for kernels that can spare kSmemCodebookBytes: entry b (a byte of a SEQUENTIAL word, two
-/// codes, low nibble first) holds (book[b & 15], book[b >> 4]) as a T pair, so four 32-bit shared loads
-/// decode a word (about a third of the integer work of the register table). The table is stored
-/// kSmemCodebookCopies times, interleaved word by word: lane l reads copy l % 16, so a warp's 32 random
-/// lookups meet at most two lanes per bank (instead of ~3.5 with one copy).
-inline constexpr int kSmemCodebookCopies = 16;
-inline constexpr int kSmemCodebookBytes = 256 * 4 * kSmemCodebookCopies;  // 16 KiB
+/// register table for kernels that can spare smem_codebook_bytes(copies): entry b (a byte of a SEQUENTIAL
+/// word, two codes, low nibble first) holds (book[b & 15], book[b >> 4]) as a T pair, so four 32-bit shared
+/// loads decode a word (about a third of the integer work of the register table). The table is stored
+/// `kCopies` times, interleaved word by word, and lane l reads copy l % kCopies: with 32 copies a warp's 32
+/// random lookups never share a bank (one wavefront per load); with 16, two lanes share each bank pair
+/// and nearly every load takes two wavefronts (measured on the H100: 3.7 M bank conflicts in 12 M
+/// wavefronts at M = 1), for half the shared memory.
+inline constexpr int kSmemCodebookCopies = 16;  ///< the default number of copies
+NIBBLE_HOST_DEVICE constexpr int smem_codebook_bytes(int copies = kSmemCodebookCopies) { return 256 * 4 * copies; }
+inline constexpr int kSmemCodebookBytes = smem_codebook_bytes();  // 16 KiB (32 KiB with 32 copies)
 
-/// Writes the table of F in T at `table` (shared memory, 16-byte aligned), cooperatively by `threads`
-/// threads; the caller synchronizes (barrier) before any thread reads it.
-template <Format F, class T>
+/// Writes the table of F in T, kCopies (16 or 32) times, at `table` (shared memory, 16-byte aligned,
+/// smem_codebook_bytes(kCopies) bytes), cooperatively by `threads` threads; the caller synchronizes
+/// (barrier) before any thread reads it.
+template <Format F, class T, int kCopies = kSmemCodebookCopies>
 NIBBLE_DEVICE void fill_smem_codebook(void* table, int tid, int threads) {
   static_assert(is_codebook(F), "fill_smem_codebook: F must be kNf4 or kFp4");
+  static_assert(kCopies == 16 || kCopies == 32, "16 or 32 copies");
   // Entry b is what the register table makes of a word whose low byte is b: the two tables agree by
   // construction (and the register one has no dynamically indexed array, so nothing goes to local memory).
   const CodebookLut lut = make_codebook_lut<F, T>();
   std::uint32_t* t = static_cast<std::uint32_t*>(table);
-  for (int i = tid; i < 256 * kSmemCodebookCopies; i += threads) {
+  for (int i = tid; i < 256 * kCopies; i += threads) {
     std::uint32_t pairs[4];
-    codebook_x8_to_pairs(lut, std::uint32_t(i / kSmemCodebookCopies), pairs);
+    codebook_x8_to_pairs(lut, std::uint32_t(i / kCopies), pairs);
     t[i] = pairs[0];
   }
 }
 
 /// Decoding context of a codebook format that reads the shared-memory table (see fill_smem_codebook).
-template <Format F, class T>
+template <Format F, class T, int kCopies = kSmemCodebookCopies>
 struct SmemCodebookContext {
-  const std::uint32_t* lane_table;  ///< copy lane % kSmemCodebookCopies of the table
+  static_assert(kCopies == 16 || kCopies == 32, "16 or 32 copies");
+  const std::uint32_t* lane_table;  ///< copy lane % kCopies of the table
   NIBBLE_DEVICE static SmemCodebookContext make(const void* table, int lane) {
-    return {static_cast<const std::uint32_t*>(table) + lane % kSmemCodebookCopies};
+    return {static_cast<const std::uint32_t*>(table) + lane % kCopies};
   }
 };
 
@@ -105,24 +111,26 @@ NIBBLE_DEVICE void decode_fragments(std::uint32_t word, const ColumnPairQuant<T>
 }
 
 /// decode_fragments for a codebook format through the shared-memory table: value pair j is entry byte j.
-template <class T, Format F>
+template <class T, Format F, int kCopies>
 NIBBLE_DEVICE void decode_fragments(std::uint32_t word, const ColumnPairQuant<T>& /*q*/,
-                                    const SmemCodebookContext<F, T>& ctx, std::uint32_t (&b)[4]) {
+                                    const SmemCodebookContext<F, T, kCopies>& ctx, std::uint32_t (&b)[4]) {
   static_assert(is_codebook(F), "the shared-memory table holds nf4 / fp4 codebooks");
-  // Entry byte j of copy c is word (byte_j * 16 + c) of the table: byte_j * 64 bytes past lane_table,
-  // one shift and one and per byte.
+  // Entry byte j of copy c is word (byte_j * kCopies + c) of the table: byte_j * kCopies * 4 bytes past
+  // lane_table, one shift and one and per byte.
+  constexpr int kShift = kCopies == 16 ? 6 : 7;  // log2(kCopies * 4)
+  static_assert((1 << kShift) == kCopies * 4, "byte offsets are byte << kShift");
+  constexpr std::uint32_t kMask = 0xFFu << kShift;
   const unsigned char* t = reinterpret_cast<const unsigned char*>(ctx.lane_table);
-  constexpr std::uint32_t kMask = 0xFFu * kSmemCodebookCopies * 4;
-  static_assert(kSmemCodebookCopies * 4 == 64, "byte offsets are byte * 64");
-  b[0] = *reinterpret_cast<const std::uint32_t*>(t + ((word << 6) & kMask));
-  b[1] = *reinterpret_cast<const std::uint32_t*>(t + ((word >> 2) & kMask));
-  b[2] = *reinterpret_cast<const std::uint32_t*>(t + ((word >> 10) & kMask));
-  b[3] = *reinterpret_cast<const std::uint32_t*>(t + ((word >> 18) & kMask));
+  auto entry = [&](std::uint32_t offset) { return *reinterpret_cast<const std::uint32_t*>(t + (offset & kMask)); };
+  b[0] = entry(word << kShift);
+  b[1] = entry(word >> (8 - kShift));
+  b[2] = entry(word >> (16 - kShift));
+  b[3] = entry(word >> (24 - kShift));
 }
 
 /// Dequantizes one word into the two B fragments of an atom k-step: decode_fragments, then times the
 /// column's scale in T arithmetic (one rounding to T per weight). Ctx: DequantContext<F, T>, or
-/// SmemCodebookContext<F, T> for nf4 / fp4.
+/// SmemCodebookContext<F, T, kCopies> for nf4 / fp4.
 template <class T, Format F, class Ctx>
 NIBBLE_DEVICE void dequant_fragments(std::uint32_t word, const ColumnPairQuant<T>& q, const Ctx& ctx,
                                      std::uint32_t (&b)[4]) {
