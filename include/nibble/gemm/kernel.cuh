@@ -38,16 +38,25 @@ __global__ void __launch_bounds__(Tile::kConfig.threads()) gemm_kernel(const Ker
 
   float acc[C.warp_m16][C.warp_n16][2][4] = {};
 
+  // Mainloop: a ring of S stages, S - 1 k-tiles loaded ahead. The first loads are issued before the
+  // codebook table is built, so that they are in flight meanwhile.
+#pragma unroll
+  for (int s = 0; s < S - 1; ++s) {
+    loader.load(p, stage(s), kt_begin + s, kt_end, tid);
+    detail::cp_async_commit();
+  }
+
   const KernelDequantContext<F, T, kSmemTable, Tile> ctx =
       make_kernel_dequant_context<F, T, kSmemTable, Tile>(smem_raw, tid);
 
+  // The decode tile (one m16 tile per warp) loads the scales once per 32-deep half atom (groups are >= 32
+  // long and aligned, so a half atom never spans two) instead of every k-step: nf4 decode 8% faster on
+  // the H100 (benchmarks/NOTES.md). The 64-row tiles reload them: their loads are amortized over four m16
+  // tiles, and holding them made ptxas spill there.
+  constexpr bool kDecodeShape = C.warp_m16 == 1;
   auto compute_stage = [&](const StageT& st) {
 #pragma unroll
     for (int kb = 0; kb < C.atoms_k; ++kb) {
-      // Decode tile: scales once per 32-deep half atom (groups are >= 32 long and aligned, so a half atom
-      // never spans two) instead of every k-step: nf4 decode 8% faster on the H100 (benchmarks/NOTES.md).
-      // The 64-row tiles reload them (holding them made ptxas spill there; their loads are 4x amortized).
-      constexpr bool kHoistScales = C.warp_m16 == 1;
       ColumnPairQuant<T> q[C.warp_n16];
 #pragma unroll
       for (int j = 0; j < 4; ++j) {
@@ -60,10 +69,10 @@ __global__ void __launch_bounds__(Tile::kConfig.threads()) gemm_kernel(const Ker
         }
 #pragma unroll
         for (int nb = 0; nb < C.warp_n16; ++nb) {
-          if (!kHoistScales || j % 2 == 0) q[nb] = stage_quant<T, F>(p, st, (wn * C.warp_n16 + nb) * layout::kAtomN + lane / 4, kl);
+          if (!kDecodeShape || j % 2 == 0)
+            q[nb] = stage_quant<T, F>(p, st, (wn * C.warp_n16 + nb) * layout::kAtomN + lane / 4, kl);
           // One 32-bit word per lane per k-step (a warp reads 128 contiguous bytes: conflict free); loading
-          // the lane's whole 16-byte slice at once was no faster and keeps 4x the registers live across the
-          // k-steps (spills in the 64-row tile on sm_80).
+          // the lane's 16-byte slice once per atom measured the same and keeps 4x the registers live.
           const std::uint32_t word =
               load_atom_word(st.b() + ((wn * C.warp_n16 + nb) * C.atoms_k + kb) * layout::kAtomBytes, lane, j);
           std::uint32_t b[4];
@@ -75,12 +84,6 @@ __global__ void __launch_bounds__(Tile::kConfig.threads()) gemm_kernel(const Ker
     }
   };
 
-  // Mainloop: a ring of S stages, S - 1 k-tiles loaded ahead.
-#pragma unroll
-  for (int s = 0; s < S - 1; ++s) {
-    loader.load(p, stage(s), kt_begin + s, kt_end, tid);
-    detail::cp_async_commit();
-  }
   for (int kt = kt_begin; kt < kt_end; ++kt) {
     const int i = kt - kt_begin;
     detail::cp_async_wait<S - 2>();

@@ -71,16 +71,16 @@ __global__ void __launch_bounds__(Tile::kConfig.threads(), (kWgMinBlocks<Tile, F
 
   float acc[kAcc] = {};
 
-  const KernelDequantContext<F, T, kSmemTable, Tile> ctx =
-      make_kernel_dequant_context<F, T, kSmemTable, Tile>(smem_aligned, tid);
-
   // Mainloop: a ring of S stages; S - 2 k-tiles are loading while one is computed and the previous one
-  // may still be read by this warp's last in-flight wgmma.
+  // may still be read by this warp's last in-flight wgmma. The first loads are issued before the codebook
+  // table is built, so that they are in flight meanwhile.
 #pragma unroll
   for (int s = 0; s < S - 2; ++s) {
     loader.load(p, stage(s), kt_begin + s, kt_end, tid);
     detail::cp_async_commit();
   }
+  const KernelDequantContext<F, T, kSmemTable, Tile> ctx =
+      make_kernel_dequant_context<F, T, kSmemTable, Tile>(smem_aligned, tid);
   // A fragments: two register sets used alternately by consecutive k-steps. Each k-step's wgmma is its
   // own group; the wait after issuing k-step s lets at most that group run on and holds the set of
   // k-step s - 1 as its operand, so the set is rewritten only after the wgmma reading it has finished.

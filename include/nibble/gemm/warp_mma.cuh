@@ -58,12 +58,17 @@ NIBBLE_DEVICE void fill_smem_codebook(void* table, int tid, int threads) {
   static_assert(kCopies == 16 || kCopies == 32, "16 or 32 copies");
   // Entry b is what the register table makes of a word whose low byte is b: the two tables agree by
   // construction (and the register one has no dynamically indexed array, so nothing goes to local memory).
+  // One thread per entry computes it once and writes its kCopies words with 16-byte stores, starting at
+  // an entry-dependent store so that the eight threads of a quarter warp write different banks.
+  constexpr int kStores = kCopies / 4;
   const CodebookLut lut = make_codebook_lut<F, T>();
-  std::uint32_t* t = static_cast<std::uint32_t*>(table);
-  for (int i = tid; i < 256 * kCopies; i += threads) {
+  uint4* t = static_cast<uint4*>(table);
+  for (int e = tid; e < 256; e += threads) {
     std::uint32_t pairs[4];
-    codebook_x8_to_pairs(lut, std::uint32_t(i / kCopies), pairs);
-    t[i] = pairs[0];
+    codebook_x8_to_pairs(lut, std::uint32_t(e), pairs);
+    const uint4 v = make_uint4(pairs[0], pairs[0], pairs[0], pairs[0]);
+#pragma unroll
+    for (int s = 0; s < kStores; ++s) t[e * kStores + (s + e) % kStores] = v;
   }
 }
 
