@@ -264,8 +264,11 @@ template <class T, Format F>
 Status dispatch_tile(const Arguments& args, const Plan& plan, bool wgmma, bool table, void* workspace,
                      cudaStream_t stream) {
   switch (plan.kind) {
-    case TileKind::kDecode: return launch<T, F, TileDecode>(args, plan, workspace, stream, table);
-    case TileKind::kDecodeCodebook:  // chosen for nf4 / fp4 only (no s4 / u4 kernel of it is compiled)
+    // choose_tile picks kDecode for s4 / u4 and kDecodeCodebook for nf4 / fp4: only those kernels exist
+    case TileKind::kDecode:
+      if constexpr (!is_codebook(F)) return launch<T, F, TileDecode>(args, plan, workspace, stream, table);
+      return Status::kErrorInvalidArgument;
+    case TileKind::kDecodeCodebook:
       if constexpr (is_codebook(F)) return launch<T, F, TileDecodeCodebook>(args, plan, workspace, stream, table);
       return Status::kErrorInvalidArgument;
     case TileKind::kSmall: return launch<T, F, TileSmall>(args, plan, workspace, stream, table);
@@ -307,7 +310,7 @@ inline std::size_t get_workspace_size(const Arguments& args) {
 /// kCounterBytes were zeroed once before first use: run() leaves that counter region zero again, so one
 /// workspace (sized for the largest GEMM) serves GEMMs of every shape, one stream at a time. It may be null
 /// when the size is 0.
-/// (A template only so that its 116 kernel instantiations are compiled in the translation units that call
+/// (A template only so that its 108 kernel instantiations are compiled in the translation units that call
 /// it, not in every one that includes nibble.cuh.)
 template <int kInstantiateOnUse = 0>
 Status run(const Arguments& args, void* workspace, std::size_t workspace_bytes, cudaStream_t stream) {
