@@ -36,8 +36,8 @@
 //       cv_pct             standard deviation / mean of the case's per-launch times, in percent
 //       copies             R
 //       splits, tile       (nibble only) the plan run() used: K splits and tile family (0 / 6 decode
-//                          int / nf4-fp4, 1 small, 2 large, 3 / 5 / 4 transposed small / mid / large:
-//                          gemm::TileKind),
+//                          int / nf4-fp4, 1 small, 2 large, 3 / 5 / 4 transposed small / mid / large,
+//                          7 / 8 small / large with fewer stages: gemm::TileKind),
 //                          from nibble::gemm::make_plan
 //   * NIBBLE_MAINLOOP=auto|mma|mma_t|wgmma (environment) forces the kernel family (default auto).
 //   * Inputs are random, never zeros: A ~ N(0, 1); nibble codes are random bytes, scales uniform in

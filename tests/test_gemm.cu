@@ -482,8 +482,10 @@ struct RunOpts {
   int64_t c_offset = 0;  // elements from the start of the C buffer to C[0, 0]
   gemm::Mainloop mainloop = gemm::Mainloop::kAuto;
   gemm::CodebookTable codebook_table = gemm::CodebookTable::kAuto;
+  int max_smem = 0;  // Arguments::max_smem_per_block
   std::string name() const {
     return std::string("mainloop=") + mainloop_name(mainloop) +
+           (max_smem > 0 ? " max_smem=" + std::to_string(max_smem) : std::string()) +
            (codebook_table == gemm::CodebookTable::kAuto ? ""
             : codebook_table == gemm::CodebookTable::kSharedMemory ? " table=smem" : " table=regs") + " out=" + dtype_name(out) + " bias=" + (bias ? "1" : "0") +
            " split_k=" + std::to_string(split_k) + " ldc_pad=" + std::to_string(ldc_pad) +
@@ -513,6 +515,7 @@ gemm::Arguments make_args(const HostProblem& p, const DeviceWeights& dw, const D
   args.split_k = o.split_k;
   args.mainloop = o.mainloop;
   args.codebook_table = o.codebook_table;
+  args.max_smem_per_block = o.max_smem;
   return args;
 }
 
@@ -946,6 +949,7 @@ TEST(GemmCanImplement, RejectsWithTheDocumentedStatus) {
   EXPECT_STATUS(Status::kErrorInvalidArgument,
                 mutated(u4, [](A& a) { a.codebook_table = gemm::CodebookTable(3); }));
   EXPECT_STATUS(Status::kErrorInvalidArgument, mutated(u4, [](A& a) { a.sm_count = -1; }));
+  EXPECT_STATUS(Status::kErrorInvalidArgument, mutated(u4, [](A& a) { a.max_smem_per_block = -1; }));
   // get_workspace_size of rejected arguments is 0
   gemm::Arguments bad = u4;
   bad.a = nullptr;
@@ -1044,6 +1048,34 @@ TEST(GemmPlan, DecodeShapeSplitsKAndLargeShapeDoesNot) {
   EXPECT_EQ(q.splits, 1);
   EXPECT_EQ(q.workspace_bytes, 0u);
   EXPECT_EQ(gemm::get_workspace_size(large), 0u);
+}
+
+// With a shared-memory limit (a 99 KiB GPU, or Arguments::max_smem_per_block) every M gets a tile that
+// fits it, of the same family where one exists; without one, the plan is the heuristic's.
+TEST(GemmPlan, CompactTilesWhereSharedMemoryIsShort) {
+  constexpr int k99KiB = 99 * 1024;
+  for (Format f : {kS4, kU4, kNf4, kFp4})
+    for (int64_t m : {1, 16, 17, 64, 65, 256, 257, 4096})
+      for (gemm::Mainloop ml : {gemm::Mainloop::kMmaSync, gemm::Mainloop::kTransposedMma}) {
+        gemm::Arguments args = fake_args(f, 128, m, 4096, 4096);
+        const gemm::TileKind wide = gemm::make_plan(args, 132, ml).kind;
+        EXPECT_EQ(int(wide), int(gemm::choose_tile(m, ml, f)));
+        for (int limit : {k99KiB, 227 * 1024}) {
+          args.max_smem_per_block = limit;
+          const gemm::Plan a = gemm::make_plan(args, 132, ml);
+          args.max_smem_per_block = 0;
+          const gemm::Plan b = gemm::make_plan(args, 132, ml, limit);  // the device's limit: the same plan
+          const std::string name = std::string(to_string(f)) + " M=" + std::to_string(m) + " " +
+                                   mainloop_name(ml) + " limit=" + std::to_string(limit);
+          EXPECT_EQ(int(a.kind), int(b.kind)) << name;
+          EXPECT_EQ(a.splits, b.splits) << name;
+          const gemm::TileConfig c = gemm::tile_config(a.kind);
+          EXPECT_LE(c.smem_bytes(), limit) << name;
+          if (gemm::tile_config(wide).smem_bytes() <= limit) EXPECT_EQ(int(a.kind), int(wide)) << name;
+          EXPECT_EQ(c.transposed, gemm::tile_config(wide).transposed) << name << ": same kernel family";
+          if (!c.transposed) EXPECT_EQ(c.tile_m(), gemm::tile_config(wide).tile_m()) << name;
+        }
+      }
 }
 
 // nf4 / fp4 decode runs the tile with room for the 32-copy codebook table; its plan (split-K included)
@@ -1788,6 +1820,48 @@ TEST(Gemm_Wgmma, ForcedWhereUnavailableIsRejected) {
   DevBuf c(std::size_t(p.m * p.n()) * 4);
   RunOpts o;
   o.mainloop = gemm::Mainloop::kWgmma;
+  const gemm::Arguments args = make_args(p, dw, da, o, c.get());
+  EXPECT_STATUS(Status::kErrorUnsupportedDevice, gemm::run(args, nullptr, 0, nullptr));
+}
+
+// ================================== GPU: shared-memory limit =================================================
+
+// What a GPU with 99 KiB of shared memory per block runs (sm_86 / sm_89 / sm_120), forced on this one with
+// Arguments::max_smem_per_block: the compact tiles pass the oracle for every format; a limit no tile fits
+// is refused before any launch.
+TEST(Gemm_SharedMemoryLimit, NinetyNineKiBTilesPassTheOracle) {
+  NIBBLE_REQUIRE_GPU();
+  constexpr int k99KiB = 99 * 1024;
+  auto rng = nibble_test_rng();
+  const bool quick = quick_mode();
+  const int64_t n = quick ? 144 : 300, k = quick ? 256 : 640;
+  for (DType act : {kF16, kBF16})
+    for (Format f : {kS4, kU4, kNf4, kFp4}) {
+      if (quick && act == kBF16 && f != kNf4) continue;
+      const HostWeights w = make_weights(rng, f, 64, n, k, act, Data::kRandom);
+      const DeviceWeights dw = upload_and_repack(w, act);
+      for (int64_t m : {1, 40, 130, 300}) {
+        const HostProblem p = make_problem(rng, act, w, m, Data::kRandom);
+        const DeviceActs da = upload_acts(p);
+        const Samples s = reference(p, rng);
+        for (gemm::Mainloop ml : mainloops_for(m)) {
+          RunOpts o;
+          o.out = kF32;
+          o.mainloop = ml;
+          o.max_smem = k99KiB;
+          const RunResult r = run_and_check(p, dw, da, s, o);
+          const gemm::TileConfig c = gemm::tile_config(r.plan.kind);
+          EXPECT_LE(c.smem_bytes(), k99KiB) << p.name() << " " << o.name();
+        }
+      }
+    }
+  const HostWeights w = make_weights(rng, kS4, 128, 64, 256, kF16, Data::kExact);
+  const DeviceWeights dw = upload_and_repack(w, kF16);
+  const HostProblem p = make_problem(rng, kF16, w, 300, Data::kExact);
+  const DeviceActs da = upload_acts(p);
+  DevBuf c(std::size_t(p.m * p.n()) * 4);
+  RunOpts o;
+  o.max_smem = 48 * 1024;  // below every tile for M = 300
   const gemm::Arguments args = make_args(p, dw, da, o, c.get());
   EXPECT_STATUS(Status::kErrorUnsupportedDevice, gemm::run(args, nullptr, 0, nullptr));
 }

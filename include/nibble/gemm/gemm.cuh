@@ -22,7 +22,7 @@ namespace nibble::gemm {
 /// Where nf4 / fp4 kernels keep their codebook while decoding.
 enum class CodebookTable : int {
   kAuto = 0,          ///< kSharedMemory where the device has room for it, else kRegisters
-  kSharedMemory = 1,  ///< a 16 KiB byte -> pair table per CTA (faster decode)
+  kSharedMemory = 1,  ///< a 16 or 32 KiB byte -> pair table per CTA (faster decode)
   kRegisters = 2,     ///< the 16-entry table in 8 registers per thread (no shared memory)
 };
 
@@ -41,6 +41,10 @@ struct Arguments {
   int sm_count = 0;                ///< 0: taken from the current device
   Mainloop mainloop = Mainloop::kAuto;  ///< kernel family; kAuto picks the fastest available
   CodebookTable codebook_table = CodebookTable::kAuto;  ///< nf4 / fp4 decode table
+  /// 0: the device's opt-in limit of shared memory per block. > 0: run() uses only tiles (and nf4 / fp4
+  /// tables) within this many bytes per CTA, e.g. to leave room for other kernels or to run what a GPU with
+  /// 99 KiB per block (101376) runs; kErrorUnsupportedDevice if no tile for M fits.
+  int max_smem_per_block = 0;
 };
 
 /// What run() will launch: tile family, grid and split-K workspace.
@@ -60,6 +64,11 @@ inline int log2_exact(std::int64_t x) {
   int l = 0;
   while ((std::int64_t(1) << l) < x) ++l;
   return l;
+}
+/// The smaller positive one of two shared-memory limits (0 where both are 0: no limit).
+inline int smem_limit(int a, int b) {
+  if (a <= 0) return b > 0 ? b : 0;
+  return b > 0 && b < a ? b : a;
 }
 /// CTAs of one tile family that fit on one SM (by shared memory, with the nf4 / fp4 codebook table where
 /// `table` is true, and threads).
@@ -127,9 +136,13 @@ inline Plan make_plan_for(const Arguments& args, const TileConfig& c, int sm_cou
 }
 
 /// The launch plan run() uses for a resolved (non-auto) mainloop: the heuristic's tile family for M, then
-/// make_plan_for.
-inline Plan make_plan(const Arguments& args, int sm_count, Mainloop mainloop = Mainloop::kMmaSync) {
-  const TileKind kind = choose_tile(args.m, mainloop, args.w.format);
+/// make_plan_for. The tile is replaced by a smaller one (fit_tile) where it needs more shared memory
+/// than args.max_smem_per_block or `device_smem` (each ignored when 0) allow.
+inline Plan make_plan(const Arguments& args, int sm_count, Mainloop mainloop = Mainloop::kMmaSync,
+                      int device_smem = 0) {
+  TileKind kind = choose_tile(args.m, mainloop, args.w.format);
+  const int limit = detail::smem_limit(args.max_smem_per_block, device_smem);
+  if (limit > 0) kind = fit_tile(kind, limit);
   Plan p = make_plan_for(args, tile_config(kind), sm_count);
   p.kind = kind;
   return p;
@@ -166,7 +179,7 @@ inline Status can_implement(const Arguments& args) {
   if (!nibble::detail::is_aligned(args.c, size_of(args.out_type)) ||
       (args.bias != nullptr && !nibble::detail::is_aligned(args.bias, 2)))
     return Status::kErrorMisalignedPointer;
-  if (args.split_k < 0 || args.sm_count < 0) return Status::kErrorInvalidArgument;
+  if (args.split_k < 0 || args.sm_count < 0 || args.max_smem_per_block < 0) return Status::kErrorInvalidArgument;
   if (args.mainloop != Mainloop::kAuto && args.mainloop != Mainloop::kMmaSync &&
       args.mainloop != Mainloop::kTransposedMma && args.mainloop != Mainloop::kWgmma)
     return Status::kErrorInvalidArgument;
@@ -273,6 +286,8 @@ Status dispatch_tile(const Arguments& args, const Plan& plan, bool wgmma, bool t
       return Status::kErrorInvalidArgument;
     case TileKind::kSmall: return launch<T, F, TileSmall>(args, plan, workspace, stream, table);
     case TileKind::kLarge: return launch<T, F, TileLarge>(args, plan, workspace, stream, table);
+    case TileKind::kSmallCompact: return launch<T, F, TileSmallCompact>(args, plan, workspace, stream, table);
+    case TileKind::kLargeCompact: return launch<T, F, TileLargeCompact>(args, plan, workspace, stream, table);
     case TileKind::kWgSmall:
       return wgmma ? launch<T, F, TileWgSmall, true>(args, plan, workspace, stream, table)
                    : launch<T, F, TileWgSmall, false>(args, plan, workspace, stream, table);
@@ -302,7 +317,8 @@ Status dispatch_format(const Arguments& args, const Plan& plan, bool wgmma, bool
 /// Bytes of workspace run() needs for `args` on the current device (0 when no split-K is used).
 inline std::size_t get_workspace_size(const Arguments& args) {
   if (can_implement(args) != Status::kSuccess) return 0;
-  return make_plan(args, detail::current_sm_count(args.sm_count), resolve_mainloop(args.mainloop))
+  return make_plan(args, detail::current_sm_count(args.sm_count), resolve_mainloop(args.mainloop),
+                   detail::max_smem_optin())
       .workspace_bytes;
 }
 
@@ -310,22 +326,23 @@ inline std::size_t get_workspace_size(const Arguments& args) {
 /// kCounterBytes were zeroed once before first use: run() leaves that counter region zero again, so one
 /// workspace (sized for the largest GEMM) serves GEMMs of every shape, one stream at a time. It may be null
 /// when the size is 0.
-/// (A template only so that its 108 kernel instantiations are compiled in the translation units that call
+/// (A template only so that its 132 kernel instantiations are compiled in the translation units that call
 /// it, not in every one that includes nibble.cuh.)
 template <int kInstantiateOnUse = 0>
 Status run(const Arguments& args, void* workspace, std::size_t workspace_bytes, cudaStream_t stream) {
   NIBBLE_RETURN_IF_ERROR(can_implement(args));
   NIBBLE_RETURN_IF_ERROR(check_device());
   const Mainloop mainloop = resolve_mainloop(args.mainloop);
-  const Plan plan = make_plan(args, detail::current_sm_count(args.sm_count), mainloop);
+  // Shared memory: the device's opt-in limit, or the caller's smaller one.
+  const int smem_optin = detail::smem_limit(args.max_smem_per_block, detail::max_smem_optin());
+  const Plan plan = make_plan(args, detail::current_sm_count(args.sm_count), mainloop, smem_optin);
   if (mainloop == Mainloop::kWgmma && tile_config(plan.kind).transposed && !wgmma_available())
     return Status::kErrorUnsupportedDevice;
   if (!launchable(plan)) return Status::kErrorSizeOverflow;
   if (plan.workspace_bytes > 0 && (workspace == nullptr || workspace_bytes < plan.workspace_bytes))
     return Status::kErrorWorkspaceTooSmall;
   if (plan.workspace_bytes > 0 && !nibble::detail::is_aligned(workspace, 16)) return Status::kErrorMisalignedPointer;
-  // Shared memory: the tile must fit the device; the nf4 / fp4 table goes where it also fits (kAuto).
-  const int smem_optin = detail::max_smem_optin();
+  // The tile must fit; the nf4 / fp4 table goes where it also fits (kAuto).
   const int tile_smem = tile_config(plan.kind).smem_bytes();
   if (tile_smem > smem_optin) return Status::kErrorUnsupportedDevice;
   bool table = false;

@@ -92,6 +92,16 @@ struct TileLarge {
   static constexpr TileConfig kConfig{4, 2, 2, 4, 2, 3};
 };
 
+// The same two tiles with fewer stages, for GPUs that allow 99 KiB of shared memory per block (sm_86,
+// sm_89, sm_120) or a caller's Arguments::max_smem_per_block: 76.5 KiB and 83 KiB (+ 16 KiB of nf4 / fp4
+// table: 92.5 and 99 KiB).
+struct TileSmallCompact {
+  static constexpr TileConfig kConfig{4, 2, 1, 4, 2, 3};
+};
+struct TileLargeCompact {
+  static constexpr TileConfig kConfig{4, 2, 2, 4, 2, 2};
+};
+
 // Transposed (warpgroup) tiles, 64-deep k-tiles. On sm_90a each warpgroup issues wgmma.m64n{tile_m}k16
 // with its 64 dequantized weight rows in registers: one dequantized weight feeds tile_m tokens, and the
 // tensor cores run asynchronously while the next k-tile is dequantized. Chosen with benchmarks/tune_tiles
@@ -112,7 +122,9 @@ struct TileWgMid {
 struct TileWgLarge {
   static constexpr TileConfig kConfig{16, 1, 1, 8, 1, 4, true};  // 256 tokens x 128 weights
 };
-static_assert(TileDecode::kConfig.valid() && TileDecodeCodebook::kConfig.valid() && TileSmall::kConfig.valid() && TileLarge::kConfig.valid() &&
+static_assert(TileDecode::kConfig.valid() && TileDecodeCodebook::kConfig.valid() && TileSmall::kConfig.valid() &&
+                  TileLarge::kConfig.valid() && TileSmallCompact::kConfig.valid() &&
+                  TileLargeCompact::kConfig.valid() &&
                   TileWgSmall::kConfig.valid() && TileWgMid::kConfig.valid() && TileWgLarge::kConfig.valid(),
               "tile configurations follow their kernels' shape rules");
 
@@ -124,6 +136,8 @@ enum class TileKind : int {
   kWgLarge = 4,
   kWgMid = 5,
   kDecodeCodebook = 6,
+  kSmallCompact = 7,
+  kLargeCompact = 8,
 };
 
 /// The kernel family (mainloop) a GEMM runs with.
@@ -151,6 +165,8 @@ inline constexpr TileConfig tile_config(TileKind kind) {
   switch (kind) {
     case TileKind::kDecode: return TileDecode::kConfig;
     case TileKind::kDecodeCodebook: return TileDecodeCodebook::kConfig;
+    case TileKind::kSmallCompact: return TileSmallCompact::kConfig;
+    case TileKind::kLargeCompact: return TileLargeCompact::kConfig;
     case TileKind::kSmall: return TileSmall::kConfig;
     case TileKind::kLarge: return TileLarge::kConfig;
     case TileKind::kWgSmall: return TileWgSmall::kConfig;
@@ -158,6 +174,20 @@ inline constexpr TileConfig tile_config(TileKind kind) {
     case TileKind::kWgLarge: return TileWgLarge::kConfig;
   }
   return TileDecode::kConfig;
+}
+
+/// The tile that replaces `kind` where its shared memory (without a codebook table) exceeds `smem_limit`
+/// bytes per CTA: the compact tiles for the mma.sync ones, the 128-token transposed tile for the
+/// 256-token one; `kind` itself where it fits or nothing smaller exists (run() then reports
+/// kErrorUnsupportedDevice). Every tile but TileLarge / TileWgLarge fits 99 KiB.
+inline constexpr TileKind fit_tile(TileKind kind, int smem_limit) {
+  if (tile_config(kind).smem_bytes() <= smem_limit) return kind;
+  switch (kind) {
+    case TileKind::kSmall: return TileKind::kSmallCompact;
+    case TileKind::kLarge: return TileKind::kLargeCompact;
+    case TileKind::kWgLarge: return TileKind::kWgMid;
+    default: return kind;
+  }
 }
 
 }  // namespace nibble::gemm
