@@ -276,27 +276,29 @@ Status launch(const Arguments& args, const Plan& plan, void* workspace, cudaStre
 template <class T, Format F>
 Status dispatch_tile(const Arguments& args, const Plan& plan, bool wgmma, bool table, void* workspace,
                      cudaStream_t stream) {
+  // go(Tile{}) launches the kernel of tile type Tile; transposed tiles with the wgmma body where asked.
+  auto go = [&](auto tile) -> Status {
+    using Tile = decltype(tile);
+    if constexpr (Tile::kConfig.transposed) {
+      if (wgmma) return launch<T, F, Tile, true>(args, plan, workspace, stream, table);
+    }
+    return launch<T, F, Tile>(args, plan, workspace, stream, table);
+  };
   switch (plan.kind) {
     // choose_tile picks kDecode for s4 / u4 and kDecodeCodebook for nf4 / fp4: only those kernels exist
     case TileKind::kDecode:
-      if constexpr (!is_codebook(F)) return launch<T, F, TileDecode>(args, plan, workspace, stream, table);
+      if constexpr (!is_codebook(F)) return go(TileDecode{});
       return Status::kErrorInvalidArgument;
     case TileKind::kDecodeCodebook:
-      if constexpr (is_codebook(F)) return launch<T, F, TileDecodeCodebook>(args, plan, workspace, stream, table);
+      if constexpr (is_codebook(F)) return go(TileDecodeCodebook{});
       return Status::kErrorInvalidArgument;
-    case TileKind::kSmall: return launch<T, F, TileSmall>(args, plan, workspace, stream, table);
-    case TileKind::kLarge: return launch<T, F, TileLarge>(args, plan, workspace, stream, table);
-    case TileKind::kSmallCompact: return launch<T, F, TileSmallCompact>(args, plan, workspace, stream, table);
-    case TileKind::kLargeCompact: return launch<T, F, TileLargeCompact>(args, plan, workspace, stream, table);
-    case TileKind::kWgSmall:
-      return wgmma ? launch<T, F, TileWgSmall, true>(args, plan, workspace, stream, table)
-                   : launch<T, F, TileWgSmall, false>(args, plan, workspace, stream, table);
-    case TileKind::kWgMid:
-      return wgmma ? launch<T, F, TileWgMid, true>(args, plan, workspace, stream, table)
-                   : launch<T, F, TileWgMid, false>(args, plan, workspace, stream, table);
-    case TileKind::kWgLarge:
-      return wgmma ? launch<T, F, TileWgLarge, true>(args, plan, workspace, stream, table)
-                   : launch<T, F, TileWgLarge, false>(args, plan, workspace, stream, table);
+    case TileKind::kSmall: return go(TileSmall{});
+    case TileKind::kLarge: return go(TileLarge{});
+    case TileKind::kSmallCompact: return go(TileSmallCompact{});
+    case TileKind::kLargeCompact: return go(TileLargeCompact{});
+    case TileKind::kWgSmall: return go(TileWgSmall{});
+    case TileKind::kWgMid: return go(TileWgMid{});
+    case TileKind::kWgLarge: return go(TileWgLarge{});
   }
   return Status::kErrorInvalidArgument;
 }
@@ -336,18 +338,17 @@ Status run(const Arguments& args, void* workspace, std::size_t workspace_bytes, 
   // Shared memory: the device's opt-in limit, or the caller's smaller one.
   const int smem_optin = detail::smem_limit(args.max_smem_per_block, detail::max_smem_optin());
   const Plan plan = make_plan(args, detail::current_sm_count(args.sm_count), mainloop, smem_optin);
-  if (mainloop == Mainloop::kWgmma && tile_config(plan.kind).transposed && !wgmma_available())
-    return Status::kErrorUnsupportedDevice;
+  const TileConfig tile = tile_config(plan.kind);
+  if (mainloop == Mainloop::kWgmma && tile.transposed && !wgmma_available()) return Status::kErrorUnsupportedDevice;
   if (!launchable(plan)) return Status::kErrorSizeOverflow;
   if (plan.workspace_bytes > 0 && (workspace == nullptr || workspace_bytes < plan.workspace_bytes))
     return Status::kErrorWorkspaceTooSmall;
   if (plan.workspace_bytes > 0 && !nibble::detail::is_aligned(workspace, 16)) return Status::kErrorMisalignedPointer;
   // The tile must fit; the nf4 / fp4 table goes where it also fits (kAuto).
-  const int tile_smem = tile_config(plan.kind).smem_bytes();
-  if (tile_smem > smem_optin) return Status::kErrorUnsupportedDevice;
+  if (tile.smem_bytes() > smem_optin) return Status::kErrorUnsupportedDevice;
   bool table = false;
   if (is_codebook(args.w.format)) {
-    const bool fits = tile_smem + tile_config(plan.kind).table_bytes() <= smem_optin;
+    const bool fits = tile.smem_bytes() + tile.table_bytes() <= smem_optin;
     if (args.codebook_table == CodebookTable::kSharedMemory && !fits) return Status::kErrorUnsupportedDevice;
     table = args.codebook_table == CodebookTable::kSharedMemory ||
             (args.codebook_table == CodebookTable::kAuto && fits);

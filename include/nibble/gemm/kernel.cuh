@@ -24,12 +24,8 @@ __global__ void __launch_bounds__(Tile::kConfig.threads()) gemm_kernel(const Ker
   __shared__ int s_is_last;
   unsigned char* smem = smem_raw + kernel_smem_prefix(F, kSmemTable, C);  // the stage ring, after the table
 
-  const int tile = blockIdx.x / p.splits;
-  const int split = blockIdx.x % p.splits;
-  const int m0 = (tile % p.tiles_m) * BM;  // m fastest: CTAs sharing a weight tile run together (L2 reuse)
-  const int n0 = (tile / p.tiles_m) * BN;
-  const int kt_begin = split * p.k_tiles_per_split;
-  const int kt_end = min(p.k_tiles, kt_begin + p.k_tiles_per_split);
+  const CtaWork w = cta_work(p, BM, BN);
+  const int tile = w.tile, split = w.split, m0 = w.m0, n0 = w.n0, kt_begin = w.kt_begin, kt_end = w.kt_end;
 
   const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
   const int wm = warp % C.warps_m, wn = warp / C.warps_m;
@@ -41,10 +37,7 @@ __global__ void __launch_bounds__(Tile::kConfig.threads()) gemm_kernel(const Ker
   // Mainloop: a ring of S stages, S - 1 k-tiles loaded ahead. The first loads are issued before the
   // codebook table is built, so that they are in flight meanwhile.
 #pragma unroll
-  for (int s = 0; s < S - 1; ++s) {
-    loader.load(p, stage(s), kt_begin + s, kt_end, tid);
-    detail::cp_async_commit();
-  }
+  for (int s = 0; s < S - 1; ++s) loader.load(p, stage(s), kt_begin + s, kt_end, tid);
 
   const KernelDequantContext<F, T, kSmemTable, Tile> ctx =
       make_kernel_dequant_context<F, T, kSmemTable, Tile>(smem_raw, tid);
@@ -89,7 +82,6 @@ __global__ void __launch_bounds__(Tile::kConfig.threads()) gemm_kernel(const Ker
     detail::cp_async_wait<S - 2>();
     __syncthreads();  // stage i is visible to all; every warp is done with stage i - 1
     loader.load(p, stage((i + S - 1) % S), kt + S - 1, kt_end, tid);
-    detail::cp_async_commit();
     compute_stage(stage(i % S));
   }
   detail::cp_async_wait<0>();

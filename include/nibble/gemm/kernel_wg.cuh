@@ -57,12 +57,8 @@ __global__ void __launch_bounds__(Tile::kConfig.threads(), (kWgMinBlocks<Tile, F
   unsigned char* const smem_aligned = smem_raw + ((1024 - detail::smem_addr(smem_raw) % 1024) % 1024);
   unsigned char* smem = smem_aligned + kPrefix;
 
-  const int tile = blockIdx.x / p.splits;
-  const int split = blockIdx.x % p.splits;
-  const int m0 = (tile % p.tiles_m) * BT;  // tokens fastest: CTAs sharing a weight tile run together
-  const int n0 = (tile / p.tiles_m) * BW;
-  const int kt_begin = split * p.k_tiles_per_split;
-  const int kt_end = min(p.k_tiles, kt_begin + p.k_tiles_per_split);
+  const CtaWork w = cta_work(p, BT, BW);
+  const int tile = w.tile, split = w.split, m0 = w.m0, n0 = w.n0, kt_begin = w.kt_begin, kt_end = w.kt_end;
 
   const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
   const int g = lane / 4, t = lane % 4;
@@ -75,10 +71,7 @@ __global__ void __launch_bounds__(Tile::kConfig.threads(), (kWgMinBlocks<Tile, F
   // may still be read by this warp's last in-flight wgmma. The first loads are issued before the codebook
   // table is built, so that they are in flight meanwhile.
 #pragma unroll
-  for (int s = 0; s < S - 2; ++s) {
-    loader.load(p, stage(s), kt_begin + s, kt_end, tid);
-    detail::cp_async_commit();
-  }
+  for (int s = 0; s < S - 2; ++s) loader.load(p, stage(s), kt_begin + s, kt_end, tid);
   const KernelDequantContext<F, T, kSmemTable, Tile> ctx =
       make_kernel_dequant_context<F, T, kSmemTable, Tile>(smem_aligned, tid);
   // A fragments: two register sets used alternately by consecutive k-steps. Each k-step's wgmma is its
@@ -93,7 +86,6 @@ __global__ void __launch_bounds__(Tile::kConfig.threads(), (kWgMinBlocks<Tile, F
     // of k-tile i - 1 may still run), so that stage can be refilled.
     __syncthreads();
     loader.load(p, stage((i + S - 2) % S), kt + S - 2, kt_end, tid);
-    detail::cp_async_commit();
 
     const StageT st = stage(i % S);
     const uint4 slice = load_atom_lane(st.b() + warp * layout::kAtomBytes, lane);

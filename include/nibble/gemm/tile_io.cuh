@@ -78,6 +78,23 @@ NIBBLE_DEVICE KernelDequantContext<F, T, kSmemTable, Tile> make_kernel_dequant_c
   }
 }
 
+/// The part of the GEMM one CTA computes: the output tile at (m0, n0) over the k-tiles [kt_begin, kt_end)
+/// of its split. CTAs are numbered split fastest, then m: CTAs sharing a weight tile run together (L2).
+struct CtaWork {
+  int tile, split, m0, n0, kt_begin, kt_end;
+};
+template <class T>
+NIBBLE_DEVICE CtaWork cta_work(const KernelParams<T>& p, int tile_m, int tile_n) {
+  CtaWork w;
+  w.tile = blockIdx.x / p.splits;
+  w.split = blockIdx.x % p.splits;
+  w.m0 = (w.tile % p.tiles_m) * tile_m;
+  w.n0 = (w.tile / p.tiles_m) * tile_n;
+  w.kt_begin = w.split * p.k_tiles_per_split;
+  w.kt_end = min(p.k_tiles, w.kt_begin + p.k_tiles_per_split);
+  return w;
+}
+
 /// Group rows of scales one k-tile of configuration C touches: tile_k / group when groups are shorter than
 /// a k-tile, else 1 (tile_k and the power-of-two group sizes divide each other; per-channel has one).
 template <class Tile, class T>
@@ -86,8 +103,8 @@ NIBBLE_DEVICE int groups_per_tile(const KernelParams<T>& p) {
   return (!p.per_channel && (C.tile_k() >> p.group_log2) > 1) ? (C.tile_k() >> p.group_log2) : 1;
 }
 
-/// Issues the cp.async copies of one k-tile into a stage (zero-filled where the k-tile is past the CTA's
-/// split or out of range). Everything that does not change from k-tile to k-tile (row pointers, bounds,
+/// Issues the cp.async copies of one k-tile into a stage as one commit group (zero-filled where the k-tile
+/// is past the CTA's split or out of range). Everything that does not change from k-tile to k-tile (row pointers, bounds,
 /// shared-memory offsets) is computed once per CTA here, so the mainloop's copy issue stays a few integer
 /// instructions per 16-byte chunk.
 template <class T, Format F, class Tile>
@@ -173,6 +190,7 @@ struct StageLoader {
         detail::cp_async_16(st.z() + gi * BN + ch * 16, pred ? p.zeros + gg * p.shape.n_pad + gn : p.zeros, pred);
       }
     }
+    detail::cp_async_commit();
   }
 };
 
