@@ -646,6 +646,26 @@ RunResult run_and_check(const HostProblem& p, const DeviceWeights& dw, const Dev
   return r;
 }
 
+/// For f16 and bf16, each format in `formats` that keep(act, f) accepts (random N x K weights, group 64)
+/// and M = 1, 40, 130, 300 (the decode tile and the 64- / 128- / 256-token families): body(problem,
+/// weights, activations, reference samples, mainloop) for every mainloop that M runs with.
+template <class Keep, class Body>
+void for_each_tile_family_case(std::mt19937_64& rng, int64_t n, int64_t k, std::initializer_list<Format> formats,
+                               Keep keep, Body body) {
+  for (DType act : {kF16, kBF16})
+    for (Format f : formats) {
+      if (!keep(act, f)) continue;
+      const HostWeights w = make_weights(rng, f, 64, n, k, act, Data::kRandom);
+      const DeviceWeights dw = upload_and_repack(w, act);
+      for (int64_t m : {1, 40, 130, 300}) {
+        const HostProblem p = make_problem(rng, act, w, m, Data::kRandom);
+        const DeviceActs da = upload_acts(p);
+        const Samples s = reference(p, rng);
+        for (gemm::Mainloop ml : mainloops_for(m)) body(p, dw, da, s, ml);
+      }
+    }
+}
+
 /// The K each group size is tested with (K % 64 != 0 for g32 and per-channel: padded atoms).
 int64_t k_for_group(int group) {
   if (quick_mode()) return group == 32 ? 224 : group == 64 ? 320 : group == 128 ? 384 : group == 256 ? 512 : 200;
@@ -1834,27 +1854,19 @@ TEST(Gemm_SharedMemoryLimit, NinetyNineKiBTilesPassTheOracle) {
   constexpr int k99KiB = 99 * 1024;
   auto rng = nibble_test_rng();
   const bool quick = quick_mode();
-  const int64_t n = quick ? 144 : 300, k = quick ? 256 : 640;
-  for (DType act : {kF16, kBF16})
-    for (Format f : {kS4, kU4, kNf4, kFp4}) {
-      if (quick && act == kBF16 && f != kNf4) continue;
-      const HostWeights w = make_weights(rng, f, 64, n, k, act, Data::kRandom);
-      const DeviceWeights dw = upload_and_repack(w, act);
-      for (int64_t m : {1, 40, 130, 300}) {
-        const HostProblem p = make_problem(rng, act, w, m, Data::kRandom);
-        const DeviceActs da = upload_acts(p);
-        const Samples s = reference(p, rng);
-        for (gemm::Mainloop ml : mainloops_for(m)) {
-          RunOpts o;
-          o.out = kF32;
-          o.mainloop = ml;
-          o.max_smem = k99KiB;
-          const RunResult r = run_and_check(p, dw, da, s, o);
-          const gemm::TileConfig c = gemm::tile_config(r.plan.kind);
-          EXPECT_LE(c.smem_bytes(), k99KiB) << p.name() << " " << o.name();
-        }
-      }
-    }
+  for_each_tile_family_case(
+      rng, quick ? 144 : 300, quick ? 256 : 640, {kS4, kU4, kNf4, kFp4},
+      [&](DType act, Format f) { return !(quick && act == kBF16 && f != kNf4); },
+      [&](const HostProblem& p, const DeviceWeights& dw, const DeviceActs& da, const Samples& s,
+          gemm::Mainloop ml) {
+        RunOpts o;
+        o.out = kF32;
+        o.mainloop = ml;
+        o.max_smem = k99KiB;
+        const RunResult r = run_and_check(p, dw, da, s, o);
+        const gemm::TileConfig c = gemm::tile_config(r.plan.kind);
+        EXPECT_LE(c.smem_bytes(), k99KiB) << p.name() << " " << o.name();
+      });
   const HostWeights w = make_weights(rng, kS4, 128, 64, 256, kF16, Data::kExact);
   const DeviceWeights dw = upload_and_repack(w, kF16);
   const HostProblem p = make_problem(rng, kF16, w, 300, Data::kExact);
@@ -1874,28 +1886,20 @@ TEST(Gemm_Codebook, SharedMemoryAndRegisterTablesGiveIdenticalC) {
   NIBBLE_REQUIRE_GPU();
   auto rng = nibble_test_rng();
   const bool quick = quick_mode();
-  const int64_t n = quick ? 144 : 400, k = quick ? 256 : 1024;
-  for (DType act : {kF16, kBF16})
-    for (Format f : {kNf4, kFp4}) {
-      const HostWeights w = make_weights(rng, f, 64, n, k, act, Data::kRandom);
-      const DeviceWeights dw = upload_and_repack(w, act);
-      for (int64_t m : {1, 40, 130, 300}) {
-        const HostProblem p = make_problem(rng, act, w, m, Data::kRandom);
-        const DeviceActs da = upload_acts(p);
-        const Samples s = reference(p, rng);
-        for (gemm::Mainloop ml : mainloops_for(m)) {
-          RunOpts o;
-          o.out = kF32;
-          o.mainloop = ml;
-          o.codebook_table = gemm::CodebookTable::kSharedMemory;
-          const RunResult shared = run_and_check(p, dw, da, s, o);
-          o.codebook_table = gemm::CodebookTable::kRegisters;
-          const RunResult regs = run_and_check(p, dw, da, s, o);
-          EXPECT_TRUE(shared.c == regs.c) << p.name() << " " << o.name()
-                                          << ": shared-memory and register tables give different C";
-        }
-      }
-    }
+  for_each_tile_family_case(
+      rng, quick ? 144 : 400, quick ? 256 : 1024, {kNf4, kFp4}, [](DType, Format) { return true; },
+      [&](const HostProblem& p, const DeviceWeights& dw, const DeviceActs& da, const Samples& s,
+          gemm::Mainloop ml) {
+        RunOpts o;
+        o.out = kF32;
+        o.mainloop = ml;
+        o.codebook_table = gemm::CodebookTable::kSharedMemory;
+        const RunResult shared = run_and_check(p, dw, da, s, o);
+        o.codebook_table = gemm::CodebookTable::kRegisters;
+        const RunResult regs = run_and_check(p, dw, da, s, o);
+        EXPECT_TRUE(shared.c == regs.c) << p.name() << " " << o.name()
+                                        << ": shared-memory and register tables give different C";
+      });
 }
 
 // What the kernels were compiled with matches what the host believes: wgmma_available() is true exactly
