@@ -5,7 +5,7 @@
 
 namespace nibble {
 
-/// Result of every host entry point. nibble never throws, aborts or prints: it returns one of these.
+/// Result of every host entry point that can fail (the size helpers without failure modes return sizes). nibble never throws, aborts or prints: it returns one of these.
 enum class Status : int {
   kSuccess = 0,
   kErrorNullPointer,         ///< a required pointer is null
@@ -15,7 +15,7 @@ enum class Status : int {
   kErrorLeadingDimension,    ///< a leading dimension is smaller than the row it must hold
   kErrorSizeOverflow,        ///< a size or offset does not fit the 64-bit (or kernel 32-bit) index range
   kErrorUnsupportedFormat,   ///< the format / type combination is not supported by this operation
-  kErrorUnsupportedDevice,   ///< the current GPU is older than sm_80, or no GPU is present
+  kErrorUnsupportedDevice,   ///< no usable GPU (none, or older than sm_80), or the GPU / build cannot run what was asked
   kErrorWorkspaceTooSmall,   ///< the caller's workspace / staging buffer is smaller than required
   kErrorInvalidArgument,     ///< any other argument outside its documented range
   kErrorCuda,                ///< a CUDA runtime call or kernel launch failed
@@ -32,7 +32,9 @@ NIBBLE_HOST_DEVICE constexpr const char* to_string(Status s) {
     case Status::kErrorLeadingDimension: return "a leading dimension is smaller than its row";
     case Status::kErrorSizeOverflow: return "a size or offset overflows the supported index range";
     case Status::kErrorUnsupportedFormat: return "format or element type not supported by this operation";
-    case Status::kErrorUnsupportedDevice: return "no CUDA device, or the device is older than sm_80";
+    case Status::kErrorUnsupportedDevice:
+      return "no CUDA device, a device older than sm_80, or the device / build cannot run this request (no tile fits its "
+             "shared-memory limit, or wgmma was forced without sm_90a device code on an sm_90 GPU)";
     case Status::kErrorWorkspaceTooSmall: return "workspace or staging buffer too small";
     case Status::kErrorInvalidArgument: return "invalid argument";
     case Status::kErrorCuda: return "a CUDA runtime call or kernel launch failed";
@@ -42,31 +44,6 @@ NIBBLE_HOST_DEVICE constexpr const char* to_string(Status s) {
 
 /// Maps a CUDA runtime result to a Status (any error → kErrorCuda).
 inline Status from_cuda(cudaError_t e) { return e == cudaSuccess ? Status::kSuccess : Status::kErrorCuda; }
-
-namespace detail {
-/// Attribute `attr` of the current device, or `fallback` when there is no device or a query fails (the
-/// runtime error is consumed: it must not surface in the caller's next cudaGetLastError).
-inline int current_device_attribute(cudaDeviceAttr attr, int fallback) {
-  int dev = 0, value = 0;
-  if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&value, attr, dev) != cudaSuccess) {
-    (void)cudaGetLastError();
-    return fallback;
-  }
-  return value;
-}
-
-/// Compute capability of the current device as major * 10 + minor; 0 without a device.
-inline int current_compute_capability() {
-  return current_device_attribute(cudaDevAttrComputeCapabilityMajor, 0) * 10 +
-         current_device_attribute(cudaDevAttrComputeCapabilityMinor, 0);
-}
-}  // namespace detail
-
-/// Checks that a CUDA device of compute capability ≥ 8.0 is current; any runtime error means "no GPU".
-inline Status check_device() {
-  return detail::current_compute_capability() >= kMinComputeCapability ? Status::kSuccess
-                                                                        : Status::kErrorUnsupportedDevice;
-}
 
 }  // namespace nibble
 

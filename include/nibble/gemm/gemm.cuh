@@ -13,6 +13,7 @@
 #pragma once
 
 #include "../layout/repack.cuh"
+#include "../device.cuh"
 #include "../status.cuh"
 #include "kernel.cuh"
 #include "kernel_wg.cuh"
@@ -201,7 +202,8 @@ inline Status can_implement(const Arguments& args) {
 /// the warpgroup kernel runs its mma.sync body: slower, never wrong.
 inline bool wgmma_available() {
 #if defined(NIBBLE_SM90A)
-  return nibble::detail::current_compute_capability() == 90;
+  DeviceInfo info;
+  return current_device_info(&info) == Status::kSuccess && info.compute_capability == 90;
 #else
   return false;
 #endif
@@ -215,12 +217,15 @@ inline Mainloop resolve_mainloop(Mainloop requested) {
 
 namespace detail {
 inline int current_sm_count(int requested) {
-  return requested > 0 ? requested : nibble::detail::current_device_attribute(cudaDevAttrMultiProcessorCount, 0);
+  if (requested > 0) return requested;
+  DeviceInfo info;
+  return current_device_info(&info) == Status::kSuccess ? info.sm_count : 0;
 }
 
 /// The largest dynamic shared memory one CTA may opt in to on the current device (0 if unknown).
 inline int max_smem_optin() {
-  return nibble::detail::current_device_attribute(cudaDevAttrMaxSharedMemoryPerBlockOptin, 0);
+  DeviceInfo info;
+  return current_device_info(&info) == Status::kSuccess ? info.max_smem_per_block : 0;
 }
 
 template <class T, Format F, class Tile, bool kUseWgmma = false>

@@ -4,6 +4,7 @@
 
 #include "../quant/double_quant.cuh"
 #include "../quant/packed_matrix.cuh"
+#include "../device.cuh"
 #include "../status.cuh"
 #include "gemm_layout.cuh"
 

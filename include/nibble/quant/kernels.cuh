@@ -253,7 +253,7 @@ __global__ void __launch_bounds__(kQuantThreads)
 /// Grid of a 2D grid-stride kernel over `rows` x `col_blocks` blocks of work: x covers a row's blocks, y
 /// as many rows as it takes to put about 8 blocks of kQuantThreads on every SM; threads loop over the rest.
 inline dim3 grid_2d(std::int64_t rows, std::int64_t col_blocks) {
-  const int sms = current_device_attribute(cudaDevAttrMultiProcessorCount, 132);
+  const int sms = [] { DeviceInfo info; return current_device_info(&info) == Status::kSuccess ? info.sm_count : 132; }();
   const std::int64_t target = std::int64_t(sms) * 8;
   const std::int64_t x = std::max<std::int64_t>(1, std::min(col_blocks, target));
   const std::int64_t y =

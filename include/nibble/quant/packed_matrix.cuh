@@ -23,6 +23,7 @@
 #include <limits>
 
 #include "../format/format.cuh"
+#include "../device.cuh"
 #include "../status.cuh"
 
 namespace nibble {
