@@ -1,7 +1,7 @@
 // benchmarks/tune_tiles.cu — developer tool, not built by default (-DNIBBLE_BUILD_TUNING=ON): times several
 // gemm::TileConfig candidates on the same problems (random codes, rotated weight copies > 256 MiB, CUDA
-// graph of R launches / R), to choose the policies in include/nibble/gemm/policy.cuh. Prints one line per
-// (config, shape). The numbers in policy.cuh's comments came from this program on the H100.
+// graph of R launches / R), to choose the tiles in include/nibble/gemm/tile_registry.cuh. Prints one line per
+// (config, shape). The numbers in tile_registry.cuh's comments came from this program on the H100.
 #include <nibble/gemm/gemm.cuh>
 #include <cstdio>
 #include <vector>
@@ -15,6 +15,7 @@ using namespace nibble;
 template <int... V>
 struct Cfg {
   static constexpr gemm::TileConfig kConfig{V...};
+  using Kernel = gemm::detail::MmaSyncKernel;
 };
 using TD1 = Cfg<1, 2, 1, 8, 2, 4>;  // the shipped decode tile
 using TD4 = Cfg<1, 1, 1, 8, 4, 4>;
@@ -29,6 +30,7 @@ using TL3 = Cfg<4, 2, 2, 4, 2, 4>;
 template <int kTok16, int kWarps, int kStages>
 struct WgCfg {
   static constexpr gemm::TileConfig kConfig{kTok16, 1, 1, kWarps, 1, kStages, true};
+  using Kernel = gemm::detail::TransposedKernel;
 };
 using W1 = WgCfg<8, 8, 4>;   // the shipped large transposed tile: 128 tokens x 128 weights
 using W2 = WgCfg<8, 8, 6>;
@@ -63,11 +65,12 @@ double time_tile(const char* name, int m, int n, int k, Format f) {
   }
   __half *a, *cc; CK(cudaMalloc(&a, (size_t)m*k*2)); CK(cudaMalloc(&cc, (size_t)m*n*2)); fill_half<<<1024,256>>>(a, (size_t)m*k, 1.0f);
   gemm::Arguments args; args.m=m; args.act_type=DType::kF16; args.a=a; args.lda=k; args.w=ws[0]; args.c=cc; args.ldc=n; args.out_type=DType::kF16;
-  gemm::Plan plan = gemm::make_plan_for(args, c, sms);
+  gemm::DeviceLimits lim = gemm::kH200Limits; lim.sm_count = sms;
+  gemm::Plan plan = gemm::make_plan_for(args, c, lim);
   void* wsp=nullptr; if (plan.workspace_bytes) { CK(cudaMalloc(&wsp, plan.workspace_bytes)); CK(cudaMemset(wsp,0,plan.workspace_bytes)); }
   cudaStream_t st; CK(cudaStreamCreate(&st));
   constexpr bool wg = c.transposed;  // transposed tiles: the wgmma body where compiled (sm_90a)
-  auto launch=[&](int i){ args.w=ws[i%copies]; Status s = f==Format::kS4 ? gemm::detail::launch<__half, Format::kS4, Tile, wg>(args, plan, wsp, st) : gemm::detail::launch<__half, Format::kNf4, Tile, wg>(args, plan, wsp, st); if (s!=Status::kSuccess){printf("launch fail %s\n", to_string(s)); exit(1);} };
+  auto launch=[&](int i){ args.w=ws[i%copies]; const auto kp = gemm::detail::make_kernel_params<__half>(args, plan, wsp); Status s = f==Format::kS4 ? gemm::detail::launch_tile<__half, Format::kS4, Tile, wg, false>(kp, plan, st, 0) : gemm::detail::launch_tile<__half, Format::kNf4, Tile, wg, true>(kp, plan, st, 0); if (s!=Status::kSuccess){printf("launch fail %s\n", to_string(s)); exit(1);} };
   for (int i=0;i<copies;++i) launch(i);
   CK(cudaStreamSynchronize(st));
   cudaGraph_t g; cudaGraphExec_t ge;

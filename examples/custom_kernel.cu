@@ -30,7 +30,7 @@ __global__ void silu_gemm_kernel(const T* x, int m_rows, int k, nibble::GemmWeig
   };
   float acc[2][4] = {};
   for (std::int64_t kb = 0; kb < s.k_atoms(); ++kb) {
-    const std::uint8_t* atom = w.codes + (atom_col * s.k_atoms() + kb) * layout::kAtomBytes;
+    const std::uint8_t* atom = w.codes + layout::atom_offset(s, atom_col, kb);
     for (int j = 0; j < 4; ++j) {
       const int k0 = int(kb) * layout::kAtomK + 16 * j;
       const std::uint32_t a[4] = {a_pair(g, k0 + 2 * t), a_pair(g + 8, k0 + 2 * t), a_pair(g, k0 + 2 * t + 8),

@@ -24,7 +24,30 @@
 #define NIBBLE_ARCH_SM80 1
 #endif
 
+// Code whose meaning depends on the architectures a translation unit is built for (the GEMM kernels, and
+// the host functions that choose between them: wgmma_available, resolve_mainloop, get_workspace_size, run)
+// lives in an inline namespace named after NIBBLE_SM90A, as CUB's CUB_NAMESPACE_BEGIN does: two translation
+// units built for "80" and for "90a" then link into one program without breaking the one-definition rule,
+// and each runs its own kernels. NIBBLE_SM90A is set by the CMake package when the target's
+// CUDA_ARCHITECTURES list 90a (see CMakeLists.txt).
+#if defined(NIBBLE_SM90A)
+#define NIBBLE_ARCH_NAMESPACE arch_sm90a
+#else
+#define NIBBLE_ARCH_NAMESPACE arch_sm80
+#endif
+#define NIBBLE_ARCH_NAMESPACE_BEGIN inline namespace NIBBLE_ARCH_NAMESPACE {
+#define NIBBLE_ARCH_NAMESPACE_END }
+
 namespace nibble {
+
+NIBBLE_ARCH_NAMESPACE_BEGIN
+/// True when this translation unit's device code includes sm_90a (NIBBLE_SM90A); see the namespace above.
+#if defined(NIBBLE_SM90A)
+inline constexpr bool kBuiltForSm90a = true;
+#else
+inline constexpr bool kBuiltForSm90a = false;
+#endif
+NIBBLE_ARCH_NAMESPACE_END
 
 /// Oldest compute capability (major * 10 + minor) the kernels support.
 inline constexpr int kMinComputeCapability = 80;

@@ -2,15 +2,16 @@
 #pragma once
 
 #include "config.cuh"
+#include "device.cuh"
 #include "status.cuh"
-#include "format/format.cuh"
-#include "format/codebook.cuh"
-#include "thread/pack.cuh"
-#include "thread/convert.cuh"
 #include "detail/ptx.cuh"
-#if __has_include("quant/quantize.cuh")
+#include "format/codebook.cuh"
+#include "format/format.cuh"
+#include "thread/convert.cuh"
+#include "thread/pack.cuh"
 #include "quant/quantize.cuh"
-#endif
-#if __has_include("gemm/gemm.cuh")
+#include "quant/streaming.cuh"
+#include "layout/gemm_layout.cuh"
+#include "layout/repack.cuh"
 #include "gemm/gemm.cuh"
-#endif
+#include "gemm/warp_mma.cuh"

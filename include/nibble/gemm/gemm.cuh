@@ -1,22 +1,31 @@
 // nibble/gemm/gemm.cuh — host API of the int4 GEMM, in the CUTLASS / CUB manner:
 //
 //   nibble::gemm::Arguments args{...};
-//   NIBBLE_RETURN_IF_ERROR(nibble::gemm::can_implement(args));          // CPU only, names what is wrong
-//   std::size_t bytes = nibble::gemm::get_workspace_size(args);          // 0 unless split-K is used
+//   NIBBLE_RETURN_IF_ERROR(nibble::gemm::can_implement(args));             // CPU only, names what is wrong
+//   std::size_t bytes = 0;
+//   NIBBLE_RETURN_IF_ERROR(nibble::gemm::get_workspace_size(args, &bytes)); // 0 unless split-K is used
 //   // allocate once (the largest size of all your GEMMs), zero once (cudaMemset); run() leaves its
 //   // counter region zero again, so the same workspace serves every later GEMM on that stream
-//   NIBBLE_RETURN_IF_ERROR(nibble::gemm::run(args, workspace, bytes, stream));
+//   NIBBLE_RETURN_IF_ERROR(nibble::gemm::run<__half, nibble::Format::kS4>(args, workspace, bytes, stream));
 //
-// run() never allocates, memsets, synchronizes or reads device memory on the host, so it can be captured
-// in a CUDA graph. Results are deterministic (split-K partials are summed in a fixed order, no atomics on
-// floats).
+// run<T, F> compiles only the kernels of activation type T and format F; the untyped run(args, ...) compiles
+// all of them and dispatches on args.act_type / args.w.format. run() never allocates, memsets, synchronizes
+// or reads device memory on the host, so it can be captured in a CUDA graph; device properties come from a
+// per-device cache (device.cuh). Results are deterministic (split-K partials are summed in a fixed order,
+// no atomics on floats).
+//
+// The pieces (see README "Design"): tile_registry.cuh (the tiles and the heuristic), scheduler.cuh (CTA ->
+// tile / split / k-range, split-K workspace and reduction, split cost model), producer.cuh (cp.async
+// stages), shared_storage.cuh, mainloop_sm80.cuh / mainloop_transposed.cuh (the kernel families),
+// epilogue.cuh, dispatch.cuh (plan -> launch), warp_mma.cuh (the public warp-level building block).
 #pragma once
 
-#include "../layout/repack.cuh"
 #include "../device.cuh"
+#include "../layout/gemm_layout.cuh"
 #include "../status.cuh"
-#include "kernel.cuh"
-#include "kernel_wg.cuh"
+#include "dispatch.cuh"
+#include "scheduler.cuh"
+#include "tile_registry.cuh"
 
 namespace nibble::gemm {
 
@@ -48,17 +57,41 @@ struct Arguments {
   int max_smem_per_block = 0;
 };
 
-/// What run() will launch: tile family, grid and split-K workspace.
-struct Plan {
-  TileKind kind = TileKind::kDecode;
-  int tiles_m = 0, tiles_n = 0, k_tiles = 0, splits = 1, k_tiles_per_split = 0;
-  std::size_t workspace_bytes = 0;
-};
+/// The limits of `info` as the planner sees them.
+inline DeviceLimits device_limits(const DeviceInfo& info) {
+  return DeviceLimits{info.sm_count, info.max_smem_per_block, info.smem_per_sm, info.max_threads_per_sm};
+}
 
-/// Split-K workspace layout: a fixed region of tile counters first (so that GEMMs of any shape can share one
-/// workspace: no plan ever writes partial sums over another plan's counters), then the fp32 partials.
-inline constexpr int kMaxSplitTiles = 16384;
-inline constexpr std::size_t kCounterBytes = std::size_t(kMaxSplitTiles) * sizeof(unsigned);
+/// make_plan_for with the arguments' M, weight shape and split_k, on a device with limits `d` (where
+/// args.sm_count > 0 replaces d.sm_count).
+inline Plan make_plan_for(const Arguments& args, const TileConfig& c, const DeviceLimits& d) {
+  const int sms = args.sm_count > 0 ? args.sm_count : d.sm_count;
+  // nf4 / fp4 count their shared-memory codebook table whichever table runs, so that both give the same
+  // plan and bit-identical C
+  return make_plan_for(args.m, args.w.shape(), args.split_k, c, sms,
+                       detail::ctas_per_sm(c, is_codebook(args.w.format), d));
+}
+
+/// The launch plan run() uses on a device with limits `d` for a resolved (non-auto) mainloop: the
+/// heuristic's tile for M, replaced by a smaller one (fit_tile) where it needs more shared memory than
+/// args.max_smem_per_block or d.max_smem_per_block (each ignored when 0) allow, then make_plan_for.
+inline Plan make_plan(const Arguments& args, const DeviceLimits& d, Mainloop mainloop = Mainloop::kMmaSync) {
+  TileKind kind = choose_tile(args.m, mainloop, args.w.format);
+  const int limit = detail::smem_limit(args.max_smem_per_block, d.max_smem_per_block);
+  if (limit > 0) kind = fit_tile(kind, limit);
+  Plan p = make_plan_for(args, tile_config(kind), d);
+  p.kind = kind;
+  return p;
+}
+/// make_plan on an H100 / H200-like device (kH200Limits) of `sm_count` SMs whose opt-in limit per block is
+/// `device_smem` (0: no limit).
+inline Plan make_plan(const Arguments& args, int sm_count, Mainloop mainloop = Mainloop::kMmaSync,
+                      int device_smem = 0) {
+  DeviceLimits d = kH200Limits;
+  d.sm_count = sm_count;
+  d.max_smem_per_block = device_smem;
+  return make_plan(args, d, mainloop);
+}
 
 namespace detail {
 inline int log2_exact(std::int64_t x) {
@@ -66,96 +99,11 @@ inline int log2_exact(std::int64_t x) {
   while ((std::int64_t(1) << l) < x) ++l;
   return l;
 }
-/// The smaller positive one of two shared-memory limits (0 where both are 0: no limit).
-inline int smem_limit(int a, int b) {
-  if (a <= 0) return b > 0 ? b : 0;
-  return b > 0 && b < a ? b : a;
-}
-/// CTAs of one tile family that fit on one SM (by shared memory, with the nf4 / fp4 codebook table where
-/// `table` is true, and threads).
-inline int ctas_per_sm(const TileConfig& c, bool table) {
-  constexpr int kSmemPerSm = 227 * 1024, kThreadsPerSm = 2048;
-  const int by_smem = kSmemPerSm / (c.smem_bytes() + (table ? c.table_bytes() : 0) + 1024);
-  const int by_threads = kThreadsPerSm / c.threads();
-  return by_smem < by_threads ? by_smem : by_threads;
-}
-}  // namespace detail
 
-/// The launch plan for `args` with tile configuration `c` on a GPU with `sm_count` multiprocessors
-/// (pure function, CPU only).
-inline Plan make_plan_for(const Arguments& args, const TileConfig& c, int sm_count) {
-  Plan p;
-  const layout::GemmShape s = args.w.shape();
-  p.tiles_m = int((args.m + c.tile_m() - 1) / c.tile_m());
-  p.tiles_n = int((s.n_pad + c.tile_n() - 1) / c.tile_n());
-  p.k_tiles = int((s.k_pad + c.tile_k() - 1) / c.tile_k());
-  const std::int64_t tiles = std::int64_t(p.tiles_m) * p.tiles_n;
-  int splits = args.split_k;
-  if (splits == 0) {
-    // Every CTA of one GEMM does the same work, so they run in waves of `slots` (CTAs resident at once).
-    // Model the time of s splits as waves(s) x bytes one CTA moves: ceil(k_tiles / s) k-tiles of weights
-    // and A rows (+1 for the pipeline's fill), plus (s > 1) its fp32 partial tile written and read back
-    // (rows < M only). Pick the best
-    // s in [1, k_tiles / 2] (each split keeps >= 2 k-tiles), only when the tiles alone fill fewer than 4
-    // waves. Example, M=1, K=8192, N=28672, 132 SMs: 112 tiles, 264 slots; 3 splits = 2 waves, the second
-    // 27% full; 7 splits = 3 nearly full waves, about a third less time.
-    // (nf4 / fp4 count their shared-memory codebook table whichever table runs, so that both give the same
-    // plan and bit-identical C)
-    const std::int64_t slots =
-        std::int64_t(sm_count > 0 ? sm_count : 1) * detail::ctas_per_sm(c, is_codebook(args.w.format));
-    const int max_splits = p.k_tiles / 2 > 1 ? p.k_tiles / 2 : 1;
-    const double rows = double(std::min<std::int64_t>(args.m, c.tile_m()));
-    const double k_tile_bytes = c.tile_n() * c.tile_k() / 2.0 + rows * c.tile_k() * 2.0;
-    const double partial_bytes = 2.0 * rows * c.tile_n() * sizeof(float);
-    splits = 1;
-    if (tiles < 4 * slots) {
-      double best = 1e300;
-      for (int s = 1; s <= max_splits && s <= 64; ++s) {
-        const double waves = double((tiles * s + slots - 1) / slots);
-        // + 1 k-tile: the pipeline's fill and drain, paid once per CTA
-        const double cta_bytes = double((p.k_tiles + s - 1) / s + 1) * k_tile_bytes + (s > 1 ? partial_bytes : 0.0);
-        if (waves * cta_bytes < best * (1.0 - 1e-9)) {
-          best = waves * cta_bytes;
-          splits = s;
-        }
-      }
-    }
-  }
-  if (splits > p.k_tiles) splits = p.k_tiles;
-  if (splits < 1) splits = 1;
-  p.k_tiles_per_split = (p.k_tiles + splits - 1) / splits;
-  p.splits = (p.k_tiles + p.k_tiles_per_split - 1) / p.k_tiles_per_split;  // no empty split
-  if (p.splits > 1 && tiles > kMaxSplitTiles) {  // too many tiles for the counter region: no split-K
-    p.k_tiles_per_split = p.k_tiles;
-    p.splits = 1;
-  }
-  if (p.splits > 1) {
-    const std::size_t partial = std::size_t(tiles) * p.splits * c.tile_m() * c.tile_n() * sizeof(float);
-    p.workspace_bytes = kCounterBytes + partial;
-  }
-  return p;
-}
-
-/// The launch plan run() uses for a resolved (non-auto) mainloop: the heuristic's tile family for M, then
-/// make_plan_for. The tile is replaced by a smaller one (fit_tile) where it needs more shared memory
-/// than args.max_smem_per_block or `device_smem` (each ignored when 0) allow.
-inline Plan make_plan(const Arguments& args, int sm_count, Mainloop mainloop = Mainloop::kMmaSync,
-                      int device_smem = 0) {
-  TileKind kind = choose_tile(args.m, mainloop, args.w.format);
-  const int limit = detail::smem_limit(args.max_smem_per_block, device_smem);
-  if (limit > 0) kind = fit_tile(kind, limit);
-  Plan p = make_plan_for(args, tile_config(kind), sm_count);
-  p.kind = kind;
-  return p;
-}
-
-/// True when the plan's grid fits a 1-D launch (and the kernel's int tile indices).
-inline bool launchable(const Plan& p) {
-  return std::int64_t(p.tiles_m) * p.tiles_n * p.splits <= std::int64_t(0x7FFFFFFF);
-}
-
-/// Checks every argument on the CPU (no CUDA call). Returns the first problem found.
-inline Status can_implement(const Arguments& args) {
+/// Every check of can_implement but the grid size, in the order every nibble entry point uses for the
+/// weight's shape (quantize, repack, GEMM): format / type, group size supported, shape (>= 1, K even), K a
+/// multiple of the group; then what only the GEMM needs (K % 8, pointers, leading dimensions, ...).
+inline Status check_arguments(const Arguments& args) {
   const GemmWeights& w = args.w;
   if (args.act_type != DType::kF16 && args.act_type != DType::kBF16) return Status::kErrorUnsupportedFormat;
   if (args.out_type != args.act_type && args.out_type != DType::kF32) return Status::kErrorUnsupportedFormat;
@@ -163,12 +111,13 @@ inline Status can_implement(const Arguments& args) {
   if (w.format != Format::kS4 && w.format != Format::kU4 && w.format != Format::kNf4 &&
       w.format != Format::kFp4)
     return Status::kErrorUnsupportedFormat;
-  if (args.m < 1 || w.n < 1 || w.k < 1) return Status::kErrorInvalidShape;
+  if (!is_supported_group_size(w.group_size)) return Status::kErrorGroupSize;
+  if (args.m < 1 || w.n < 1 || w.k < 1 || w.k % 2 != 0) return Status::kErrorInvalidShape;
+  if (w.group_size != kPerChannel && w.k % w.group_size != 0) return Status::kErrorGroupSize;
   constexpr std::int64_t kMaxDim = std::int64_t(1) << 30;  // keeps every int32 tile index in range
   if (args.m > kMaxDim || w.n > kMaxDim || w.k > kMaxDim) return Status::kErrorSizeOverflow;
-  if (w.k % 8 != 0) return Status::kErrorInvalidShape;  // A is read in 16-byte chunks of 8 elements
-  if (!is_supported_group_size(w.group_size)) return Status::kErrorGroupSize;
-  if (w.group_size != kPerChannel && w.k % w.group_size != 0) return Status::kErrorGroupSize;
+  // A is read in 16-byte chunks of 8 elements (per-channel weights with K % 8 != 0 quantize, not multiply)
+  if (w.k % 8 != 0) return Status::kErrorInvalidShape;
   if (args.a == nullptr || args.c == nullptr || w.codes == nullptr || w.scales == nullptr)
     return Status::kErrorNullPointer;
   if (w.format == Format::kU4 && w.zeros == nullptr) return Status::kErrorNullPointer;
@@ -190,48 +139,11 @@ inline Status can_implement(const Arguments& args) {
   // overflow of M * ldc and M * lda offsets in 64-bit arithmetic
   if (args.ldc > (std::int64_t(1) << 62) / args.m || args.lda > (std::int64_t(1) << 62) / args.m)
     return Status::kErrorSizeOverflow;
-  // the grid of one launch fits (checked with the requested SM count or 1; run() checks the device's)
-  // (every mainloop's tiles are at least as large as kMmaSync's, so checking that one covers them all)
-  if (!launchable(make_plan(args, args.sm_count > 0 ? args.sm_count : 1))) return Status::kErrorSizeOverflow;
   return Status::kSuccess;
 }
 
-/// True when this translation unit was built with device code for sm_90a (NIBBLE_SM90A, which the CMake
-/// package defines when the target's CUDA_ARCHITECTURES list 90a) and the current device is sm_90.
-/// Host code cannot see which device code a binary holds, so the macro carries it; if it is set wrongly
-/// the warpgroup kernel runs its mma.sync body: slower, never wrong.
-inline bool wgmma_available() {
-#if defined(NIBBLE_SM90A)
-  DeviceInfo info;
-  return current_device_info(&info) == Status::kSuccess && info.compute_capability == 90;
-#else
-  return false;
-#endif
-}
-
-/// The mainloop run() uses for `requested` (kAuto resolved against this build and the current device).
-inline Mainloop resolve_mainloop(Mainloop requested) {
-  if (requested != Mainloop::kAuto) return requested;
-  return wgmma_available() ? Mainloop::kWgmma : Mainloop::kMmaSync;
-}
-
-namespace detail {
-inline int current_sm_count(int requested) {
-  if (requested > 0) return requested;
-  DeviceInfo info;
-  return current_device_info(&info) == Status::kSuccess ? info.sm_count : 0;
-}
-
-/// The largest dynamic shared memory one CTA may opt in to on the current device (0 if unknown).
-inline int max_smem_optin() {
-  DeviceInfo info;
-  return current_device_info(&info) == Status::kSuccess ? info.max_smem_per_block : 0;
-}
-
-template <class T, Format F, class Tile, bool kUseWgmma = false>
-Status launch(const Arguments& args, const Plan& plan, void* workspace, cudaStream_t stream,
-              bool smem_table = true) {
-  constexpr TileConfig c = Tile::kConfig;
+template <class T>
+KernelParams<T> make_kernel_params(const Arguments& args, const Plan& plan, void* workspace) {
   const GemmWeights& w = args.w;
   KernelParams<T> p{};
   p.m = int(args.m);
@@ -259,96 +171,64 @@ Status launch(const Arguments& args, const Plan& plan, void* workspace, cudaStre
     p.counters = static_cast<unsigned*>(workspace);
     p.partials = reinterpret_cast<float*>(static_cast<char*>(workspace) + kCounterBytes);
   }
-  // nf4 / fp4 kernels exist with both codebook tables; the others need none.
-  auto kernel_for = [](auto table) {
-    constexpr bool kTable = decltype(table)::value;
-    if constexpr (Tile::kConfig.transposed) return gemm_wg_kernel<T, F, Tile, kUseWgmma, kTable>;
-    else return gemm_kernel<T, F, Tile, kTable>;
-  };
-  const bool table = is_codebook(F) && smem_table;
-  void (*kernel)(KernelParams<T>) = kernel_for(std::false_type{});
-  if constexpr (is_codebook(F)) {
-    if (table) kernel = kernel_for(std::true_type{});
-  }
-  const int smem = c.smem_bytes() + kernel_smem_prefix(F, table, c);
-  NIBBLE_CUDA_TRY(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
-  const std::int64_t grid = std::int64_t(plan.tiles_m) * plan.tiles_n * plan.splits;
-  kernel<<<dim3(unsigned(grid)), dim3(c.threads()), smem, stream>>>(p);
-  NIBBLE_CHECK_LAUNCH();
-  return Status::kSuccess;
-}
-
-template <class T, Format F>
-Status dispatch_tile(const Arguments& args, const Plan& plan, bool wgmma, bool table, void* workspace,
-                     cudaStream_t stream) {
-  // go(Tile{}) launches the kernel of tile type Tile; transposed tiles with the wgmma body where asked.
-  auto go = [&](auto tile) -> Status {
-    using Tile = decltype(tile);
-    if constexpr (Tile::kConfig.transposed) {
-      if (wgmma) return launch<T, F, Tile, true>(args, plan, workspace, stream, table);
-    }
-    return launch<T, F, Tile>(args, plan, workspace, stream, table);
-  };
-  switch (plan.kind) {
-    // choose_tile picks kDecode for s4 / u4 and kDecodeCodebook for nf4 / fp4: only those kernels exist
-    case TileKind::kDecode:
-      if constexpr (!is_codebook(F)) return go(TileDecode{});
-      return Status::kErrorInvalidArgument;
-    case TileKind::kDecodeCodebook:
-      if constexpr (is_codebook(F)) return go(TileDecodeCodebook{});
-      return Status::kErrorInvalidArgument;
-    case TileKind::kSmall: return go(TileSmall{});
-    case TileKind::kLarge: return go(TileLarge{});
-    case TileKind::kSmallCompact: return go(TileSmallCompact{});
-    case TileKind::kLargeCompact: return go(TileLargeCompact{});
-    case TileKind::kWgSmall: return go(TileWgSmall{});
-    case TileKind::kWgMid: return go(TileWgMid{});
-    case TileKind::kWgLarge: return go(TileWgLarge{});
-  }
-  return Status::kErrorInvalidArgument;
-}
-
-template <class T>
-Status dispatch_format(const Arguments& args, const Plan& plan, bool wgmma, bool table, void* workspace,
-                       cudaStream_t stream) {
-  switch (args.w.format) {
-    case Format::kS4: return dispatch_tile<T, Format::kS4>(args, plan, wgmma, table, workspace, stream);
-    case Format::kU4: return dispatch_tile<T, Format::kU4>(args, plan, wgmma, table, workspace, stream);
-    case Format::kNf4: return dispatch_tile<T, Format::kNf4>(args, plan, wgmma, table, workspace, stream);
-    case Format::kFp4: return dispatch_tile<T, Format::kFp4>(args, plan, wgmma, table, workspace, stream);
-  }
-  return Status::kErrorUnsupportedFormat;
+  return p;
 }
 }  // namespace detail
 
-/// Bytes of workspace run() needs for `args` on the current device (0 when no split-K is used).
-inline std::size_t get_workspace_size(const Arguments& args) {
-  if (can_implement(args) != Status::kSuccess) return 0;
-  return make_plan(args, detail::current_sm_count(args.sm_count), resolve_mainloop(args.mainloop),
-                   detail::max_smem_optin())
-      .workspace_bytes;
+/// Checks every argument on the CPU (no CUDA call). Returns the first problem found.
+inline Status can_implement(const Arguments& args) {
+  NIBBLE_RETURN_IF_ERROR(detail::check_arguments(args));
+  // the grid of one launch fits (checked with the requested SM count or 1; run() checks the device's)
+  // (every mainloop's tiles are at least as large as kMmaSync's, so checking that one covers them all)
+  if (!launchable(make_plan(args, args.sm_count > 0 ? args.sm_count : 1))) return Status::kErrorSizeOverflow;
+  return Status::kSuccess;
 }
 
-/// Launches the GEMM on `stream`. `workspace` must hold get_workspace_size(args) bytes whose first
-/// kCounterBytes were zeroed once before first use: run() leaves that counter region zero again, so one
-/// workspace (sized for the largest GEMM) serves GEMMs of every shape, one stream at a time. It may be null
-/// when the size is 0.
-/// (A template only so that its 132 kernel instantiations are compiled in the translation units that call
-/// it, not in every one that includes nibble.cuh.)
-template <int kInstantiateOnUse = 0>
-Status run(const Arguments& args, void* workspace, std::size_t workspace_bytes, cudaStream_t stream) {
-  NIBBLE_RETURN_IF_ERROR(can_implement(args));
-  NIBBLE_RETURN_IF_ERROR(check_device());
-  const Mainloop mainloop = resolve_mainloop(args.mainloop);
+NIBBLE_ARCH_NAMESPACE_BEGIN
+
+/// True when this translation unit was built with device code for sm_90a (NIBBLE_SM90A, which the CMake
+/// package defines when the target's CUDA_ARCHITECTURES list 90a) and `info` is an sm_90 device. Host code
+/// cannot see which device code a binary holds, so the macro carries it; if it is set wrongly the
+/// transposed kernel runs its mma.sync body: slower, never wrong.
+inline bool wgmma_available(const DeviceInfo& info) { return kBuiltForSm90a && info.compute_capability == 90; }
+/// wgmma_available for the current device (false without one).
+inline bool wgmma_available() {
+  DeviceInfo info;
+  return current_device_info(&info) == Status::kSuccess && wgmma_available(info);
+}
+
+/// The mainloop run() uses for `requested` (kAuto resolved against this build and the device).
+inline Mainloop resolve_mainloop(Mainloop requested, const DeviceInfo& info) {
+  if (requested != Mainloop::kAuto) return requested;
+  return wgmma_available(info) ? Mainloop::kWgmma : Mainloop::kMmaSync;
+}
+inline Mainloop resolve_mainloop(Mainloop requested) {
+  DeviceInfo info;
+  if (current_device_info(&info) != Status::kSuccess) info = DeviceInfo{};
+  return resolve_mainloop(requested, info);
+}
+
+NIBBLE_ARCH_NAMESPACE_END
+
+namespace detail {
+NIBBLE_ARCH_NAMESPACE_BEGIN
+/// What run() checks and decides before a launch: the arguments, the device, the plan, the table and the
+/// workspace. `info` is the current device's.
+struct Launch {
+  Plan plan;
+  bool wgmma = false, table = false;
+};
+inline Status prepare(const Arguments& args, const DeviceInfo& info, Launch* out) {
+  NIBBLE_RETURN_IF_ERROR(check_arguments(args));
+  NIBBLE_RETURN_IF_ERROR(check_device(info));
+  const Mainloop mainloop = resolve_mainloop(args.mainloop, info);
   // Shared memory: the device's opt-in limit, or the caller's smaller one.
-  const int smem_optin = detail::smem_limit(args.max_smem_per_block, detail::max_smem_optin());
-  const Plan plan = make_plan(args, detail::current_sm_count(args.sm_count), mainloop, smem_optin);
+  const int smem_optin = smem_limit(args.max_smem_per_block, info.max_smem_per_block);
+  const Plan plan = make_plan(args, device_limits(info), mainloop);
   const TileConfig tile = tile_config(plan.kind);
-  if (mainloop == Mainloop::kWgmma && tile.transposed && !wgmma_available()) return Status::kErrorUnsupportedDevice;
+  if (mainloop == Mainloop::kWgmma && tile.transposed && !wgmma_available(info))
+    return Status::kErrorUnsupportedDevice;
   if (!launchable(plan)) return Status::kErrorSizeOverflow;
-  if (plan.workspace_bytes > 0 && (workspace == nullptr || workspace_bytes < plan.workspace_bytes))
-    return Status::kErrorWorkspaceTooSmall;
-  if (plan.workspace_bytes > 0 && !nibble::detail::is_aligned(workspace, 16)) return Status::kErrorMisalignedPointer;
   // The tile must fit; the nf4 / fp4 table goes where it also fits (kAuto).
   if (tile.smem_bytes() > smem_optin) return Status::kErrorUnsupportedDevice;
   bool table = false;
@@ -358,10 +238,86 @@ Status run(const Arguments& args, void* workspace, std::size_t workspace_bytes, 
     table = args.codebook_table == CodebookTable::kSharedMemory ||
             (args.codebook_table == CodebookTable::kAuto && fits);
   }
-  const bool wgmma = mainloop == Mainloop::kWgmma;
-  if (args.act_type == DType::kF16)
-    return detail::dispatch_format<__half>(args, plan, wgmma, table, workspace, stream);
-  return detail::dispatch_format<__nv_bfloat16>(args, plan, wgmma, table, workspace, stream);
+  out->plan = plan;
+  out->wgmma = mainloop == Mainloop::kWgmma;
+  out->table = table;
+  return Status::kSuccess;
 }
+inline Status check_workspace(const Plan& plan, void* workspace, std::size_t workspace_bytes) {
+  if (plan.workspace_bytes > 0 && (workspace == nullptr || workspace_bytes < plan.workspace_bytes))
+    return Status::kErrorWorkspaceTooSmall;
+  if (plan.workspace_bytes > 0 && !nibble::detail::is_aligned(workspace, 16)) return Status::kErrorMisalignedPointer;
+  return Status::kSuccess;
+}
+NIBBLE_ARCH_NAMESPACE_END
+}  // namespace detail
+
+NIBBLE_ARCH_NAMESPACE_BEGIN
+
+/// Bytes of workspace run() needs for `args` on the current device (0 when no split-K is used), in *bytes.
+/// Returns what run() would return for these arguments before its launch (kErrorUnsupportedDevice without
+/// a usable GPU, the argument's error otherwise).
+inline Status get_workspace_size(const Arguments& args, std::size_t* bytes) {
+  if (bytes == nullptr) return Status::kErrorNullPointer;
+  DeviceInfo info;
+  if (current_device_info(&info) != Status::kSuccess) {
+    NIBBLE_RETURN_IF_ERROR(detail::check_arguments(args));  // argument errors come first
+    return Status::kErrorUnsupportedDevice;
+  }
+  detail::Launch l;
+  NIBBLE_RETURN_IF_ERROR(detail::prepare(args, info, &l));
+  *bytes = l.plan.workspace_bytes;
+  return Status::kSuccess;
+}
+
+/// Launches the GEMM on `stream`, compiling only the kernels of activation type T (__half or
+/// __nv_bfloat16) and format F; args.act_type and args.w.format must be those (else
+/// kErrorUnsupportedFormat). `workspace` must hold get_workspace_size bytes whose first kCounterBytes were
+/// zeroed once before first use: run() leaves that counter region zero again, so one workspace (sized for
+/// the largest GEMM) serves GEMMs of every shape, one stream at a time. It may be null when the size is 0.
+template <class T, Format F>
+Status run(const Arguments& args, void* workspace, std::size_t workspace_bytes, cudaStream_t stream) {
+  static_assert(std::is_same_v<T, __half> || std::is_same_v<T, __nv_bfloat16>, "T: __half or __nv_bfloat16");
+  if (args.act_type != dtype_of_v<T> || args.w.format != F) {
+    NIBBLE_RETURN_IF_ERROR(detail::check_arguments(args));  // the same Status as the untyped run, if bad
+    return Status::kErrorUnsupportedFormat;
+  }
+  DeviceInfo info;
+  if (current_device_info(&info) != Status::kSuccess) {
+    NIBBLE_RETURN_IF_ERROR(detail::check_arguments(args));  // argument errors come first
+    return Status::kErrorUnsupportedDevice;
+  }
+  detail::Launch l;
+  NIBBLE_RETURN_IF_ERROR(detail::prepare(args, info, &l));
+  NIBBLE_RETURN_IF_ERROR(detail::check_workspace(l.plan, workspace, workspace_bytes));
+  return detail::dispatch<T, F>(detail::make_kernel_params<T>(args, l.plan, workspace), l.plan, l.wgmma, l.table,
+                                stream, info.device);
+}
+
+/// run() for any activation type and format (dispatches on args.act_type and args.w.format to run<T, F>).
+/// (A template only so that its kernel instantiations are compiled in the translation units that call it,
+/// not in every one that includes nibble.cuh.)
+template <int kInstantiateOnUse = 0>
+Status run(const Arguments& args, void* workspace, std::size_t workspace_bytes, cudaStream_t stream) {
+  const bool f16 = args.act_type == DType::kF16;
+  switch (args.w.format) {
+    case Format::kS4:
+      return f16 ? run<__half, Format::kS4>(args, workspace, workspace_bytes, stream)
+                 : run<__nv_bfloat16, Format::kS4>(args, workspace, workspace_bytes, stream);
+    case Format::kU4:
+      return f16 ? run<__half, Format::kU4>(args, workspace, workspace_bytes, stream)
+                 : run<__nv_bfloat16, Format::kU4>(args, workspace, workspace_bytes, stream);
+    case Format::kNf4:
+      return f16 ? run<__half, Format::kNf4>(args, workspace, workspace_bytes, stream)
+                 : run<__nv_bfloat16, Format::kNf4>(args, workspace, workspace_bytes, stream);
+    case Format::kFp4:
+      return f16 ? run<__half, Format::kFp4>(args, workspace, workspace_bytes, stream)
+                 : run<__nv_bfloat16, Format::kFp4>(args, workspace, workspace_bytes, stream);
+  }
+  NIBBLE_RETURN_IF_ERROR(detail::check_arguments(args));
+  return Status::kErrorUnsupportedFormat;
+}
+
+NIBBLE_ARCH_NAMESPACE_END
 
 }  // namespace nibble::gemm

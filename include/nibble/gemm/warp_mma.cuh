@@ -1,11 +1,16 @@
 // nibble/gemm/warp_mma.cuh — the warp-level building block of the GEMM, public for users' own kernels:
 // one lane's packed word of a weight atom -> dequantized B fragments in registers -> mma.m16n8k16.
 //
-//   uint4 atom = load_atom_lane(atom_ptr);              // 16 B per lane: 4 k-steps of a 16 x 64 atom
-//   for j in 0..3:
+//   const auto ctx = DequantContext<F, T>::make();           // the nf4 / fp4 register codebook (or none)
+//   const uint8_t* atom = w.codes + layout::atom_offset(w.shape(), nb, kb);   // a 16 x 64 weight atom
+//   for (int j = 0; j < 4; ++j) {                            // its four k-steps of 16
+//     ColumnPairQuant<T> q{scale_lo, scale_hi};              // scales of columns g, g + 8 (+ u4 zeros)
 //     uint32_t b[4];
-//     dequant_fragments<T, F>(word(atom, j), scales, zeros, lut, b);   // 8 weights, scale applied
-//     mma_atom_step<T>(acc, a_fragment_for_kstep_j, b);                 // C[16 x 16] += A[16 x 16] W^T
+//     dequant_fragments<T, F>(load_atom_word(atom, lane, j), q, ctx, b);  // 8 weights, scale applied
+//     mma_atom_step<T>(acc, a_fragment_of_kstep_j, b);       // C[16 x 16] += A[16 x 16] W^T
+//   }
+// (examples/custom_kernel.cu is a whole kernel built this way.) load_atom_lane + atom_word read the lane's
+// 16-byte slice at once instead.
 //
 // See layout/gemm_layout.cuh for which weight each value of the word is.
 #pragma once
@@ -89,12 +94,13 @@ NIBBLE_DEVICE std::uint32_t atom_word(const uint4& atom, int j) {
 
 /// 16-byte load of this lane's slice of an atom (`atom` points at the atom's first byte; shared or global).
 NIBBLE_DEVICE uint4 load_atom_lane(const void* atom, int lane) {
-  return reinterpret_cast<const uint4*>(atom)[lane];
+  return *reinterpret_cast<const uint4*>(static_cast<const unsigned char*>(atom) + layout::lane_slice_offset(lane));
 }
 
 /// Word `j` (0..3) of this lane's slice of an atom (shared or global), as a single 32-bit load.
 NIBBLE_DEVICE std::uint32_t load_atom_word(const void* atom, int lane, int j) {
-  return reinterpret_cast<const std::uint32_t*>(atom)[lane * (layout::kLaneBytes / 4) + j];
+  return *reinterpret_cast<const std::uint32_t*>(static_cast<const unsigned char*>(atom) +
+                                                 layout::lane_word_offset(lane, j));
 }
 
 /// Decodes one word (eight weights of format F, GEMM-layout order) into the two B fragments of an atom
@@ -156,8 +162,8 @@ template <class T>
 NIBBLE_DEVICE void mma_atom_step(float (&acc)[2][4], const std::uint32_t (&a)[4], const std::uint32_t (&b)[4]) {
   const std::uint32_t b0[2] = {b[0], b[1]};
   const std::uint32_t b1[2] = {b[2], b[3]};
-  detail::mma_m16n8k16<T>(acc[0], a, b0);
-  detail::mma_m16n8k16<T>(acc[1], a, b1);
+  nibble::detail::mma_m16n8k16<T>(acc[0], a, b0);
+  nibble::detail::mma_m16n8k16<T>(acc[1], a, b1);
 }
 
 }  // namespace nibble::gemm

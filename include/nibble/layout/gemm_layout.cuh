@@ -1,5 +1,8 @@
-// nibble/layout/gemm_layout.cuh — THE packed-weight layout the GEMM mainloop reads. Defined once, here; the
-// repack (GPU and CPU, layout/repack.cuh) and the mainloop (gemm/mainloop.cuh) both use these functions.
+// nibble/layout/gemm_layout.cuh — THE packed-weight layout the GEMM mainloops read. Defined once, here: the
+// weight view (GemmWeights), its byte sizes and every address into it. The repack (GPU and CPU,
+// layout/repack.cuh), the GEMM producer (gemm/producer.cuh), the warp-level building block
+// (gemm/warp_mma.cuh) and users' own kernels (examples/custom_kernel.cu) compute addresses only through the
+// functions below.
 //
 // The unit is a 16 (n) x 64 (k) "atom" of 1024 codes = 512 bytes. Within an atom each of the 32 lanes of a
 // warp owns 16 contiguous bytes = four 32-bit words, so one 16-byte shared-memory load per lane fetches a
@@ -78,6 +81,22 @@ NIBBLE_HOST_DEVICE constexpr GemmShape make_gemm_shape(std::int64_t n, std::int6
   return s;
 }
 
+// ---- addressing: every offset into the three buffers ------------------------------------------------------
+
+/// Byte offset of atom (nb, kb) (atom column nb = weight rows 16 nb .., atom row kb = k 64 kb ..) in the codes.
+NIBBLE_HOST_DEVICE constexpr std::int64_t atom_offset(const GemmShape& s, std::int64_t nb, std::int64_t kb) {
+  return (nb * s.k_atoms() + kb) * kAtomBytes;
+}
+/// Byte offset, within an atom, of lane `lane`'s 16-byte slice (its four words, one per k-step).
+NIBBLE_HOST_DEVICE constexpr int lane_slice_offset(int lane) { return lane * kLaneBytes; }
+/// Byte offset, within an atom, of word `j` (k-step j, 0..3) of lane `lane`'s slice.
+NIBBLE_HOST_DEVICE constexpr int lane_word_offset(int lane, int j) { return lane_slice_offset(lane) + 4 * j; }
+/// Words of one atom (32 lanes x 4): word w of an atom is word w % 4 of lane w / 4.
+inline constexpr int kAtomWords = kAtomBytes / 4;
+/// Element offset of the first scale (and zero point) of group `group` (a row of n_pad values).
+NIBBLE_HOST_DEVICE constexpr std::int64_t scale_row_offset(const GemmShape& s, std::int64_t group) {
+  return group * s.n_pad;
+}
 /// Where weight (n, k) lives in the GEMM layout: byte offset of its code and the nibble in that byte.
 struct CodeLocation {
   std::int64_t byte;
@@ -85,7 +104,6 @@ struct CodeLocation {
 };
 NIBBLE_HOST_DEVICE constexpr CodeLocation code_location(const GemmShape& s, Format f, std::int64_t n,
                                                         std::int64_t k) {
-  const std::int64_t atom = (n / kAtomN) * s.k_atoms() + k / kAtomK;
   const int dn = int(n % kAtomN), dk = int(k % kAtomK);
   // Invert atom_coord: n = g + 8 * (i / 4), k = 16 j + 2 t + 8 * ((i / 2) % 2) + i % 2.
   const int g = dn % 8, j = dk / 16, r = dk % 16;
@@ -93,7 +111,7 @@ NIBBLE_HOST_DEVICE constexpr CodeLocation code_location(const GemmShape& s, Form
   const int i = 4 * (dn / 8) + 2 * (r / 8) + (r % 2);
   const int lane = 4 * g + t;
   const int nib = nibble_position(gemm_nibble_order(f), i);
-  return {atom * kAtomBytes + lane * kLaneBytes + 4 * j + nib / 2, 4 * (nib % 2)};
+  return {atom_offset(s, n / kAtomN, k / kAtomK) + lane_word_offset(lane, j) + nib / 2, 4 * (nib % 2)};
 }
 
 /// Index of the scale / zero point of weight (n, k) in the GEMM layout.
@@ -101,4 +119,49 @@ NIBBLE_HOST_DEVICE constexpr std::int64_t scale_index(const GemmShape& s, std::i
   return (k / s.group) * s.n_pad + n;
 }
 
+/// Which word of the layout the 32-bit word at index `word` of the codes is (the inverse of
+/// (atom_offset + lane_word_offset) / 4): atom (nb, kb), lane, k-step j.
+struct WordCoord {
+  std::int64_t nb, kb;
+  int lane, j;
+};
+NIBBLE_HOST_DEVICE constexpr WordCoord word_coord(const GemmShape& s, std::int64_t word) {
+  const std::int64_t atom = word / kAtomWords;
+  const int in_atom = int(word % kAtomWords);
+  return {atom / s.k_atoms(), atom % s.k_atoms(), in_atom / 4, in_atom % 4};
+}
+static_assert(lane_word_offset(31, 3) + 4 == kAtomBytes && kAtomWords * 4 == kAtomBytes,
+              "32 lanes x 4 words fill an atom");
+
 }  // namespace nibble::layout
+
+namespace nibble {
+
+/// Non-owning view of a weight in the GEMM layout, repacked for one activation type (scales are of that
+/// type). Sizes: codes shape().code_bytes(), scales and zeros shape().scale_count() (gemm_weight_bytes).
+struct GemmWeights {
+  Format format = Format::kS4;
+  int group_size = 128;               ///< 32, 64, 128, 256 or kPerChannel
+  std::int64_t n = 0, k = 0;          ///< logical [N, K]
+  DType scale_type = DType::kF16;     ///< the activation type this weight was repacked for
+  const std::uint8_t* codes = nullptr;
+  const void* scales = nullptr;       ///< [groups][n_pad] of scale_type
+  const std::uint8_t* zeros = nullptr;  ///< [groups][n_pad], u4 only
+
+  NIBBLE_HOST_DEVICE layout::GemmShape shape() const { return layout::make_gemm_shape(n, k, group_size); }
+};
+
+/// Bytes of the three GEMM-layout buffers for an [N, K] weight.
+struct GemmWeightBytes {
+  std::size_t codes = 0, scales = 0, zeros = 0;
+};
+inline GemmWeightBytes gemm_weight_bytes(Format f, std::int64_t n, std::int64_t k, int group_size, DType act) {
+  const layout::GemmShape s = layout::make_gemm_shape(n, k, group_size);
+  GemmWeightBytes b;
+  b.codes = std::size_t(s.code_bytes());
+  b.scales = std::size_t(s.scale_count()) * size_of(act);
+  b.zeros = has_zero_point(f) ? std::size_t(s.scale_count()) : 0;
+  return b;
+}
+
+}  // namespace nibble

@@ -1,5 +1,6 @@
-// nibble/layout/repack.cuh — the weight the GEMM reads (GemmWeights) and the repack that builds it from the
-// quantizers' plain [N, K] layout, on the GPU or the CPU (same per-word routine, so identical bytes).
+// nibble/layout/repack.cuh — the bridge from quant/ to the GEMM layout: the repack that builds a GemmWeights
+// (layout/gemm_layout.cuh) from the quantizers' plain [N, K] layout, on the GPU or the CPU (same per-word
+// routine, so identical bytes). The one header of layout/ that includes quant/.
 #pragma once
 
 #include "../quant/double_quant.cuh"
@@ -9,20 +10,6 @@
 #include "gemm_layout.cuh"
 
 namespace nibble {
-
-/// Non-owning view of a weight in the GEMM layout (layout/gemm_layout.cuh), repacked for one activation
-/// type: scales are of that type. Sizes: codes shape().code_bytes(), scales and zeros shape().scale_count().
-struct GemmWeights {
-  Format format = Format::kS4;
-  int group_size = 128;               ///< 32, 64, 128, 256 or kPerChannel
-  std::int64_t n = 0, k = 0;          ///< logical [N, K]
-  DType scale_type = DType::kF16;     ///< the activation type this weight was repacked for
-  const std::uint8_t* codes = nullptr;
-  const void* scales = nullptr;       ///< [groups][n_pad] of scale_type
-  const std::uint8_t* zeros = nullptr;  ///< [groups][n_pad], u4 only
-
-  NIBBLE_HOST_DEVICE layout::GemmShape shape() const { return layout::make_gemm_shape(n, k, group_size); }
-};
 
 /// The plain layout the quantizers write (see quant/): codes [N, ld_codes] bytes with element k of a row in
 /// byte k / 2 (low nibble for even k), scales [N, K / g] of scale_type, u4 zeros [N, K / g] uint8.
@@ -63,15 +50,15 @@ inline PlainWeights plain_view(const PackedMatrix& m) {
 
 namespace layout {
 
-/// Word `j` of lane `lane` of atom `atom` in the GEMM layout, gathered from the plain codes (0 in padding).
-NIBBLE_HOST_DEVICE std::uint32_t repack_word(const PlainWeights& src, const GemmShape& s, std::int64_t atom,
-                                             int lane, int j) {
-  const std::int64_t n0 = (atom / s.k_atoms()) * kAtomN, k0 = (atom % s.k_atoms()) * kAtomK;
+/// Word `c` of the GEMM layout (word_coord: atom, lane, k-step), gathered from the plain codes (0 in padding).
+NIBBLE_HOST_DEVICE std::uint32_t repack_word(const PlainWeights& src, const GemmShape& s, const WordCoord& c) {
+  const std::int64_t n0 = c.nb * kAtomN, k0 = c.kb * kAtomK;
+  const int lane = c.lane, j = c.j;
   const NibbleOrder order = gemm_nibble_order(src.format);
   std::uint32_t w = 0;
   for (int i = 0; i < 8; ++i) {
-    const AtomCoord c = atom_coord(lane, j, i);
-    const std::int64_t n = n0 + c.n, k = k0 + c.k;
+    const AtomCoord at = atom_coord(lane, j, i);
+    const std::int64_t n = n0 + at.n, k = k0 + at.k;
     std::uint32_t nib = 0;
     if (n < s.n && k < s.k) nib = (src.codes[n * src.ld_codes + k / 2] >> (4 * (k % 2))) & 0xFu;
     w |= nib << (4 * nibble_position(order, i));
@@ -103,9 +90,7 @@ template <int kHeaderOnly = 0>  // a template, so that every translation unit ma
 __global__ void repack_codes_kernel(PlainWeights src, GemmShape s, std::uint32_t* dst, std::int64_t words) {
   for (std::int64_t w = blockIdx.x * std::int64_t(blockDim.x) + threadIdx.x; w < words;
        w += std::int64_t(gridDim.x) * blockDim.x) {
-    const std::int64_t atom = w / (kAtomBytes / 4);
-    const int lane = int(w % (kAtomBytes / 4)) / 4, j = int(w % 4);
-    dst[w] = repack_word(src, s, atom, lane, j);
+    dst[w] = repack_word(src, s, word_coord(s, w));
   }
 }
 
@@ -122,26 +107,19 @@ __global__ void repack_scales_kernel(PlainWeights src, GemmShape s, const __grid
 
 }  // namespace layout
 
-/// Bytes of the three GEMM-layout buffers for an [N, K] weight.
-struct GemmWeightBytes {
-  std::size_t codes = 0, scales = 0, zeros = 0;
-};
-inline GemmWeightBytes gemm_weight_bytes(Format f, std::int64_t n, std::int64_t k, int group_size, DType act) {
-  const layout::GemmShape s = layout::make_gemm_shape(n, k, group_size);
-  GemmWeightBytes b;
-  b.codes = std::size_t(s.code_bytes());
-  b.scales = std::size_t(s.scale_count()) * size_of(act);
-  b.zeros = has_zero_point(f) ? std::size_t(s.scale_count()) : 0;
-  return b;
-}
-
 namespace detail {
+/// The shape checks of repack, in the order every entry point uses (quantize, repack, GEMM): format / type,
+/// group size supported, shape (>= 1, K even), K a multiple of the group.
+inline Status validate_repack_shape(const PlainWeights& src, DType act) {
+  if (act != DType::kF16 && act != DType::kBF16) return Status::kErrorUnsupportedFormat;
+  if (!is_supported_group_size(src.group_size)) return Status::kErrorGroupSize;
+  if (src.n < 1 || src.k < 2 || src.k % 2 != 0) return Status::kErrorInvalidShape;
+  if (src.group_size != kPerChannel && src.k % src.group_size != 0) return Status::kErrorGroupSize;
+  return Status::kSuccess;
+}
 inline Status validate_repack(const PlainWeights& src, DType act, const void* codes, const void* scales,
                               const void* zeros) {
-  if (act != DType::kF16 && act != DType::kBF16) return Status::kErrorUnsupportedFormat;
-  if (src.n < 1 || src.k < 2 || src.k % 2 != 0) return Status::kErrorInvalidShape;
-  if (!is_supported_group_size(src.group_size)) return Status::kErrorGroupSize;
-  if (src.group_size != kPerChannel && src.k % src.group_size != 0) return Status::kErrorGroupSize;
+  NIBBLE_RETURN_IF_ERROR(validate_repack_shape(src, act));
   if (src.ld_codes < src.k / 2) return Status::kErrorLeadingDimension;
   if (src.codes == nullptr || codes == nullptr || scales == nullptr) return Status::kErrorNullPointer;
   if (src.dq_codes == nullptr ? src.scales == nullptr : (src.dq_absmax2 == nullptr || src.dq_offset == nullptr))
@@ -167,6 +145,16 @@ inline GemmWeights make_view(const PlainWeights& src, DType act, const void* cod
   return w;
 }
 }  // namespace detail
+
+/// Bytes of device workspace repack() needs for `src` and `act`: none (0), after the shape checks of
+/// repack (the same Status for the same bad shape as every entry point). The output buffers' sizes are
+/// gemm_weight_bytes().
+inline Status get_repack_workspace_size(const PlainWeights& src, DType act, std::size_t* bytes) {
+  if (bytes == nullptr) return Status::kErrorNullPointer;
+  NIBBLE_RETURN_IF_ERROR(detail::validate_repack_shape(src, act));
+  *bytes = 0;
+  return Status::kSuccess;
+}
 
 /// Repacks `src` (device memory) into the GEMM layout for activations of type `act` (kF16 / kBF16):
 /// `codes`, `scales`, `zeros` (u4 only) are device buffers of gemm_weight_bytes(); `out` receives the view.
@@ -202,8 +190,7 @@ inline Status repack_host(const PlainWeights& src, DType act, void* codes, void*
   const layout::GemmShape s = layout::make_gemm_shape(src.n, src.k, src.group_size);
   auto* dst = static_cast<std::uint32_t*>(codes);
   for (std::int64_t w = 0; w < s.code_bytes() / 4; ++w)
-    dst[w] = layout::repack_word(src, s, w / (layout::kAtomBytes / 4), int(w % (layout::kAtomBytes / 4)) / 4,
-                                 int(w % 4));
+    dst[w] = layout::repack_word(src, s, layout::word_coord(s, w));
   auto* z = has_zero_point(src.format) ? static_cast<std::uint8_t*>(zeros) : nullptr;
   for (std::int64_t i = 0; i < s.scale_count(); ++i) {
     std::uint8_t zz;

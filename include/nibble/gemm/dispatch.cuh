@@ -1,0 +1,79 @@
+// nibble/gemm/dispatch.cuh — from a Plan to a launch: picks the kernel of the plan's tile (tile_registry.cuh)
+// for activation type T and format F, sets its shared-memory attribute once per device, launches it.
+//
+// Adding a kernel family (a new mainloop): write mainloop_<name>.cuh with its __global__ kernel (reading
+// KernelParams, using the scheduler / producer / epilogue pieces it needs) and a FamilyKernel<Tag>
+// specialization naming it, declare the family tag next to the others in tile_registry.cuh, include the
+// header below, and give the registry the tiles that use it. Nothing else changes: the dispatch, plans,
+// tests and benchmarks iterate over the registry.
+#pragma once
+
+#include <atomic>
+
+#include "../device.cuh"
+#include "mainloop_sm80.cuh"
+#include "mainloop_transposed.cuh"
+
+namespace nibble::gemm::detail {
+
+NIBBLE_ARCH_NAMESPACE_BEGIN
+
+/// Sets `kernel`'s dynamic shared-memory limit to `smem` bytes on `device`, once per device and kernel (the
+/// attribute stays set for the lifetime of the context; devices beyond the cache are set every time).
+template <class Kernel>
+Status set_smem_attribute_once(Kernel kernel, int smem, int device) {
+  static std::atomic<int> done[nibble::detail::kMaxCachedDevices] = {};
+  const bool cached = device >= 0 && device < nibble::detail::kMaxCachedDevices;
+  if (cached && done[device].load(std::memory_order_acquire) == smem) return Status::kSuccess;
+  NIBBLE_CUDA_TRY(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+  if (cached) done[device].store(smem, std::memory_order_release);
+  return Status::kSuccess;
+}
+
+/// Launches the kernel of tile Tile for T / F (kUseWgmma: the transposed family's wgmma body; kSmemTable:
+/// nf4 / fp4 through the shared-memory table) with the plan's grid on `stream`.
+template <class T, Format F, class Tile, bool kUseWgmma, bool kSmemTable>
+Status launch_tile(const KernelParams<T>& p, const Plan& plan, cudaStream_t stream, int device) {
+  constexpr TileConfig c = Tile::kConfig;
+  auto* kernel = FamilyKernel<typename Tile::Kernel>::template kernel<T, F, Tile, kUseWgmma, kSmemTable>();
+  constexpr int smem = kernel_smem_bytes(F, kSmemTable, c);
+  NIBBLE_RETURN_IF_ERROR(set_smem_attribute_once(kernel, smem, device));
+  const std::int64_t grid = std::int64_t(plan.tiles_m) * plan.tiles_n * plan.splits;
+  kernel<<<dim3(unsigned(grid)), dim3(c.threads()), smem, stream>>>(p);
+  NIBBLE_CHECK_LAUNCH();
+  return Status::kSuccess;
+}
+
+/// Launches the plan's tile for T / F: only the tiles that serve F are compiled, the wgmma bodies only in
+/// translation units built for sm_90a (elsewhere run() rejects a forced kWgmma before this point), the
+/// shared-memory table variants only for nf4 / fp4.
+template <class T, Format F>
+Status dispatch(const KernelParams<T>& p, const Plan& plan, bool wgmma, bool table, cudaStream_t stream,
+                int device) {
+  return visit_tile(plan.kind, Status::kErrorInvalidArgument, [&](auto tile) -> Status {
+    using Tile = decltype(tile);
+    if constexpr ((Tile::kFormats & format_bit(F)) == 0) {
+      return Status::kErrorInvalidArgument;  // choose_tile never picks it for F
+    } else {
+      constexpr bool kWgBody = FamilyKernel<typename Tile::Kernel>::kHasWgmmaBody && kBuiltForSm90a;
+      if constexpr (is_codebook(F)) {
+        if constexpr (kWgBody) {
+          if (wgmma)
+            return table ? launch_tile<T, F, Tile, true, true>(p, plan, stream, device)
+                         : launch_tile<T, F, Tile, true, false>(p, plan, stream, device);
+        }
+        return table ? launch_tile<T, F, Tile, false, true>(p, plan, stream, device)
+                     : launch_tile<T, F, Tile, false, false>(p, plan, stream, device);
+      } else {
+        if constexpr (kWgBody) {
+          if (wgmma) return launch_tile<T, F, Tile, true, false>(p, plan, stream, device);
+        }
+        return launch_tile<T, F, Tile, false, false>(p, plan, stream, device);
+      }
+    }
+  });
+}
+
+NIBBLE_ARCH_NAMESPACE_END
+
+}  // namespace nibble::gemm::detail

@@ -1,0 +1,131 @@
+// nibble/gemm/producer.cuh — the producer side of the GEMM mainloops: the cp.async copies of one k-tile of
+// activations (gA -> sA), weight atoms (gW -> sW), scales (gS -> sS) and u4 zero points (gZ -> sZ) into a
+// pipeline stage (shared_storage.cuh), and the read of a lane's scale pair back out of a stage.
+#pragma once
+
+#include "params.cuh"
+#include "shared_storage.cuh"
+#include "warp_mma.cuh"
+
+namespace nibble::gemm::detail {
+
+/// Group rows of scales one k-tile of configuration Tile touches: tile_k / group when groups are shorter
+/// than a k-tile, else 1 (tile_k and the power-of-two group sizes divide each other; per-channel has one).
+template <class Tile, class T>
+NIBBLE_DEVICE int groups_per_tile(const KernelParams<T>& p) {
+  constexpr TileConfig C = Tile::kConfig;
+  return (!p.per_channel && (C.tile_k() >> p.group_log2) > 1) ? (C.tile_k() >> p.group_log2) : 1;
+}
+
+/// Issues the cp.async copies of one k-tile into a stage as one commit group (zero-filled where the k-tile
+/// is past the CTA's split or out of range). Everything that does not change from k-tile to k-tile (row
+/// pointers, bounds, shared-memory offsets) is computed once per CTA here, so the mainloop's copy issue stays
+/// a few integer instructions per 16-byte chunk.
+template <class T, Format F, class Tile>
+struct StageLoader {
+  static constexpr TileConfig C = Tile::kConfig;
+  using Stage = StageStorage<T, Tile>;
+  static constexpr int BM = C.tile_m(), BN = C.tile_n(), BK = C.tile_k(), kThreads = C.threads();
+  static constexpr int kChunksK = BK / 8;                      // 16-byte chunks per A row
+  static constexpr int kAChunks = BM * kChunksK / kThreads;    // A chunks per thread per k-tile
+  static constexpr int kARowStep = kThreads / kChunksK;        // rows between a thread's A chunks
+  static constexpr int kWarps = C.warps();
+  static constexpr int kWChunks = C.b_stage_bytes() / 16 / kThreads;  // weight chunks per thread
+  static constexpr int kWAtomStep = kWarps / C.atoms_k;        // atom columns between a thread's chunks
+  static_assert(kThreads % kChunksK == 0 && (BM * kChunksK) % kThreads == 0 && kARowStep % 8 == 0,
+                "each thread copies whole A chunks at a fixed swizzle phase");
+  static_assert(C.b_stage_bytes() % (16 * kThreads) == 0 && kWarps % C.atoms_k == 0,
+                "each thread copies whole weight chunks of a fixed k-atom");
+  static_assert(kWChunks * kThreads * 16 == int(sizeof(Stage::w)), "the weight chunks fill sW");
+
+  const T* gA;                // A at (m0 + row0, chunk * 8) (chunk j: + j * kARowStep rows)
+  int a_rows_left;            // M - (m0 + row0): chunk j is in range while j * kARowStep < a_rows_left
+  int a_k0;                   // chunk * 8
+  int sA_offset;              // element offset of chunk 0 in sA
+  const unsigned char* gW;    // the first atom's lane slice at k-tile 0 (chunk j: + j * kWAtomStep columns)
+  int w_cols_left;            // atom columns from this thread's first to the weight's last
+  int w_kb;                   // this thread's atom within the k-tile
+  int gpt;                    // groups_per_tile
+  int n0;                     // the tile's first weight row
+
+  NIBBLE_DEVICE StageLoader(const KernelParams<T>& p, int m0, int n0, int tid) {
+    const int row0 = tid / kChunksK, chunk = tid % kChunksK;
+    gA = p.a + std::int64_t(m0 + row0) * p.lda + chunk * 8;
+    a_rows_left = p.m - (m0 + row0);
+    a_k0 = chunk * 8;
+    sA_offset = Stage::a_offset(row0, chunk);
+    const int warp = tid / 32, lane = tid % 32;
+    const int nb0 = warp / C.atoms_k;
+    w_kb = warp % C.atoms_k;
+    gW = p.codes + layout::atom_offset(p.shape, std::int64_t(n0) / layout::kAtomN + nb0, w_kb) +
+         layout::lane_slice_offset(lane);
+    w_cols_left = int(p.shape.n_pad / layout::kAtomN - (n0 / layout::kAtomN + nb0));
+    gpt = groups_per_tile<Tile>(p);
+    this->n0 = n0;
+  }
+
+  NIBBLE_DEVICE void load(const KernelParams<T>& p, Stage& st, int kt, int kt_end, int tid) const {
+    const bool valid = kt < kt_end;
+    // sA: rows row0 + j * kARowStep; the swizzle phase (row % 8) is the same for all of them.
+    const bool a_k_ok = valid && kt * BK + a_k0 < p.k;
+    const T* gA_kt = gA + std::int64_t(kt) * BK;
+    const std::int64_t a_row_step = std::int64_t(kARowStep) * p.lda;  // from the kernel parameters: no
+    // register held across the mainloop for it
+#pragma unroll
+    for (int j = 0; j < kAChunks; ++j) {
+      const bool pred = a_k_ok && j * kARowStep < a_rows_left;
+      nibble::detail::cp_async_16(st.a + sA_offset + j * kARowStep * 64, pred ? gA_kt + j * a_row_step : p.a,
+                                  pred);
+    }
+    // sW: chunk j of this thread is lane slice `lane` of atom (nb0 + j * kWAtomStep, kt * atoms_k + w_kb);
+    // the chunks of a CTA fill sW in order, so chunk (tid + j * kThreads) lands at that index.
+    // Weights are read exactly once and would deserve an L2 evict-first hint (cp.async ... L2::cache_hint),
+    // but ptxas 13.0 miscompiles that form inside this loop on sm_90 (the cache-policy descriptor lands in
+    // uniform registers nothing writes: illegal instruction; seen with a separate createpolicy and with
+    // one inside the same asm). Plain cp.async until a fixed ptxas is the minimum we support.
+    const bool w_k_ok = valid && std::int64_t(kt) * C.atoms_k + w_kb < p.shape.k_atoms();
+    const unsigned char* gW_kt = gW + layout::atom_offset(p.shape, 0, std::int64_t(kt) * C.atoms_k);
+    const std::int64_t w_atom_step = layout::atom_offset(p.shape, kWAtomStep, 0);
+    std::uint8_t* sW = &st.w[0][0][0];
+#pragma unroll
+    for (int j = 0; j < kWChunks; ++j) {
+      const bool pred = w_k_ok && j * kWAtomStep < w_cols_left;
+      nibble::detail::cp_async_16(sW + (tid + j * kThreads) * 16, pred ? gW_kt + j * w_atom_step : p.codes, pred);
+    }
+    // sS (and sZ): gpt rows of BN values.
+    const std::int64_t g_first = p.per_channel ? 0 : (std::int64_t(kt) * BK) >> p.group_log2;
+    for (int c = tid; c < gpt * (BN / 8); c += kThreads) {
+      const int gi = c / (BN / 8), ch = c % (BN / 8);
+      const std::int64_t gg = g_first + gi, gn = n0 + ch * 8;
+      const bool pred = valid && gg < p.shape.groups && gn < p.shape.n_pad;
+      nibble::detail::cp_async_16(&st.s[gi][ch * 8],
+                                  pred ? p.scales + layout::scale_row_offset(p.shape, gg) + gn : p.scales, pred);
+    }
+    if constexpr (F == Format::kU4) {
+      for (int c = tid; c < gpt * (BN / 16); c += kThreads) {
+        const int gi = c / (BN / 16), ch = c % (BN / 16);
+        const std::int64_t gg = g_first + gi, gn = n0 + ch * 16;
+        const bool pred = valid && gg < p.shape.groups && gn < p.shape.n_pad;
+        nibble::detail::cp_async_16(&st.z[gi][ch * 16],
+                                    pred ? p.zeros + layout::scale_row_offset(p.shape, gg) + gn : p.zeros, pred);
+      }
+    }
+    nibble::detail::cp_async_commit();
+  }
+};
+
+/// The scale (and zero) pair of the lane's weight rows `nl` and `nl + 8` (tile-local) for the k-step at
+/// tile-local k `kl` of a stage.
+template <class T, Format F, class Tile>
+NIBBLE_DEVICE ColumnPairQuant<T> stage_quant(const KernelParams<T>& p, const StageStorage<T, Tile>& st, int nl,
+                                             int kl) {
+  const int gi = groups_per_tile<Tile>(p) > 1 ? (kl >> p.group_log2) : 0;
+  ColumnPairQuant<T> q{st.s[gi][nl], st.s[gi][nl + 8]};
+  if constexpr (F == Format::kU4) {
+    q.zero_lo = st.z[gi][nl];
+    q.zero_hi = st.z[gi][nl + 8];
+  }
+  return q;
+}
+
+}  // namespace nibble::gemm::detail

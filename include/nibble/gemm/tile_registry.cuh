@@ -1,0 +1,320 @@
+// nibble/gemm/tile_registry.cuh — THE list of GEMM tile configurations. Each tile is a tag type carrying its
+// name, its configuration (named fields, built with TileConfig's with_* setters), the kernel family
+// (mainloop) that runs it, its fewer-stage fallback and the formats it serves. TileList names every tag
+// once; TileKind, tile_config(), tile_name(), fit_tile(), the dispatch (gemm/dispatch.cuh), the tests' and
+// the benchmark's lists are all derived from it. The heuristic that picks a tile from M is at the end.
+//
+// Adding a tile: one tag below + its entry in TileList. Adding a kernel family: see gemm/dispatch.cuh.
+#pragma once
+
+#include "../detail/type_list.cuh"
+#include "../layout/gemm_layout.cuh"
+#include "warp_mma.cuh"
+
+namespace nibble::gemm {
+
+/// One CTA tile configuration. The CTA computes a (tile_m x tile_n) block of C from k-tiles of tile_k:
+/// warps_m x warps_n warps, each owning warp_m16 m16-tiles and warp_n16 weight atoms (16 columns each);
+/// every k-tile is atoms_k weight atoms (64 k each) deep and `stages` k-tiles are in flight (cp.async).
+///
+/// `transposed` configurations run the transposed kernel (mainloop_transposed.cuh), which computes
+/// C^T = W * A^T so that the dequantized weight is the register operand of the MMA: warps_m = warp_n16 = 1,
+/// warps_n a multiple of 4 (whole warpgroups, each warp 16 weight rows), warp_m16 * 16 = tile_m tokens,
+/// the N of one wgmma (64, 128 or 256), and one weight atom (64 k) per k-tile.
+///
+/// `table_copies`: copies of the nf4 / fp4 shared-memory codebook table (16 or 32; warp_mma.cuh), which
+/// nf4 / fp4 kernels of this configuration keep in front of their stage ring.
+struct TileConfig {
+  int warp_m16 = 1;
+  int warp_n16 = 1;
+  int warps_m = 1;
+  int warps_n = 1;
+  int atoms_k = 1;
+  int stages = 2;
+  bool transposed = false;
+  int table_copies = kSmemCodebookCopies;
+
+  // ---- named construction: TileConfig{}.with_warps(1, 8).with_warp_tile(1, 2)... -------------------
+  /// warps_m x warps_n warps per CTA.
+  constexpr TileConfig with_warps(int m, int n) const {
+    TileConfig c = *this;
+    c.warps_m = m, c.warps_n = n;
+    return c;
+  }
+  /// Each warp owns m16 m16-tiles of tokens and n16 weight atoms (16 weight rows each).
+  constexpr TileConfig with_warp_tile(int m16, int n16) const {
+    TileConfig c = *this;
+    c.warp_m16 = m16, c.warp_n16 = n16;
+    return c;
+  }
+  /// k-tiles of `atoms` weight atoms (64 k each).
+  constexpr TileConfig with_atoms_k(int atoms) const {
+    TileConfig c = *this;
+    c.atoms_k = atoms;
+    return c;
+  }
+  /// Pipeline depth (k-tiles in shared memory).
+  constexpr TileConfig with_stages(int s) const {
+    TileConfig c = *this;
+    c.stages = s;
+    return c;
+  }
+  /// Runs the transposed kernel (C^T = W A^T).
+  constexpr TileConfig with_transposed() const {
+    TileConfig c = *this;
+    c.transposed = true;
+    return c;
+  }
+  /// Copies of the nf4 / fp4 shared-memory table.
+  constexpr TileConfig with_table_copies(int copies) const {
+    TileConfig c = *this;
+    c.table_copies = copies;
+    return c;
+  }
+
+  NIBBLE_HOST_DEVICE constexpr int warps() const { return warps_m * warps_n; }
+  NIBBLE_HOST_DEVICE constexpr int threads() const { return 32 * warps(); }
+  NIBBLE_HOST_DEVICE constexpr int tile_m() const { return 16 * warp_m16 * warps_m; }
+  NIBBLE_HOST_DEVICE constexpr int tile_n() const { return layout::kAtomN * warp_n16 * warps_n; }
+  NIBBLE_HOST_DEVICE constexpr int tile_k() const { return layout::kAtomK * atoms_k; }
+  /// Scale rows one k-tile can touch (groups are >= 32 long and tile_k is a multiple of 64).
+  NIBBLE_HOST_DEVICE constexpr int max_groups_per_tile() const { return tile_k() / 32; }
+  NIBBLE_HOST_DEVICE constexpr int a_stage_bytes() const { return tile_m() * tile_k() * 2; }
+  NIBBLE_HOST_DEVICE constexpr int b_stage_bytes() const { return tile_n() * tile_k() / 2; }
+  NIBBLE_HOST_DEVICE constexpr int s_stage_bytes() const { return max_groups_per_tile() * tile_n() * 2; }
+  NIBBLE_HOST_DEVICE constexpr int z_stage_bytes() const { return max_groups_per_tile() * tile_n(); }
+  /// Bytes of one pipeline stage; transposed configurations keep every stage's A tile 1024-byte aligned
+  /// (the 128-byte swizzle pattern of wgmma operands repeats every 1024 bytes).
+  NIBBLE_HOST_DEVICE constexpr int stage_bytes() const {
+    const int raw = a_stage_bytes() + b_stage_bytes() + s_stage_bytes() + z_stage_bytes();
+    return transposed ? int(round_up(raw, 1024)) : raw;
+  }
+  /// Row pitch (floats) of the transposed kernel's fp32 output staging tile [tile_m][tile_n + 4].
+  NIBBLE_HOST_DEVICE constexpr int c_stage_pitch() const { return tile_n() + 4; }
+  /// Dynamic shared memory of one CTA. Transposed: the larger of the stage ring and the output staging
+  /// tile (which reuses the ring after the mainloop), plus 1024 bytes to align the ring at run time.
+  NIBBLE_HOST_DEVICE constexpr int smem_bytes() const {
+    if (!transposed) return stages * stage_bytes();
+    const int ring = stages * stage_bytes(), staging = tile_m() * c_stage_pitch() * 4;
+    return (ring > staging ? ring : staging) + 1024;
+  }
+  /// Bytes of the shared-memory codebook table of nf4 / fp4 kernels (on top of smem_bytes()).
+  NIBBLE_HOST_DEVICE constexpr int table_bytes() const { return smem_codebook_bytes(table_copies); }
+  /// The shape rules of the configuration's kernel.
+  NIBBLE_HOST_DEVICE constexpr bool valid() const {
+    if (table_copies != 16 && table_copies != 32) return false;
+    if (!transposed) return warps() >= 1 && atoms_k >= 1 && stages >= 2;
+    const int t = tile_m();  // the N of one wgmma: the sizes detail/wgmma.cuh provides
+    return warps_m == 1 && warp_n16 == 1 && warps_n % 4 == 0 && (t == 64 || t == 128 || t == 256) &&
+           atoms_k == 1 && stages >= 3;
+  }
+};
+
+/// A set of weight formats, one bit per Format value.
+using FormatSet = unsigned;
+NIBBLE_HOST_DEVICE constexpr FormatSet format_bit(Format f) { return 1u << unsigned(f); }
+inline constexpr FormatSet kIntegerFormats = format_bit(Format::kS4) | format_bit(Format::kU4);
+inline constexpr FormatSet kCodebookFormats = format_bit(Format::kNf4) | format_bit(Format::kFp4);
+inline constexpr FormatSet kAllFormats = kIntegerFormats | kCodebookFormats;
+
+namespace detail {
+// The kernel families (mainloops), as tags; each mainloop header maps its tag to its kernel
+// (FamilyKernel, params.cuh) and dispatch.cuh includes it.
+struct MmaSyncKernel {};     // mainloop_sm80.cuh: C = A W^T, mma.sync
+struct TransposedKernel {};  // mainloop_transposed.cuh: C^T = W A^T, wgmma on sm_90a, else mma.sync
+}  // namespace detail
+
+// ---- the tiles ------------------------------------------------------------------------------------------
+// Members of a tag: kName, kConfig, Kernel (its family), Fewer (the tile that replaces it where its shared
+// memory does not fit: itself when there is none), kFormats (the formats it is compiled for).
+
+// Decode (M <= 16): one m16 tile; 8 warps x 2 atoms = 256 columns; 128-deep k-tiles so each stage moves
+// 16 KiB of weights, and 4 stages keep ~48 KiB of weight loads in flight per CTA (the H100 needs ~25 KiB
+// per SM in flight to approach its DRAM bandwidth). Chosen over 128-column / 256-deep variants by
+// scratch timing on the H100 (82 vs 86-100 us at M=1, K=8192, N=28672). Applying the scales to fp32
+// per-group partial sums after the mma instead was 7% slower (88 us): see benchmarks/NOTES.md.
+struct TileDecode {
+  static constexpr const char* kName = "decode";
+  static constexpr TileConfig kConfig =
+      TileConfig{}.with_warps(1, 8).with_warp_tile(1, 2).with_atoms_k(2).with_stages(4);
+  using Kernel = detail::MmaSyncKernel;
+  using Fewer = TileDecode;
+  static constexpr FormatSet kFormats = kIntegerFormats;
+};
+// Decode for nf4 / fp4: the same CTA tile with one stage fewer, so that a conflict-free table (32 copies,
+// 32 KiB) still leaves room for two CTAs per SM (3 x 23 + 32 = 101 KiB). On the H100 at M = 1 / 16, nf4
+// b64 (benchmarks/NOTES.md): 63.6 / 62.9 us at K=8192 N=28672 and 60.9 / 59.7 at K=28672 N=8192, vs
+// 72.2 / 70.7 and 68.0 / 66.7 us with 4 stages and 16 copies; s4 stays faster with 4 stages (no table).
+struct TileDecodeCodebook {
+  static constexpr const char* kName = "decode_codebook";
+  static constexpr TileConfig kConfig = TileDecode::kConfig.with_stages(3).with_table_copies(32);
+  using Kernel = detail::MmaSyncKernel;
+  using Fewer = TileDecodeCodebook;
+  static constexpr FormatSet kFormats = kCodebookFormats;
+};
+// The small and large tiles with fewer stages, for GPUs that allow 99 KiB of shared memory per block
+// (sm_86, sm_89, sm_120) or a caller's Arguments::max_smem_per_block: 76.5 KiB and 83 KiB (+ 16 KiB of
+// nf4 / fp4 table: 92.5 and 99 KiB).
+struct TileSmallCompact {
+  static constexpr const char* kName = "small_compact";
+  static constexpr TileConfig kConfig =
+      TileConfig{}.with_warps(1, 4).with_warp_tile(4, 2).with_atoms_k(2).with_stages(3);
+  using Kernel = detail::MmaSyncKernel;
+  using Fewer = TileSmallCompact;
+  static constexpr FormatSet kFormats = kAllFormats;
+};
+// Small batches (16 < M <= 64): four m16 tiles share each dequantized fragment. 102 KiB: above a 99 KiB
+// limit it becomes TileSmallCompact.
+struct TileSmall {
+  static constexpr const char* kName = "small";
+  static constexpr TileConfig kConfig = TileSmallCompact::kConfig.with_stages(4);
+  using Kernel = detail::MmaSyncKernel;
+  using Fewer = TileSmallCompact;
+  static constexpr FormatSet kFormats = kAllFormats;
+};
+struct TileLargeCompact {
+  static constexpr const char* kName = "large_compact";
+  static constexpr TileConfig kConfig =
+      TileConfig{}.with_warps(2, 4).with_warp_tile(4, 2).with_atoms_k(2).with_stages(2);
+  using Kernel = detail::MmaSyncKernel;
+  using Fewer = TileLargeCompact;
+  static constexpr FormatSet kFormats = kAllFormats;
+};
+// Large batches (M > 64): 128 x 128 CTA tile, 2 x 4 warps of 64 x 32, so each dequantized fragment feeds
+// four m16 tiles and each A fragment four n8 tiles; 128-deep k-tiles, 3 stages (232 vs 205 TFLOP/s for
+// 64-deep, 4 stages at M=1024..4096 on the H100). A 64 x 64 warp tile was faster still (262) but spilled.
+struct TileLarge {
+  static constexpr const char* kName = "large";
+  static constexpr TileConfig kConfig = TileLargeCompact::kConfig.with_stages(3);
+  using Kernel = detail::MmaSyncKernel;
+  using Fewer = TileLargeCompact;
+  static constexpr FormatSet kFormats = kAllFormats;
+};
+
+// Transposed (warpgroup) tiles, 64-deep k-tiles. On sm_90a each warpgroup issues wgmma.m64n{tile_m}k16
+// with its 64 dequantized weight rows in registers: one dequantized weight feeds tile_m tokens, and the
+// tensor cores run asynchronously while the next k-tile is dequantized. Chosen with benchmarks/tune_tiles
+// on the H100 (K=8192 N=28672 / K=28672 N=8192, s4 g128, after the StageLoader change):
+//   small, M=64: 64 tokens x 128 weights, 6 stages: 110 / 102 us (4 stages 123 / 119; mma.sync 118 / 108)
+//   mid, 64 < M <= 256: 128 tokens x 128 weights: M=128 126 us at K=8192 N=28672 (256-token tile 232,
+//   64-token 205); M=256 on K=N=4096 34 us (256-token tile 77: 32 CTAs for 132 SMs)
+//   large, M=1024: 256 tokens x 128 weights (2 warpgroups, 256 threads, 128 fp32 accumulators per
+//   thread): 495 / 520 TFLOP/s (128 x 128: 331 / 342; the mma.sync 128 x 128 tile: 295). 128 tokens x
+//   256 weights (4 warpgroups, 512 threads) measured 515 / 541 but its mma.sync body (the fallback without
+//   sm_90a code) spills at 512 threads' 128-register limit: see benchmarks/NOTES.md.
+struct TileWgSmall {  // 64 tokens x 128 weights
+  static constexpr const char* kName = "wg_small";
+  static constexpr TileConfig kConfig =
+      TileConfig{}.with_transposed().with_warps(1, 8).with_warp_tile(4, 1).with_atoms_k(1).with_stages(6);
+  using Kernel = detail::TransposedKernel;
+  using Fewer = TileWgSmall;
+  static constexpr FormatSet kFormats = kAllFormats;
+};
+struct TileWgMid {  // 128 tokens x 128 weights
+  static constexpr const char* kName = "wg_mid";
+  static constexpr TileConfig kConfig = TileWgSmall::kConfig.with_warp_tile(8, 1).with_stages(4);
+  using Kernel = detail::TransposedKernel;
+  using Fewer = TileWgMid;
+  static constexpr FormatSet kFormats = kAllFormats;
+};
+struct TileWgLarge {  // 256 tokens x 128 weights; above a 99 KiB limit it becomes TileWgMid
+  static constexpr const char* kName = "wg_large";
+  static constexpr TileConfig kConfig = TileWgSmall::kConfig.with_warp_tile(16, 1).with_stages(4);
+  using Kernel = detail::TransposedKernel;
+  using Fewer = TileWgMid;
+  static constexpr FormatSet kFormats = kAllFormats;
+};
+
+/// Every tile, once. The index of a tag in this list is its TileKind.
+using TileList = nibble::detail::TypeList<TileDecode, TileDecodeCodebook, TileSmall, TileSmallCompact, TileLarge,
+                                          TileLargeCompact, TileWgSmall, TileWgMid, TileWgLarge>;
+
+/// A tile of TileList, by index (what a Plan stores); tile_kind<Tag> names one.
+enum class TileKind : int {};
+template <class Tile>
+inline constexpr TileKind tile_kind = TileKind(nibble::detail::IndexOf<Tile, TileList>::value);
+inline constexpr int kTileCount = TileList::kSize;
+
+/// Calls f(Tag{}) for every tile tag, in TileList order.
+template <class F>
+constexpr void for_each_tile(F&& f) {
+  nibble::detail::for_each_type(TileList{}, static_cast<F&&>(f));
+}
+/// Calls f(Tag{}) for the tag of `kind` and returns its result (`fallback` for a kind outside the list).
+template <class R, class F>
+constexpr R visit_tile(TileKind kind, R fallback, F&& f) {
+  return nibble::detail::visit_type(TileList{}, int(kind), fallback, static_cast<F&&>(f));
+}
+
+inline constexpr TileConfig tile_config(TileKind kind) {
+  return visit_tile(kind, TileConfig{}, [](auto tile) { return decltype(tile)::kConfig; });
+}
+/// The tile's name ("decode", "small", ...); "unknown" outside the list.
+inline constexpr const char* tile_name(TileKind kind) {
+  return visit_tile(kind, "unknown", [](auto tile) { return decltype(tile)::kName; });
+}
+/// True when the tile is compiled for format f.
+inline constexpr bool tile_serves(TileKind kind, Format f) {
+  return visit_tile(kind, false, [f](auto tile) { return (decltype(tile)::kFormats & format_bit(f)) != 0; });
+}
+/// The tile's fewer-stage fallback (itself where it has none).
+inline constexpr TileKind tile_fewer(TileKind kind) {
+  return visit_tile(kind, kind, [](auto tile) { return tile_kind<typename decltype(tile)::Fewer>; });
+}
+
+/// The tile that replaces `kind` where its shared memory (without a codebook table) exceeds `smem_limit`
+/// bytes per CTA: the first of its Fewer chain that fits; the last of the chain where none does (run()
+/// then reports kErrorUnsupportedDevice).
+inline constexpr TileKind fit_tile(TileKind kind, int smem_limit) {
+  for (int i = 0; i < kTileCount && tile_config(kind).smem_bytes() > smem_limit; ++i) {
+    const TileKind fewer = tile_fewer(kind);
+    if (fewer == kind) break;
+    kind = fewer;
+  }
+  return kind;
+}
+
+namespace detail {
+template <class... Tiles>
+constexpr bool registry_is_consistent(nibble::detail::TypeList<Tiles...>) {
+  // every configuration follows its kernel's rules; a fallback is the same kernel family, serves the same
+  // formats and needs less shared memory
+  return ((Tiles::kConfig.valid() &&
+           std::is_same_v<typename Tiles::Kernel, typename Tiles::Fewer::Kernel> &&
+           (Tiles::Fewer::kFormats & Tiles::kFormats) == Tiles::kFormats &&
+           (std::is_same_v<Tiles, typename Tiles::Fewer> ||
+            Tiles::Fewer::kConfig.smem_bytes() < Tiles::kConfig.smem_bytes()) &&
+           Tiles::kConfig.transposed == std::is_same_v<typename Tiles::Kernel, TransposedKernel>) &&
+          ...);
+}
+}  // namespace detail
+static_assert(detail::registry_is_consistent(TileList{}), "tile registry: configurations and fallbacks");
+// Shared memory on a GPU with 99 KiB per block (101376 bytes): the compact tiles fit, the full ones do not.
+static_assert(TileSmall::kConfig.smem_bytes() > 101376 && TileSmallCompact::kConfig.smem_bytes() <= 101376 &&
+                  TileLarge::kConfig.smem_bytes() > 101376 && TileLargeCompact::kConfig.smem_bytes() <= 101376 &&
+                  TileWgLarge::kConfig.smem_bytes() > 101376 && TileWgMid::kConfig.smem_bytes() <= 101376,
+              "what fit_tile replaces on a 99 KiB GPU");
+
+// ---- the heuristic ------------------------------------------------------------------------------------
+
+/// The kernel family (mainloop) a GEMM runs with.
+enum class Mainloop : int {
+  kAuto = 0,           ///< kWgmma where available (see wgmma_available), else kMmaSync
+  kMmaSync = 1,        ///< C = A * W^T with mma.sync (sm_80+)
+  kTransposedMma = 2,  ///< C^T = W * A^T, the transposed kernel's tiles with mma.sync (sm_80+)
+  kWgmma = 3,          ///< C^T = W * A^T with wgmma (needs sm_90a device code on an sm_90 GPU; M <= 16
+                       ///< runs the decode tile whatever is asked)
+};
+
+/// The tile for M rows of activations, a (resolved, non-auto) mainloop and the weight format. kWgmma /
+/// kTransposedMma use the transposed tiles above M = 16 (decode stays on the mma.sync tile, which is
+/// memory-bound and faster there); nf4 / fp4 decode uses the tile with room for the conflict-free table.
+inline constexpr TileKind choose_tile(std::int64_t m, Mainloop mainloop = Mainloop::kMmaSync,
+                                      Format format = Format::kS4) {
+  if (m <= 16) return is_codebook(format) ? tile_kind<TileDecodeCodebook> : tile_kind<TileDecode>;
+  if (mainloop == Mainloop::kWgmma || mainloop == Mainloop::kTransposedMma)
+    return m <= 64 ? tile_kind<TileWgSmall> : (m <= 256 ? tile_kind<TileWgMid> : tile_kind<TileWgLarge>);
+  return m <= 64 ? tile_kind<TileSmall> : tile_kind<TileLarge>;
+}
+
+}  // namespace nibble::gemm

@@ -1,0 +1,147 @@
+// tests/gemm/c_hash.cu — prints a hash of C for a fixed set of GEMM cases (fixed seeds), one line per case,
+// so that two commits can be compared bit for bit on the same GPU: build this file against each commit's
+// include/ and diff the outputs (benchmarks/NOTES.md, "bit-identical C"). Compiles against the API before
+// and after the gemm/ reshape (get_workspace_size's two forms). Exit status 1 on any failed run.
+//
+//   gemm_c_hash > hashes.txt        (without a GPU it says so and exits 0)
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+#include <cstdio>
+#include <random>
+#include <vector>
+
+#include <nibble/gemm/gemm.cuh>
+
+#if __has_include(<nibble/gemm/tile_registry.cuh>)
+#define NIBBLE_HASH_NEW_API 1
+#endif
+
+namespace {
+
+using nibble::DType;
+using nibble::Format;
+
+std::uint64_t fnv1a(const void* data, std::size_t n, std::uint64_t h = 1469598103934665603ull) {
+  const auto* p = static_cast<const unsigned char*>(data);
+  for (std::size_t i = 0; i < n; ++i) h = (h ^ p[i]) * 1099511628211ull;
+  return h;
+}
+
+std::uint16_t bits_of(DType t, float x) {
+  if (t == DType::kF16) {
+    const __half h = __float2half(x);
+    return *reinterpret_cast<const std::uint16_t*>(&h);
+  }
+  const __nv_bfloat16 b = __float2bfloat16(x);
+  return *reinterpret_cast<const std::uint16_t*>(&b);
+}
+
+struct Case {
+  Format f;
+  DType act;
+  DType out;
+  int group;
+  std::int64_t m, n, k;
+  nibble::gemm::Mainloop mainloop;
+};
+
+const char* fname(Format f) { return nibble::to_string(f); }
+
+bool run_case(const Case& c, std::uint64_t seed, std::uint64_t* hash) {
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  const nibble::GemmWeightBytes b = nibble::gemm_weight_bytes(c.f, c.n, c.k, c.group, c.act);
+  std::vector<std::uint8_t> codes(b.codes), zeros(b.zeros);
+  for (auto& v : codes) v = std::uint8_t(rng());
+  for (auto& v : zeros) v = std::uint8_t(rng() % 16);
+  std::vector<std::uint16_t> scales(b.scales / 2), a(std::size_t(c.m * c.k));
+  for (auto& v : scales) v = bits_of(c.act, 0.005f + 0.01f * std::fabs(normal(rng)));
+  for (auto& v : a) v = bits_of(c.act, normal(rng));
+  const std::size_t c_bytes = std::size_t(c.m * c.n) * (c.out == DType::kF32 ? 4 : 2);
+  void *d_codes, *d_scales, *d_zeros = nullptr, *d_a, *d_c;
+  if (cudaMalloc(&d_codes, b.codes) || cudaMalloc(&d_scales, b.scales) || cudaMalloc(&d_a, a.size() * 2) ||
+      cudaMalloc(&d_c, c_bytes))
+    return false;
+  if (b.zeros && cudaMalloc(&d_zeros, b.zeros)) return false;
+  cudaMemcpy(d_codes, codes.data(), b.codes, cudaMemcpyHostToDevice);
+  cudaMemcpy(d_scales, scales.data(), b.scales, cudaMemcpyHostToDevice);
+  if (b.zeros) cudaMemcpy(d_zeros, zeros.data(), b.zeros, cudaMemcpyHostToDevice);
+  cudaMemcpy(d_a, a.data(), a.size() * 2, cudaMemcpyHostToDevice);
+  cudaMemset(d_c, 0xFF, c_bytes);
+  nibble::gemm::Arguments args;
+  args.m = c.m;
+  args.act_type = c.act;
+  args.a = d_a;
+  args.lda = c.k;
+  args.w.format = c.f;
+  args.w.group_size = c.group;
+  args.w.n = c.n;
+  args.w.k = c.k;
+  args.w.scale_type = c.act;
+  args.w.codes = static_cast<const std::uint8_t*>(d_codes);
+  args.w.scales = d_scales;
+  args.w.zeros = static_cast<const std::uint8_t*>(d_zeros);
+  args.c = d_c;
+  args.ldc = c.n;
+  args.out_type = c.out;
+  args.mainloop = c.mainloop;
+  std::size_t ws_bytes = 0;
+#if defined(NIBBLE_HASH_NEW_API)
+  if (nibble::gemm::get_workspace_size(args, &ws_bytes) != nibble::Status::kSuccess) return false;
+#else
+  ws_bytes = nibble::gemm::get_workspace_size(args);
+#endif
+  void* ws = nullptr;
+  if (ws_bytes) {
+    if (cudaMalloc(&ws, ws_bytes)) return false;
+    cudaMemset(ws, 0, ws_bytes);
+  }
+  const nibble::Status s = nibble::gemm::run(args, ws, ws_bytes, nullptr);
+  std::vector<unsigned char> out(c_bytes);
+  const bool ok = s == nibble::Status::kSuccess && cudaDeviceSynchronize() == cudaSuccess &&
+                  cudaMemcpy(out.data(), d_c, c_bytes, cudaMemcpyDeviceToHost) == cudaSuccess;
+  *hash = fnv1a(out.data(), out.size());
+  for (void* p : {d_codes, d_scales, d_zeros, d_a, d_c, ws})
+    if (p) cudaFree(p);
+  return ok;
+}
+
+}  // namespace
+
+int main() {
+  int count = 0;
+  if (cudaGetDeviceCount(&count) != cudaSuccess || count == 0) {
+    (void)cudaGetLastError();
+    std::printf("no CUDA device: gemm_c_hash needs a GPU; nothing to do\n");
+    return 0;
+  }
+  using nibble::gemm::Mainloop;
+  const Mainloop mainloops[] = {Mainloop::kAuto, Mainloop::kMmaSync, Mainloop::kTransposedMma};
+  const std::int64_t ms[] = {1, 7, 16, 17, 64, 65, 130, 300, 1024};
+  struct Shape {
+    std::int64_t n, k;
+  };
+  const Shape shapes[] = {{300, 1152}, {4096, 4096}, {1000, 2048}};
+  int failures = 0, cases = 0;
+  std::uint64_t seed = 1;
+  for (Format f : {Format::kS4, Format::kU4, Format::kNf4, Format::kFp4})
+    for (DType act : {DType::kF16, DType::kBF16})
+      for (const Shape& sh : shapes)
+        for (std::int64_t m : ms)
+          for (Mainloop ml : mainloops) {
+            const int group = f == Format::kNf4 || f == Format::kFp4 ? 64 : 128;
+            const DType out = (m % 2) ? DType::kF32 : act;
+            const Case c{f, act, out, group, m, sh.n, sh.k, ml};
+            std::uint64_t h = 0;
+            const bool ok = run_case(c, seed++, &h);
+            ++cases;
+            if (!ok) ++failures;
+            std::printf("%s %s %s g%d M%lld N%lld K%lld ml%d %016llx%s\n", fname(f), act == DType::kF16 ? "f16" : "bf16",
+                        out == DType::kF32 ? "f32" : "act", group, (long long)m, (long long)sh.n, (long long)sh.k,
+                        int(ml), (unsigned long long)h, ok ? "" : " FAILED");
+          }
+  std::printf("# %d cases, %d failed\n", cases, failures);
+  return failures ? 1 : 0;
+}
