@@ -22,8 +22,11 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstddef>
+#include <cstdint>
 #include <cub/block/block_reduce.cuh>
 
+#include "../status.cuh"
 #include "group.cuh"
 #include "packed_matrix.cuh"
 

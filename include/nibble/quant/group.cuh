@@ -28,7 +28,9 @@
 #pragma once
 
 #include <cmath>
+#include <cstdint>
 
+#include "../config.cuh"
 #include "../format/codebook.cuh"
 #include "../thread/pack.cuh"
 

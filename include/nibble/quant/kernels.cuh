@@ -17,11 +17,16 @@
 // kernels fall back to scalar accesses (same results).
 #pragma once
 
+#include <algorithm>
+#include <cstdint>
 #include <cstring>
 #include <cub/block/block_reduce.cuh>
 #include <cub/warp/warp_reduce.cuh>
+#include <type_traits>
 
 #include "../detail/ptx.cuh"
+#include "../device.cuh"
+#include "../status.cuh"
 #include "double_quant.cuh"
 #include "group.cuh"
 #include "packed_matrix.cuh"

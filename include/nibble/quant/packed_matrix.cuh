@@ -20,6 +20,8 @@
 // and `scales` is only the quantizer's fp32 scratch for the exact first-level scales (see double_quant.cuh).
 #pragma once
 
+#include <cstddef>
+#include <cstdint>
 #include <limits>
 
 #include "../format/format.cuh"

@@ -14,8 +14,21 @@
 // type), kErrorSizeOverflow, kErrorWorkspaceTooSmall. GPU entry points then check_device()
 // (kErrorUnsupportedDevice). No allocation, memset or synchronization; every launch checked (kErrorCuda).
 // The GPU entry points are graph-capturable.
+//
+// Per-channel weights (group_size = kPerChannel) need only an even K here, and layout/repack.cuh repacks them
+// for any even K too, but gemm::run() rejects K % 8 != 0 with kErrorInvalidShape (it reads the activations A
+// in 16-byte chunks of 8 elements). Check gemm::can_implement() before quantizing weights meant for the GEMM.
+//
+// Quantizing a matrix that lives in host memory is quant/streaming.cuh (quantize_streaming); this header does
+// not include it (nibble.cuh includes both).
 #pragma once
 
+#include <cstddef>
+#include <cstdint>
+#include <type_traits>
+
+#include "../device.cuh"
+#include "../status.cuh"
 #include "double_quant.cuh"
 #include "group.cuh"
 #include "kernels.cuh"
@@ -159,5 +172,3 @@ Status dequantize_cpu(const PackedMatrix& m, T* out, std::int64_t ld_out) {
 }
 
 }  // namespace nibble
-
-#include "streaming.cuh"

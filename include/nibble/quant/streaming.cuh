@@ -21,7 +21,16 @@
 // the already-enqueued quantization of chunk i, but pinned memory is faster.
 #pragma once
 
-#include "quantize.cuh"
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+
+#include "../device.cuh"
+#include "../status.cuh"
+#include "double_quant.cuh"
+#include "kernels.cuh"
+#include "packed_matrix.cuh"
+#include "quantize.cuh"  // can_implement_quantize
 
 namespace nibble {
 
