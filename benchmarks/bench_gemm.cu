@@ -59,9 +59,9 @@
 //       cublas_us          (with speedup_vs_cublas) that cuBLAS time
 //       cv_pct             standard deviation / mean of the case's per-launch times, in percent
 //       copies             R
-//       splits, tile       (nibble/, mgrid/) the plan run() uses: K splits and tile family (0 / 6 decode
-//                          int / nf4-fp4, 1 small, 2 large, 3 / 5 / 4 transposed small / mid / large,
-//                          7 / 8 small / large with fewer stages: gemm::TileKind), from gemm::make_plan
+//       splits             (nibble/, mgrid/) the plan run() uses: K splits, from gemm::make_plan
+//     and the label "tile=<name>": the plan's tile by its registry name (gemm::tile_name: decode,
+//     decode_codebook, small, small_compact, large, large_compact, wg_small, wg_mid, wg_large)
 //   * host/ cases: no graph; each iteration times 200 back-to-back run() calls into one stream with the
 //     host's steady clock (the time column is per call), then synchronizes the stream outside the timed
 //     region so that the launch queue never fills. Counters: host_ns (median ns per call), cv_pct,
@@ -81,6 +81,7 @@
 #include <cuda_runtime.h>
 
 #include <nibble/gemm/gemm.cuh>
+#include <nibble/gemm/extern_instances.cuh>  // kernels: nibble_gemm_kernels
 #include <nibble/layout/repack.cuh>
 
 #include <algorithm>
@@ -798,11 +799,18 @@ nibble::gemm::Arguments nibble_args(DType t, std::int64_t m, const nibble::GemmW
 
 /// The plan run() makes for `args` on this device: its mainloop, SM count and shared-memory limit.
 nibble::gemm::Plan run_plan(const nibble::gemm::Arguments& args, const Context& ctx) {
+  (void)ctx;
   nibble::DeviceInfo info;
   NIBBLE_OK(nibble::current_device_info(&info));
-  const int smem = args.max_smem_per_block > 0 ? std::min(args.max_smem_per_block, info.max_smem_per_block)
-                                               : info.max_smem_per_block;
-  return nibble::gemm::make_plan(args, ctx.sm_count, nibble::gemm::resolve_mainloop(args.mainloop), smem);
+  return nibble::gemm::make_plan(args, nibble::gemm::device_limits(info),
+                                 nibble::gemm::resolve_mainloop(args.mainloop, info));
+}
+
+/// get_workspace_size of `args` (a failure is reported like any nibble error).
+std::size_t workspace_of(const nibble::gemm::Arguments& args) {
+  std::size_t bytes = 0;
+  NIBBLE_OK(nibble::gemm::get_workspace_size(args, &bytes));
+  return bytes;
 }
 
 /// Everything a nibble case needs, set up and warmed: arguments, plan and the graph of R rotating launches.
@@ -821,7 +829,7 @@ NibbleCase prepare_nibble(Context& ctx, DType t, std::int64_t m, const Shape& s,
   nc.bytes_per_copy = double(w.bytes_per_copy);
   nc.args = nibble_args(t, m, w.views[0], act.a.get(), act.c.get());
   nc.plan = run_plan(nc.args, ctx);
-  const std::size_t ws_bytes = nibble::gemm::get_workspace_size(nc.args);
+  const std::size_t ws_bytes = workspace_of(nc.args);
   void* ws = ctx.zeroed_workspace(ws_bytes);
   const nibble::gemm::Arguments& args = nc.args;
   check_output(ctx, t, act.c.get(), std::size_t(m * s.n), "nibble::gemm::run",
@@ -837,7 +845,7 @@ NibbleCase prepare_nibble(Context& ctx, DType t, std::int64_t m, const Shape& s,
 
 void set_plan_counters(benchmark::State& state, const nibble::gemm::Plan& plan) {
   state.counters["splits"] = plan.splits;
-  state.counters["tile"] = int(plan.kind);
+  state.SetLabel(std::string("tile=") + nibble::gemm::tile_name(plan.kind));
 }
 
 void bm_nibble(benchmark::State& state, const std::string& name, Shape s, std::int64_t m, DType t,
@@ -1003,7 +1011,7 @@ ChainCase prepare_chain(Context& ctx, int model_index, bool nibble, DType t, std
     if (nibble) {
       cc.args.push_back(nibble_args(t, m, b.nibble[g]->views[0], b.a.get(), b.c.get()));
       cc.plans.push_back(run_plan(cc.args.back(), ctx));
-      ws_bytes = std::max(ws_bytes, nibble::gemm::get_workspace_size(cc.args.back()));
+      ws_bytes = std::max(ws_bytes, workspace_of(cc.args.back()));
     } else {
       cc.matmuls.push_back(std::make_unique<LtMatmul>(ctx, t, m, s));
     }
@@ -1091,7 +1099,7 @@ void bm_host_run(benchmark::State& state, const std::string& name, Shape s, std:
     Activations& act = activations(s.k, s.n, t);
     NibbleWeights& w = nibble_weights(s.k, s.n, t, kHostFormat);
     const nibble::gemm::Arguments args = nibble_args(t, m, w.views[0], act.a.get(), act.c.get());
-    const std::size_t ws_bytes = nibble::gemm::get_workspace_size(args);
+    const std::size_t ws_bytes = workspace_of(args);
     void* ws = ctx.zeroed_workspace(ws_bytes);
     check_output(ctx, t, act.c.get(), std::size_t(m * s.n), "nibble::gemm::run",
                  [&] { NIBBLE_OK(nibble::gemm::run(args, ws, ws_bytes, ctx.stream)); });

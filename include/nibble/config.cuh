@@ -55,6 +55,11 @@ inline constexpr int kMinComputeCapability = 80;
 /// x rounded up to a multiple of m (m > 0, x >= 0).
 NIBBLE_HOST_DEVICE constexpr std::int64_t round_up(std::int64_t x, std::int64_t m) { return (x + m - 1) / m * m; }
 
+namespace detail {
+/// True when `p` is a multiple of `a` bytes (a null pointer is aligned).
+inline bool is_aligned(const void* p, std::size_t a) { return reinterpret_cast<std::uintptr_t>(p) % a == 0; }
+}  // namespace detail
+
 /// For `static_assert(dependent_false<T>, ...)` at the end of an `if constexpr` chain.
 template <class... T>
 inline constexpr bool dependent_false = false;

@@ -4,11 +4,17 @@
 // and after the gemm/ reshape (get_workspace_size's two forms). Exit status 1 on any failed run.
 //
 //   gemm_c_hash > hashes.txt        (without a GPU it says so and exits 0)
+//   gemm_c_hash --host-time         the CPU time of one run() call (M = 1, K = N = 4096, s4 g128, fp16;
+//                                   batches of 200 calls, the stream synchronized between batches)
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include <algorithm>
+#include <chrono>
+#include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <cstring>
 #include <random>
 #include <vector>
 
@@ -16,6 +22,7 @@
 
 #if __has_include(<nibble/gemm/tile_registry.cuh>)
 #define NIBBLE_HASH_NEW_API 1
+#include <nibble/gemm/extern_instances.cuh>  // kernels: nibble_gemm_kernels
 #endif
 
 namespace {
@@ -49,7 +56,7 @@ struct Case {
 
 const char* fname(Format f) { return nibble::to_string(f); }
 
-bool run_case(const Case& c, std::uint64_t seed, std::uint64_t* hash) {
+bool run_case(const Case& c, std::uint64_t seed, std::uint64_t* hash, double* host_ns = nullptr) {
   std::mt19937_64 rng(seed);
   std::normal_distribution<float> normal(0.0f, 1.0f);
   const nibble::GemmWeightBytes b = nibble::gemm_weight_bytes(c.f, c.n, c.k, c.group, c.act);
@@ -98,7 +105,20 @@ bool run_case(const Case& c, std::uint64_t seed, std::uint64_t* hash) {
     if (cudaMalloc(&ws, ws_bytes)) return false;
     cudaMemset(ws, 0, ws_bytes);
   }
-  const nibble::Status s = nibble::gemm::run(args, ws, ws_bytes, nullptr);
+  nibble::Status s = nibble::gemm::run(args, ws, ws_bytes, nullptr);
+  if (host_ns != nullptr && s == nibble::Status::kSuccess) {
+    // median over 15 batches of 200 calls of the wall time per call; the stream drains between batches
+    std::vector<double> per_call;
+    for (int batch = 0; batch < 16; ++batch) {
+      cudaDeviceSynchronize();
+      const auto t0 = std::chrono::steady_clock::now();
+      for (int i = 0; i < 200 && s == nibble::Status::kSuccess; ++i) s = nibble::gemm::run(args, ws, ws_bytes, nullptr);
+      const auto t1 = std::chrono::steady_clock::now();
+      if (batch > 0) per_call.push_back(std::chrono::duration<double, std::nano>(t1 - t0).count() / 200);
+    }
+    std::sort(per_call.begin(), per_call.end());
+    *host_ns = per_call[per_call.size() / 2];
+  }
   std::vector<unsigned char> out(c_bytes);
   const bool ok = s == nibble::Status::kSuccess && cudaDeviceSynchronize() == cudaSuccess &&
                   cudaMemcpy(out.data(), d_c, c_bytes, cudaMemcpyDeviceToHost) == cudaSuccess;
@@ -110,7 +130,7 @@ bool run_case(const Case& c, std::uint64_t seed, std::uint64_t* hash) {
 
 }  // namespace
 
-int main() {
+int main(int argc, char** argv) {
   int count = 0;
   if (cudaGetDeviceCount(&count) != cudaSuccess || count == 0) {
     (void)cudaGetLastError();
@@ -118,6 +138,16 @@ int main() {
     return 0;
   }
   using nibble::gemm::Mainloop;
+  if (argc > 1 && std::strcmp(argv[1], "--host-time") == 0) {
+    for (std::int64_t m : {std::int64_t(1), std::int64_t(4096)}) {
+      std::uint64_t h = 0;
+      double ns = 0;
+      const Case c{Format::kS4, DType::kF16, DType::kF16, 128, m, 4096, 4096, Mainloop::kAuto};
+      if (!run_case(c, 99, &h, &ns)) return 1;
+      std::printf("host time of one gemm::run call, M=%lld K=N=4096 s4 g128 f16: %.0f ns\n", (long long)m, ns);
+    }
+    return 0;
+  }
   const Mainloop mainloops[] = {Mainloop::kAuto, Mainloop::kMmaSync, Mainloop::kTransposedMma};
   const std::int64_t ms[] = {1, 7, 16, 17, 64, 65, 130, 300, 1024};
   struct Shape {

@@ -111,9 +111,6 @@ inline bool is_valid(Format f) {
 inline bool is_valid(DType t) {
   return static_cast<unsigned>(t) <= static_cast<unsigned>(DType::kBF16);
 }
-inline bool is_aligned(const void* p, std::size_t a) {
-  return reinterpret_cast<std::uintptr_t>(p) % a == 0;
-}
 
 /// Shape and parameter checks shared by every entry point (CPU only, no CUDA call). Order: format,
 /// group size, shape, divisibility, double-quant support.
