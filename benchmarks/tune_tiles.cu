@@ -4,6 +4,7 @@
 // (config, shape). The numbers in tile_registry.cuh's comments came from this program on the H100.
 #include <nibble/gemm/gemm.cuh>
 #include <cstdio>
+#include <cstdlib>
 #include <vector>
 #include <random>
 #include <algorithm>
@@ -66,6 +67,7 @@ double time_tile(const char* name, int m, int n, int k, Format f) {
   __half *a, *cc; CK(cudaMalloc(&a, (size_t)m*k*2)); CK(cudaMalloc(&cc, (size_t)m*n*2)); fill_half<<<1024,256>>>(a, (size_t)m*k, 1.0f);
   gemm::Arguments args; args.m=m; args.act_type=DType::kF16; args.a=a; args.lda=k; args.w=ws[0]; args.c=cc; args.ldc=n; args.out_type=DType::kF16;
   gemm::DeviceLimits lim = gemm::kH200Limits; lim.sm_count = sms;
+  if (const char* sp = std::getenv("NIBBLE_SPLIT")) args.split_k = std::atoi(sp);  // forced split-K
   gemm::Plan plan = gemm::make_plan_for(args, c, lim);
   void* wsp=nullptr; if (plan.workspace_bytes) { CK(cudaMalloc(&wsp, plan.workspace_bytes)); CK(cudaMemset(wsp,0,plan.workspace_bytes)); }
   cudaStream_t st; CK(cudaStreamCreate(&st));
@@ -86,7 +88,40 @@ double time_tile(const char* name, int m, int n, int k, Format f) {
   for (void* p: bufs) cudaFree(p); cudaFree(a); cudaFree(cc); if(wsp) cudaFree(wsp);
   return us;
 }
+__global__ void empty_kernel(int* p) { if (p != nullptr && threadIdx.x == 1023) *p = 0; }
+/// The per-launch time of a graph of 64 empty launches (256 x 256): the floor of any kernel in a graph.
+void time_empty() {
+  cudaStream_t st; CK(cudaStreamCreate(&st));
+  cudaGraph_t g; cudaGraphExec_t ge;
+  CK(cudaStreamBeginCapture(st, cudaStreamCaptureModeThreadLocal));
+  for (int i = 0; i < 64; ++i) empty_kernel<<<256, 256, 0, st>>>(nullptr);
+  CK(cudaStreamEndCapture(st, &g)); CK(cudaGraphInstantiate(&ge, g, 0));
+  for (int i = 0; i < 3; ++i) CK(cudaGraphLaunch(ge, st));
+  CK(cudaStreamSynchronize(st));
+  cudaEvent_t e0, e1; cudaEventCreate(&e0); cudaEventCreate(&e1);
+  std::vector<float> t;
+  for (int r = 0; r < 9; ++r) { cudaEventRecord(e0, st); CK(cudaGraphLaunch(ge, st)); cudaEventRecord(e1, st); CK(cudaEventSynchronize(e1)); float ms; cudaEventElapsedTime(&ms, e0, e1); t.push_back(ms / 64); }
+  std::sort(t.begin(), t.end());
+  printf("empty kernel 256x256 in a graph: %.2f us per launch\n", t[4] * 1000);
+}
+// Decode-class candidates for 16 < M <= 64 (one CTA row of tokens, 256 or 128 weight columns).
+using DM2 = Cfg<2, 2, 1, 8, 2, 4>;   // 32 tokens x 256
+using DM4 = Cfg<4, 2, 1, 8, 2, 3>;   // 64 tokens x 256, 3 stages (105 KiB: 2 CTAs / SM)
+using DM4n = Cfg<4, 1, 1, 8, 2, 4>;  // 64 tokens x 128, 4 stages (102 KiB)
+using DN1 = Cfg<1, 1, 1, 8, 2, 4>;   // decode, 128 columns (54 KiB: 4 CTAs / SM)
 int main(int argc, char** argv) {
+  if (argc > 1 && std::string(argv[1]) == "h200") {  // issue 9 exploration on the H200
+    time_empty();
+    for (auto [k, n] : {std::pair{4096, 4096}, std::pair{8192, 28672}}) {
+      for (int m : {1, 16}) { time_tile<TD1>("D1", m, n, k, Format::kS4); time_tile<DN1>("DN1", m, n, k, Format::kS4); }
+      for (int m : {17, 32}) { time_tile<DM2>("DM2", m, n, k, Format::kS4); time_tile<W5s6>("W5s6", m, n, k, Format::kS4); }
+      for (int m : {33, 48, 64}) {
+        time_tile<DM4>("DM4", m, n, k, Format::kS4); time_tile<DM4n>("DM4n", m, n, k, Format::kS4);
+        time_tile<TS1>("S1", m, n, k, Format::kS4); time_tile<W5s6>("W5s6", m, n, k, Format::kS4);
+      }
+    }
+    return 0;
+  }
   if (argc > 1 && std::string(argv[1]) == "prof") {  // one case for Nsight Compute
     time_tile<W1>("W1", 4096, 28672, 8192, Format::kS4);
     return 0;

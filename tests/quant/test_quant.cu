@@ -1,4 +1,4 @@
-// tests/test_quant.cu — the quantizer (include/nibble/quant/): error bounds against bitsandbytes' own test
+// tests/quant/test_quant.cu — the quantizer (include/nibble/quant/): error bounds against bitsandbytes' own test
 // bounds, independent oracles for the encoders, double quantization, bit-exact GPU == CPU for every
 // format x input type x group x scale type, streaming, and the Status of every rejected input.
 #include <cuda_runtime.h>
@@ -9,6 +9,7 @@
 #include <cstring>
 #include <memory>
 #include <nibble/quant/quantize.cuh>
+#include <nibble/quant/streaming.cuh>  // quantize_streaming (quantize.cuh stops including it)
 #include <string>
 #include <vector>
 

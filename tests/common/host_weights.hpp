@@ -1,0 +1,167 @@
+// tests/common/host_weights.hpp — plain-layout weights and GEMM problems in host memory, and the
+// dequantization the references use: HostWeights / make_weights (random codes, power-of-two or random
+// scales, u4 zero points, poisoned row padding), HostProblem / make_problem (activations of T with NaN in
+// the lda padding, bias), code_value (a code as the kernel holds it in T), HostGemmBuffers (poisoned
+// GEMM-layout buffers for repack_host).
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include <nibble/format/codebook.cuh>
+#include <nibble/layout/repack.cuh>
+
+#include "common/check.hpp"
+
+using nibble::GemmWeights;
+using nibble::PlainWeights;
+
+/// The value of code `nib` of format f as the kernel holds it in T, before the zero point and the scale.
+inline double code_value(Format f, DType act, int nib) {
+  switch (f) {
+    case Format::kS4: return nib >= 8 ? nib - 16 : nib;
+    case Format::kU4: return nib;
+    default: return t_round(act, nibble::codebook(f)[unsigned(nib)]);
+  }
+}
+
+// ---- host weights, activations, reference --------------------------------------------------------------
+
+enum class Data { kExact, kRandom };
+
+/// A plain-layout weight ([N, K] codes, [N, K / g] scales and zeros) in host memory.
+struct HostWeights {
+  Format format = kS4;
+  int group = 128;
+  int64_t n = 0, k = 0;
+  DType scale_type = kF16;
+  int64_t ld_codes = 0;
+  std::vector<uint8_t> codes;   // n * ld_codes, padding bytes 0xFF
+  std::vector<uint8_t> scales;  // n * groups of scale_type
+  std::vector<uint8_t> zeros;   // n * groups, u4 only
+
+  int64_t groups() const { return src_groups(group, k); }
+  int64_t group_of(int64_t kk) const { return group == kPC ? 0 : kk / group; }
+  int code(int64_t nn, int64_t kk) const { return (codes[nn * ld_codes + kk / 2] >> (4 * (kk % 2))) & 0xF; }
+  float scale(int64_t nn, int64_t g) const {
+    const int64_t i = nn * groups() + g;
+    if (scale_type == kF32) {
+      float f;
+      std::memcpy(&f, scales.data() + 4 * i, 4);
+      return f;
+    }
+    uint16_t b;
+    std::memcpy(&b, scales.data() + 2 * i, 2);
+    return from_bits(scale_type, b);
+  }
+  int zero(int64_t nn, int64_t g) const { return zeros.empty() ? 0 : zeros[nn * groups() + g]; }
+  PlainWeights view(const void* c, const void* s, const void* z) const {
+    PlainWeights p;
+    p.format = format;
+    p.group_size = group;
+    p.n = n;
+    p.k = k;
+    p.codes = static_cast<const uint8_t*>(c);
+    p.ld_codes = ld_codes;
+    p.scales = s;
+    p.scale_type = scale_type;
+    p.zeros = static_cast<const uint8_t*>(z);
+    return p;
+  }
+};
+
+/// Random codes (uniform nibbles), scales (powers of two 2^-2..2^1 for Data::kExact, |N(0,1)| * 0.1 + 0.01
+/// otherwise, rounded to scale_type) and u4 zero points (uniform 0..15). Codes rows are `ld_pad` bytes
+/// longer than K / 2, the padding poisoned with 0xFF.
+inline HostWeights make_weights(std::mt19937_64& rng, Format f, int group, int64_t n, int64_t k, DType scale_type,
+                         Data data, int64_t ld_pad = 0) {
+  HostWeights w;
+  w.format = f;
+  w.group = group;
+  w.n = n;
+  w.k = k;
+  w.scale_type = scale_type;
+  w.ld_codes = k / 2 + ld_pad;
+  w.codes.assign(std::size_t(n * w.ld_codes), 0xFF);
+  for (int64_t r = 0; r < n; ++r) {
+    std::uint64_t bits = 0;
+    for (int64_t b = 0; b < k / 2; ++b) {
+      if (b % 8 == 0) bits = rng();
+      w.codes[r * w.ld_codes + b] = uint8_t(bits >> (8 * (b % 8)));
+    }
+  }
+  const int64_t count = n * w.groups();
+  w.scales.assign(std::size_t(count * nibble::size_of(scale_type)), 0);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  for (int64_t i = 0; i < count; ++i) {
+    const float s = data == Data::kExact ? std::ldexp(1.0f, int(rng() % 4) - 2)
+                                         : std::fabs(normal(rng)) * 0.1f + 0.01f;
+    if (scale_type == kF32) {
+      std::memcpy(w.scales.data() + 4 * i, &s, 4);
+    } else {
+      const uint16_t b = to_bits(scale_type, s);
+      std::memcpy(w.scales.data() + 2 * i, &b, 2);
+    }
+  }
+  if (nibble::has_zero_point(f)) {
+    w.zeros.resize(std::size_t(count));
+    for (auto& z : w.zeros) z = uint8_t(rng() % 16);
+  }
+  return w;
+}
+
+/// One GEMM problem on the host: activations (bits of act), bias, and a weight owned by the caller.
+struct HostProblem {
+  DType act = kF16;
+  Data data = Data::kExact;
+  const HostWeights* w = nullptr;
+  int64_t m = 0, lda = 0;
+  std::vector<uint16_t> a;     // m * lda; columns past K are NaN
+  std::vector<uint16_t> bias;  // n
+
+  int64_t n() const { return w->n; }
+  int64_t k() const { return w->k; }
+  bool exact() const { return data == Data::kExact && (w->format == kS4 || w->format == kU4); }
+  std::string name() const {
+    return std::string("Gemm_") + dtype_name(act) + "_" + nibble::to_string(w->format) + "_" +
+           group_name(w->group) + ".M" + std::to_string(m) + "_N" + std::to_string(n()) + "_K" +
+           std::to_string(k());
+  }
+};
+
+inline HostProblem make_problem(std::mt19937_64& rng, DType act, const HostWeights& w, int64_t m, Data data,
+                         int64_t lda_pad = 0) {
+  HostProblem p;
+  p.act = act;
+  p.data = data;
+  p.w = &w;
+  p.m = m;
+  p.lda = w.k + lda_pad;
+  p.a.assign(std::size_t(m * p.lda), uint16_t(0xFFFF));  // NaN in the padding
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  for (int64_t r = 0; r < m; ++r)
+    for (int64_t c = 0; c < w.k; ++c)
+      p.a[r * p.lda + c] =
+          to_bits(act, data == Data::kExact ? float(int(rng() % 7) - 3) : normal(rng));
+  p.bias.resize(std::size_t(w.n));
+  for (auto& b : p.bias)
+    b = to_bits(act, data == Data::kExact ? float(int(rng() % 65) - 32) / 4.0f : 0.5f * normal(rng));
+  return p;
+}
+
+struct RepackShape {
+  int64_t n, k;
+  int group;
+};
+
+
+/// Host buffers of the GEMM layout, pre-filled with a poison byte.
+struct HostGemmBuffers {
+  std::vector<uint8_t> codes, scales, zeros;  // zeros always allocated (checked untouched when unused)
+  HostGemmBuffers(const nibble::GemmWeightBytes& b, std::size_t zero_bytes)
+      : codes(b.codes + 16, 0xAB), scales(b.scales + 16, 0xAB), zeros(zero_bytes + 16, 0xAB) {}
+};

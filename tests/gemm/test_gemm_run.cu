@@ -1,0 +1,619 @@
+// tests/gemm/test_gemm_run.cu — gemm::run against the float64 host reference: the GPU oracles. The only
+// TU of test_gemm_run that calls gemm::run (every GEMM kernel compiles here, once).
+//
+// Oracles (STYLE.md section 8):
+//   bit-exact    A = small integers in [-3, 3], scales = powers of two, s4 / u4 codes: every product is
+//                exact in T and every fp32 partial sum exact (|sum| < 2^21 in units of 2^-2), so C must
+//                equal the float64 reference exactly (fp32 out), or its rounding to T (T out), for every
+//                split-K value and in a CUDA graph.
+//   statistical  A ~ N(0, 1), scales ~ |N(0, 1)| * 0.1 + 0.01, random codes, all formats: relative
+//                Frobenius error <= 1e-3 (fp16) / 8e-3 (bf16) against float64 of A * dequant(W)^T, where
+//                dequant uses the pieces the kernel uses (code value in T, scale in T) but no rounding of
+//                their product.
+//   edge shapes  M from 1 to 1024, N / K of real models, leading dimensions larger than the rows, C at an
+//                odd element offset, bias on / off, fp32 and T outputs, forced split-K.
+// (tests/common/reference.hpp, tests/common/gemm_run.hpp: the reference and the run harness.)
+//
+// The oracle sweeps are parameterised: one case per (activation type, format, group, M, N, K, mainloop),
+// named after it, e.g. Gemm_BitExact.Oracle/f16_s4_g128_M17_N300_K1152_wgmma; rerun one with
+//   ./test_gemm_run --gtest_filter='Gemm_BitExact.Oracle/f16_s4_g128_M17_N300_K1152_wgmma'
+// NIBBLE_QUICK=1 (set under compute-sanitizer) runs only the small N100 cases of the sweeps (the others
+// report SKIPPED) and shrinks the shape lists of the other tests. NIBBLE_SEED replays inputs. wgmma cases
+// exist where the build has sm_90a device code (NIBBLE_SM90A) and report SKIPPED on other devices.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <initializer_list>
+#include <random>
+#include <string>
+#include <vector>
+
+#include <cuda_runtime.h>
+
+#include <nibble/detail/ptx.cuh>
+#include <nibble/gemm/gemm.cuh>
+#include <nibble/gemm/extern_instances.cuh>  // kernels: nibble_gemm_kernels
+
+#include "common/check.hpp"
+#include "common/device_buffer.hpp"
+#include "common/gemm_api.hpp"
+#include "common/gemm_run.hpp"
+#include "common/gpu.hpp"
+#include "common/host_weights.hpp"
+#include "common/names.hpp"
+#include "common/random.hpp"
+#include "common/reference.hpp"
+
+namespace {
+
+// ================================== GPU: gemm::run oracles ===================================================
+
+/// One case of the oracle sweeps. The full sweep: all groups x formats, M in {1, 17, 130} (decode, the 64-
+/// and 128-token transposed / the mma.sync small and large tiles), N = 300 (a partial atom and a partial
+/// tile), out fp32 (with bias) and T (without). The quick sweep (N = 100, M in {1, 17, 70}, smaller K):
+/// one output type and bias choice per case. The 256-token tile: EdgeShapes and LeadingDimensions (M > 256).
+struct OracleCase {
+  DType act;
+  Format format;
+  int group;
+  Data data;
+  int64_t m, n, k;
+  gemm::Mainloop mainloop;
+  bool quick;  // part of the NIBBLE_QUICK=1 sweep
+  int index;   // position in its quick sweep: picks the output type and bias
+};
+
+std::string oracle_name(const ::testing::TestParamInfo<OracleCase>& info) {
+  const OracleCase& c = info.param;
+  return std::string(dtype_name(c.act)) + "_" + nibble::to_string(c.format) + "_" + group_name(c.group) + "_M" +
+         std::to_string(c.m) + "_N" + std::to_string(c.n) + "_K" + std::to_string(c.k) + "_" +
+         mainloop_name(c.mainloop);
+}
+
+/// Every mainloop M runs with in this build (decode sizes, M <= 16, run one tile family whatever is asked:
+/// only once). Independent of the device, so that the case list (and CTest's names) is the same
+/// everywhere; run_oracle skips wgmma where the device has none.
+std::vector<gemm::Mainloop> built_mainloops(int64_t m) {
+  if (m <= 16) return {gemm::Mainloop::kAuto};
+  std::vector<gemm::Mainloop> v{gemm::Mainloop::kMmaSync, gemm::Mainloop::kTransposedMma};
+#if defined(NIBBLE_SM90A)
+  v.push_back(gemm::Mainloop::kWgmma);
+#endif
+  return v;
+}
+
+std::vector<OracleCase> oracle_cases(std::initializer_list<Format> formats, Data data) {
+  std::vector<OracleCase> out;
+  for (DType act : {kF16, kBF16})
+    for (bool quick : {false, true}) {
+      const int64_t n = quick ? 100 : 300;
+      const std::vector<int64_t> ms = quick ? std::vector<int64_t>{1, 17, 70} : std::vector<int64_t>{1, 17, 130};
+      int index = 0;
+      for (Format f : formats)
+        for (int g : kAllGroups)
+          for (int64_t m : ms)
+            for (gemm::Mainloop ml : built_mainloops(m))
+              out.push_back({act, f, g, data, m, n, k_for_group(g, quick), ml, quick, ++index});
+    }
+  return out;
+}
+
+void run_oracle(const OracleCase& c) {
+  if (quick_mode() && !c.quick) GTEST_SKIP() << "SKIPPED: NIBBLE_QUICK=1 runs only the N100 cases of the sweep";
+  if (c.mainloop == gemm::Mainloop::kWgmma && !gemm::wgmma_available())
+    GTEST_SKIP() << "SKIPPED: no wgmma on this device (Gemm_Wgmma.* says why)";
+  auto rng = nibble_test_rng();
+  const HostWeights w = make_weights(rng, c.format, c.group, c.n, c.k, c.act, c.data);
+  const DeviceWeights dw = upload_and_repack(w, c.act);
+  const HostProblem p = make_problem(rng, c.act, w, c.m, c.data);
+  const DeviceActs da = upload_acts(p);
+  const Samples s = reference(p, rng);
+  if (c.quick) {  // one output type per case
+    RunOpts o;
+    o.out = c.index % 2 ? c.act : kF32;
+    o.bias = c.index % 3 == 0;
+    o.mainloop = c.mainloop;
+    run_and_check(p, dw, da, s, o);
+    return;
+  }
+  for (DType out : {kF32, c.act}) {
+    RunOpts o;
+    o.out = out;
+    o.bias = out == kF32;
+    o.mainloop = c.mainloop;
+    run_and_check(p, dw, da, s, o);
+  }
+}
+
+void PrintTo(const OracleCase& c, std::ostream* os) { *os << oracle_name({c, 0}); }
+
+class Gemm_BitExact : public ::testing::TestWithParam<OracleCase> {};
+class Gemm_Statistical : public ::testing::TestWithParam<OracleCase> {};
+
+TEST_P(Gemm_BitExact, Oracle) {
+  NIBBLE_REQUIRE_GPU();
+  run_oracle(GetParam());
+}
+
+TEST_P(Gemm_Statistical, Oracle) {
+  NIBBLE_REQUIRE_GPU();
+  run_oracle(GetParam());
+}
+
+INSTANTIATE_TEST_SUITE_P(, Gemm_BitExact, ::testing::ValuesIn(oracle_cases({kS4, kU4}, Data::kExact)), oracle_name);
+INSTANTIATE_TEST_SUITE_P(, Gemm_Statistical,
+                         ::testing::ValuesIn(oracle_cases({kS4, kU4, kNf4, kFp4}, Data::kRandom)), oracle_name);
+
+// ================================== GPU: edge shapes =========================================================
+
+TEST(Gemm_EdgeShapes, EveryMWithOneWeight) {
+  NIBBLE_REQUIRE_GPU();
+  auto rng = nibble_test_rng();
+  const bool quick = quick_mode();
+  const int64_t n = quick ? 272 : 2880, k = quick ? 576 : 2880;
+  const std::vector<int64_t> ms = quick ? std::vector<int64_t>{1, 2, 7, 8, 15, 16, 17, 31, 64, 65, 127, 128, 129}
+                                        : std::vector<int64_t>{1, 2, 7, 8, 15, 16, 17, 31, 64, 127, 128, 257, 1024};
+  struct Config {
+    DType act;
+    Format f;
+    int group;
+    Data data;
+  };
+  const Config configs[] = {{kF16, kS4, 64, Data::kExact}, {kBF16, kNf4, 32, Data::kRandom}};
+  for (const Config& cfg : configs) {
+    const HostWeights w = make_weights(rng, cfg.f, cfg.group, n, k, cfg.act, cfg.data);
+    const DeviceWeights dw = upload_and_repack(w, cfg.act);
+    for (std::size_t i = 0; i < ms.size(); ++i) {
+      const HostProblem p = make_problem(rng, cfg.act, w, ms[i], cfg.data);
+      const DeviceActs da = upload_acts(p);
+      const Samples s = reference(p, rng);
+      for (gemm::Mainloop ml : mainloops_for(ms[i])) {
+        RunOpts o;
+        o.out = i % 2 ? cfg.act : kF32;
+        o.bias = i % 3 != 1;
+        o.mainloop = ml;
+        run_and_check(p, dw, da, s, o);
+      }
+    }
+  }
+}
+
+TEST(Gemm_EdgeShapes, ModelShapesAtM1M17M257) {
+  NIBBLE_REQUIRE_GPU();
+  auto rng = nibble_test_rng();
+  struct Config {
+    int64_t n, k;
+    int group;
+    Format f;
+    DType act;
+  };
+  const std::vector<Config> configs =
+      quick_mode() ? std::vector<Config>{{144, 736, 32, kNf4, kBF16}, {80, 264, kPC, kS4, kF16},
+                                         {200, 512, 256, kU4, kBF16}}
+                   : std::vector<Config>{{2880, 2880, 64, kS4, kF16},    {4304, 4096, 128, kU4, kBF16},
+                                         {7392, 4096, 256, kNf4, kF16},  {11008, 4096, 128, kFp4, kBF16},
+                                         {4096, 14336, 128, kS4, kBF16}, {4096, 11008, 256, kU4, kF16},
+                                         {256, 7392, 32, kNf4, kBF16},   {2880, 4304, kPC, kS4, kF16}};
+  const int64_t ms[] = {1, 17, 257};
+  for (const Config& cfg : configs) {
+    const Data data = cfg.f == kS4 || cfg.f == kU4 ? Data::kExact : Data::kRandom;
+    const HostWeights w = make_weights(rng, cfg.f, cfg.group, cfg.n, cfg.k, cfg.act, data);
+    const DeviceWeights dw = upload_and_repack(w, cfg.act);
+    for (int64_t m : ms) {
+      const HostProblem p = make_problem(rng, cfg.act, w, m, data);
+      const DeviceActs da = upload_acts(p);
+      const Samples s = reference(p, rng);
+      for (gemm::Mainloop ml : mainloops_for(m)) {
+        RunOpts o;
+        o.out = m == 17 ? kF32 : cfg.act;
+        o.bias = m != 1;
+        o.mainloop = ml;
+        run_and_check(p, dw, da, s, o);
+      }
+    }
+  }
+}
+
+TEST(Gemm_EdgeShapes, LeadingDimensionsOffsetsAndPoisonOutsideTheView) {
+  NIBBLE_REQUIRE_GPU();
+  auto rng = nibble_test_rng();
+  const bool quick = quick_mode();
+  struct Config {
+    DType act;
+    Format f;
+    int group;
+    int64_t k;
+    Data data;
+  };
+  const Config configs[] = {{kF16, kS4, 128, quick ? 384 : 1024, Data::kExact},
+                            {kBF16, kU4, 64, quick ? 320 : 1088, Data::kExact},
+                            {kF16, kNf4, kPC, quick ? 200 : 1000, Data::kRandom},
+                            {kBF16, kFp4, 32, quick ? 224 : 992, Data::kRandom}};
+  const int64_t n = quick ? 100 : 300;
+  struct View {
+    int64_t lda_pad, ldc_pad, c_offset;
+    bool bias, out_f32;
+  };
+  const View views[] = {{8, 5, 0, true, true},    // odd ldc: no pair stores
+                        {24, 12, 1, false, false},  // C at an odd element: no pair stores
+                        {8, 0, 3, true, false},
+                        {0, 1, 1, true, true}};
+  for (const Config& cfg : configs) {
+    const HostWeights w = make_weights(rng, cfg.f, cfg.group, n, cfg.k, cfg.act, cfg.data);
+    const DeviceWeights dw = upload_and_repack(w, cfg.act);
+    for (int64_t m : {1, 17, 130, 300})
+      for (const View& v : views) {
+        const HostProblem p = make_problem(rng, cfg.act, w, m, cfg.data, v.lda_pad);
+        const DeviceActs da = upload_acts(p);
+        const Samples s = reference(p, rng);
+        for (gemm::Mainloop ml : mainloops_for(m)) {
+          RunOpts o;
+          o.out = v.out_f32 ? kF32 : cfg.act;
+          o.bias = v.bias;
+          o.ldc_pad = v.ldc_pad;
+          o.c_offset = v.c_offset;
+          o.mainloop = ml;
+          SCOPED_TRACE("lda=" + std::to_string(p.lda));
+          run_and_check(p, dw, da, s, o);
+        }
+      }
+  }
+}
+
+// ================================== GPU: split-K, determinism, graphs, workspace =============================
+
+TEST(Gemm_SplitK, ForcedSplitsAndHeuristicGiveIdenticalC) {
+  NIBBLE_REQUIRE_GPU();
+  auto rng = nibble_test_rng();
+  struct Config {
+    int64_t m, n, k;
+    int group;
+    Format f;
+    DType act;
+    Data data;
+  };
+  const std::vector<Config> configs =
+      quick_mode()
+          ? std::vector<Config>{{1, 256, 2048, 128, kS4, kF16, Data::kExact},
+                                {17, 160, 1024, 64, kU4, kBF16, Data::kExact},
+                                {130, 96, 992, 32, kS4, kBF16, Data::kExact},
+                                {3, 128, 1024, 64, kNf4, kF16, Data::kRandom}}
+          : std::vector<Config>{{1, 4096, 14336, 128, kS4, kF16, Data::kExact},
+                                {17, 2880, 2880, 64, kU4, kBF16, Data::kExact},
+                                {257, 256, 7392, 32, kS4, kBF16, Data::kExact},
+                                {5, 4304, 4096, kPC, kU4, kF16, Data::kExact},
+                                {3, 1024, 4096, 64, kNf4, kF16, Data::kRandom},
+                                {40, 512, 4096, 128, kFp4, kBF16, Data::kRandom}};
+  for (const Config& cfg : configs) {
+    const HostWeights w = make_weights(rng, cfg.f, cfg.group, cfg.n, cfg.k, cfg.act, cfg.data);
+    const DeviceWeights dw = upload_and_repack(w, cfg.act);
+    const HostProblem p = make_problem(rng, cfg.act, w, cfg.m, cfg.data);
+    const DeviceActs da = upload_acts(p);
+    const Samples s = reference(p, rng);
+    for (gemm::Mainloop ml : mainloops_for(cfg.m))
+    for (DType out : {kF32, cfg.act}) {
+      std::vector<uint8_t> first;
+      for (int split : {1, 2, 3, 7, 0}) {
+        RunOpts o;
+        o.out = out;
+        o.bias = true;
+        o.split_k = split;
+        o.mainloop = ml;
+        const RunResult r = run_and_check(p, dw, da, s, o);
+        SCOPED_TRACE(p.name() + " " + o.name());
+        if (split > 1 && r.plan.k_tiles >= split) {
+          EXPECT_GE(r.plan.splits, 2) << "forced split_k ignored";
+          EXPECT_GT(r.plan.workspace_bytes, 0u);
+        }
+        if (split == 0 && out == kF32)
+          std::printf("[nibble] %s: heuristic %d split(s) of %d k-tiles\n", p.name().c_str(), r.plan.splits,
+                      r.plan.k_tiles_per_split);
+        if (split == 1) {
+          first = r.c;
+        } else if (p.exact()) {  // exact sums: every split order gives the same C
+          EXPECT_TRUE(r.c == first) << "C with split_k=" << split << " differs from split_k=1";
+        }
+      }
+    }
+  }
+}
+
+TEST(Gemm_SplitK, RepeatedRunsOnRandomDataAreBitIdentical) {
+  NIBBLE_REQUIRE_GPU();
+  auto rng = nibble_test_rng();
+  const bool quick = quick_mode();
+  const HostWeights w = make_weights(rng, kFp4, 64, quick ? 128 : 2048, quick ? 1024 : 8192, kBF16, Data::kRandom);
+  const DeviceWeights dw = upload_and_repack(w, kBF16);
+  for (int64_t m : {1, 33}) {
+    const HostProblem p = make_problem(rng, kBF16, w, m, Data::kRandom);
+    const DeviceActs da = upload_acts(p);
+    RunOpts o;
+    o.split_k = 5;
+    SCOPED_TRACE(p.name() + " " + o.name());
+    DevBuf c(std::size_t(m * p.n() * 4));
+    const gemm::Arguments args = make_args(p, dw, da, o, c.get());
+    const std::size_t ws_bytes = workspace_size(args);
+    ASSERT_GT(ws_bytes, 0u);
+    DevBuf ws(ws_bytes);
+    CUDA_CHECK(cudaMemset(ws.get(), 0, ws_bytes));
+    CUDA_CHECK(cudaDeviceSynchronize());
+    Stream stream;
+    std::vector<float> first;
+    for (int rep = 0; rep < 4; ++rep) {
+      CUDA_CHECK(cudaMemsetAsync(c.get(), 0xFF, c.size(), stream.s));
+      NIBBLE_CHECK(gemm::run(args, ws.get(), ws_bytes, stream.s));
+      CUDA_CHECK(cudaStreamSynchronize(stream.s));
+      const std::vector<float> got = c.download<float>();
+      if (rep == 0) first = got;
+      EXPECT_EQ(std::memcmp(got.data(), first.data(), c.size()), 0) << "run " << rep << " differs from run 0";
+    }
+    expect_workspace_clean(ws, plan_of(args), "after four runs");
+  }
+}
+
+TEST(Gemm_Graph, OneGraphWithSeveralSplitKRunsReplaysIdentically) {
+  NIBBLE_REQUIRE_GPU();
+  auto rng = nibble_test_rng();
+  const bool quick = quick_mode();
+  const HostWeights w = make_weights(rng, kS4, 128, quick ? 256 : 4096, quick ? 2048 : 4096, kF16, Data::kExact);
+  const DeviceWeights dw = upload_and_repack(w, kF16);
+  const HostProblem p1 = make_problem(rng, kF16, w, 1, Data::kExact);
+  const HostProblem p2 = make_problem(rng, kF16, w, 37, Data::kExact);
+  const DeviceActs d1 = upload_acts(p1), d2 = upload_acts(p2);
+  RunOpts o;
+  o.split_k = 3;
+  o.bias = true;
+  DevBuf c1(std::size_t(p1.m * p1.n() * 4)), c2(std::size_t(p2.m * p2.n() * 4));
+  const gemm::Arguments a1 = make_args(p1, dw, d1, o, c1.get()), a2 = make_args(p2, dw, d2, o, c2.get());
+  // Each GEMM its own workspace; the first one runs twice per graph launch on the same workspace.
+  const std::size_t b1 = workspace_size(a1), b2 = workspace_size(a2);
+  ASSERT_GT(b1, 0u);
+  ASSERT_GT(b2, 0u);
+  DevBuf ws1(b1), ws2(b2);
+  CUDA_CHECK(cudaMemset(ws1.get(), 0, b1));
+  CUDA_CHECK(cudaMemset(ws2.get(), 0, b2));
+  CUDA_CHECK(cudaDeviceSynchronize());
+  Stream stream;
+  NIBBLE_CHECK(gemm::run(a1, ws1.get(), b1, stream.s));
+  NIBBLE_CHECK(gemm::run(a2, ws2.get(), b2, stream.s));
+  CUDA_CHECK(cudaStreamSynchronize(stream.s));
+  const std::vector<uint8_t> e1 = c1.download<uint8_t>(), e2 = c2.download<uint8_t>();
+  GraphExec g;
+  capture(stream.s, g, [&](cudaStream_t s) {
+    NIBBLE_RETURN_IF_ERROR(gemm::run(a1, ws1.get(), b1, s));
+    NIBBLE_RETURN_IF_ERROR(gemm::run(a2, ws2.get(), b2, s));
+    return gemm::run(a1, ws1.get(), b1, s);
+  });
+  for (int rep = 0; rep < 3; ++rep) {
+    CUDA_CHECK(cudaMemsetAsync(c1.get(), 0xFF, c1.size(), stream.s));
+    CUDA_CHECK(cudaMemsetAsync(c2.get(), 0xFF, c2.size(), stream.s));
+    CUDA_CHECK(cudaGraphLaunch(g.exec, stream.s));
+    CUDA_CHECK(cudaStreamSynchronize(stream.s));
+    EXPECT_TRUE(c1.download<uint8_t>() == e1) << "graph replay " << rep << ": first GEMM differs";
+    EXPECT_TRUE(c2.download<uint8_t>() == e2) << "graph replay " << rep << ": second GEMM differs";
+  }
+  expect_workspace_clean(ws1, plan_of(a1), "after graph replays");
+  expect_workspace_clean(ws2, plan_of(a2), "after graph replays");
+  // And both outputs are right.
+  const Samples s1 = reference(p1, rng), s2 = reference(p2, rng);
+  RunResult r1, r2;
+  r1.c = e1;
+  r1.ldc = p1.n();
+  r1.total = p1.m * p1.n();
+  r2.c = e2;
+  r2.ldc = p2.n();
+  r2.total = p2.m * p2.n();
+  check_c(p1, s1, o, r1);
+  check_c(p2, s2, o, r2);
+}
+
+// gemm.cuh: one workspace of the largest size, zeroed once, serves every GEMM of a model (the usual
+// one-buffer-for-all-layers pattern). Run a GEMM with large split-K partials, then a smaller GEMM on the same
+// workspace: its result must not change and the counter region must be zero afterwards.
+TEST(Gemm_Workspace, OneZeroedWorkspaceServesGemmsOfDifferentShapes) {
+  NIBBLE_REQUIRE_GPU();
+  auto rng = nibble_test_rng();
+  const bool quick = quick_mode();
+  const HostWeights w = make_weights(rng, kS4, 128, quick ? 512 : 4096, quick ? 2048 : 4096, kF16, Data::kExact);
+  const DeviceWeights dw = upload_and_repack(w, kF16);
+  const HostProblem small = make_problem(rng, kF16, w, 1, Data::kExact);   // decode tile: small partials
+  const HostProblem big = make_problem(rng, kF16, w, 64, Data::kExact);    // 64-row tile: 4x the partials
+  const DeviceActs ds = upload_acts(small), db = upload_acts(big);
+  RunOpts o;
+  o.split_k = 3;
+  DevBuf cs(std::size_t(small.m * small.n() * 4)), cb(std::size_t(big.m * big.n() * 4));
+  const gemm::Arguments as = make_args(small, dw, ds, o, cs.get()), ab = make_args(big, dw, db, o, cb.get());
+  const gemm::Plan ps = plan_of(as), pb = plan_of(ab);
+  ASSERT_GT(ps.splits, 1);
+  ASSERT_GT(pb.splits, 1);
+  ASSERT_GT(pb.workspace_bytes, ps.workspace_bytes) << "test setup: the big GEMM needs more workspace";
+  const std::size_t bytes = std::max(ps.workspace_bytes, pb.workspace_bytes);
+  DevBuf ws(bytes);
+  CUDA_CHECK(cudaMemset(ws.get(), 0, bytes));
+  CUDA_CHECK(cudaMemset(cs.get(), 0xFF, cs.size()));
+  CUDA_CHECK(cudaDeviceSynchronize());
+  NIBBLE_CHECK(gemm::run(ab, ws.get(), bytes, nullptr));
+  NIBBLE_CHECK(gemm::run(as, ws.get(), bytes, nullptr));
+  CUDA_CHECK(cudaDeviceSynchronize());
+  CUDA_CHECK(cudaGetLastError());
+  const Samples ss = reference(small, rng), sb = reference(big, rng);
+  RunResult rs, rb;
+  rs.c = cs.download<uint8_t>();
+  rs.ldc = small.n();
+  rs.total = small.n();
+  rb.c = cb.download<uint8_t>();
+  rb.ldc = big.n();
+  rb.total = big.m * big.n();
+  {
+    SCOPED_TRACE(big.name() + " split_k=3, first on the shared workspace");
+    check_c(big, sb, o, rb);
+  }
+  {
+    SCOPED_TRACE(small.name() + " split_k=3, second on the shared workspace");
+    check_c(small, ss, o, rs);
+    expect_workspace_clean(ws, ps, "after the second GEMM");
+  }
+}
+
+TEST(Gemm_Workspace, TooSmallNullOrMisalignedWorkspaceIsRejectedBeforeAnyLaunch) {
+  NIBBLE_REQUIRE_GPU();
+  auto rng = nibble_test_rng();
+  const bool quick = quick_mode();
+  const HostWeights w = make_weights(rng, kU4, 128, quick ? 256 : 4096, quick ? 4096 : 14336, kF16, Data::kExact);
+  const DeviceWeights dw = upload_and_repack(w, kF16);
+  const HostProblem p = make_problem(rng, kF16, w, 1, Data::kExact);
+  const DeviceActs da = upload_acts(p);
+  RunOpts o;
+  o.split_k = 4;
+  DevBuf c(std::size_t(p.n() * 4));
+  CUDA_CHECK(cudaMemset(c.get(), 0xFF, c.size()));
+  const gemm::Arguments args = make_args(p, dw, da, o, c.get());
+  const std::size_t need = workspace_size(args);
+  ASSERT_GT(need, 0u);
+  DevBuf ws(need + 16);
+  CUDA_CHECK(cudaMemset(ws.get(), 0, need + 16));
+  CUDA_CHECK(cudaDeviceSynchronize());
+  EXPECT_STATUS(Status::kErrorWorkspaceTooSmall, gemm::run(args, nullptr, 0, nullptr));
+  EXPECT_STATUS(Status::kErrorWorkspaceTooSmall, gemm::run(args, nullptr, need, nullptr));
+  EXPECT_STATUS(Status::kErrorWorkspaceTooSmall, gemm::run(args, ws.get(), need - 1, nullptr));
+  EXPECT_STATUS(Status::kErrorMisalignedPointer, gemm::run(args, ws.as<char>() + 4, need, nullptr));
+  gemm::Arguments bad = args;
+  bad.a = nullptr;
+  EXPECT_STATUS(Status::kErrorNullPointer, gemm::run(bad, ws.get(), need, nullptr));  // can_implement first
+  CUDA_CHECK(cudaDeviceSynchronize());
+  const std::vector<uint32_t> untouched = c.download<uint32_t>();
+  EXPECT_TRUE(std::all_of(untouched.begin(), untouched.end(), [](uint32_t x) { return x == 0xFFFFFFFFu; }))
+      << "a rejected run() wrote C";
+  // A larger workspace than needed is fine, and split_k = 1 needs none.
+  EXPECT_STATUS(Status::kSuccess, gemm::run(args, ws.get(), need + 16, nullptr));
+  gemm::Arguments one = args;
+  one.split_k = 1;
+  EXPECT_EQ(workspace_size(one), 0u);
+  EXPECT_STATUS(Status::kSuccess, gemm::run(one, nullptr, 0, nullptr));
+  CUDA_CHECK(cudaDeviceSynchronize());
+  CUDA_CHECK(cudaGetLastError());
+  expect_workspace_clean(ws, plan_of(args), "after a run with a larger workspace");
+  const Samples s = reference(p, rng);
+  RunResult r;
+  r.c = c.download<uint8_t>();
+  r.ldc = p.n();
+  r.total = p.n();
+  check_c(p, s, o, r);
+}
+
+}  // namespace
+
+// ================================== GPU: which mainloops run here ===========================================
+
+TEST(Gemm_Wgmma, AvailableWhereBuiltForSm90aOnSm90) {
+  NIBBLE_REQUIRE_GPU();
+  int dev = 0, major = 0, minor = 0;
+  CUDA_CHECK(cudaGetDevice(&dev));
+  CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
+  CUDA_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev));
+#if defined(NIBBLE_SM90A)
+  if (major != 9 || minor != 0) GTEST_SKIP() << "SKIPPED: wgmma needs an sm_90 device; this is sm_" << major << minor;
+  EXPECT_TRUE(gemm::wgmma_available());
+  EXPECT_EQ(int(gemm::resolve_mainloop(gemm::Mainloop::kAuto)), int(gemm::Mainloop::kWgmma));
+#else
+  EXPECT_FALSE(gemm::wgmma_available());
+  GTEST_SKIP() << "SKIPPED: built without sm_90a device code (NIBBLE_SM90A undefined): the wgmma cases do not run";
+#endif
+}
+
+TEST(Gemm_Wgmma, ForcedWhereUnavailableIsRejected) {
+  NIBBLE_REQUIRE_GPU();
+  if (gemm::wgmma_available()) GTEST_SKIP() << "SKIPPED: wgmma is available here (its oracles run instead)";
+  auto rng = nibble_test_rng();
+  const HostWeights w = make_weights(rng, kS4, 128, 64, 256, kF16, Data::kExact);
+  const DeviceWeights dw = upload_and_repack(w, kF16);
+  const HostProblem p = make_problem(rng, kF16, w, 32, Data::kExact);
+  const DeviceActs da = upload_acts(p);
+  DevBuf c(std::size_t(p.m * p.n()) * 4);
+  RunOpts o;
+  o.mainloop = gemm::Mainloop::kWgmma;
+  const gemm::Arguments args = make_args(p, dw, da, o, c.get());
+  EXPECT_STATUS(Status::kErrorUnsupportedDevice, gemm::run(args, nullptr, 0, nullptr));
+}
+
+// ================================== GPU: shared-memory limit =================================================
+
+// What a GPU with 99 KiB of shared memory per block runs (sm_86 / sm_89 / sm_120), forced on this one with
+// Arguments::max_smem_per_block: the compact tiles pass the oracle for every format; a limit no tile fits
+// is refused before any launch.
+TEST(Gemm_SharedMemoryLimit, NinetyNineKiBTilesPassTheOracle) {
+  NIBBLE_REQUIRE_GPU();
+  constexpr int k99KiB = 99 * 1024;
+  auto rng = nibble_test_rng();
+  const bool quick = quick_mode();
+  for_each_tile_family_case(
+      rng, quick ? 144 : 300, quick ? 256 : 640, {kS4, kU4, kNf4, kFp4},
+      [&](DType act, Format f) { return !(quick && act == kBF16 && f != kNf4); },
+      [&](const HostProblem& p, const DeviceWeights& dw, const DeviceActs& da, const Samples& s,
+          gemm::Mainloop ml) {
+        RunOpts o;
+        o.out = kF32;
+        o.mainloop = ml;
+        o.max_smem = k99KiB;
+        const RunResult r = run_and_check(p, dw, da, s, o);
+        const gemm::TileConfig c = gemm::tile_config(r.plan.kind);
+        EXPECT_LE(c.smem_bytes(), k99KiB) << p.name() << " " << o.name();
+      });
+  const HostWeights w = make_weights(rng, kS4, 128, 64, 256, kF16, Data::kExact);
+  const DeviceWeights dw = upload_and_repack(w, kF16);
+  const HostProblem p = make_problem(rng, kF16, w, 300, Data::kExact);
+  const DeviceActs da = upload_acts(p);
+  DevBuf c(std::size_t(p.m * p.n()) * 4);
+  RunOpts o;
+  o.max_smem = 48 * 1024;  // below every tile for M = 300
+  const gemm::Arguments args = make_args(p, dw, da, o, c.get());
+  EXPECT_STATUS(Status::kErrorUnsupportedDevice, gemm::run(args, nullptr, 0, nullptr));
+}
+
+// ================================== GPU: nf4 / fp4 codebook tables ==========================================
+
+// The shared-memory and the register codebook table decode to the same values, so the two kernels of
+// every tile family give bit-identical C; both also pass the statistical oracle.
+TEST(Gemm_Codebook, SharedMemoryAndRegisterTablesGiveIdenticalC) {
+  NIBBLE_REQUIRE_GPU();
+  auto rng = nibble_test_rng();
+  const bool quick = quick_mode();
+  for_each_tile_family_case(
+      rng, quick ? 144 : 400, quick ? 256 : 1024, {kNf4, kFp4}, [](DType, Format) { return true; },
+      [&](const HostProblem& p, const DeviceWeights& dw, const DeviceActs& da, const Samples& s,
+          gemm::Mainloop ml) {
+        RunOpts o;
+        o.out = kF32;
+        o.mainloop = ml;
+        o.codebook_table = gemm::CodebookTable::kSharedMemory;
+        const RunResult shared = run_and_check(p, dw, da, s, o);
+        o.codebook_table = gemm::CodebookTable::kRegisters;
+        const RunResult regs = run_and_check(p, dw, da, s, o);
+        EXPECT_TRUE(shared.c == regs.c) << p.name() << " " << o.name()
+                                        << ": shared-memory and register tables give different C";
+      });
+}
+
+// What the kernels were compiled with matches what the host believes: wgmma_available() is true exactly
+// where the device code of this binary issues wgmma (detail::kWgmmaCompiled in the device pass).
+__global__ void wgmma_compiled_probe(int* out) { *out = nibble::detail::kWgmmaCompiled ? 1 : 0; }
+
+TEST(Gemm_Wgmma, HostAndDeviceCodeAgree) {
+  NIBBLE_REQUIRE_GPU();
+  DevBuf flag(sizeof(int));
+  wgmma_compiled_probe<<<1, 1>>>(flag.as<int>());
+  CUDA_CHECK(cudaGetLastError());
+  CUDA_CHECK(cudaDeviceSynchronize());
+  const bool compiled = flag.download<int>()[0] == 1;
+  int dev = 0, major = 0, minor = 0;
+  CUDA_CHECK(cudaGetDevice(&dev));
+  CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
+  CUDA_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev));
+  std::printf("[nibble] device sm_%d%d, wgmma in this binary's device code: %s, wgmma_available(): %s\n", major,
+              minor, compiled ? "yes" : "no", gemm::wgmma_available() ? "yes" : "no");
+  EXPECT_EQ(compiled, gemm::wgmma_available());
+}

@@ -1,0 +1,62 @@
+// tests/gemm/test_gemm_sm80.cu — a GEMM binary built for sm_80 only (no sm_90a device code, so
+// NIBBLE_SM90A is undefined): forcing the wgmma mainloop must be refused with kErrorUnsupportedDevice on
+// every device, also on an sm_90 one where test_gemm_run (built with sm_90a) runs the wgmma oracles
+// instead. Kept small: the kernels compile once, for sm_80.
+#include <gtest/gtest.h>
+
+#include <cstdio>
+
+#include <cuda_runtime.h>
+
+#include <nibble/detail/ptx.cuh>
+#include <nibble/gemm/gemm.cuh>
+
+#include "common/check.hpp"
+#include "common/device_buffer.hpp"
+#include "common/gemm_run.hpp"
+#include "common/gpu.hpp"
+#include "common/host_weights.hpp"
+#include "common/random.hpp"
+
+#if defined(NIBBLE_SM90A)
+#error "test_gemm_sm80 must be built without sm_90a device code (CUDA_ARCHITECTURES 80)"
+#endif
+
+namespace {
+
+TEST(Gemm_Sm80Build, ForcedWgmmaIsRejected) {
+  NIBBLE_REQUIRE_GPU();
+  ASSERT_FALSE(gemm::wgmma_available()) << "no sm_90a device code in this binary";
+  auto rng = nibble_test_rng();
+  const HostWeights w = make_weights(rng, kS4, 128, 64, 256, kF16, Data::kExact);
+  const DeviceWeights dw = upload_and_repack(w, kF16);
+  const HostProblem p = make_problem(rng, kF16, w, 32, Data::kExact);
+  const DeviceActs da = upload_acts(p);
+  DevBuf c(std::size_t(p.m * p.n()) * 4);
+  RunOpts o;
+  o.mainloop = gemm::Mainloop::kWgmma;
+  const gemm::Arguments args = make_args(p, dw, da, o, c.get());
+  EXPECT_STATUS(Status::kErrorUnsupportedDevice, gemm::run(args, nullptr, 0, nullptr));
+}
+
+// No wgmma anywhere in this binary: the host knows it (wgmma_available() false) and the device code agrees.
+__global__ void wgmma_compiled_probe(int* out) { *out = nibble::detail::kWgmmaCompiled ? 1 : 0; }
+
+TEST(Gemm_Sm80Build, NoWgmmaInHostOrDeviceCode) {
+  NIBBLE_REQUIRE_GPU();
+  DevBuf flag(sizeof(int));
+  wgmma_compiled_probe<<<1, 1>>>(flag.as<int>());
+  CUDA_CHECK(cudaGetLastError());
+  CUDA_CHECK(cudaDeviceSynchronize());
+  const bool compiled = flag.download<int>()[0] == 1;
+  int dev = 0, major = 0, minor = 0;
+  CUDA_CHECK(cudaGetDevice(&dev));
+  CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
+  CUDA_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev));
+  std::printf("[nibble] device sm_%d%d, wgmma in this binary's device code: %s, wgmma_available(): %s\n", major,
+              minor, compiled ? "yes" : "no", gemm::wgmma_available() ? "yes" : "no");
+  EXPECT_FALSE(compiled);
+  EXPECT_FALSE(gemm::wgmma_available());
+}
+
+}  // namespace

@@ -1,0 +1,272 @@
+// tests/layout/test_layout.cu — layout/: the GEMM weight layout contract of gemm_layout.cuh (the lane
+// table, a bijection onto the atoms' nibbles, shapes and buffer sizes) and the repack from the plain
+// layout on the host and on the GPU (bit-identical). CPU tests always run; GemmRepack.DeviceMatchesHost-
+// BitForBit needs a GPU. (Moved from tests/test_gemm.cu.)
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <limits>
+#include <random>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <nibble/format/format.cuh>
+#include <nibble/layout/gemm_layout.cuh>
+#include <nibble/layout/repack.cuh>
+#include <nibble/status.cuh>
+
+#include "common/check.hpp"
+#include "common/device_buffer.hpp"
+#include "common/gpu.hpp"
+#include "common/host_weights.hpp"
+#include "common/names.hpp"
+#include "common/random.hpp"
+
+namespace {
+
+namespace layout = nibble::layout;
+
+// ================================== CPU: layout contract ==================================================
+
+TEST(GemmLayout, AtomCoordFollowsTheMmaFragmentTableAndCodeLocationInvertsIt) {
+  // The table of gemm_layout.cuh written out: value i of word j of lane l sits at n = g + 8 (i >= 4),
+  // k = 16 j + 2 t + 8 (i in {2, 3, 6, 7}) + i % 2; nibble i (sequential) or {0,4,1,5,2,6,3,7}[i]
+  // (interleaved: even values low half-word, odd values high half-word).
+  const int kInterleavedNibble[8] = {0, 4, 1, 5, 2, 6, 3, 7};
+  for (Format f : kAllFormats) {
+    const bool interleaved = f == kS4 || f == kU4;
+    EXPECT_EQ(layout::gemm_nibble_order(f),
+              interleaved ? nibble::NibbleOrder::kInterleaved : nibble::NibbleOrder::kSequential);
+    const layout::GemmShape s = layout::make_gemm_shape(48, 192, 64);  // 3 x 3 atoms
+    std::vector<int> seen(std::size_t(s.code_bytes() * 2), 0);
+    int errors = 0;
+    for (int an = 0; an < 3; ++an)
+      for (int ak = 0; ak < 3; ++ak)
+        for (int lane = 0; lane < 32; ++lane)
+          for (int j = 0; j < 4; ++j)
+            for (int i = 0; i < 8; ++i) {
+              const int g = lane / 4, t = lane % 4;
+              const int n = g + (i >= 4 ? 8 : 0);
+              const int k = 16 * j + 2 * t + ((i % 4) >= 2 ? 8 : 0) + i % 2;
+              const layout::AtomCoord c = layout::atom_coord(lane, j, i);
+              if (c.n != n || c.k != k) ++errors;
+              const int nib = interleaved ? kInterleavedNibble[i] : i;
+              const layout::CodeLocation loc = layout::code_location(s, f, an * 16 + n, ak * 64 + k);
+              const int64_t want = (an * s.k_atoms() + ak) * 512 + lane * 16 + 4 * j + nib / 2;
+              if (loc.byte != want || loc.shift != 4 * (nib % 2)) ++errors;
+              if (loc.byte >= 0 && loc.byte < s.code_bytes()) ++seen[std::size_t(loc.byte * 2 + loc.shift / 4)];
+            }
+    EXPECT_EQ(errors, 0) << nibble::to_string(f) << ": atom_coord / code_location disagree with the table";
+    EXPECT_EQ(std::count(seen.begin(), seen.end(), 1), std::ptrdiff_t(seen.size()))
+        << nibble::to_string(f) << ": code_location is not a bijection onto the nibbles of the atoms";
+  }
+}
+
+TEST(GemmLayout, ShapesScaleIndexAndBufferSizes) {
+  struct Case {
+    int64_t n, k;
+    int group;
+    int64_t n_pad, k_pad, layout_group, groups;
+  };
+  const Case cases[] = {
+      {4304, 4096, 128, 4304, 4096, 128, 32}, {100, 200, kPC, 112, 256, 256, 1},
+      {17, 224, 32, 32, 256, 32, 8},          {2880, 4304, kPC, 2880, 4352, 4352, 1},
+      {256, 7392, 32, 256, 7424, 32, 232},    {1, 8, kPC, 16, 64, 64, 1},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE("N" + std::to_string(c.n) + "_K" + std::to_string(c.k) + "_" + group_name(c.group));
+    const layout::GemmShape s = layout::make_gemm_shape(c.n, c.k, c.group);
+    EXPECT_EQ(s.n_pad, c.n_pad);
+    EXPECT_EQ(s.k_pad, c.k_pad);
+    EXPECT_EQ(s.group, c.layout_group);
+    EXPECT_EQ(s.groups, c.groups);
+    EXPECT_EQ(s.k_atoms(), c.k_pad / 64);
+    EXPECT_EQ(s.code_bytes(), c.n_pad * c.k_pad / 2);
+    EXPECT_EQ(s.scale_count(), c.groups * c.n_pad);
+    EXPECT_EQ(layout::scale_index(s, 5 % c.n, c.k - 1), (c.group == kPC ? 0 : (c.k - 1) / c.group) * c.n_pad + 5 % c.n);
+    for (DType act : {kF16, kBF16})
+      for (Format f : kAllFormats) {
+        const nibble::GemmWeightBytes b = nibble::gemm_weight_bytes(f, c.n, c.k, c.group, act);
+        EXPECT_EQ(b.codes, std::size_t(c.n_pad * c.k_pad / 2));
+        EXPECT_EQ(b.scales, std::size_t(c.groups * c.n_pad * 2));
+        EXPECT_EQ(b.zeros, f == kU4 ? std::size_t(c.groups * c.n_pad) : 0u);
+      }
+  }
+}
+
+// ================================== CPU: repack ============================================================
+
+/// The repack tests' shapes (N % 16 != 0, K % 64 != 0, every group kind) and their trace label.
+const RepackShape kRepackShapes[] = {{16, 64, 32},   {17, 96, 32},   {100, 200, kPC},
+                                     {33, 448, 64},  {40, 512, 256}, {300, 1024, 128}};
+std::string repack_label(const char* what, Format f, DType act, DType plain_scale, const RepackShape& sh) {
+  return std::string(what) + " " + nibble::to_string(f) + " act=" + dtype_name(act) + " plain scales " +
+         dtype_name(plain_scale) + " N" + std::to_string(sh.n) + "_K" + std::to_string(sh.k) + "_" +
+         group_name(sh.group);
+}
+
+
+TEST(GemmRepack, HostFollowsTheLayoutContract) {
+  auto rng = nibble_test_rng();
+  for (DType act : {kF16, kBF16})
+    for (Format f : kAllFormats)
+      for (DType plain_scale : {kF32, act})
+        for (const RepackShape& sh : kRepackShapes) {
+          SCOPED_TRACE(repack_label("repack_host", f, act, plain_scale, sh));
+          const HostWeights w = make_weights(rng, f, sh.group, sh.n, sh.k, plain_scale, Data::kRandom, 3);
+          const layout::GemmShape s = layout::make_gemm_shape(sh.n, sh.k, sh.group);
+          const nibble::GemmWeightBytes b = nibble::gemm_weight_bytes(f, sh.n, sh.k, sh.group, act);
+          // 16-byte aligned views into vectors: std::vector<uint8_t> storage comes from operator new
+          // (aligned to __STDCPP_DEFAULT_NEW_ALIGNMENT__ = 16 on x86-64 Linux).
+          HostGemmBuffers out(b, std::size_t(s.scale_count()));
+          GemmWeights view;
+          ASSERT_EQ(reinterpret_cast<std::uintptr_t>(out.codes.data()) % 16, 0u);
+          EXPECT_STATUS(Status::kSuccess,
+                        nibble::repack_host(w.view(w.codes.data(), w.scales.data(), w.zeros.data()), act,
+                                            out.codes.data(), out.scales.data(), out.zeros.data(), &view));
+          EXPECT_EQ(view.format, f);
+          EXPECT_EQ(view.group_size, sh.group);
+          EXPECT_EQ(view.n, sh.n);
+          EXPECT_EQ(view.k, sh.k);
+          EXPECT_EQ(view.scale_type, act);
+          EXPECT_EQ(static_cast<const void*>(view.codes), out.codes.data());
+          EXPECT_EQ(view.scales, static_cast<const void*>(out.scales.data()));
+          EXPECT_EQ(static_cast<const void*>(view.zeros), f == kU4 ? out.zeros.data() : nullptr);
+          int bad_codes = 0, bad_scales = 0, bad_zeros = 0;
+          for (int64_t n = 0; n < s.n_pad; ++n)
+            for (int64_t k = 0; k < s.k_pad; ++k) {
+              const layout::CodeLocation loc = layout::code_location(s, f, n, k);
+              const int got = (out.codes[std::size_t(loc.byte)] >> loc.shift) & 0xF;
+              const int want = n < sh.n && k < sh.k ? w.code(n, k) : 0;
+              bad_codes += got != want;
+            }
+          for (int64_t g = 0; g < s.groups; ++g)
+            for (int64_t n = 0; n < s.n_pad; ++n) {
+              const bool real = n < sh.n && g < w.groups();
+              uint16_t got;
+              std::memcpy(&got, out.scales.data() + 2 * (g * s.n_pad + n), 2);
+              const uint16_t want = real ? to_bits(act, w.scale(n, g)) : uint16_t(0);
+              bad_scales += got != want;
+              if (f == kU4) bad_zeros += out.zeros[std::size_t(g * s.n_pad + n)] != (real ? w.zero(n, g) : 0);
+            }
+          if (f != kU4)
+            bad_zeros += int(std::count_if(out.zeros.begin(), out.zeros.end(), [](uint8_t z) { return z != 0xAB; }));
+          for (const auto* v : {&out.codes, &out.scales})  // the 16 bytes past each buffer are untouched
+            for (std::size_t i = v->size() - 16; i < v->size(); ++i) bad_codes += (*v)[i] != 0xAB;
+          EXPECT_EQ(bad_codes, 0) << "codes differ from the plain codes at code_location (0 in padding)";
+          EXPECT_EQ(bad_scales, 0) << "scales differ from the plain scales rounded to T (0 in padding)";
+          EXPECT_EQ(bad_zeros, 0) << "zero points differ from the plain ones (0 in padding / untouched)";
+        }
+}
+
+TEST(GemmRepack, RejectsInvalidArguments) {
+  auto rng = nibble_test_rng();
+  const HostWeights w = make_weights(rng, kU4, 64, 32, 256, kF16, Data::kRandom);
+  const nibble::GemmWeightBytes b = nibble::gemm_weight_bytes(kU4, 32, 256, 64, kF16);
+  HostGemmBuffers out(b, b.zeros);
+  GemmWeights view;
+  const PlainWeights good = w.view(w.codes.data(), w.scales.data(), w.zeros.data());
+  auto repack = [&](const PlainWeights& src, DType act = kF16, void* codes = nullptr, void* scales = nullptr,
+                    void* zeros = nullptr, GemmWeights* v = nullptr, bool defaults = true) {
+    if (defaults) {
+      codes = out.codes.data();
+      scales = out.scales.data();
+      zeros = out.zeros.data();
+      v = &view;
+    }
+    return nibble::repack_host(src, act, codes, scales, zeros, v);
+  };
+  EXPECT_STATUS(Status::kSuccess, repack(good));
+  EXPECT_STATUS(Status::kErrorUnsupportedFormat, repack(good, kF32));
+  PlainWeights p = good;
+  p.n = 0;
+  EXPECT_STATUS(Status::kErrorInvalidShape, repack(p));
+  p = good;
+  p.k = 255;
+  EXPECT_STATUS(Status::kErrorInvalidShape, repack(p));
+  p = good;
+  p.group_size = 16;
+  EXPECT_STATUS(Status::kErrorGroupSize, repack(p));
+  p = good;
+  p.k = 224;  // 224 % 64 != 0
+  EXPECT_STATUS(Status::kErrorGroupSize, repack(p));
+  p = good;
+  p.ld_codes = 127;
+  EXPECT_STATUS(Status::kErrorLeadingDimension, repack(p));
+  p = good;
+  p.codes = nullptr;
+  EXPECT_STATUS(Status::kErrorNullPointer, repack(p));
+  p = good;
+  p.scales = nullptr;
+  EXPECT_STATUS(Status::kErrorNullPointer, repack(p));
+  p = good;
+  p.zeros = nullptr;
+  EXPECT_STATUS(Status::kErrorNullPointer, repack(p));
+  EXPECT_STATUS(Status::kErrorNullPointer,
+                repack(good, kF16, out.codes.data(), out.scales.data(), nullptr, &view, false));
+  EXPECT_STATUS(Status::kErrorNullPointer,
+                repack(good, kF16, out.codes.data(), out.scales.data(), out.zeros.data(), nullptr, false));
+  EXPECT_STATUS(Status::kErrorMisalignedPointer,
+                repack(good, kF16, out.codes.data() + 4, out.scales.data(), out.zeros.data(), &view, false));
+  EXPECT_STATUS(Status::kErrorMisalignedPointer,
+                repack(good, kF16, out.codes.data(), out.scales.data() + 2, out.zeros.data(), &view, false));
+  EXPECT_STATUS(Status::kErrorMisalignedPointer,
+                repack(good, kF16, out.codes.data(), out.scales.data(), out.zeros.data() + 1, &view, false));
+}
+
+// ================================== GPU: repack =============================================================
+
+TEST(GemmRepack, DeviceMatchesHostBitForBit) {
+  NIBBLE_REQUIRE_GPU();
+  auto rng = nibble_test_rng();
+  std::vector<RepackShape> shapes(std::begin(kRepackShapes), std::end(kRepackShapes));
+  if (!quick_mode()) shapes.push_back({2880, 4304, kPC});
+  for (DType act : {kF16, kBF16})
+    for (Format f : kAllFormats)
+      for (DType plain_scale : {kF32, act})
+        for (const RepackShape& sh : shapes) {
+          SCOPED_TRACE(repack_label("repack", f, act, plain_scale, sh));
+          const HostWeights w = make_weights(rng, f, sh.group, sh.n, sh.k, plain_scale, Data::kRandom, 5);
+          const nibble::GemmWeightBytes b = nibble::gemm_weight_bytes(f, sh.n, sh.k, sh.group, act);
+          HostGemmBuffers host(b, b.zeros);
+          GemmWeights hv;
+          NIBBLE_CHECK(nibble::repack_host(w.view(w.codes.data(), w.scales.data(), w.zeros.data()), act,
+                                           host.codes.data(), host.scales.data(), host.zeros.data(), &hv));
+          DevBuf pc = to_device(w.codes), ps = to_device(w.scales), pz = to_device(w.zeros);
+          DevBuf dc(b.codes), ds(b.scales), dz(b.zeros);
+          CUDA_CHECK(cudaMemset(dc.get(), 0xCD, b.codes));
+          CUDA_CHECK(cudaMemset(ds.get(), 0xCD, b.scales));
+          if (b.zeros > 0) CUDA_CHECK(cudaMemset(dz.get(), 0xCD, b.zeros));
+          CUDA_CHECK(cudaDeviceSynchronize());
+          Stream stream;
+          GemmWeights dv;
+          NIBBLE_CHECK(nibble::repack(w.view(pc.get(), ps.get(), pz.get()), act, dc.get(), ds.get(), dz.get(),
+                                      &dv, stream.s));
+          CUDA_CHECK(cudaStreamSynchronize(stream.s));
+          CUDA_CHECK(cudaGetLastError());
+          const std::vector<uint8_t> codes = dc.download<uint8_t>(), scales = ds.download<uint8_t>(),
+                                     zeros = dz.download<uint8_t>();
+          EXPECT_TRUE(std::equal(codes.begin(), codes.end(), host.codes.begin())) << "codes differ";
+          EXPECT_TRUE(std::equal(scales.begin(), scales.end(), host.scales.begin())) << "scales differ";
+          EXPECT_TRUE(std::equal(zeros.begin(), zeros.end(), host.zeros.begin())) << "zero points differ";
+          EXPECT_EQ(dv.format, hv.format);
+          EXPECT_EQ(dv.group_size, hv.group_size);
+          EXPECT_EQ(dv.n, hv.n);
+          EXPECT_EQ(dv.k, hv.k);
+          EXPECT_EQ(dv.scale_type, act);
+          EXPECT_EQ(static_cast<const void*>(dv.codes), dc.get());
+          EXPECT_EQ(dv.scales, static_cast<const void*>(ds.get()));
+          EXPECT_EQ(static_cast<const void*>(dv.zeros), f == kU4 ? dz.get() : nullptr);
+        }
+}
+
+}  // namespace
