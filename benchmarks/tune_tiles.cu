@@ -3,6 +3,7 @@
 // graph of R launches / R), to choose the tiles in include/nibble/gemm/tile_registry.cuh. Prints one line per
 // (config, shape). The numbers in tile_registry.cuh's comments came from this program on the H100.
 #include <nibble/gemm/gemm.cuh>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <vector>
@@ -103,6 +104,22 @@ void time_empty() {
   for (int r = 0; r < 9; ++r) { cudaEventRecord(e0, st); CK(cudaGraphLaunch(ge, st)); cudaEventRecord(e1, st); CK(cudaEventSynchronize(e1)); float ms; cudaEventElapsedTime(&ms, e0, e1); t.push_back(ms / 64); }
   std::sort(t.begin(), t.end());
   printf("empty kernel 256x256 in a graph: %.2f us per launch\n", t[4] * 1000);
+  // host time of a plain <<<>>> launch (no graph), batches of 200, synchronized between batches
+  std::vector<double> h;
+  for (int b = 0; b < 16; ++b) {
+    CK(cudaStreamSynchronize(st));
+    const auto t0 = std::chrono::steady_clock::now();
+    for (int i = 0; i < 200; ++i) empty_kernel<<<256, 256, 0, st>>>(nullptr);
+    const auto t1 = std::chrono::steady_clock::now();
+    h.push_back(std::chrono::duration<double, std::nano>(t1 - t0).count() / 200);
+  }
+  std::sort(h.begin(), h.end());
+  int dev = 0;
+  const auto t2 = std::chrono::steady_clock::now();
+  for (int i = 0; i < 20000; ++i) CK(cudaGetDevice(&dev));
+  const auto t3 = std::chrono::steady_clock::now();
+  printf("host time of an empty <<<256, 256>>> launch: %.0f ns; cudaGetDevice: %.0f ns\n", h[8],
+         std::chrono::duration<double, std::nano>(t3 - t2).count() / 20000);
 }
 // Decode-class candidates for 16 < M <= 64 (one CTA row of tokens, 256 or 128 weight columns).
 using DM2 = Cfg<2, 2, 1, 8, 2, 4>;   // 32 tokens x 256

@@ -118,6 +118,19 @@ bool run_case(const Case& c, std::uint64_t seed, std::uint64_t* hash, double* ho
     }
     std::sort(per_call.begin(), per_call.end());
     *host_ns = per_call[per_call.size() / 2];
+    // the host side without the launch: get_workspace_size runs the same checks and the plan
+    const auto t0 = std::chrono::steady_clock::now();
+    std::size_t b = 0;
+    for (int i = 0; i < 20000; ++i) {
+#if defined(NIBBLE_HASH_NEW_API)
+      (void)nibble::gemm::get_workspace_size(args, &b);
+#else
+      b += nibble::gemm::get_workspace_size(args);
+#endif
+    }
+    const auto t1 = std::chrono::steady_clock::now();
+    std::printf("  get_workspace_size (checks + plan, no launch): %.0f ns per call (%zu)\n",
+                std::chrono::duration<double, std::nano>(t1 - t0).count() / 20000, b % 2);
   }
   std::vector<unsigned char> out(c_bytes);
   const bool ok = s == nibble::Status::kSuccess && cudaDeviceSynchronize() == cudaSuccess &&
