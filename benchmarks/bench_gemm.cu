@@ -80,10 +80,6 @@
 #include <cublasLt.h>
 #include <cuda_runtime.h>
 
-#include <nibble/gemm/gemm.cuh>
-#include <nibble/gemm/extern_instances.cuh>  // kernels: nibble_gemm_kernels
-#include <nibble/layout/repack.cuh>
-
 #include <algorithm>
 #include <array>
 #include <chrono>
@@ -94,6 +90,9 @@
 #include <cstring>
 #include <map>
 #include <memory>
+#include <nibble/gemm/extern_instances.cuh>  // kernels: nibble_gemm_kernels
+#include <nibble/gemm/gemm.cuh>
+#include <nibble/layout/repack.cuh>
 #include <stdexcept>
 #include <string>
 #include <tuple>
@@ -145,31 +144,29 @@ int rotation_copies(std::size_t bytes_per_copy) {
   throw std::runtime_error(std::string(what) + ": " + detail + " (" + file + ":" + std::to_string(line) + ")");
 }
 
-#define CUDA_OK(expr)                                                                              \
-  do {                                                                                             \
-    const cudaError_t err_ = (expr);                                                               \
-    if (err_ != cudaSuccess)                                                                       \
-      fail(#expr, std::string(cudaGetErrorName(err_)) + " " + cudaGetErrorString(err_), __FILE__, \
-           __LINE__);                                                                              \
+#define CUDA_OK(expr)                                                                                        \
+  do {                                                                                                       \
+    const cudaError_t err_ = (expr);                                                                         \
+    if (err_ != cudaSuccess)                                                                                 \
+      fail(#expr, std::string(cudaGetErrorName(err_)) + " " + cudaGetErrorString(err_), __FILE__, __LINE__); \
   } while (0)
 
-#define CUBLAS_OK(expr)                                                                 \
-  do {                                                                                  \
-    const cublasStatus_t st_ = (expr);                                                  \
-    if (st_ != CUBLAS_STATUS_SUCCESS)                                                   \
-      fail(#expr, std::string(cublasLtGetStatusName(st_)) + " " + cublasLtGetStatusString(st_), \
-           __FILE__, __LINE__);                                                         \
+#define CUBLAS_OK(expr)                                                                                              \
+  do {                                                                                                               \
+    const cublasStatus_t st_ = (expr);                                                                               \
+    if (st_ != CUBLAS_STATUS_SUCCESS)                                                                                \
+      fail(#expr, std::string(cublasLtGetStatusName(st_)) + " " + cublasLtGetStatusString(st_), __FILE__, __LINE__); \
   } while (0)
 
-#define NIBBLE_OK(expr)                                                                            \
-  do {                                                                                             \
-    const ::nibble::Status st_ = (expr);                                                           \
-    if (st_ != ::nibble::Status::kSuccess) {                                                       \
-      const cudaError_t last_ = cudaGetLastError();                                                \
-      std::string detail_ = ::nibble::to_string(st_);                                              \
+#define NIBBLE_OK(expr)                                                                                        \
+  do {                                                                                                         \
+    const ::nibble::Status st_ = (expr);                                                                       \
+    if (st_ != ::nibble::Status::kSuccess) {                                                                   \
+      const cudaError_t last_ = cudaGetLastError();                                                            \
+      std::string detail_ = ::nibble::to_string(st_);                                                          \
       if (last_ != cudaSuccess) detail_ += std::string(" (last CUDA error: ") + cudaGetErrorName(last_) + ")"; \
-      fail(#expr, detail_, __FILE__, __LINE__);                                                    \
-    }                                                                                              \
+      fail(#expr, detail_, __FILE__, __LINE__);                                                                \
+    }                                                                                                          \
   } while (0)
 
 // ---- device memory and random fills --------------------------------------------------------------
@@ -201,7 +198,9 @@ class DeviceBuffer {
   }
   void* get() const { return ptr_; }
   template <class T>
-  T* as() const { return static_cast<T*>(ptr_); }
+  T* as() const {
+    return static_cast<T*>(ptr_);
+  }
   std::size_t bytes() const { return bytes_; }
 
  private:
@@ -263,8 +262,10 @@ unsigned fill_blocks(std::size_t n) {
 /// Calls f(T{}) with T the element type of `t` (f16 or bf16).
 template <class F>
 void with_type(DType t, F&& f) {
-  if (t == DType::kF16) f(__half{});
-  else f(__nv_bfloat16{});
+  if (t == DType::kF16)
+    f(__half{});
+  else
+    f(__nv_bfloat16{});
 }
 
 void fill_bytes(void* p, std::size_t n, std::uint64_t seed, cudaStream_t s) {
@@ -333,8 +334,8 @@ struct Context {
     CUDA_OK(cudaMemsetAsync(counter.get(), 0, sizeof(unsigned long long), stream));
     with_type(t, [&](auto tag) {
       using T = decltype(tag);
-      count_nonfinite_kernel<T><<<fill_blocks(n), kFillThreads, 0, stream>>>(
-          static_cast<const T*>(p), n, counter.as<unsigned long long>());
+      count_nonfinite_kernel<T>
+          <<<fill_blocks(n), kFillThreads, 0, stream>>>(static_cast<const T*>(p), n, counter.as<unsigned long long>());
     });
     CUDA_OK(cudaGetLastError());
     unsigned long long count = 0;
@@ -556,11 +557,11 @@ std::vector<double> sample_graph(Graph& g, int copies, int iterations, Context& 
 
 // ---- the fixed iteration counts: an H100 cost model, not a measurement ----------------------------
 
-constexpr double kModelBandwidth = 2.8e12;      // bytes/s that a good kernel reaches on H100 HBM3
-constexpr double kModelNibbleFlops = 200e12;    // mma.sync + in-register dequantization (seen on H200)
-constexpr double kModelCublasFlops = 600e12;    // cuBLAS fp16 / bf16 on large shapes
-constexpr double kModelLaunch = 4e-6;           // per launch inside a graph, small-kernel floor
-constexpr double kTargetSeconds = 0.25;         // GPU time per case
+constexpr double kModelBandwidth = 2.8e12;    // bytes/s that a good kernel reaches on H100 HBM3
+constexpr double kModelNibbleFlops = 200e12;  // mma.sync + in-register dequantization (seen on H200)
+constexpr double kModelCublasFlops = 600e12;  // cuBLAS fp16 / bf16 on large shapes
+constexpr double kModelLaunch = 4e-6;         // per launch inside a graph, small-kernel floor
+constexpr double kTargetSeconds = 0.25;       // GPU time per case
 constexpr int kMinIterations = 5, kMaxIterations = 2000;
 
 double flops_of(std::int64_t m, const Shape& s) { return 2.0 * double(m) * double(s.n) * double(s.k); }
@@ -581,8 +582,7 @@ int cublas_iterations(std::int64_t m, const Shape& s) {
 }
 int nibble_iterations(std::int64_t m, const Shape& s, DType t, const WeightFormat& f) {
   const double w = nibble_bytes_per_copy(s, t, f);
-  return model_iterations(w + act_bytes(m, s), flops_of(m, s), kModelNibbleFlops,
-                          rotation_copies(std::size_t(w)));
+  return model_iterations(w + act_bytes(m, s), flops_of(m, s), kModelNibbleFlops, rotation_copies(std::size_t(w)));
 }
 
 // ---- cuBLAS --------------------------------------------------------------------------------------
@@ -629,11 +629,11 @@ class LtMatmul {
     // The buffers are cudaMalloc'd (256-byte aligned), cuBLASLt's default assumption: no alignment preference.
     cublasLtMatmulHeuristicResult_t best{};
     int found = 0;
-    CUBLAS_OK(cublasLtMatmulAlgoGetHeuristic(ctx_.lt, op_, w_layout_, a_layout_, c_layout_, c_layout_, pref_, 1,
-                                             &best, &found));
+    CUBLAS_OK(cublasLtMatmulAlgoGetHeuristic(ctx_.lt, op_, w_layout_, a_layout_, c_layout_, c_layout_, pref_, 1, &best,
+                                             &found));
     if (found < 1)
-      throw std::runtime_error("cublasLtMatmulAlgoGetHeuristic found no algorithm for K" + std::to_string(s.k) +
-                               " N" + std::to_string(s.n) + " M" + std::to_string(m));
+      throw std::runtime_error("cublasLtMatmulAlgoGetHeuristic found no algorithm for K" + std::to_string(s.k) + " N" +
+                               std::to_string(s.n) + " M" + std::to_string(m));
     algo_ = best.algo;
   }
   void destroy() {
@@ -655,7 +655,7 @@ class LtMatmul {
 };
 
 using CublasKey = std::tuple<std::int64_t, std::int64_t, std::int64_t, DType>;  // K, N, M, type
-std::map<CublasKey, double>& cublas_cache() {  // median seconds per launch
+std::map<CublasKey, double>& cublas_cache() {                                   // median seconds per launch
   static std::map<CublasKey, double> cache;
   return cache;
 }
@@ -730,8 +730,8 @@ void report_failure(benchmark::State& state, const std::string& name, const std:
   (void)cudaGetLastError();
   const cudaError_t again = cudaDeviceSynchronize();
   if (again != cudaSuccess && g_context_lost.empty())
-    g_context_lost = std::string("not run: the CUDA context was lost in ") + name + " (" +
-                     cudaGetErrorName(again) + ")";
+    g_context_lost =
+        std::string("not run: the CUDA context was lost in ") + name + " (" + cudaGetErrorName(again) + ")";
 }
 
 /// Skips the case when an earlier one lost the CUDA context; true when it did.
@@ -848,8 +848,7 @@ void set_plan_counters(benchmark::State& state, const nibble::gemm::Plan& plan) 
   state.SetLabel(std::string("tile=") + nibble::gemm::tile_name(plan.kind));
 }
 
-void bm_nibble(benchmark::State& state, const std::string& name, Shape s, std::int64_t m, DType t,
-               WeightFormat f) {
+void bm_nibble(benchmark::State& state, const std::string& name, Shape s, std::int64_t m, DType t, WeightFormat f) {
   if (skip_if_context_lost(state)) return;
   try {
     Context& ctx = context();
@@ -871,7 +870,7 @@ constexpr Shape kMgridShapes[] = {{4096, 4096}, {8192, 28672}};
 constexpr WeightFormat kMgridFormat = {Format::kS4, 128, "s4g128"};
 constexpr DType kMgridType = DType::kF16;
 /// Every M from 1 to 80, then these: 98 Ms per shape.
-constexpr std::int64_t kMgridLargeMs[] = {96,  112, 128,  160,  192,  224,  256,  320,  384,
+constexpr std::int64_t kMgridLargeMs[] = {96,  112, 128, 160, 192,  224,  256,  320,  384,
                                           448, 512, 640, 768, 1024, 1536, 2048, 3072, 4096};
 constexpr std::int64_t kMgridDenseUpTo = 80;
 
@@ -979,8 +978,10 @@ ChainBuffers& chain_buffers(int model_index, bool nibble, DType t) {
   for (const LayerGemm& g : model.gemms) {
     max_k = std::max(max_k, g.s.k);
     max_n = std::max(max_n, g.s.n);
-    if (nibble) b->nibble.push_back(make_nibble_weights(g.s.k, g.s.n, t, kChainFormat, b->copies, seed));
-    else b->dense.push_back(make_dense_weights(g.s.k, g.s.n, t, b->copies, seed));
+    if (nibble)
+      b->nibble.push_back(make_nibble_weights(g.s.k, g.s.n, t, kChainFormat, b->copies, seed));
+    else
+      b->dense.push_back(make_dense_weights(g.s.k, g.s.n, t, b->copies, seed));
     seed += 0x10;
   }
   b->a = DeviceBuffer(std::size_t(kChainMaxM * max_k) * 2);
@@ -1058,8 +1059,7 @@ double cublas_chain_seconds(Context& ctx, int model_index, DType t, std::int64_t
   return st.median;
 }
 
-void bm_chain(benchmark::State& state, const std::string& name, int model_index, bool nibble, DType t,
-              std::int64_t m) {
+void bm_chain(benchmark::State& state, const std::string& name, int model_index, bool nibble, DType t, std::int64_t m) {
   if (skip_if_context_lost(state)) return;
   try {
     Context& ctx = context();

@@ -62,8 +62,7 @@ Input& input() {
   static Input in = [] {
     Input r;
     const std::size_t bytes = std::size_t(kN * kK) * sizeof(__half);
-    if (cudaMalloc(&r.x, bytes) != cudaSuccess || cudaMalloc(&r.out, bytes) != cudaSuccess)
-      return r;
+    if (cudaMalloc(&r.x, bytes) != cudaSuccess || cudaMalloc(&r.out, bytes) != cudaSuccess) return r;
     fill_kernel<<<4096, 256>>>(r.x, kN * kK);
     r.ok = cudaDeviceSynchronize() == cudaSuccess;
     return r;
@@ -85,10 +84,8 @@ struct Packed {
 
 bool make_packed(const QuantParams& p, Packed& pk) {
   pk.bytes = packed_bytes(kN, kK, p);
-  if (pk.bytes.status != Status::kSuccess || cudaMalloc(&pk.buf, pk.bytes.total) != cudaSuccess)
-    return false;
-  if (carve_packed_matrix(kN, kK, p, pk.buf, pk.bytes.total, &pk.m) != Status::kSuccess)
-    return false;
+  if (pk.bytes.status != Status::kSuccess || cudaMalloc(&pk.buf, pk.bytes.total) != cudaSuccess) return false;
+  if (carve_packed_matrix(kN, kK, p, pk.buf, pk.bytes.total, &pk.m) != Status::kSuccess) return false;
   if (get_quantize_workspace_size(pk.m, &pk.ws_bytes) != Status::kSuccess) return false;
   return pk.ws_bytes == 0 || cudaMalloc(&pk.ws, pk.ws_bytes) == cudaSuccess;
 }
@@ -120,8 +117,7 @@ void time_loop(benchmark::State& state, std::size_t bytes_per_call, Op op) {
   }
   cudaEventDestroy(start);
   cudaEventDestroy(stop);
-  if (seconds > 0)
-    state.counters["GB/s"] = double(bytes_per_call) * double(state.iterations()) / seconds / 1e9;
+  if (seconds > 0) state.counters["GB/s"] = double(bytes_per_call) * double(state.iterations()) / seconds / 1e9;
   state.counters["MB/call"] = double(bytes_per_call) / 1e6;
 }
 
@@ -136,10 +132,9 @@ void BM_quantize(benchmark::State& state, QuantParams p) {
     return;
   }
   // With double quantization the fp32 scales are scratch written and read again: counted as traffic too.
-  const std::size_t bytes = std::size_t(kN * kK) * sizeof(__half) + packed_payload(pk.bytes) +
-                            (p.double_quant ? 2 * pk.bytes.scales : 0);
-  time_loop(state, bytes,
-            [&] { return quantize(input().x, kK, pk.m, pk.ws, pk.ws_bytes, nullptr); });
+  const std::size_t bytes =
+      std::size_t(kN * kK) * sizeof(__half) + packed_payload(pk.bytes) + (p.double_quant ? 2 * pk.bytes.scales : 0);
+  time_loop(state, bytes, [&] { return quantize(input().x, kK, pk.m, pk.ws, pk.ws_bytes, nullptr); });
 }
 
 void BM_dequantize(benchmark::State& state, QuantParams p) {
@@ -148,8 +143,7 @@ void BM_dequantize(benchmark::State& state, QuantParams p) {
     return;
   }
   Packed pk;
-  if (!make_packed(p, pk) ||
-      quantize(input().x, kK, pk.m, pk.ws, pk.ws_bytes, nullptr) != Status::kSuccess) {
+  if (!make_packed(p, pk) || quantize(input().x, kK, pk.m, pk.ws, pk.ws_bytes, nullptr) != Status::kSuccess) {
     state.SkipWithError("setup failed");
     return;
   }
@@ -164,10 +158,8 @@ struct Config {
   QuantParams params;
 };
 const Config kConfigs[] = {
-    {"s4_g128", {Format::kS4, 128, DType::kF16, false}},
-    {"u4_g128", {Format::kU4, 128, DType::kF16, false}},
-    {"nf4_b64", {Format::kNf4, 64, DType::kF32, false}},
-    {"fp4_b64", {Format::kFp4, 64, DType::kF32, false}},
+    {"s4_g128", {Format::kS4, 128, DType::kF16, false}},   {"u4_g128", {Format::kU4, 128, DType::kF16, false}},
+    {"nf4_b64", {Format::kNf4, 64, DType::kF32, false}},   {"fp4_b64", {Format::kFp4, 64, DType::kF32, false}},
     {"nf4_b64_dq", {Format::kNf4, 64, DType::kF32, true}},
 };
 
@@ -179,10 +171,9 @@ int main(int argc, char** argv) {
   if (cudaGetDevice(&dev) == cudaSuccess && cudaGetDeviceProperties(&prop, dev) == cudaSuccess) {
     int mem_clock_khz = 0;
     cudaDeviceGetAttribute(&mem_clock_khz, cudaDevAttrMemoryClockRate, dev);
-    std::printf(
-        "device: %s (sm_%d%d, %d SMs, memory clock %d MHz); W [N=%lld, K=%lld] fp16 input\n",
-        prop.name, prop.major, prop.minor, prop.multiProcessorCount, mem_clock_khz / 1000,
-        static_cast<long long>(kN), static_cast<long long>(kK));
+    std::printf("device: %s (sm_%d%d, %d SMs, memory clock %d MHz); W [N=%lld, K=%lld] fp16 input\n", prop.name,
+                prop.major, prop.minor, prop.multiProcessorCount, mem_clock_khz / 1000, static_cast<long long>(kN),
+                static_cast<long long>(kK));
   } else {
     (void)cudaGetLastError();
     std::printf("device: none (every case will report \"no CUDA device\")\n");
@@ -191,8 +182,7 @@ int main(int argc, char** argv) {
     benchmark::RegisterBenchmark((std::string("quantize/") + c.name).c_str(), BM_quantize, c.params)
         ->UseManualTime()
         ->Unit(benchmark::kMicrosecond);
-    benchmark::RegisterBenchmark((std::string("dequantize/") + c.name).c_str(), BM_dequantize,
-                                 c.params)
+    benchmark::RegisterBenchmark((std::string("dequantize/") + c.name).c_str(), BM_dequantize, c.params)
         ->UseManualTime()
         ->Unit(benchmark::kMicrosecond);
   }

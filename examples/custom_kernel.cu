@@ -3,10 +3,9 @@
 // straight from global memory. Short and copyable rather than fast: nibble::gemm::run is the fast path.
 //
 //   ./build/default/examples/custom_kernel      (without a GPU it says so and exits 0)
-#include <nibble/nibble.cuh>
-
 #include <cmath>
 #include <cstdio>
+#include <nibble/nibble.cuh>
 #include <random>
 #include <vector>
 
@@ -46,16 +45,17 @@ __global__ void silu_gemm_kernel(const T* x, int m_rows, int k, nibble::GemmWeig
   for (int h = 0; h < 2; ++h)
     for (int r = 0; r < 4; ++r) {
       const int row = g + 8 * (r / 2), col = atom_col * 16 + 8 * h + 2 * t + r % 2;
-      if (row < m_rows && col < w.n) y[std::int64_t(row) * w.n + col] = __float2half(acc[h][r] / (1.0f + __expf(-acc[h][r])));
+      if (row < m_rows && col < w.n)
+        y[std::int64_t(row) * w.n + col] = __float2half(acc[h][r] / (1.0f + __expf(-acc[h][r])));
     }
 }
 
-#define CHECK(x)                                                                            \
-  do {                                                                                      \
-    if (!(x)) {                                                                             \
-      std::printf("failed: %s at %s:%d\n", #x, __FILE__, __LINE__);                        \
-      return 1;                                                                             \
-    }                                                                                       \
+#define CHECK(x)                                                    \
+  do {                                                              \
+    if (!(x)) {                                                     \
+      std::printf("failed: %s at %s:%d\n", #x, __FILE__, __LINE__); \
+      return 1;                                                     \
+    }                                                               \
   } while (0)
 
 int main() {

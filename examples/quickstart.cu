@@ -6,39 +6,39 @@
 //
 // Without a CUDA device it says so and runs the CPU reference path on a small matrix instead.
 #include <cublas_v2.h>
-#include <nibble/nibble.cuh>
 
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <nibble/nibble.cuh>
 #include <random>
 #include <vector>
 
 namespace {
 
-#define CHECK_CUDA(x)                                                                            \
-  do {                                                                                           \
-    cudaError_t e_ = (x);                                                                        \
-    if (e_ != cudaSuccess) {                                                                     \
-      std::printf("CUDA error %s at %s:%d\n", cudaGetErrorString(e_), __FILE__, __LINE__);       \
-      std::exit(1);                                                                              \
-    }                                                                                            \
+#define CHECK_CUDA(x)                                                                      \
+  do {                                                                                     \
+    cudaError_t e_ = (x);                                                                  \
+    if (e_ != cudaSuccess) {                                                               \
+      std::printf("CUDA error %s at %s:%d\n", cudaGetErrorString(e_), __FILE__, __LINE__); \
+      std::exit(1);                                                                        \
+    }                                                                                      \
   } while (0)
-#define CHECK_NIBBLE(x)                                                                          \
-  do {                                                                                           \
-    nibble::Status s_ = (x);                                                                     \
-    if (s_ != nibble::Status::kSuccess) {                                                        \
-      std::printf("nibble error: %s at %s:%d\n", nibble::to_string(s_), __FILE__, __LINE__);     \
-      std::exit(1);                                                                              \
-    }                                                                                            \
+#define CHECK_NIBBLE(x)                                                                      \
+  do {                                                                                       \
+    nibble::Status s_ = (x);                                                                 \
+    if (s_ != nibble::Status::kSuccess) {                                                    \
+      std::printf("nibble error: %s at %s:%d\n", nibble::to_string(s_), __FILE__, __LINE__); \
+      std::exit(1);                                                                          \
+    }                                                                                        \
   } while (0)
-#define CHECK_CUBLAS(x)                                                                          \
-  do {                                                                                           \
-    if ((x) != CUBLAS_STATUS_SUCCESS) {                                                          \
-      std::printf("cuBLAS error at %s:%d\n", __FILE__, __LINE__);                                \
-      std::exit(1);                                                                              \
-    }                                                                                            \
+#define CHECK_CUBLAS(x)                                           \
+  do {                                                            \
+    if ((x) != CUBLAS_STATUS_SUCCESS) {                           \
+      std::printf("cuBLAS error at %s:%d\n", __FILE__, __LINE__); \
+      std::exit(1);                                               \
+    }                                                             \
   } while (0)
 
 constexpr unsigned kSeed = 20261121;
@@ -63,8 +63,8 @@ double rel_frobenius(const std::vector<float>& x, const std::vector<double>& ref
 int run_cpu() {
   const std::int64_t m = 4, n = 256, k = 512;
   std::mt19937_64 rng(kSeed);
-  std::printf("seed %u; CPU reference path on A[%lld x %lld] * W[%lld x %lld]^T\n", kSeed, (long long)m,
-              (long long)k, (long long)n, (long long)k);
+  std::printf("seed %u; CPU reference path on A[%lld x %lld] * W[%lld x %lld]^T\n", kSeed, (long long)m, (long long)k,
+              (long long)n, (long long)k);
   const std::vector<float> w = randn(n * k, rng, 0.02f), a = randn(m * k, rng, 1.0f);
   std::vector<double> exact(m * n, 0.0);
   for (std::int64_t i = 0; i < m; ++i)
@@ -92,8 +92,8 @@ int run_cpu() {
       }
     const double packed = double(bytes.codes + bytes.scales + bytes.zeros);
     std::printf("  %-4s group %3d: %.3f bits/weight (%.1fx smaller than fp16), relative error vs exact %.4f\n",
-                nibble::to_string(p.format), p.group_size, 8.0 * packed / double(n * k),
-                2.0 * n * k / packed, rel_frobenius(c, exact));
+                nibble::to_string(p.format), p.group_size, 8.0 * packed / double(n * k), 2.0 * n * k / packed,
+                rel_frobenius(c, exact));
   }
   std::printf("no CUDA device: the GPU GEMM was not run.\n");
   return 0;
@@ -135,8 +135,8 @@ int run_gpu(const cudaDeviceProp& prop) {
   // One MLP up-projection of an 8B-class model: W [N = 14336, K = 4096].
   const std::int64_t n = 14336, k = 4096;
   std::mt19937_64 rng(kSeed);
-  std::printf("seed %u; device %s (%d SMs); layer W[%lld x %lld] fp16\n", kSeed, prop.name,
-              prop.multiProcessorCount, (long long)n, (long long)k);
+  std::printf("seed %u; device %s (%d SMs); layer W[%lld x %lld] fp16\n", kSeed, prop.name, prop.multiProcessorCount,
+              (long long)n, (long long)k);
   cudaStream_t stream;
   CHECK_CUDA(cudaStreamCreate(&stream));
   cublasHandle_t blas;
@@ -171,8 +171,8 @@ int run_gpu(const cudaDeviceProp& prop) {
   // fp16 reference product C = A W^T (fp32 accumulate), column-major view: C^T[N, M] = W[N,K] A^T.
   auto cublas_gemm = [&](const __half* w, void* c, cudaDataType ct, std::int64_t m) {
     const float one = 1.0f, zero = 0.0f;
-    CHECK_CUBLAS(cublasGemmEx(blas, CUBLAS_OP_T, CUBLAS_OP_N, int(n), int(m), int(k), &one, w, CUDA_R_16F,
-                              int(k), a_dev, CUDA_R_16F, int(k), &zero, c, ct, int(n), CUBLAS_COMPUTE_32F,
+    CHECK_CUBLAS(cublasGemmEx(blas, CUBLAS_OP_T, CUBLAS_OP_N, int(n), int(m), int(k), &one, w, CUDA_R_16F, int(k),
+                              a_dev, CUDA_R_16F, int(k), &zero, c, ct, int(n), CUBLAS_COMPUTE_32F,
                               CUBLAS_GEMM_DEFAULT));
   };
   cublas_gemm(w_dev[0], c_ref, CUDA_R_32F, m_max);
@@ -259,7 +259,8 @@ int run_gpu(const cudaDeviceProp& prop) {
             CHECK_NIBBLE(run_gemm(args, ws, ws_bytes));
           },
           copies, stream);
-      const double us_blas = time_us([&](int i) { cublas_gemm(w_dev[i], c_half, CUDA_R_16F, m); }, dense_copies, stream);
+      const double us_blas =
+          time_us([&](int i) { cublas_gemm(w_dev[i], c_half, CUDA_R_16F, m); }, dense_copies, stream);
       std::printf("  M = %2lld: nibble %7.1f us, cuBLAS fp16 %7.1f us -> %.2fx\n", (long long)m, us_nib, us_blas,
                   us_blas / us_nib);
     }
@@ -292,8 +293,8 @@ int main() {
   cudaDeviceProp prop;
   CHECK_CUDA(cudaGetDeviceProperties(&prop, 0));
   if (prop.major < 8) {
-    std::printf("device %s is sm_%d%d; nibble's GEMM needs sm_80 or newer: running the CPU reference path\n",
-                prop.name, prop.major, prop.minor);
+    std::printf("device %s is sm_%d%d; nibble's GEMM needs sm_80 or newer: running the CPU reference path\n", prop.name,
+                prop.major, prop.minor);
     return run_cpu();
   }
   return run_gpu(prop);

@@ -43,8 +43,7 @@ TEST(Smoke, DeviceKernelRuns) {
   iota_kernel<<<(kCount + 255) / 256, 256>>>(d_out, kCount);
   EXPECT_EQ(cudaGetLastError(), cudaSuccess);
   std::vector<int> h_out(kCount, -1);
-  EXPECT_EQ(cudaMemcpy(h_out.data(), d_out, kCount * sizeof(int), cudaMemcpyDeviceToHost),
-            cudaSuccess);
+  EXPECT_EQ(cudaMemcpy(h_out.data(), d_out, kCount * sizeof(int), cudaMemcpyDeviceToHost), cudaSuccess);
   EXPECT_EQ(cudaFree(d_out), cudaSuccess);
   for (int i = 0; i < kCount; ++i) ASSERT_EQ(h_out[i], i) << "at " << i;
 }

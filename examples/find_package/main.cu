@@ -28,8 +28,8 @@ int main() {
 #ifdef NIBBLE_PACKAGE_VERSION
   // The installed headers and the installed CMake package must come from the same nibble.
   if (std::strcmp(NIBBLE_VERSION_STRING, NIBBLE_PACKAGE_VERSION) != 0) {
-    std::printf("error: headers say %s but nibbleConfigVersion.cmake says %s\n",
-                NIBBLE_VERSION_STRING, NIBBLE_PACKAGE_VERSION);
+    std::printf("error: headers say %s but nibbleConfigVersion.cmake says %s\n", NIBBLE_VERSION_STRING,
+                NIBBLE_PACKAGE_VERSION);
     return 1;
   }
 #endif

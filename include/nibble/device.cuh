@@ -17,13 +17,13 @@ namespace nibble {
 
 /// The properties of one device that nibble's host code uses.
 struct DeviceInfo {
-  int device = -1;                ///< the CUDA device ordinal
-  int compute_capability = 0;     ///< major * 10 + minor
-  int sm_count = 0;               ///< streaming multiprocessors
-  int max_smem_per_block = 0;     ///< bytes of dynamic shared memory one block may opt in to
-  int smem_per_sm = 0;            ///< bytes of shared memory per SM (all resident blocks together)
-  int max_threads_per_sm = 0;     ///< resident threads per SM
-  int l2_bytes = 0;               ///< L2 cache size
+  int device = -1;             ///< the CUDA device ordinal
+  int compute_capability = 0;  ///< major * 10 + minor
+  int sm_count = 0;            ///< streaming multiprocessors
+  int max_smem_per_block = 0;  ///< bytes of dynamic shared memory one block may opt in to
+  int smem_per_sm = 0;         ///< bytes of shared memory per SM (all resident blocks together)
+  int max_threads_per_sm = 0;  ///< resident threads per SM
+  int l2_bytes = 0;            ///< L2 cache size
 };
 
 namespace detail {

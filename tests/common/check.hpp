@@ -6,20 +6,18 @@
 //   dtype_name, group_name names in traces; to_bits / from_bits / t_round: fp16 / bf16 on the host
 #pragma once
 
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
 #include <gtest/gtest.h>
 
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
-#include <stdexcept>
-#include <string>
-
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
-#include <cuda_runtime.h>
-
 #include <nibble/format/format.cuh>
 #include <nibble/status.cuh>
+#include <stdexcept>
+#include <string>
 
 #include "common/names.hpp"
 
@@ -36,27 +34,27 @@ inline constexpr Format kAllFormats[] = {kS4, kU4, kNf4, kFp4};
 inline constexpr int kAllGroups[] = {32, 64, 128, 256, kPC};
 
 // A failed CUDA call or library call inside a helper aborts the test case (gtest reports the exception).
-#define CUDA_CHECK(expr)                                                                                   \
-  do {                                                                                                     \
-    const cudaError_t err_ = (expr);                                                                       \
-    if (err_ != cudaSuccess)                                                                               \
+#define CUDA_CHECK(expr)                                                                                    \
+  do {                                                                                                      \
+    const cudaError_t err_ = (expr);                                                                        \
+    if (err_ != cudaSuccess)                                                                                \
       throw std::runtime_error(std::string(#expr) + " failed: " + cudaGetErrorName(err_) + " (" +           \
                                cudaGetErrorString(err_) + ") at " __FILE__ ":" + std::to_string(__LINE__)); \
   } while (0)
 
-#define NIBBLE_CHECK(expr)                                                                              \
-  do {                                                                                                  \
-    const ::nibble::Status st_ = (expr);                                                                \
-    if (st_ != ::nibble::Status::kSuccess)                                                              \
-      throw std::runtime_error(std::string(#expr) + " returned \"" + ::nibble::to_string(st_) + "\" at " \
-                               __FILE__ ":" + std::to_string(__LINE__));                                \
+#define NIBBLE_CHECK(expr)                                                                      \
+  do {                                                                                          \
+    const ::nibble::Status st_ = (expr);                                                        \
+    if (st_ != ::nibble::Status::kSuccess)                                                      \
+      throw std::runtime_error(std::string(#expr) + " returned \"" + ::nibble::to_string(st_) + \
+                               "\" at " __FILE__ ":" + std::to_string(__LINE__));               \
   } while (0)
 
-#define EXPECT_STATUS(expected, expr)                                                                \
-  do {                                                                                               \
-    const ::nibble::Status got_ = (expr);                                                            \
-    EXPECT_EQ(int(expected), int(got_)) << #expr << " returned \"" << ::nibble::to_string(got_)      \
-                                        << "\", expected \"" << ::nibble::to_string(expected) << '"'; \
+#define EXPECT_STATUS(expected, expr)                                                                                \
+  do {                                                                                                               \
+    const ::nibble::Status got_ = (expr);                                                                            \
+    EXPECT_EQ(int(expected), int(got_)) << #expr << " returned \"" << ::nibble::to_string(got_) << "\", expected \"" \
+                                        << ::nibble::to_string(expected) << '"';                                     \
   } while (0)
 
 inline bool quick_mode() {

@@ -3,11 +3,11 @@
 // instantiated CUDA graph; the capture is always ended).
 #pragma once
 
+#include <cuda_runtime.h>
+
 #include <cstddef>
 #include <utility>
 #include <vector>
-
-#include <cuda_runtime.h>
 
 #include "common/check.hpp"
 
@@ -31,7 +31,9 @@ class DevBuf {
 
   void* get() const { return ptr_; }
   template <class U>
-  U* as() const { return static_cast<U*>(ptr_); }
+  U* as() const {
+    return static_cast<U*>(ptr_);
+  }
   std::size_t size() const { return bytes_; }
   void upload(const void* src, std::size_t bytes) {
     if (bytes > 0) CUDA_CHECK(cudaMemcpy(ptr_, src, bytes, cudaMemcpyHostToDevice));
@@ -41,8 +43,7 @@ class DevBuf {
     if (bytes == std::size_t(-1)) bytes = bytes_ - offset_bytes;
     std::vector<U> out(bytes / sizeof(U));
     if (bytes > 0)
-      CUDA_CHECK(cudaMemcpy(out.data(), static_cast<const char*>(ptr_) + offset_bytes, bytes,
-                            cudaMemcpyDeviceToHost));
+      CUDA_CHECK(cudaMemcpy(out.data(), static_cast<const char*>(ptr_) + offset_bytes, bytes, cudaMemcpyDeviceToHost));
     return out;
   }
 

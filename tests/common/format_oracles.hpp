@@ -6,21 +6,19 @@
 // then random words with the seed printed).
 #pragma once
 
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
 #include <gtest/gtest.h>
 
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <nibble/format/format.cuh>
+#include <nibble/thread/pack.cuh>
 #include <random>
 #include <string>
 #include <type_traits>
 #include <vector>
-
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
-
-#include <nibble/format/format.cuh>
-#include <nibble/thread/pack.cuh>
 
 #include "common/names.hpp"
 #include "common/random.hpp"
@@ -38,41 +36,47 @@ constexpr NibbleOrder kIlv = NibbleOrder::kInterleaved;
 // ---- independent oracles --------------------------------------------------------------------------
 
 // bitsandbytes csrc/kernels.cu dDequantizeNF4 (same list as functional.py get_4bit_type("nf4")).
-constexpr float kBnbNf4[16] = {
-    -1.0f,                 -0.6961928009986877f,  -0.5250730514526367f,  -0.39491748809814453f,
-    -0.28444138169288635f, -0.18477343022823334f, -0.09105003625154495f, 0.0f,
-    0.07958029955625534f,  0.16093020141124725f,  0.24611230194568634f,  0.33791524171829224f,
-    0.44070982933044434f,  0.5626170039176941f,   0.7229568362236023f,   1.0f};
+constexpr float kBnbNf4[16] = {-1.0f,
+                               -0.6961928009986877f,
+                               -0.5250730514526367f,
+                               -0.39491748809814453f,
+                               -0.28444138169288635f,
+                               -0.18477343022823334f,
+                               -0.09105003625154495f,
+                               0.0f,
+                               0.07958029955625534f,
+                               0.16093020141124725f,
+                               0.24611230194568634f,
+                               0.33791524171829224f,
+                               0.44070982933044434f,
+                               0.5626170039176941f,
+                               0.7229568362236023f,
+                               1.0f};
 // bitsandbytes csrc/kernels.cu dDequantizeFP4Tree: magnitude literal * sign (code 8 gives 0 * -1 = -0).
-constexpr float kBnbFp4[16] = {
-    0.00000000f,  5.208333333e-03f,  0.66666667f,  1.00000000f,  0.33333333f,  0.50000000f,
-    0.16666667f,  0.25000000f,       -0.00000000f, -5.208333333e-03f, -0.66666667f, -1.00000000f,
-    -0.33333333f, -0.50000000f,      -0.16666667f, -0.25000000f};
+constexpr float kBnbFp4[16] = {0.00000000f,  5.208333333e-03f,  0.66666667f,  1.00000000f,
+                               0.33333333f,  0.50000000f,       0.16666667f,  0.25000000f,
+                               -0.00000000f, -5.208333333e-03f, -0.66666667f, -1.00000000f,
+                               -0.33333333f, -0.50000000f,      -0.16666667f, -0.25000000f};
 // bitsandbytes functional.py get_4bit_type("fp4") before its division by the largest magnitude, 12.
-constexpr float kBnbFp4Unnormalized[16] = {0, 0.0625f, 8, 12, 4, 6, 2, 3,
-                                           -0.0f, -0.0625f, -8, -12, -4, -6, -2, -3};
+constexpr float kBnbFp4Unnormalized[16] = {0, 0.0625f, 8, 12, 4, 6, 2, 3, -0.0f, -0.0625f, -8, -12, -4, -6, -2, -3};
 // bitsandbytes csrc/kernels.cu dQuantizeNF4: `x > t` decides between code i (below) and i + 1 (above).
 constexpr float kBnbNf4Threshold[15] = {
-    -0.8480964004993439f,  -0.6106329262256622f, -0.4599952697753906f,   -0.33967943489551544f,
-    -0.23460740596055984f, -0.13791173323988914f, -0.045525018125772476f, 0.03979014977812767f,
-    0.1202552504837513f,   0.2035212516784668f,   0.2920137718319893f,    0.3893125355243683f,
-    0.5016634166240692f,   0.6427869200706482f,   0.8614784181118011f};
+    -0.8480964004993439f,  -0.6106329262256622f,   -0.4599952697753906f, -0.33967943489551544f, -0.23460740596055984f,
+    -0.13791173323988914f, -0.045525018125772476f, 0.03979014977812767f, 0.1202552504837513f,   0.2035212516784668f,
+    0.2920137718319893f,   0.3893125355243683f,    0.5016634166240692f,  0.6427869200706482f,   0.8614784181118011f};
 // bitsandbytes csrc/kernels.cu dQuantizeFP4: |x| > t decides between magnitude code below / above.
 struct Fp4Split {
   float t;
   unsigned below, above;
 };
-constexpr Fp4Split kBnbFp4Split[7] = {{0.00260417f, 0b000, 0b001}, {0.0859375f, 0b001, 0b110},
-                                      {0.20833333f, 0b110, 0b111}, {0.29166667f, 0b111, 0b100},
-                                      {0.4166667f, 0b100, 0b101},  {0.583333f, 0b101, 0b010},
-                                      {0.8333333f, 0b010, 0b011}};
+constexpr Fp4Split kBnbFp4Split[7] = {
+    {0.00260417f, 0b000, 0b001}, {0.0859375f, 0b001, 0b110}, {0.20833333f, 0b110, 0b111}, {0.29166667f, 0b111, 0b100},
+    {0.4166667f, 0b100, 0b101},  {0.583333f, 0b101, 0b010},  {0.8333333f, 0b010, 0b011}};
 
 // thread/pack.cuh's diagram, written out: nibble 7..0 hold values 7 5 3 1 6 4 2 0.
 constexpr int kInterleavedNibbleOfValue[8] = {0, 4, 1, 5, 2, 6, 3, 7};
 
-int nibble_position_oracle(NibbleOrder order, int i) {
-  return order == kSeq ? i : kInterleavedNibbleOfValue[i];
-}
+int nibble_position_oracle(NibbleOrder order, int i) { return order == kSeq ? i : kInterleavedNibbleOfValue[i]; }
 // The value a 4-bit pattern stands for: two's complement for s4, the plain code otherwise.
 int value_oracle(Format f, unsigned nib) {
   nib &= 0xFu;
@@ -123,14 +127,15 @@ class Reporter {
   static constexpr int kMaxReports = 10;
   bool report() { return ++failures_ <= kMaxReports; }
   ~Reporter() {
-    if (failures_ > kMaxReports) ADD_FAILURE() << failures_ << " mismatches in total (first " << kMaxReports << " shown)";
+    if (failures_ > kMaxReports)
+      ADD_FAILURE() << failures_ << " mismatches in total (first " << kMaxReports << " shown)";
   }
 
  private:
   int failures_ = 0;
 };
-#define NIBBLE_REPORT_UNLESS(rep, cond, msg)           \
-  do {                                         \
+#define NIBBLE_REPORT_UNLESS(rep, cond, msg)             \
+  do {                                                   \
     if (!(cond) && (rep).report()) ADD_FAILURE() << msg; \
   } while (0)
 
@@ -148,8 +153,8 @@ std::vector<uint32_t> test_words(std::mt19937_64& rng, std::size_t random_count,
   std::uniform_int_distribution<uint32_t> byte(0, 255);
   for (std::size_t i = 0; i < random_count; ++i)
     w.push_back(byte(rng) | byte(rng) << 8 | byte(rng) << 16 | byte(rng) << 24);
-  std::printf("[nibble] %s: 256 replicated-byte words + %zu random words (NIBBLE_SEED=%llu)\n", what,
-              random_count, static_cast<unsigned long long>(nibble_test_seed()));
+  std::printf("[nibble] %s: 256 replicated-byte words + %zu random words (NIBBLE_SEED=%llu)\n", what, random_count,
+              static_cast<unsigned long long>(nibble_test_seed()));
   return w;
 }
 std::vector<uint32_t> test_words_for_current_test(std::size_t random_count = 100000) {

@@ -5,10 +5,9 @@
 
 #include <cstddef>
 #include <cstdint>
-#include <string>
-
 #include <nibble/gemm/gemm.cuh>
 #include <nibble/gemm/tile_registry.cuh>
+#include <string>
 
 #include "common/check.hpp"
 
@@ -17,10 +16,14 @@ namespace layout = nibble::layout;
 
 inline const char* mainloop_name(gemm::Mainloop m) {
   switch (m) {
-    case gemm::Mainloop::kAuto: return "auto";
-    case gemm::Mainloop::kMmaSync: return "mma";
-    case gemm::Mainloop::kTransposedMma: return "mma_t";
-    case gemm::Mainloop::kWgmma: return "wgmma";
+    case gemm::Mainloop::kAuto:
+      return "auto";
+    case gemm::Mainloop::kMmaSync:
+      return "mma";
+    case gemm::Mainloop::kTransposedMma:
+      return "mma_t";
+    case gemm::Mainloop::kWgmma:
+      return "wgmma";
   }
   return "?";
 }

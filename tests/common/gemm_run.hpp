@@ -13,11 +13,10 @@
 #include <cstdint>
 #include <cstdio>
 #include <initializer_list>
+#include <nibble/gemm/gemm.cuh>
 #include <sstream>
 #include <string>
 #include <vector>
-
-#include <nibble/gemm/gemm.cuh>
 
 #include "common/device_buffer.hpp"
 #include "common/gemm_api.hpp"
@@ -39,8 +38,8 @@ inline DeviceWeights upload_and_repack(const HostWeights& w, DType act) {
   d.codes = DevBuf(b.codes);
   d.scales = DevBuf(b.scales);
   d.zeros = DevBuf(b.zeros);
-  NIBBLE_CHECK(nibble::repack(w.view(pc.get(), ps.get(), pz.get()), act, d.codes.get(), d.scales.get(),
-                              d.zeros.get(), &d.view, nullptr));
+  NIBBLE_CHECK(nibble::repack(w.view(pc.get(), ps.get(), pz.get()), act, d.codes.get(), d.scales.get(), d.zeros.get(),
+                              &d.view, nullptr));
   CUDA_CHECK(cudaDeviceSynchronize());
   return d;
 }
@@ -93,10 +92,11 @@ struct RunOpts {
   std::string name() const {
     return std::string("mainloop=") + mainloop_name(mainloop) +
            (max_smem > 0 ? " max_smem=" + std::to_string(max_smem) : std::string()) +
-           (codebook_table == gemm::CodebookTable::kAuto ? ""
-            : codebook_table == gemm::CodebookTable::kSharedMemory ? " table=smem" : " table=regs") + " out=" + dtype_name(out) + " bias=" + (bias ? "1" : "0") +
-           " split_k=" + std::to_string(split_k) + " ldc_pad=" + std::to_string(ldc_pad) +
-           " c_offset=" + std::to_string(c_offset);
+           (codebook_table == gemm::CodebookTable::kAuto           ? ""
+            : codebook_table == gemm::CodebookTable::kSharedMemory ? " table=smem"
+                                                                   : " table=regs") +
+           " out=" + dtype_name(out) + " bias=" + (bias ? "1" : "0") + " split_k=" + std::to_string(split_k) +
+           " ldc_pad=" + std::to_string(ldc_pad) + " c_offset=" + std::to_string(c_offset);
   }
 };
 
@@ -107,8 +107,8 @@ struct RunResult {
   gemm::Plan plan;
 };
 
-inline gemm::Arguments make_args(const HostProblem& p, const DeviceWeights& dw, const DeviceActs& da,
-                          const RunOpts& o, void* c) {
+inline gemm::Arguments make_args(const HostProblem& p, const DeviceWeights& dw, const DeviceActs& da, const RunOpts& o,
+                                 void* c) {
   gemm::Arguments args;
   args.m = p.m;
   args.act_type = p.act;
@@ -203,8 +203,7 @@ inline void check_c(const HostProblem& p, const Samples& s, const RunOpts& o, co
       if (!poison && bad_poison++ == 0) first_poison = i;
     }
   }
-  EXPECT_EQ(bad_poison, 0) << "elements outside the C view were written; first at buffer element "
-                           << first_poison;
+  EXPECT_EQ(bad_poison, 0) << "elements outside the C view were written; first at buffer element " << first_poison;
   EXPECT_EQ(bad_finite, 0) << "C elements are NaN / Inf (or still poison); first at row "
                            << (first_finite < 0 ? -1 : first_finite / r.ldc) << " col "
                            << (first_finite < 0 ? -1 : first_finite % r.ldc);
@@ -238,15 +237,15 @@ inline void check_c(const HostProblem& p, const Samples& s, const RunOpts& o, co
   } else {
     const double tol = p.act == kF16 ? 1e-3 : 8e-3;
     const double rel = ref2 > 0.0 ? std::sqrt(err2 / ref2) : std::sqrt(err2);
-    EXPECT_LE(rel, tol) << "relative Frobenius error over " << s.ref.size()
-                        << " sampled entries; largest |error| " << worst;
+    EXPECT_LE(rel, tol) << "relative Frobenius error over " << s.ref.size() << " sampled entries; largest |error| "
+                        << worst;
     EXPECT_TRUE(std::isfinite(rel)) << "NaN in C";
   }
 }
 
 /// Runs and checks one configuration; returns the result for further comparisons.
 inline RunResult run_and_check(const HostProblem& p, const DeviceWeights& dw, const DeviceActs& da, const Samples& s,
-                        const RunOpts& o) {
+                               const RunOpts& o) {
   SCOPED_TRACE(p.name() + " " + o.name());
   RunResult r = run_gemm(p, dw, da, o);
   check_c(p, s, o, r);
@@ -258,7 +257,7 @@ inline RunResult run_and_check(const HostProblem& p, const DeviceWeights& dw, co
 /// weights, activations, reference samples, mainloop) for every mainloop that M runs with.
 template <class Keep, class Body>
 inline void for_each_tile_family_case(std::mt19937_64& rng, int64_t n, int64_t k, std::initializer_list<Format> formats,
-                               Keep keep, Body body) {
+                                      Keep keep, Body body) {
   for (DType act : {kF16, kBF16})
     for (Format f : formats) {
       if (!keep(act, f)) continue;

@@ -45,13 +45,12 @@ inline bool nibble_test_expect_gpu() {
 
 /// First statement of every test that needs a GPU: skips the test (or fails it under
 /// NIBBLE_EXPECT_GPU=1) when there is no usable CUDA device. Use it in a TEST body or a SetUp().
-#define NIBBLE_REQUIRE_GPU()                                                                    \
-  do {                                                                                          \
-    if (!nibble_test_has_gpu()) {                                                               \
-      if (nibble_test_expect_gpu()) {                                                           \
-        GTEST_FAIL() << "NIBBLE_EXPECT_GPU=1 but no CUDA device (" << nibble_test_gpu_problem() \
-                     << ")";                                                                    \
-      }                                                                                         \
-      GTEST_SKIP() << "no CUDA device (" << nibble_test_gpu_problem() << ")";                   \
-    }                                                                                           \
+#define NIBBLE_REQUIRE_GPU()                                                                            \
+  do {                                                                                                  \
+    if (!nibble_test_has_gpu()) {                                                                       \
+      if (nibble_test_expect_gpu()) {                                                                   \
+        GTEST_FAIL() << "NIBBLE_EXPECT_GPU=1 but no CUDA device (" << nibble_test_gpu_problem() << ")"; \
+      }                                                                                                 \
+      GTEST_SKIP() << "no CUDA device (" << nibble_test_gpu_problem() << ")";                           \
+    }                                                                                                   \
   } while (0)

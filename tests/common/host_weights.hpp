@@ -8,12 +8,11 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <nibble/format/codebook.cuh>
+#include <nibble/layout/repack.cuh>
 #include <random>
 #include <string>
 #include <vector>
-
-#include <nibble/format/codebook.cuh>
-#include <nibble/layout/repack.cuh>
 
 #include "common/check.hpp"
 
@@ -23,9 +22,12 @@ using nibble::PlainWeights;
 /// The value of code `nib` of format f as the kernel holds it in T, before the zero point and the scale.
 inline double code_value(Format f, DType act, int nib) {
   switch (f) {
-    case Format::kS4: return nib >= 8 ? nib - 16 : nib;
-    case Format::kU4: return nib;
-    default: return t_round(act, nibble::codebook(f)[unsigned(nib)]);
+    case Format::kS4:
+      return nib >= 8 ? nib - 16 : nib;
+    case Format::kU4:
+      return nib;
+    default:
+      return t_round(act, nibble::codebook(f)[unsigned(nib)]);
   }
 }
 
@@ -78,7 +80,7 @@ struct HostWeights {
 /// otherwise, rounded to scale_type) and u4 zero points (uniform 0..15). Codes rows are `ld_pad` bytes
 /// longer than K / 2, the padding poisoned with 0xFF.
 inline HostWeights make_weights(std::mt19937_64& rng, Format f, int group, int64_t n, int64_t k, DType scale_type,
-                         Data data, int64_t ld_pad = 0) {
+                                Data data, int64_t ld_pad = 0) {
   HostWeights w;
   w.format = f;
   w.group = group;
@@ -98,8 +100,7 @@ inline HostWeights make_weights(std::mt19937_64& rng, Format f, int group, int64
   w.scales.assign(std::size_t(count * nibble::size_of(scale_type)), 0);
   std::normal_distribution<float> normal(0.0f, 1.0f);
   for (int64_t i = 0; i < count; ++i) {
-    const float s = data == Data::kExact ? std::ldexp(1.0f, int(rng() % 4) - 2)
-                                         : std::fabs(normal(rng)) * 0.1f + 0.01f;
+    const float s = data == Data::kExact ? std::ldexp(1.0f, int(rng() % 4) - 2) : std::fabs(normal(rng)) * 0.1f + 0.01f;
     if (scale_type == kF32) {
       std::memcpy(w.scales.data() + 4 * i, &s, 4);
     } else {
@@ -127,14 +128,13 @@ struct HostProblem {
   int64_t k() const { return w->k; }
   bool exact() const { return data == Data::kExact && (w->format == kS4 || w->format == kU4); }
   std::string name() const {
-    return std::string("Gemm_") + dtype_name(act) + "_" + nibble::to_string(w->format) + "_" +
-           group_name(w->group) + ".M" + std::to_string(m) + "_N" + std::to_string(n()) + "_K" +
-           std::to_string(k());
+    return std::string("Gemm_") + dtype_name(act) + "_" + nibble::to_string(w->format) + "_" + group_name(w->group) +
+           ".M" + std::to_string(m) + "_N" + std::to_string(n()) + "_K" + std::to_string(k());
   }
 };
 
 inline HostProblem make_problem(std::mt19937_64& rng, DType act, const HostWeights& w, int64_t m, Data data,
-                         int64_t lda_pad = 0) {
+                                int64_t lda_pad = 0) {
   HostProblem p;
   p.act = act;
   p.data = data;
@@ -145,8 +145,7 @@ inline HostProblem make_problem(std::mt19937_64& rng, DType act, const HostWeigh
   std::normal_distribution<float> normal(0.0f, 1.0f);
   for (int64_t r = 0; r < m; ++r)
     for (int64_t c = 0; c < w.k; ++c)
-      p.a[r * p.lda + c] =
-          to_bits(act, data == Data::kExact ? float(int(rng() % 7) - 3) : normal(rng));
+      p.a[r * p.lda + c] = to_bits(act, data == Data::kExact ? float(int(rng() % 7) - 3) : normal(rng));
   p.bias.resize(std::size_t(w.n));
   for (auto& b : p.bias)
     b = to_bits(act, data == Data::kExact ? float(int(rng() % 65) - 32) / 4.0f : 0.5f * normal(rng));
@@ -157,7 +156,6 @@ struct RepackShape {
   int64_t n, k;
   int group;
 };
-
 
 /// Host buffers of the GEMM layout, pre-filled with a poison byte.
 struct HostGemmBuffers {

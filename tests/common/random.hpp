@@ -69,8 +69,7 @@ inline std::mt19937_64 nibble_test_rng(std::uint64_t stream) {
 inline std::mt19937_64 nibble_test_rng() {
   const ::testing::TestInfo* info = ::testing::UnitTest::GetInstance()->current_test_info();
   if (info == nullptr) return nibble_test_rng(0);
-  return nibble_test_rng(
-      nibble_test_hash(std::string(info->test_suite_name()) + "." + info->name()));
+  return nibble_test_rng(nibble_test_hash(std::string(info->test_suite_name()) + "." + info->name()));
 }
 
 /// Fills `out` with draws from N(mean, stddev^2).
@@ -81,8 +80,8 @@ inline void nibble_test_fill_normal(std::mt19937_64& rng, std::vector<float>& ou
 }
 
 /// `count` draws from N(mean, stddev^2).
-inline std::vector<float> nibble_test_normal(std::mt19937_64& rng, std::size_t count,
-                                             float mean = 0.f, float stddev = 1.f) {
+inline std::vector<float> nibble_test_normal(std::mt19937_64& rng, std::size_t count, float mean = 0.f,
+                                             float stddev = 1.f) {
   std::vector<float> out(count);
   nibble_test_fill_normal(rng, out, mean, stddev);
   return out;

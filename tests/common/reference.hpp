@@ -12,10 +12,9 @@
 
 #include "common/host_weights.hpp"
 
-
 /// Distinct sorted indices in [0, count): all of them when want >= count, else `must` (clamped) plus random.
 inline std::vector<int64_t> pick_indices(std::mt19937_64& rng, int64_t count, int64_t want,
-                                  const std::vector<int64_t>& must) {
+                                         const std::vector<int64_t>& must) {
   std::vector<int64_t> out;
   if (want >= count) {
     for (int64_t i = 0; i < count; ++i) out.push_back(i);

@@ -1,6 +1,9 @@
 // tests/format/test_format.cu — format/ (and the base status.cuh): the NF4 / FP4 codebooks against
 // bitsandbytes' literals, the encoders against a nearest-value oracle and bitsandbytes' decision
 // boundaries, and the to_string / trait functions. CPU only. (Moved from tests/test_formats.cu.)
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -9,15 +12,6 @@
 #include <cstdio>
 #include <cstring>
 #include <limits>
-#include <random>
-#include <set>
-#include <string>
-#include <vector>
-
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
-#include <cuda_runtime.h>
-
 #include <nibble/config.cuh>
 #include <nibble/detail/ptx.cuh>
 #include <nibble/format/codebook.cuh>
@@ -25,6 +19,10 @@
 #include <nibble/status.cuh>
 #include <nibble/thread/convert.cuh>
 #include <nibble/thread/pack.cuh>
+#include <random>
+#include <set>
+#include <string>
+#include <vector>
 
 #include "common/format_oracles.hpp"
 #include "common/gpu.hpp"
@@ -44,7 +42,8 @@ TEST(Codebook_nf4, MatchesBitsandbytes) {
   const nibble::Codebook16 book = nibble::nf4_codebook();
   const nibble::Codebook16 by_format = nibble::codebook(kNf4);
   for (unsigned i = 0; i < 16; ++i) {
-    EXPECT_EQ(float_bits(book.v[i]), float_bits(kBnbNf4[i])) << "code " << i << ": " << book.v[i] << " vs " << kBnbNf4[i];
+    EXPECT_EQ(float_bits(book.v[i]), float_bits(kBnbNf4[i]))
+        << "code " << i << ": " << book.v[i] << " vs " << kBnbNf4[i];
     EXPECT_EQ(float_bits(by_format.v[i]), float_bits(kBnbNf4[i])) << "codebook(kNf4) code " << i;
     EXPECT_EQ(float_bits(book[i + 16]), float_bits(kBnbNf4[i])) << "operator[] must mask the code to 4 bits";
     if (i > 0) EXPECT_LT(book.v[i - 1], book.v[i]) << "NF4 must be strictly increasing";
@@ -56,7 +55,8 @@ TEST(Codebook_fp4, MatchesBitsandbytes) {
   const nibble::Codebook16 book = nibble::fp4_codebook();
   const nibble::Codebook16 by_format = nibble::codebook(kFp4);
   for (unsigned i = 0; i < 16; ++i) {
-    EXPECT_EQ(float_bits(book.v[i]), float_bits(kBnbFp4[i])) << "code " << i << ": " << book.v[i] << " vs " << kBnbFp4[i];
+    EXPECT_EQ(float_bits(book.v[i]), float_bits(kBnbFp4[i]))
+        << "code " << i << ": " << book.v[i] << " vs " << kBnbFp4[i];
     EXPECT_EQ(float_bits(by_format.v[i]), float_bits(kBnbFp4[i])) << "codebook(kFp4) code " << i;
     EXPECT_EQ(std::signbit(book.v[i]), i >= 8) << "sign bit is bit 3 of the code, code " << i;
   }
@@ -120,9 +120,10 @@ void check_encoder_against_oracle() {
     }
     const unsigned got = encode(x), want = nearest_oracle(table, x);
     NIBBLE_REPORT_UNLESS(rep, got < 16 && table[got] == table[want],
-                 "x = " << x << ": code " << got << " (" << table[got & 15] << "), nearest is code " << want << " ("
-                        << table[want] << ")");
-    if (F == kFp4) NIBBLE_REPORT_UNLESS(rep, (got & 8u) == (x < 0 ? 8u : 0u), "x = " << x << ": fp4 sign bit of code " << got);
+                         "x = " << x << ": code " << got << " (" << table[got & 15] << "), nearest is code " << want
+                                << " (" << table[want] << ")");
+    if (F == kFp4)
+      NIBBLE_REPORT_UNLESS(rep, (got & 8u) == (x < 0 ? 8u : 0u), "x = " << x << ": fp4 sign bit of code " << got);
   }
   EXPECT_LT(skipped, kCount / 1000) << "too many inputs near a midpoint";
 }
@@ -201,10 +202,18 @@ static_assert(nibble::encode_nf4(1.0f) == 15 && nibble::encode_fp4(-1.0f) == 11,
 
 TEST(Status, ToStringNonEmptyAndDistinct) {
   using nibble::Status;
-  const Status all[] = {Status::kSuccess,           Status::kErrorNullPointer,      Status::kErrorMisalignedPointer,
-                        Status::kErrorInvalidShape, Status::kErrorGroupSize,        Status::kErrorLeadingDimension,
-                        Status::kErrorSizeOverflow, Status::kErrorUnsupportedFormat, Status::kErrorUnsupportedDevice,
-                        Status::kErrorWorkspaceTooSmall, Status::kErrorInvalidArgument, Status::kErrorCuda};
+  const Status all[] = {Status::kSuccess,
+                        Status::kErrorNullPointer,
+                        Status::kErrorMisalignedPointer,
+                        Status::kErrorInvalidShape,
+                        Status::kErrorGroupSize,
+                        Status::kErrorLeadingDimension,
+                        Status::kErrorSizeOverflow,
+                        Status::kErrorUnsupportedFormat,
+                        Status::kErrorUnsupportedDevice,
+                        Status::kErrorWorkspaceTooSmall,
+                        Status::kErrorInvalidArgument,
+                        Status::kErrorCuda};
   const std::string unknown = nibble::to_string(static_cast<Status>(12345));
   EXPECT_FALSE(unknown.empty());
   std::set<std::string> seen;

@@ -15,10 +15,9 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <nibble/gemm/gemm.cuh>
 #include <random>
 #include <vector>
-
-#include <nibble/gemm/gemm.cuh>
 
 #if __has_include(<nibble/gemm/tile_registry.cuh>)
 #define NIBBLE_HASH_NEW_API 1
@@ -181,9 +180,9 @@ int main(int argc, char** argv) {
             const bool ok = run_case(c, seed++, &h);
             ++cases;
             if (!ok) ++failures;
-            std::printf("%s %s %s g%d M%lld N%lld K%lld ml%d %016llx%s\n", fname(f), act == DType::kF16 ? "f16" : "bf16",
-                        out == DType::kF32 ? "f32" : "act", group, (long long)m, (long long)sh.n, (long long)sh.k,
-                        int(ml), (unsigned long long)h, ok ? "" : " FAILED");
+            std::printf("%s %s %s g%d M%lld N%lld K%lld ml%d %016llx%s\n", fname(f),
+                        act == DType::kF16 ? "f16" : "bf16", out == DType::kF32 ? "f32" : "act", group, (long long)m,
+                        (long long)sh.n, (long long)sh.k, int(ml), (unsigned long long)h, ok ? "" : " FAILED");
           }
   std::printf("# %d cases, %d failed\n", cases, failures);
   return failures ? 1 : 0;

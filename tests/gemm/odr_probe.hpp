@@ -21,10 +21,9 @@ OdrProbe probe_sm90a(bool gpu);
 
 #if defined(NIBBLE_ODR_PROBE_NAME)
 #include <cmath>
+#include <nibble/gemm/gemm.cuh>
 #include <random>
 #include <vector>
-
-#include <nibble/gemm/gemm.cuh>
 
 namespace {
 

@@ -20,6 +20,7 @@
 // NIBBLE_QUICK=1 (set under compute-sanitizer) runs only the small N100 cases of the sweeps (the others
 // report SKIPPED) and shrinks the shape lists of the other tests. NIBBLE_SEED replays inputs. wgmma cases
 // exist where the build has sm_90a device code (NIBBLE_SM90A) and report SKIPPED on other devices.
+#include <cuda_runtime.h>
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -28,15 +29,12 @@
 #include <cstdio>
 #include <cstring>
 #include <initializer_list>
+#include <nibble/detail/ptx.cuh>
+#include <nibble/gemm/extern_instances.cuh>  // kernels: nibble_gemm_kernels
+#include <nibble/gemm/gemm.cuh>
 #include <random>
 #include <string>
 #include <vector>
-
-#include <cuda_runtime.h>
-
-#include <nibble/detail/ptx.cuh>
-#include <nibble/gemm/gemm.cuh>
-#include <nibble/gemm/extern_instances.cuh>  // kernels: nibble_gemm_kernels
 
 #include "common/check.hpp"
 #include "common/device_buffer.hpp"
@@ -145,8 +143,8 @@ TEST_P(Gemm_Statistical, Oracle) {
 }
 
 INSTANTIATE_TEST_SUITE_P(, Gemm_BitExact, ::testing::ValuesIn(oracle_cases({kS4, kU4}, Data::kExact)), oracle_name);
-INSTANTIATE_TEST_SUITE_P(, Gemm_Statistical,
-                         ::testing::ValuesIn(oracle_cases({kS4, kU4, kNf4, kFp4}, Data::kRandom)), oracle_name);
+INSTANTIATE_TEST_SUITE_P(, Gemm_Statistical, ::testing::ValuesIn(oracle_cases({kS4, kU4, kNf4, kFp4}, Data::kRandom)),
+                         oracle_name);
 
 // ================================== GPU: edge shapes =========================================================
 
@@ -192,12 +190,12 @@ TEST(Gemm_EdgeShapes, ModelShapesAtM1M17M257) {
     DType act;
   };
   const std::vector<Config> configs =
-      quick_mode() ? std::vector<Config>{{144, 736, 32, kNf4, kBF16}, {80, 264, kPC, kS4, kF16},
-                                         {200, 512, 256, kU4, kBF16}}
-                   : std::vector<Config>{{2880, 2880, 64, kS4, kF16},    {4304, 4096, 128, kU4, kBF16},
-                                         {7392, 4096, 256, kNf4, kF16},  {11008, 4096, 128, kFp4, kBF16},
-                                         {4096, 14336, 128, kS4, kBF16}, {4096, 11008, 256, kU4, kF16},
-                                         {256, 7392, 32, kNf4, kBF16},   {2880, 4304, kPC, kS4, kF16}};
+      quick_mode()
+          ? std::vector<Config>{{144, 736, 32, kNf4, kBF16}, {80, 264, kPC, kS4, kF16}, {200, 512, 256, kU4, kBF16}}
+          : std::vector<Config>{{2880, 2880, 64, kS4, kF16},    {4304, 4096, 128, kU4, kBF16},
+                                {7392, 4096, 256, kNf4, kF16},  {11008, 4096, 128, kFp4, kBF16},
+                                {4096, 14336, 128, kS4, kBF16}, {4096, 11008, 256, kU4, kF16},
+                                {256, 7392, 32, kNf4, kBF16},   {2880, 4304, kPC, kS4, kF16}};
   const int64_t ms[] = {1, 17, 257};
   for (const Config& cfg : configs) {
     const Data data = cfg.f == kS4 || cfg.f == kU4 ? Data::kExact : Data::kRandom;
@@ -238,7 +236,7 @@ TEST(Gemm_EdgeShapes, LeadingDimensionsOffsetsAndPoisonOutsideTheView) {
     int64_t lda_pad, ldc_pad, c_offset;
     bool bias, out_f32;
   };
-  const View views[] = {{8, 5, 0, true, true},    // odd ldc: no pair stores
+  const View views[] = {{8, 5, 0, true, true},      // odd ldc: no pair stores
                         {24, 12, 1, false, false},  // C at an odd element: no pair stores
                         {8, 0, 3, true, false},
                         {0, 1, 1, true, true}};
@@ -282,12 +280,10 @@ TEST(Gemm_SplitK, ForcedSplitsAndHeuristicGiveIdenticalC) {
                                 {17, 160, 1024, 64, kU4, kBF16, Data::kExact},
                                 {130, 96, 992, 32, kS4, kBF16, Data::kExact},
                                 {3, 128, 1024, 64, kNf4, kF16, Data::kRandom}}
-          : std::vector<Config>{{1, 4096, 14336, 128, kS4, kF16, Data::kExact},
-                                {17, 2880, 2880, 64, kU4, kBF16, Data::kExact},
-                                {257, 256, 7392, 32, kS4, kBF16, Data::kExact},
-                                {5, 4304, 4096, kPC, kU4, kF16, Data::kExact},
-                                {3, 1024, 4096, 64, kNf4, kF16, Data::kRandom},
-                                {40, 512, 4096, 128, kFp4, kBF16, Data::kRandom}};
+          : std::vector<Config>{
+                {1, 4096, 14336, 128, kS4, kF16, Data::kExact}, {17, 2880, 2880, 64, kU4, kBF16, Data::kExact},
+                {257, 256, 7392, 32, kS4, kBF16, Data::kExact}, {5, 4304, 4096, kPC, kU4, kF16, Data::kExact},
+                {3, 1024, 4096, 64, kNf4, kF16, Data::kRandom}, {40, 512, 4096, 128, kFp4, kBF16, Data::kRandom}};
   for (const Config& cfg : configs) {
     const HostWeights w = make_weights(rng, cfg.f, cfg.group, cfg.n, cfg.k, cfg.act, cfg.data);
     const DeviceWeights dw = upload_and_repack(w, cfg.act);
@@ -295,30 +291,30 @@ TEST(Gemm_SplitK, ForcedSplitsAndHeuristicGiveIdenticalC) {
     const DeviceActs da = upload_acts(p);
     const Samples s = reference(p, rng);
     for (gemm::Mainloop ml : mainloops_for(cfg.m))
-    for (DType out : {kF32, cfg.act}) {
-      std::vector<uint8_t> first;
-      for (int split : {1, 2, 3, 7, 0}) {
-        RunOpts o;
-        o.out = out;
-        o.bias = true;
-        o.split_k = split;
-        o.mainloop = ml;
-        const RunResult r = run_and_check(p, dw, da, s, o);
-        SCOPED_TRACE(p.name() + " " + o.name());
-        if (split > 1 && r.plan.k_tiles >= split) {
-          EXPECT_GE(r.plan.splits, 2) << "forced split_k ignored";
-          EXPECT_GT(r.plan.workspace_bytes, 0u);
-        }
-        if (split == 0 && out == kF32)
-          std::printf("[nibble] %s: heuristic %d split(s) of %d k-tiles\n", p.name().c_str(), r.plan.splits,
-                      r.plan.k_tiles_per_split);
-        if (split == 1) {
-          first = r.c;
-        } else if (p.exact()) {  // exact sums: every split order gives the same C
-          EXPECT_TRUE(r.c == first) << "C with split_k=" << split << " differs from split_k=1";
+      for (DType out : {kF32, cfg.act}) {
+        std::vector<uint8_t> first;
+        for (int split : {1, 2, 3, 7, 0}) {
+          RunOpts o;
+          o.out = out;
+          o.bias = true;
+          o.split_k = split;
+          o.mainloop = ml;
+          const RunResult r = run_and_check(p, dw, da, s, o);
+          SCOPED_TRACE(p.name() + " " + o.name());
+          if (split > 1 && r.plan.k_tiles >= split) {
+            EXPECT_GE(r.plan.splits, 2) << "forced split_k ignored";
+            EXPECT_GT(r.plan.workspace_bytes, 0u);
+          }
+          if (split == 0 && out == kF32)
+            std::printf("[nibble] %s: heuristic %d split(s) of %d k-tiles\n", p.name().c_str(), r.plan.splits,
+                        r.plan.k_tiles_per_split);
+          if (split == 1) {
+            first = r.c;
+          } else if (p.exact()) {  // exact sums: every split order gives the same C
+            EXPECT_TRUE(r.c == first) << "C with split_k=" << split << " differs from split_k=1";
+          }
         }
       }
-    }
   }
 }
 
@@ -420,8 +416,8 @@ TEST(Gemm_Workspace, OneZeroedWorkspaceServesGemmsOfDifferentShapes) {
   const bool quick = quick_mode();
   const HostWeights w = make_weights(rng, kS4, 128, quick ? 512 : 4096, quick ? 2048 : 4096, kF16, Data::kExact);
   const DeviceWeights dw = upload_and_repack(w, kF16);
-  const HostProblem small = make_problem(rng, kF16, w, 1, Data::kExact);   // decode tile: small partials
-  const HostProblem big = make_problem(rng, kF16, w, 64, Data::kExact);    // 64-row tile: 4x the partials
+  const HostProblem small = make_problem(rng, kF16, w, 1, Data::kExact);  // decode tile: small partials
+  const HostProblem big = make_problem(rng, kF16, w, 64, Data::kExact);   // 64-row tile: 4x the partials
   const DeviceActs ds = upload_acts(small), db = upload_acts(big);
   RunOpts o;
   o.split_k = 3;
@@ -553,8 +549,7 @@ TEST(Gemm_SharedMemoryLimit, NinetyNineKiBTilesPassTheOracle) {
   for_each_tile_family_case(
       rng, quick ? 144 : 300, quick ? 256 : 640, {kS4, kU4, kNf4, kFp4},
       [&](DType act, Format f) { return !(quick && act == kBF16 && f != kNf4); },
-      [&](const HostProblem& p, const DeviceWeights& dw, const DeviceActs& da, const Samples& s,
-          gemm::Mainloop ml) {
+      [&](const HostProblem& p, const DeviceWeights& dw, const DeviceActs& da, const Samples& s, gemm::Mainloop ml) {
         RunOpts o;
         o.out = kF32;
         o.mainloop = ml;
@@ -584,8 +579,7 @@ TEST(Gemm_Codebook, SharedMemoryAndRegisterTablesGiveIdenticalC) {
   const bool quick = quick_mode();
   for_each_tile_family_case(
       rng, quick ? 144 : 400, quick ? 256 : 1024, {kNf4, kFp4}, [](DType, Format) { return true; },
-      [&](const HostProblem& p, const DeviceWeights& dw, const DeviceActs& da, const Samples& s,
-          gemm::Mainloop ml) {
+      [&](const HostProblem& p, const DeviceWeights& dw, const DeviceActs& da, const Samples& s, gemm::Mainloop ml) {
         RunOpts o;
         o.out = kF32;
         o.mainloop = ml;
@@ -613,7 +607,7 @@ TEST(Gemm_Wgmma, HostAndDeviceCodeAgree) {
   CUDA_CHECK(cudaGetDevice(&dev));
   CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
   CUDA_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev));
-  std::printf("[nibble] device sm_%d%d, wgmma in this binary's device code: %s, wgmma_available(): %s\n", major,
-              minor, compiled ? "yes" : "no", gemm::wgmma_available() ? "yes" : "no");
+  std::printf("[nibble] device sm_%d%d, wgmma in this binary's device code: %s, wgmma_available(): %s\n", major, minor,
+              compiled ? "yes" : "no", gemm::wgmma_available() ? "yes" : "no");
   EXPECT_EQ(compiled, gemm::wgmma_available());
 }

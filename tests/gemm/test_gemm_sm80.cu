@@ -2,12 +2,10 @@
 // NIBBLE_SM90A is undefined): forcing the wgmma mainloop must be refused with kErrorUnsupportedDevice on
 // every device, also on an sm_90 one where test_gemm_run (built with sm_90a) runs the wgmma oracles
 // instead. Kept small: the kernels compile once, for sm_80.
+#include <cuda_runtime.h>
 #include <gtest/gtest.h>
 
 #include <cstdio>
-
-#include <cuda_runtime.h>
-
 #include <nibble/detail/ptx.cuh>
 #include <nibble/gemm/gemm.cuh>
 
@@ -53,8 +51,8 @@ TEST(Gemm_Sm80Build, NoWgmmaInHostOrDeviceCode) {
   CUDA_CHECK(cudaGetDevice(&dev));
   CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
   CUDA_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev));
-  std::printf("[nibble] device sm_%d%d, wgmma in this binary's device code: %s, wgmma_available(): %s\n", major,
-              minor, compiled ? "yes" : "no", gemm::wgmma_available() ? "yes" : "no");
+  std::printf("[nibble] device sm_%d%d, wgmma in this binary's device code: %s, wgmma_available(): %s\n", major, minor,
+              compiled ? "yes" : "no", gemm::wgmma_available() ? "yes" : "no");
   EXPECT_FALSE(compiled);
   EXPECT_FALSE(gemm::wgmma_available());
 }

@@ -1,6 +1,9 @@
 // tests/gemm/test_warp_mma.cu — the warp-level building block of gemm/warp_mma.cuh on one 16 x 64 atom
 // (dequantized fragments bit for bit, the mma result, the two atom loads) and the shared-memory codebook
 // table against the register table. GPU only; never calls gemm::run. (Moved from tests/test_gemm.cu.)
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -9,21 +12,16 @@
 #include <cstdio>
 #include <cstring>
 #include <limits>
-#include <random>
-#include <sstream>
-#include <string>
-#include <vector>
-
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
-#include <cuda_runtime.h>
-
 #include <nibble/format/codebook.cuh>
 #include <nibble/format/format.cuh>
 #include <nibble/gemm/warp_mma.cuh>
 #include <nibble/layout/gemm_layout.cuh>
 #include <nibble/layout/repack.cuh>
 #include <nibble/status.cuh>
+#include <random>
+#include <sstream>
+#include <string>
+#include <vector>
 
 #include "common/check.hpp"
 #include "common/device_buffer.hpp"
@@ -43,8 +41,8 @@ namespace layout = nibble::layout;
 // gemm/warp_mma.cuh. Writes the dequantized fragments, C = A * W^T (16 x 16) and whether the 16-byte
 // lane load and the 32-bit word load agree.
 template <class T, Format F>
-__global__ void one_atom_kernel(const uint8_t* atom, const T* scales, const uint8_t* zeros, const T* a,
-                                float* c, uint32_t* frags, int* word_mismatch) {
+__global__ void one_atom_kernel(const uint8_t* atom, const T* scales, const uint8_t* zeros, const T* a, float* c,
+                                uint32_t* frags, int* word_mismatch) {
   const int lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
   const layout::GemmShape s = layout::make_gemm_shape(16, 64, 32);
   const auto ctx = gemm::DequantContext<F, T>::make();
@@ -72,15 +70,23 @@ __global__ void one_atom_kernel(const uint8_t* atom, const T* scales, const uint
 }
 
 template <class T>
-void launch_one_atom(Format f, const uint8_t* atom, const void* scales, const uint8_t* zeros, const void* a,
-                     float* c, uint32_t* frags, int* mismatch) {
+void launch_one_atom(Format f, const uint8_t* atom, const void* scales, const uint8_t* zeros, const void* a, float* c,
+                     uint32_t* frags, int* mismatch) {
   const T* s = static_cast<const T*>(scales);
   const T* x = static_cast<const T*>(a);
   switch (f) {
-    case Format::kS4: one_atom_kernel<T, Format::kS4><<<1, 32>>>(atom, s, zeros, x, c, frags, mismatch); break;
-    case Format::kU4: one_atom_kernel<T, Format::kU4><<<1, 32>>>(atom, s, zeros, x, c, frags, mismatch); break;
-    case Format::kNf4: one_atom_kernel<T, Format::kNf4><<<1, 32>>>(atom, s, zeros, x, c, frags, mismatch); break;
-    case Format::kFp4: one_atom_kernel<T, Format::kFp4><<<1, 32>>>(atom, s, zeros, x, c, frags, mismatch); break;
+    case Format::kS4:
+      one_atom_kernel<T, Format::kS4><<<1, 32>>>(atom, s, zeros, x, c, frags, mismatch);
+      break;
+    case Format::kU4:
+      one_atom_kernel<T, Format::kU4><<<1, 32>>>(atom, s, zeros, x, c, frags, mismatch);
+      break;
+    case Format::kNf4:
+      one_atom_kernel<T, Format::kNf4><<<1, 32>>>(atom, s, zeros, x, c, frags, mismatch);
+      break;
+    case Format::kFp4:
+      one_atom_kernel<T, Format::kFp4><<<1, 32>>>(atom, s, zeros, x, c, frags, mismatch);
+      break;
   }
   CUDA_CHECK(cudaGetLastError());
 }
@@ -96,8 +102,8 @@ void check_one_atom(DType act) {
       const nibble::GemmWeightBytes b = nibble::gemm_weight_bytes(f, 16, 64, 32, act);
       HostGemmBuffers host(b, b.zeros);
       GemmWeights view;
-      NIBBLE_CHECK(nibble::repack_host(w.view(w.codes.data(), w.scales.data(), w.zeros.data()), act,
-                                       host.codes.data(), host.scales.data(), host.zeros.data(), &view));
+      NIBBLE_CHECK(nibble::repack_host(w.view(w.codes.data(), w.scales.data(), w.zeros.data()), act, host.codes.data(),
+                                       host.scales.data(), host.zeros.data(), &view));
       host.codes.resize(b.codes);
       host.scales.resize(b.scales);
       host.zeros.resize(b.zeros);
@@ -108,8 +114,8 @@ void check_one_atom(DType act) {
       CUDA_CHECK(cudaMemset(mismatch.get(), 0, sizeof(int)));
       const uint8_t* z = f == kU4 ? zeros.as<uint8_t>() : nullptr;
       if (act == kF16)
-        launch_one_atom<__half>(f, atom.as<uint8_t>(), scales.get(), z, a.get(), c.as<float>(),
-                                frags.as<uint32_t>(), mismatch.as<int>());
+        launch_one_atom<__half>(f, atom.as<uint8_t>(), scales.get(), z, a.get(), c.as<float>(), frags.as<uint32_t>(),
+                                mismatch.as<int>());
       else
         launch_one_atom<__nv_bfloat16>(f, atom.as<uint8_t>(), scales.get(), z, a.get(), c.as<float>(),
                                        frags.as<uint32_t>(), mismatch.as<int>());
@@ -153,8 +159,7 @@ void check_one_atom(DType act) {
           }
           const float got = c_got[std::size_t(m * 16 + n)];
           const bool ok = p.exact() ? got == float(ref) : std::fabs(got - ref) <= 1e-4 * mag + 1e-30;
-          if (!ok && bad_c++ < 3)
-            ADD_FAILURE() << "C[" << m << ", " << n << "] = " << got << ", reference " << ref;
+          if (!ok && bad_c++ < 3) ADD_FAILURE() << "C[" << m << ", " << n << "] = " << got << ", reference " << ref;
         }
       EXPECT_EQ(bad_c, 0) << "mma_atom_step result";
     }
@@ -209,8 +214,8 @@ void check_smem_codebook() {
   int64_t bad = 0;
   for (std::size_t i = 0; i < got.size(); ++i)
     if (got[i] != want[i] && bad++ < 3)
-      ADD_FAILURE() << kCopies << " copies, word " << std::hex << words[i / 4] << " pair " << (i % 4) << ": table " << got[i]
-                    << ", registers " << want[i];
+      ADD_FAILURE() << kCopies << " copies, word " << std::hex << words[i / 4] << " pair " << (i % 4) << ": table "
+                    << got[i] << ", registers " << want[i];
   EXPECT_EQ(bad, 0);
 }
 

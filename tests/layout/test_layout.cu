@@ -2,6 +2,9 @@
 // table, a bijection onto the atoms' nibbles, shapes and buffer sizes) and the repack from the plain
 // layout on the host and on the GPU (bit-identical). CPU tests always run; GemmRepack.DeviceMatchesHost-
 // BitForBit needs a GPU. (Moved from tests/test_gemm.cu.)
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -10,19 +13,14 @@
 #include <cstdio>
 #include <cstring>
 #include <limits>
-#include <random>
-#include <sstream>
-#include <string>
-#include <vector>
-
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
-#include <cuda_runtime.h>
-
 #include <nibble/format/format.cuh>
 #include <nibble/layout/gemm_layout.cuh>
 #include <nibble/layout/repack.cuh>
 #include <nibble/status.cuh>
+#include <random>
+#include <sstream>
+#include <string>
+#include <vector>
 
 #include "common/check.hpp"
 #include "common/device_buffer.hpp"
@@ -78,9 +76,8 @@ TEST(GemmLayout, ShapesScaleIndexAndBufferSizes) {
     int64_t n_pad, k_pad, layout_group, groups;
   };
   const Case cases[] = {
-      {4304, 4096, 128, 4304, 4096, 128, 32}, {100, 200, kPC, 112, 256, 256, 1},
-      {17, 224, 32, 32, 256, 32, 8},          {2880, 4304, kPC, 2880, 4352, 4352, 1},
-      {256, 7392, 32, 256, 7424, 32, 232},    {1, 8, kPC, 16, 64, 64, 1},
+      {4304, 4096, 128, 4304, 4096, 128, 32}, {100, 200, kPC, 112, 256, 256, 1},   {17, 224, 32, 32, 256, 32, 8},
+      {2880, 4304, kPC, 2880, 4352, 4352, 1}, {256, 7392, 32, 256, 7424, 32, 232}, {1, 8, kPC, 16, 64, 64, 1},
   };
   for (const Case& c : cases) {
     SCOPED_TRACE("N" + std::to_string(c.n) + "_K" + std::to_string(c.k) + "_" + group_name(c.group));
@@ -106,14 +103,13 @@ TEST(GemmLayout, ShapesScaleIndexAndBufferSizes) {
 // ================================== CPU: repack ============================================================
 
 /// The repack tests' shapes (N % 16 != 0, K % 64 != 0, every group kind) and their trace label.
-const RepackShape kRepackShapes[] = {{16, 64, 32},   {17, 96, 32},   {100, 200, kPC},
-                                     {33, 448, 64},  {40, 512, 256}, {300, 1024, 128}};
+const RepackShape kRepackShapes[] = {{16, 64, 32},  {17, 96, 32},   {100, 200, kPC},
+                                     {33, 448, 64}, {40, 512, 256}, {300, 1024, 128}};
 std::string repack_label(const char* what, Format f, DType act, DType plain_scale, const RepackShape& sh) {
   return std::string(what) + " " + nibble::to_string(f) + " act=" + dtype_name(act) + " plain scales " +
          dtype_name(plain_scale) + " N" + std::to_string(sh.n) + "_K" + std::to_string(sh.k) + "_" +
          group_name(sh.group);
 }
-
 
 TEST(GemmRepack, HostFollowsTheLayoutContract) {
   auto rng = nibble_test_rng();
@@ -249,8 +245,8 @@ TEST(GemmRepack, DeviceMatchesHostBitForBit) {
           CUDA_CHECK(cudaDeviceSynchronize());
           Stream stream;
           GemmWeights dv;
-          NIBBLE_CHECK(nibble::repack(w.view(pc.get(), ps.get(), pz.get()), act, dc.get(), ds.get(), dz.get(),
-                                      &dv, stream.s));
+          NIBBLE_CHECK(
+              nibble::repack(w.view(pc.get(), ps.get(), pz.get()), act, dc.get(), ds.get(), dz.get(), &dv, stream.s));
           CUDA_CHECK(cudaStreamSynchronize(stream.s));
           CUDA_CHECK(cudaGetLastError());
           const std::vector<uint8_t> codes = dc.download<uint8_t>(), scales = ds.download<uint8_t>(),

@@ -27,8 +27,7 @@ struct HostBuffer {
   std::unique_ptr<std::uint8_t[]> raw;
   std::uint8_t* data = nullptr;
   std::size_t bytes = 0;
-  explicit HostBuffer(std::size_t n, std::uint8_t fill = 0xA5)
-      : raw(new std::uint8_t[n + kPackedAlignment]) {
+  explicit HostBuffer(std::size_t n, std::uint8_t fill = 0xA5) : raw(new std::uint8_t[n + kPackedAlignment]) {
     const auto p = reinterpret_cast<std::uintptr_t>(raw.get());
     data = raw.get() + (kPackedAlignment - p % kPackedAlignment) % kPackedAlignment;
     bytes = n;
@@ -40,9 +39,7 @@ struct HostBuffer {
 struct DeviceBuffer {
   void* data = nullptr;
   std::size_t bytes = 0;
-  explicit DeviceBuffer(std::size_t n) : bytes(n) {
-    EXPECT_EQ(cudaMalloc(&data, n == 0 ? 1 : n), cudaSuccess);
-  }
+  explicit DeviceBuffer(std::size_t n) : bytes(n) { EXPECT_EQ(cudaMalloc(&data, n == 0 ? 1 : n), cudaSuccess); }
   ~DeviceBuffer() { cudaFree(data); }
   DeviceBuffer(const DeviceBuffer&) = delete;
   DeviceBuffer& operator=(const DeviceBuffer&) = delete;
@@ -78,8 +75,7 @@ struct ErrorStats {
 
 /// bitsandbytes' definitions (tests/test_functional.py, test_4bit_quant):
 ///   err = |A1 - A2|;  relerr = mean(err / (|A1| + 1e-8));  err = mean(err)
-ErrorStats roundtrip_error(const std::vector<float>& x, std::int64_t n, std::int64_t k,
-                           const QuantParams& p) {
+ErrorStats roundtrip_error(const std::vector<float>& x, std::int64_t n, std::int64_t k, const QuantParams& p) {
   HostPacked hp(n, k, p);
   EXPECT_EQ(quantize_cpu(x.data(), k, hp.m), Status::kSuccess);
   std::vector<float> dq(std::size_t(n * k));
@@ -121,8 +117,7 @@ TEST(Quant_nf4_b64_dq_f32, ErrorWithinBnbCompressedStatsBounds) {
   // bitsandbytes' test_4bit_compressed_stats: err < 0.11, relerr < 0.28 (with 1e-15 in the denominator).
   const auto x = randn_matrix(1024, 1024);
   const ErrorStats e = roundtrip_error(x, 1024, 1024, {Format::kNf4, 64, DType::kF32, true});
-  std::printf("[nibble] nf4 b64 dq: mean abs err %.6f, mean rel err %.6f\n", e.mean_abs,
-              e.mean_rel);
+  std::printf("[nibble] nf4 b64 dq: mean abs err %.6f, mean rel err %.6f\n", e.mean_abs, e.mean_rel);
   EXPECT_LT(e.mean_abs, 0.11);
   EXPECT_LT(e.mean_rel, 0.28);
 }
@@ -187,8 +182,7 @@ void check_codebook_nearest(Format f) {
       }
       const std::uint8_t byte = hp.m.codes[r * hp.m.ld_codes + kk / 2];
       const unsigned got = (kk % 2 == 0 ? byte : byte >> 4) & 0xFu;
-      ASSERT_EQ(book[got], book[unsigned(want)])
-          << to_string(f) << " x=" << xn << " at " << r << "," << kk;
+      ASSERT_EQ(book[got], book[unsigned(want)]) << to_string(f) << " x=" << xn << " at " << r << "," << kk;
       ++checked;
     }
   }
@@ -208,9 +202,7 @@ void check_half_scale(Format f, DType st) {
   ASSERT_EQ(quantize_cpu(x.data(), k, hp.m), Status::kSuccess);
   std::vector<float> dq(std::size_t(n * k));
   ASSERT_EQ(dequantize_cpu(hp.m, dq.data(), k), Status::kSuccess);
-  const double rel = st == DType::kF32   ? 1e-6
-                     : st == DType::kF16 ? std::ldexp(1.0, -11)
-                                         : std::ldexp(1.0, -8);
+  const double rel = st == DType::kF32 ? 1e-6 : st == DType::kF16 ? std::ldexp(1.0, -11) : std::ldexp(1.0, -8);
   int clamped = 0;
   for (std::int64_t r = 0; r < n; ++r) {
     for (std::int64_t kk = 0; kk < k; ++kk) {
@@ -221,16 +213,14 @@ void check_half_scale(Format f, DType st) {
       const bool at_end = f == Format::kU4 ? (nib == 0 || nib == 15) : (nib == 7 || nib == 8);
       const double err = std::fabs(double(x[i]) - double(dq[i]));
       if (err > 0.5 * s * (1 + 1e-6)) {
-        ASSERT_TRUE(at_end) << to_string(f) << " scale type " << int(st) << " at " << r << ","
-                            << kk;
+        ASSERT_TRUE(at_end) << to_string(f) << " scale type " << int(st) << " at " << r << "," << kk;
         ASSERT_LE(err, s * (0.5 + 16 * rel)) << to_string(f) << " clamped, at " << r << "," << kk;
         ++clamped;
       }
     }
   }
   if (st == DType::kF32) EXPECT_EQ(clamped, 0);
-  std::printf("[nibble] %s g128, scale type %d: %d clamped values past half a scale\n",
-              to_string(f), int(st), clamped);
+  std::printf("[nibble] %s g128, scale type %d: %d clamped values past half a scale\n", to_string(f), int(st), clamped);
 }
 
 TEST(Quant_s4_g128, DequantErrorWithinHalfScale) {
@@ -290,8 +280,7 @@ TEST(Quant_s4_g32_f32, AllZeroGroupEncodesZero) {
     ASSERT_EQ(quantize_cpu(x.data(), k, hp.m), Status::kSuccess);
     std::vector<float> dq(std::size_t(n * k));
     ASSERT_EQ(dequantize_cpu(hp.m, dq.data(), k), Status::kSuccess);
-    for (int i = 32; i < 64; ++i)
-      EXPECT_EQ(dq[std::size_t(i)], 0.0f) << to_string(f) << " at " << i;
+    for (int i = 32; i < 64; ++i) EXPECT_EQ(dq[std::size_t(i)], 0.0f) << to_string(f) << " at " << i;
   }
 }
 
@@ -308,14 +297,12 @@ TEST(Quant_dynamic_map, MatchesBitsandbytes) {
   const struct {
     int i;
     float v;
-  } ref[] = {{0, -0.992968738079071f},       {1, -0.9789062738418579f},
-             {18, -0.7398437261581421f},     {20, -0.7117187976837158f},
-             {23, -0.6695312261581421f},     {25, -0.6414062976837158f},
-             {28, -0.5992187261581421f},     {34, -0.5148437023162842f},
-             {36, -0.48671871423721313f},    {63, -0.10703125596046448f},
-             {64, -0.09859374910593033f},    {96, -0.009718749672174454f},
-             {112, -0.0009437500848434865f}, {120, -8.874999912222847e-05f},
-             {126, -5.500000384017767e-07f}, {254, 0.992968738079071f}};
+  } ref[] = {{0, -0.992968738079071f},       {1, -0.9789062738418579f},      {18, -0.7398437261581421f},
+             {20, -0.7117187976837158f},     {23, -0.6695312261581421f},     {25, -0.6414062976837158f},
+             {28, -0.5992187261581421f},     {34, -0.5148437023162842f},     {36, -0.48671871423721313f},
+             {63, -0.10703125596046448f},    {64, -0.09859374910593033f},    {96, -0.009718749672174454f},
+             {112, -0.0009437500848434865f}, {120, -8.874999912222847e-05f}, {126, -5.500000384017767e-07f},
+             {254, 0.992968738079071f}};
   for (const auto& e : ref) EXPECT_EQ(m[e.i], e.v) << "index " << e.i;
 }
 
@@ -433,8 +420,7 @@ TEST(Quant_api, RejectsBadInputsWithTheirStatus) {
   EXPECT_EQ(dequantize(hp.m, out.data(), k - 1, nullptr), Status::kErrorLeadingDimension);
   EXPECT_EQ(dequantize<__half>(hp.m, nullptr, k, nullptr), Status::kErrorNullPointer);
   alignas(256) static unsigned char staging[1024];
-  EXPECT_EQ(quantize_streaming(xp, k, hp.m, staging, 1024, nullptr),
-            Status::kErrorWorkspaceTooSmall)
+  EXPECT_EQ(quantize_streaming(xp, k, hp.m, staging, 1024, nullptr), Status::kErrorWorkspaceTooSmall)
       << "a 1 KiB row does not fit half of 1 KiB";
   EXPECT_EQ(quantize_streaming(xp, k, hp.m, nullptr, 1 << 20, nullptr), Status::kErrorNullPointer);
 
@@ -457,9 +443,8 @@ struct GpuCase {
 std::string case_name(const ::testing::TestParamInfo<GpuCase>& info) {
   const GpuCase& c = info.param;
   auto dt = [](DType t) { return t == DType::kF32 ? "f32" : t == DType::kF16 ? "f16" : "bf16"; };
-  return std::string(to_string(c.format)) +
-         (c.group == kPerChannel ? "_perchannel" : "_g" + std::to_string(c.group)) + "_in_" +
-         dt(c.input) + "_scale_" + dt(c.scale) + (c.dq ? "_dq" : "");
+  return std::string(to_string(c.format)) + (c.group == kPerChannel ? "_perchannel" : "_g" + std::to_string(c.group)) +
+         "_in_" + dt(c.input) + "_scale_" + dt(c.scale) + (c.dq ? "_dq" : "");
 }
 
 /// Every format x input type x group x scale type (and double quant). Under NIBBLE_QUICK=1 (the
@@ -483,8 +468,7 @@ std::vector<GpuCase> all_gpu_cases() {
   for (Format f : {Format::kS4, Format::kU4, Format::kNf4, Format::kFp4})
     for (DType in : {DType::kF32, DType::kF16, DType::kBF16})
       for (int g : {32, 64, 128, 256, kPerChannel}) {
-        for (DType st : {DType::kF32, DType::kF16, DType::kBF16})
-          v.push_back({f, in, g, st, false});
+        for (DType st : {DType::kF32, DType::kF16, DType::kBF16}) v.push_back({f, in, g, st, false});
         v.push_back({f, in, g, DType::kF32, true});
       }
   return v;
@@ -496,8 +480,8 @@ void expect_bytes_equal(const void* gpu, const void* cpu, std::size_t bytes, con
   const auto* b = static_cast<const std::uint8_t*>(cpu);
   for (std::size_t i = 0; i < bytes; ++i) {
     if (a[i] != b[i]) {
-      ADD_FAILURE() << what << ": first difference at byte " << i << " of " << bytes << " (gpu 0x"
-                    << std::hex << int(a[i]) << ", cpu 0x" << int(b[i]) << std::dec << ")";
+      ADD_FAILURE() << what << ": first difference at byte " << i << " of " << bytes << " (gpu 0x" << std::hex
+                    << int(a[i]) << ", cpu 0x" << int(b[i]) << std::dec << ")";
       return;
     }
   }
@@ -505,8 +489,7 @@ void expect_bytes_equal(const void* gpu, const void* cpu, std::size_t bytes, con
 
 /// Copies a device packed matrix to a host one of the same parameters (buffers are laid out identically).
 void download(const PackedMatrix& dev, const DeviceBuffer& dbuf, HostPacked& host) {
-  ASSERT_EQ(cudaMemcpy(host.buf.data, dbuf.data, host.buf.bytes, cudaMemcpyDeviceToHost),
-            cudaSuccess);
+  ASSERT_EQ(cudaMemcpy(host.buf.data, dbuf.data, host.buf.bytes, cudaMemcpyDeviceToHost), cudaSuccess);
   (void)dev;
 }
 
@@ -518,15 +501,13 @@ void expect_packed_equal(const HostPacked& gpu, const HostPacked& cpu) {
   if (b.zeros) expect_bytes_equal<std::uint8_t>(gpu.m.zeros, cpu.m.zeros, b.zeros, "zeros");
   if (b.dq_codes) {
     expect_bytes_equal<std::uint8_t>(gpu.m.dq.codes, cpu.m.dq.codes, b.dq_codes, "dq codes");
-    expect_bytes_equal<std::uint8_t>(gpu.m.dq.absmax2, cpu.m.dq.absmax2, b.dq_absmax2,
-                                     "dq absmax2");
+    expect_bytes_equal<std::uint8_t>(gpu.m.dq.absmax2, cpu.m.dq.absmax2, b.dq_absmax2, "dq absmax2");
     expect_bytes_equal<std::uint8_t>(gpu.m.dq.offset, cpu.m.dq.offset, b.dq_offset, "dq offset");
   }
 }
 
 template <class T>
-void run_gpu_case(const GpuCase& c, std::int64_t n, std::int64_t k, std::int64_t ld,
-                  std::int64_t ld_codes) {
+void run_gpu_case(const GpuCase& c, std::int64_t n, std::int64_t k, std::int64_t ld, std::int64_t ld_codes) {
   SCOPED_TRACE("n=" + std::to_string(n) + " k=" + std::to_string(k) + " ld=" + std::to_string(ld) +
                " ld_codes=" + std::to_string(ld_codes));
   const QuantParams p{c.format, c.group, c.scale, c.dq};
@@ -546,16 +527,14 @@ void run_gpu_case(const GpuCase& c, std::int64_t n, std::int64_t k, std::int64_t
   std::size_t ws_bytes = 0;
   ASSERT_EQ(get_quantize_workspace_size(dm, &ws_bytes), Status::kSuccess);
   DeviceBuffer d_ws(ws_bytes);
-  ASSERT_EQ(quantize(static_cast<const T*>(d_x.data), ld, dm, d_ws.data, ws_bytes, nullptr),
-            Status::kSuccess);
+  ASSERT_EQ(quantize(static_cast<const T*>(d_x.data), ld, dm, d_ws.data, ws_bytes, nullptr), Status::kSuccess);
   ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
   HostPacked gpu(n, k, p, ld_codes);
   download(dm, d_packed, gpu);
   expect_packed_equal(gpu, cpu);
 
   // Dequantize both ways from the SAME (GPU) packed data, into poisoned outputs with a padded pitch.
-  const std::int64_t ld_out =
-      ld % 2 == 0 ? k + 8 : k + 3;  // k + 8: 16-byte aligned rows (vector stores)
+  const std::int64_t ld_out = ld % 2 == 0 ? k + 8 : k + 3;  // k + 8: 16-byte aligned rows (vector stores)
   std::vector<T> out_cpu(std::size_t(n * ld_out));
   std::memset(out_cpu.data(), 0xA5, out_cpu.size() * sizeof(T));
   ASSERT_EQ(dequantize_cpu(gpu.m, out_cpu.data(), ld_out), Status::kSuccess);
@@ -563,10 +542,8 @@ void run_gpu_case(const GpuCase& c, std::int64_t n, std::int64_t k, std::int64_t
   ASSERT_EQ(cudaMemset(d_out.data, 0xA5, d_out.bytes), cudaSuccess);
   ASSERT_EQ(dequantize(dm, static_cast<T*>(d_out.data), ld_out, nullptr), Status::kSuccess);
   std::vector<T> out_gpu(out_cpu.size());
-  ASSERT_EQ(cudaMemcpy(out_gpu.data(), d_out.data, d_out.bytes, cudaMemcpyDeviceToHost),
-            cudaSuccess);
-  expect_bytes_equal<T>(out_gpu.data(), out_cpu.data(), d_out.bytes,
-                        "dequantized output (incl. padding)");
+  ASSERT_EQ(cudaMemcpy(out_gpu.data(), d_out.data, d_out.bytes, cudaMemcpyDeviceToHost), cudaSuccess);
+  expect_bytes_equal<T>(out_gpu.data(), out_cpu.data(), d_out.bytes, "dequantized output (incl. padding)");
 }
 
 class QuantGpu : public ::testing::TestWithParam<GpuCase> {};
@@ -639,14 +616,12 @@ void run_streaming(const QuantParams& p, bool pinned) {
     ASSERT_EQ(cudaStreamCreate(&stream), cudaSuccess);
     // Warm-up call: with lazy module loading (the CUDA 12+ default) the first launch of each kernel loads
     // its code into device memory, which is the driver's, not an allocation of quantize_streaming.
-    ASSERT_EQ(quantize_streaming(host, ld, dm, d_staging.data, staging_bytes, stream),
-              Status::kSuccess);
+    ASSERT_EQ(quantize_streaming(host, ld, dm, d_staging.data, staging_bytes, stream), Status::kSuccess);
     ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
     ASSERT_EQ(cudaMemset(d_packed.data, 0xA5, b.total), cudaSuccess);
     ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
     ASSERT_EQ(cudaMemGetInfo(&free1, &total), cudaSuccess);
-    ASSERT_EQ(quantize_streaming(host, ld, dm, d_staging.data, staging_bytes, stream),
-              Status::kSuccess);
+    ASSERT_EQ(quantize_streaming(host, ld, dm, d_staging.data, staging_bytes, stream), Status::kSuccess);
     ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
     ASSERT_EQ(cudaMemGetInfo(&free2, &total), cudaSuccess);
     ASSERT_EQ(cudaStreamDestroy(stream), cudaSuccess);
@@ -661,8 +636,7 @@ void run_streaming(const QuantParams& p, bool pinned) {
         << "allocation granularity (2 MiB pages) aside, output + staging is all the device memory "
            "used";
     HostPacked streamed(n, k, p);
-    ASSERT_EQ(cudaMemcpy(streamed.buf.data, d_packed.data, b.total, cudaMemcpyDeviceToHost),
-              cudaSuccess);
+    ASSERT_EQ(cudaMemcpy(streamed.buf.data, d_packed.data, b.total, cudaMemcpyDeviceToHost), cudaSuccess);
 
     // The plain GPU quantizer on the same data (now the full matrix may live on the device).
     DeviceBuffer d_x(x.size() * sizeof(__half)), d_plain(b.total);
@@ -673,12 +647,10 @@ void run_streaming(const QuantParams& p, bool pinned) {
     std::size_t ws = 0;
     ASSERT_EQ(get_quantize_workspace_size(pm, &ws), Status::kSuccess);
     DeviceBuffer d_ws(ws);
-    ASSERT_EQ(quantize(static_cast<const __half*>(d_x.data), ld, pm, d_ws.data, ws, nullptr),
-              Status::kSuccess);
+    ASSERT_EQ(quantize(static_cast<const __half*>(d_x.data), ld, pm, d_ws.data, ws, nullptr), Status::kSuccess);
     ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
     HostPacked plain(n, k, p);
-    ASSERT_EQ(cudaMemcpy(plain.buf.data, d_plain.data, b.total, cudaMemcpyDeviceToHost),
-              cudaSuccess);
+    ASSERT_EQ(cudaMemcpy(plain.buf.data, d_plain.data, b.total, cudaMemcpyDeviceToHost), cudaSuccess);
     expect_packed_equal(streamed, plain);
   }
   if (pinned) ASSERT_EQ(cudaFreeHost(host), cudaSuccess);

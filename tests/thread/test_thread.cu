@@ -4,6 +4,9 @@
 // CPU tests always run. GPU tests (Convert_*.Device*, CodebookLut_*.DeviceMatchesHost) start with
 // NIBBLE_REQUIRE_GPU() and are skipped visibly without a device; they share one kernel run over
 // {every byte replicated 4x} ∪ {65536 random words}, whose seed is printed.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -12,15 +15,6 @@
 #include <cstdio>
 #include <cstring>
 #include <limits>
-#include <random>
-#include <set>
-#include <string>
-#include <vector>
-
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
-#include <cuda_runtime.h>
-
 #include <nibble/config.cuh>
 #include <nibble/detail/ptx.cuh>
 #include <nibble/device.cuh>  // check_device
@@ -29,6 +23,10 @@
 #include <nibble/status.cuh>
 #include <nibble/thread/convert.cuh>
 #include <nibble/thread/pack.cuh>
+#include <random>
+#include <set>
+#include <string>
+#include <vector>
 
 #include "common/format_oracles.hpp"
 #include "common/gpu.hpp"
@@ -52,11 +50,11 @@ void check_pack_x2_all_bytes() {
     int v0 = 99, v1 = 99;
     nibble::unpack_x2<F>(std::uint8_t(b), v0, v1);
     NIBBLE_REPORT_UNLESS(rep, v0 == value_oracle(F, b & 0xF) && v1 == value_oracle(F, b >> 4),
-                 "byte " << b << ": unpack_x2 gave (" << v0 << ", " << v1 << "), want ("
-                         << value_oracle(F, b & 0xF) << ", " << value_oracle(F, b >> 4) << ")");
+                         "byte " << b << ": unpack_x2 gave (" << v0 << ", " << v1 << "), want ("
+                                 << value_oracle(F, b & 0xF) << ", " << value_oracle(F, b >> 4) << ")");
     NIBBLE_REPORT_UNLESS(rep, v0 >= lo && v0 <= hi && v1 >= lo && v1 <= hi, "byte " << b << ": out of range");
     NIBBLE_REPORT_UNLESS(rep, nibble::pack_x2<F>(v0, v1) == b,
-                 "byte " << b << " -> values -> byte " << int(nibble::pack_x2<F>(v0, v1)));
+                         "byte " << b << " -> values -> byte " << int(nibble::pack_x2<F>(v0, v1)));
   }
 }
 
@@ -68,11 +66,11 @@ void check_pack_x2_all_value_pairs() {
     for (int v1 = lo; v1 < lo + 16; ++v1) {
       const int b = nibble::pack_x2<F>(v0, v1);
       NIBBLE_REPORT_UNLESS(rep, (b & 0xF) == (v0 & 0xF) && (b >> 4) == (v1 & 0xF),
-                   "(" << v0 << ", " << v1 << ") -> byte " << b << ": v0 must be the low nibble");
+                           "(" << v0 << ", " << v1 << ") -> byte " << b << ": v0 must be the low nibble");
       int u0 = 99, u1 = 99;
       nibble::unpack_x2<F>(std::uint8_t(b), u0, u1);
       NIBBLE_REPORT_UNLESS(rep, u0 == v0 && u1 == v1,
-                   "(" << v0 << ", " << v1 << ") -> byte -> (" << u0 << ", " << u1 << ")");
+                           "(" << v0 << ", " << v1 << ") -> byte -> (" << u0 << ", " << u1 << ")");
     }
 }
 
@@ -86,7 +84,7 @@ TEST(Pack_nf4, AllValuePairsRoundTrip) { check_pack_x2_all_value_pairs<kNf4>(); 
 TEST(Pack_fp4, AllValuePairsRoundTrip) { check_pack_x2_all_value_pairs<kFp4>(); }
 
 TEST(Pack, DocumentedExamplesAndTruncation) {
-  EXPECT_EQ(nibble::pack_x2<kS4>(-1, 7), 0x7F);   // v0 = -1 (0xF) low, v1 = 7 high
+  EXPECT_EQ(nibble::pack_x2<kS4>(-1, 7), 0x7F);  // v0 = -1 (0xF) low, v1 = 7 high
   EXPECT_EQ(nibble::pack_x2<kS4>(-8, 0), 0x08);
   EXPECT_EQ(nibble::pack_x2<kU4>(0x13, -1), 0xF3);  // out of range: low 4 bits kept
   EXPECT_EQ(nibble::to_nibble<kS4>(-8), 0x8u);
@@ -109,7 +107,7 @@ void check_pack_x8() {
       NIBBLE_REPORT_UNLESS(rep, v[i] == want, "word " << hex(w) << " value " << i << ": " << v[i] << ", want " << want);
     }
     NIBBLE_REPORT_UNLESS(rep, (nibble::pack_x8<F, O>(v) == w),
-                 "word " << hex(w) << " -> values -> " << hex(nibble::pack_x8<F, O>(v)));
+                         "word " << hex(w) << " -> values -> " << hex(nibble::pack_x8<F, O>(v)));
   }
   // values -> word -> values, on random in-range values.
   auto rng = nibble_test_rng();
@@ -120,9 +118,10 @@ void check_pack_x8() {
     const uint32_t w = nibble::pack_x8<F, O>(v);
     nibble::unpack_x8<F, O>(w, u);
     for (int i = 0; i < 8; ++i) {
-      NIBBLE_REPORT_UNLESS(rep, u[i] == v[i], "values -> " << hex(w) << " -> value " << i << " = " << u[i] << ", want " << v[i]);
+      NIBBLE_REPORT_UNLESS(rep, u[i] == v[i],
+                           "values -> " << hex(w) << " -> value " << i << " = " << u[i] << ", want " << v[i]);
       NIBBLE_REPORT_UNLESS(rep, ((w >> (4 * nibble_position_oracle(O, i))) & 0xF) == uint32_t(v[i] & 0xF),
-                   "value " << i << " not at its nibble in " << hex(w));
+                           "value " << i << " not at its nibble in " << hex(w));
     }
   }
 }
@@ -150,22 +149,26 @@ TEST(Interleave, InverseOfEachOtherAndMovesValueToItsNibble) {
   Reporter rep;
   for (const uint32_t w : words) {
     const uint32_t il = nibble::interleave_x8(w);
-    NIBBLE_REPORT_UNLESS(rep, nibble::deinterleave_x8(il) == w, hex(w) << ": deinterleave(interleave) = " << hex(nibble::deinterleave_x8(il)));
-    NIBBLE_REPORT_UNLESS(rep, nibble::interleave_x8(nibble::deinterleave_x8(w)) == w, hex(w) << ": interleave(deinterleave) != identity");
+    NIBBLE_REPORT_UNLESS(rep, nibble::deinterleave_x8(il) == w,
+                         hex(w) << ": deinterleave(interleave) = " << hex(nibble::deinterleave_x8(il)));
+    NIBBLE_REPORT_UNLESS(rep, nibble::interleave_x8(nibble::deinterleave_x8(w)) == w,
+                         hex(w) << ": interleave(deinterleave) != identity");
     for (int i = 0; i < 8; ++i)
       NIBBLE_REPORT_UNLESS(rep, ((il >> (4 * kInterleavedNibbleOfValue[i])) & 0xF) == ((w >> (4 * i)) & 0xF),
-                   hex(w) << " -> " << hex(il) << ": value " << i << " misplaced");
+                           hex(w) << " -> " << hex(il) << ": value " << i << " misplaced");
     // The properties convert.cuh relies on: w & 0x000F000F = (v0, v1) in the two 16-bit halves,
     // (w & 0x00F000F0) >> 4 = (v2, v3), and w >> 8 repeats the pattern for (v4, v5), (v6, v7).
     const auto v = [&](int i) { return (w >> (4 * i)) & 0xFu; };
-    NIBBLE_REPORT_UNLESS(rep, (il & 0x000F000Fu) == (v(0) | v(1) << 16), hex(w) << ": (v0, v1) not in the low nibbles of the halves");
+    NIBBLE_REPORT_UNLESS(rep, (il & 0x000F000Fu) == (v(0) | v(1) << 16),
+                         hex(w) << ": (v0, v1) not in the low nibbles of the halves");
     NIBBLE_REPORT_UNLESS(rep, ((il & 0x00F000F0u) >> 4) == (v(2) | v(3) << 16), hex(w) << ": (v2, v3)");
     NIBBLE_REPORT_UNLESS(rep, ((il >> 8) & 0x000F000Fu) == (v(4) | v(5) << 16), hex(w) << ": (v4, v5)");
     NIBBLE_REPORT_UNLESS(rep, (((il >> 8) & 0x00F000F0u) >> 4) == (v(6) | v(7) << 16), hex(w) << ": (v6, v7)");
     // interleave_x8 is "sequential values, re-packed interleaved", whatever the format.
     int vals[8];
     nibble::unpack_x8<kU4, kSeq>(w, vals);
-    NIBBLE_REPORT_UNLESS(rep, (nibble::pack_x8<kU4, kIlv>(vals) == il), hex(w) << ": interleave_x8 != pack_x8<kInterleaved>(unpack_x8<kSequential>)");
+    NIBBLE_REPORT_UNLESS(rep, (nibble::pack_x8<kU4, kIlv>(vals) == il),
+                         hex(w) << ": interleave_x8 != pack_x8<kInterleaved>(unpack_x8<kSequential>)");
   }
 }
 
@@ -182,7 +185,7 @@ TEST(Convert_s4_s8, HostMatchesUnpackAllBytes) {
     for (int i = 0; i < 8; ++i) {
       const int got = std::int8_t((out[i / 4] >> (8 * (i % 4))) & 0xFFu);
       NIBBLE_REPORT_UNLESS(rep, got == v[i] && v[i] == value_oracle(kS4, w >> (4 * i)),
-                   "word " << hex(w) << " value " << i << ": s8 " << got << ", want " << v[i]);
+                           "word " << hex(w) << " value " << i << ": s8 " << got << ", want " << v[i]);
     }
   }
 }
@@ -209,8 +212,9 @@ void check_reference_value() {
           want = std::is_same_v<T, float> ? entry : value16<T>(bits16<T>(entry));
         }
         const float got = F == kU4 ? nibble::reference_value<F, T>(w, i, zero) : nibble::reference_value<F, T>(w, i);
-        NIBBLE_REPORT_UNLESS(rep, float_bits(got) == float_bits(want),
-                     "word " << hex(w) << " value " << i << " zero " << zero << ": " << got << ", want " << want);
+        NIBBLE_REPORT_UNLESS(
+            rep, float_bits(got) == float_bits(want),
+            "word " << hex(w) << " value " << i << " zero " << zero << ": " << got << ", want " << want);
       }
     }
   }
@@ -287,15 +291,15 @@ TEST(CodebookLut_fp4_bf16, HostLayoutMatchesCodebook) { check_host_lut_layout<kF
 enum Slot : int {
   kSlotS4F16 = 0,
   kSlotS4Bf16 = 1,
-  kSlotU4F16 = 2,                  // + zero, zero = 0..15
-  kSlotU4Bf16 = kSlotU4F16 + 16,   // + zero
-  kSlotU4SplitF16 = kSlotU4Bf16 + 16,   // + z: zero_lo = z (values 0-3), zero_hi = 15 - z (values 4-7)
+  kSlotU4F16 = 2,                      // + zero, zero = 0..15
+  kSlotU4Bf16 = kSlotU4F16 + 16,       // + zero
+  kSlotU4SplitF16 = kSlotU4Bf16 + 16,  // + z: zero_lo = z (values 0-3), zero_hi = 15 - z (values 4-7)
   kSlotU4SplitBf16 = kSlotU4SplitF16 + 16,
   kSlotNf4F16 = kSlotU4SplitBf16 + 16,
   kSlotNf4Bf16,
   kSlotFp4F16,
   kSlotFp4Bf16,
-  kSlotS8,                         // words 0, 1 written; 2, 3 must keep the poison
+  kSlotS8,  // words 0, 1 written; 2, 3 must keep the poison
   kSlotCount
 };
 constexpr int kZeroCount = 16;
@@ -358,18 +362,18 @@ __global__ void codebook_lut_kernel(uint32_t* out) {  // 4 tables x 8 words: nf4
 struct DeviceRun {
   std::string error;  // empty when every CUDA call succeeded
   std::vector<uint32_t> words;
-  std::vector<uint32_t> out;  // [kSlotCount][words.size()][4]
+  std::vector<uint32_t> out;   // [kSlotCount][words.size()][4]
   std::vector<uint32_t> luts;  // 32 words
   uint32_t at(int slot, std::size_t word, int j) const { return out[(slot * words.size() + word) * 4 + j]; }
 };
 
-#define NIBBLE_RUN_TRY(expr)                                                               \
-  do {                                                                                     \
-    const cudaError_t e_ = (expr);                                                         \
-    if (e_ != cudaSuccess) {                                                               \
+#define NIBBLE_RUN_TRY(expr)                                                                       \
+  do {                                                                                             \
+    const cudaError_t e_ = (expr);                                                                 \
+    if (e_ != cudaSuccess) {                                                                       \
       run.error = std::string(#expr) + ": " + cudaGetErrorName(e_) + " " + cudaGetErrorString(e_); \
-      return run;                                                                          \
-    }                                                                                      \
+      return run;                                                                                  \
+    }                                                                                              \
   } while (0)
 
 DeviceRun run_device_once() {
@@ -423,16 +427,16 @@ void compare_pairs(const DeviceRun& run, int slot, const char* what, Want want) 
       const uint16_t lo = want(w, 2 * j), hi = want(w, 2 * j + 1);
       const uint32_t expect = uint32_t(lo) | uint32_t(hi) << 16, got = run.at(slot, n, j);
       NIBBLE_REPORT_UNLESS(rep, got == expect,
-                   what << " word " << hex(w) << " out[" << j << "] = " << hex(got) << " ("
-                        << value16<T>(uint16_t(got)) << ", " << value16<T>(uint16_t(got >> 16)) << "), want "
-                        << hex(expect) << " (" << value16<T>(lo) << ", " << value16<T>(hi) << ")");
+                           what << " word " << hex(w) << " out[" << j << "] = " << hex(got) << " ("
+                                << value16<T>(uint16_t(got)) << ", " << value16<T>(uint16_t(got >> 16)) << "), want "
+                                << hex(expect) << " (" << value16<T>(lo) << ", " << value16<T>(hi) << ")");
     }
   }
 }
 
-#define NIBBLE_DEVICE_RUN_OR_FAIL(run)                  \
-  NIBBLE_REQUIRE_GPU();                                 \
-  const DeviceRun& run = device_run();                  \
+#define NIBBLE_DEVICE_RUN_OR_FAIL(run) \
+  NIBBLE_REQUIRE_GPU();                \
+  const DeviceRun& run = device_run(); \
   ASSERT_TRUE(run.error.empty()) << run.error
 
 template <class T>
@@ -518,13 +522,14 @@ TEST(Convert_s4_s8, DeviceMatchesHostAllBytes) {
     nibble::unpack_x8<kS4, kSeq>(w, v);
     for (int i = 0; i < 8; ++i) {
       const int got = std::int8_t((run.at(kSlotS8, n, i / 4) >> (8 * (i % 4))) & 0xFFu);
-      NIBBLE_REPORT_UNLESS(rep, got == v[i], "word " << hex(w) << " value " << i << ": device s8 " << got << ", want " << v[i]);
+      NIBBLE_REPORT_UNLESS(rep, got == v[i],
+                           "word " << hex(w) << " value " << i << ": device s8 " << got << ", want " << v[i]);
     }
     NIBBLE_REPORT_UNLESS(rep, run.at(kSlotS8, n, 0) == host[0] && run.at(kSlotS8, n, 1) == host[1],
-                 "word " << hex(w) << ": device " << hex(run.at(kSlotS8, n, 0)) << " " << hex(run.at(kSlotS8, n, 1))
-                         << " != host " << hex(host[0]) << " " << hex(host[1]));
+                         "word " << hex(w) << ": device " << hex(run.at(kSlotS8, n, 0)) << " "
+                                 << hex(run.at(kSlotS8, n, 1)) << " != host " << hex(host[0]) << " " << hex(host[1]));
     NIBBLE_REPORT_UNLESS(rep, run.at(kSlotS8, n, 2) == kPoison && run.at(kSlotS8, n, 3) == kPoison,
-                 "word " << hex(w) << ": the kernel wrote past the two s8 words");
+                         "word " << hex(w) << ": the kernel wrote past the two s8 words");
   }
 }
 
@@ -532,8 +537,10 @@ template <Format F, class T>
 void check_device_lut(const DeviceRun& run, int offset) {
   const nibble::CodebookLut host = nibble::make_codebook_lut<F, T>();
   for (int i = 0; i < 4; ++i) {
-    EXPECT_EQ(run.luts[offset + i], host.lo[i]) << "lo[" << i << "]: device " << hex(run.luts[offset + i]) << " host " << hex(host.lo[i]);
-    EXPECT_EQ(run.luts[offset + 4 + i], host.hi[i]) << "hi[" << i << "]: device " << hex(run.luts[offset + 4 + i]) << " host " << hex(host.hi[i]);
+    EXPECT_EQ(run.luts[offset + i], host.lo[i])
+        << "lo[" << i << "]: device " << hex(run.luts[offset + i]) << " host " << hex(host.lo[i]);
+    EXPECT_EQ(run.luts[offset + 4 + i], host.hi[i])
+        << "hi[" << i << "]: device " << hex(run.luts[offset + 4 + i]) << " host " << hex(host.hi[i]);
   }
 }
 TEST(CodebookLut_nf4_f16, DeviceMatchesHost) {

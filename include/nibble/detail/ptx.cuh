@@ -24,15 +24,12 @@ NIBBLE_DEVICE std::uint32_t prmt(std::uint32_t a, std::uint32_t b, std::uint32_t
 }
 
 /// Shared-memory address of a generic pointer (for cp.async / ldmatrix operands).
-NIBBLE_DEVICE std::uint32_t smem_addr(const void* p) {
-  return static_cast<std::uint32_t>(__cvta_generic_to_shared(p));
-}
+NIBBLE_DEVICE std::uint32_t smem_addr(const void* p) { return static_cast<std::uint32_t>(__cvta_generic_to_shared(p)); }
 
 /// cp.async 16 bytes global -> shared, cached in L2 only; zero-fills the destination when !pred.
 NIBBLE_DEVICE void cp_async_16(void* smem, const void* gmem, bool pred) {
   const int src_bytes = pred ? 16 : 0;
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(smem_addr(smem)), "l"(gmem),
-               "r"(src_bytes));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(smem_addr(smem)), "l"(gmem), "r"(src_bytes));
 }
 
 /// Closes the current group of cp.async operations.

@@ -33,10 +33,14 @@ NIBBLE_HOST_DEVICE constexpr std::int64_t effective_group(int group_size, std::i
 
 NIBBLE_HOST_DEVICE constexpr const char* to_string(Format f) {
   switch (f) {
-    case Format::kS4: return "s4";
-    case Format::kU4: return "u4";
-    case Format::kNf4: return "nf4";
-    case Format::kFp4: return "fp4";
+    case Format::kS4:
+      return "s4";
+    case Format::kU4:
+      return "u4";
+    case Format::kNf4:
+      return "nf4";
+    case Format::kFp4:
+      return "fp4";
   }
   return "unknown";
 }
@@ -57,38 +61,61 @@ struct QuantFormat {
   static constexpr bool kCodebook = is_codebook(F);
 };
 
-template <int G, bool DQ = false> using S4 = QuantFormat<Format::kS4, G, DQ>;
-template <int G, bool DQ = false> using U4 = QuantFormat<Format::kU4, G, DQ>;
-template <int G, bool DQ = false> using Nf4 = QuantFormat<Format::kNf4, G, DQ>;
-template <int G, bool DQ = false> using Fp4 = QuantFormat<Format::kFp4, G, DQ>;
+template <int G, bool DQ = false>
+using S4 = QuantFormat<Format::kS4, G, DQ>;
+template <int G, bool DQ = false>
+using U4 = QuantFormat<Format::kU4, G, DQ>;
+template <int G, bool DQ = false>
+using Nf4 = QuantFormat<Format::kNf4, G, DQ>;
+template <int G, bool DQ = false>
+using Fp4 = QuantFormat<Format::kFp4, G, DQ>;
 
 /// Element types nibble reads and writes, as a runtime tag for host APIs.
 enum class DType : std::uint8_t { kF32 = 0, kF16 = 1, kBF16 = 2 };
 
-template <class T> struct dtype_of;
-template <> struct dtype_of<float> { static constexpr DType value = DType::kF32; };
-template <> struct dtype_of<__half> { static constexpr DType value = DType::kF16; };
-template <> struct dtype_of<__nv_bfloat16> { static constexpr DType value = DType::kBF16; };
-template <class T> inline constexpr DType dtype_of_v = dtype_of<T>::value;
+template <class T>
+struct dtype_of;
+template <>
+struct dtype_of<float> {
+  static constexpr DType value = DType::kF32;
+};
+template <>
+struct dtype_of<__half> {
+  static constexpr DType value = DType::kF16;
+};
+template <>
+struct dtype_of<__nv_bfloat16> {
+  static constexpr DType value = DType::kBF16;
+};
+template <class T>
+inline constexpr DType dtype_of_v = dtype_of<T>::value;
 
 NIBBLE_HOST_DEVICE constexpr int size_of(DType t) { return t == DType::kF32 ? 4 : 2; }
 
 /// float → T with round-to-nearest-even, identical on host and device.
 template <class T>
 NIBBLE_HOST_DEVICE T from_float(float x) {
-  if constexpr (std::is_same_v<T, float>) return x;
-  else if constexpr (std::is_same_v<T, __half>) return __float2half_rn(x);
-  else if constexpr (std::is_same_v<T, __nv_bfloat16>) return __float2bfloat16_rn(x);
-  else static_assert(dependent_false<T>, "element type must be float, __half or __nv_bfloat16");
+  if constexpr (std::is_same_v<T, float>)
+    return x;
+  else if constexpr (std::is_same_v<T, __half>)
+    return __float2half_rn(x);
+  else if constexpr (std::is_same_v<T, __nv_bfloat16>)
+    return __float2bfloat16_rn(x);
+  else
+    static_assert(dependent_false<T>, "element type must be float, __half or __nv_bfloat16");
 }
 
 /// T → float (exact), identical on host and device.
 template <class T>
 NIBBLE_HOST_DEVICE float to_float(T x) {
-  if constexpr (std::is_same_v<T, float>) return x;
-  else if constexpr (std::is_same_v<T, __half>) return __half2float(x);
-  else if constexpr (std::is_same_v<T, __nv_bfloat16>) return __bfloat162float(x);
-  else static_assert(dependent_false<T>, "element type must be float, __half or __nv_bfloat16");
+  if constexpr (std::is_same_v<T, float>)
+    return x;
+  else if constexpr (std::is_same_v<T, __half>)
+    return __half2float(x);
+  else if constexpr (std::is_same_v<T, __nv_bfloat16>)
+    return __bfloat162float(x);
+  else
+    static_assert(dependent_false<T>, "element type must be float, __half or __nv_bfloat16");
 }
 
 }  // namespace nibble

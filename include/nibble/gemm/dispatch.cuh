@@ -48,8 +48,7 @@ Status launch_tile(const KernelParams<T>& p, const Plan& plan, cudaStream_t stre
 /// translation units built for sm_90a (elsewhere run() rejects a forced kWgmma before this point), the
 /// shared-memory table variants only for nf4 / fp4.
 template <class T, Format F>
-Status dispatch(const KernelParams<T>& p, const Plan& plan, bool wgmma, bool table, cudaStream_t stream,
-                int device) {
+Status dispatch(const KernelParams<T>& p, const Plan& plan, bool wgmma, bool table, cudaStream_t stream, int device) {
   return visit_tile(plan.kind, Status::kErrorInvalidArgument, [&](auto tile) -> Status {
     using Tile = decltype(tile);
     if constexpr ((Tile::kFormats & format_bit(F)) == 0) {

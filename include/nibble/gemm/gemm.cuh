@@ -38,18 +38,18 @@ enum class CodebookTable : int {
 
 /// C[M, N] = A[M, K] * dequant(W)^T (+ bias[N]).
 struct Arguments {
-  std::int64_t m = 0;              ///< rows of A and C (tokens); any M >= 1
-  DType act_type = DType::kF16;    ///< type of A, bias and the weight scales: kF16 or kBF16
-  const void* a = nullptr;         ///< A [M, lda] row-major; 16-byte aligned, lda a multiple of 8
-  std::int64_t lda = 0;            ///< >= K
-  GemmWeights w;                   ///< the weight, repacked for act_type (layout/repack.cuh)
-  const void* bias = nullptr;      ///< optional bias [N] of act_type
-  void* c = nullptr;               ///< C [M, ldc] row-major
-  std::int64_t ldc = 0;            ///< >= N
-  DType out_type = DType::kF16;    ///< act_type, or kF32 for fp32 output
-  int split_k = 0;                 ///< 0: chosen by the heuristic; > 0: forced number of K splits
-  int sm_count = 0;                ///< 0: taken from the current device
-  Mainloop mainloop = Mainloop::kAuto;  ///< kernel family; kAuto picks the fastest available
+  std::int64_t m = 0;                                   ///< rows of A and C (tokens); any M >= 1
+  DType act_type = DType::kF16;                         ///< type of A, bias and the weight scales: kF16 or kBF16
+  const void* a = nullptr;                              ///< A [M, lda] row-major; 16-byte aligned, lda a multiple of 8
+  std::int64_t lda = 0;                                 ///< >= K
+  GemmWeights w;                                        ///< the weight, repacked for act_type (layout/repack.cuh)
+  const void* bias = nullptr;                           ///< optional bias [N] of act_type
+  void* c = nullptr;                                    ///< C [M, ldc] row-major
+  std::int64_t ldc = 0;                                 ///< >= N
+  DType out_type = DType::kF16;                         ///< act_type, or kF32 for fp32 output
+  int split_k = 0;                                      ///< 0: chosen by the heuristic; > 0: forced number of K splits
+  int sm_count = 0;                                     ///< 0: taken from the current device
+  Mainloop mainloop = Mainloop::kAuto;                  ///< kernel family; kAuto picks the fastest available
   CodebookTable codebook_table = CodebookTable::kAuto;  ///< nf4 / fp4 decode table
   /// 0: the device's opt-in limit of shared memory per block. > 0: run() uses only tiles (and nf4 / fp4
   /// tables) within this many bytes per CTA, e.g. to leave room for other kernels or to run what a GPU with
@@ -108,8 +108,7 @@ inline Status check_arguments(const Arguments& args) {
   if (args.act_type != DType::kF16 && args.act_type != DType::kBF16) return Status::kErrorUnsupportedFormat;
   if (args.out_type != args.act_type && args.out_type != DType::kF32) return Status::kErrorUnsupportedFormat;
   if (w.scale_type != args.act_type) return Status::kErrorUnsupportedFormat;  // repack for this act type
-  if (w.format != Format::kS4 && w.format != Format::kU4 && w.format != Format::kNf4 &&
-      w.format != Format::kFp4)
+  if (w.format != Format::kS4 && w.format != Format::kU4 && w.format != Format::kNf4 && w.format != Format::kFp4)
     return Status::kErrorUnsupportedFormat;
   if (!is_supported_group_size(w.group_size)) return Status::kErrorGroupSize;
   if (args.m < 1 || w.n < 1 || w.k < 1 || w.k % 2 != 0) return Status::kErrorInvalidShape;
@@ -226,8 +225,7 @@ inline Status prepare(const Arguments& args, const DeviceInfo& info, Launch* out
   const int smem_optin = smem_limit(args.max_smem_per_block, info.max_smem_per_block);
   const Plan plan = make_plan(args, device_limits(info), mainloop);
   const TileConfig tile = tile_config(plan.kind);
-  if (mainloop == Mainloop::kWgmma && tile.transposed && !wgmma_available(info))
-    return Status::kErrorUnsupportedDevice;
+  if (mainloop == Mainloop::kWgmma && tile.transposed && !wgmma_available(info)) return Status::kErrorUnsupportedDevice;
   if (!launchable(plan)) return Status::kErrorSizeOverflow;
   // The tile must fit; the nf4 / fp4 table goes where it also fits (kAuto).
   if (tile.smem_bytes() > smem_optin) return Status::kErrorUnsupportedDevice;
@@ -235,8 +233,8 @@ inline Status prepare(const Arguments& args, const DeviceInfo& info, Launch* out
   if (is_codebook(args.w.format)) {
     const bool fits = tile.smem_bytes() + tile.table_bytes() <= smem_optin;
     if (args.codebook_table == CodebookTable::kSharedMemory && !fits) return Status::kErrorUnsupportedDevice;
-    table = args.codebook_table == CodebookTable::kSharedMemory ||
-            (args.codebook_table == CodebookTable::kAuto && fits);
+    table =
+        args.codebook_table == CodebookTable::kSharedMemory || (args.codebook_table == CodebookTable::kAuto && fits);
   }
   out->plan = plan;
   out->wgmma = mainloop == Mainloop::kWgmma;

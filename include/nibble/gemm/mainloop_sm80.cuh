@@ -116,8 +116,8 @@ __global__ void __launch_bounds__(Tile::kConfig.threads()) gemm_kernel(const Ker
     return work.m0 + (wm * C.warp_m16 + m) * 16 + lane / 4 + 8 * (i / 2);
   };
   if (p.splits > 1 &&
-      !split_k_reduce<kRegs, kThreads>(p, work.tile, work.split, BM * BN, &rC[0][0][0][0],
-                                       [&](int r) { return row_of(r) < p.m; }, &s_is_last))
+      !split_k_reduce<kRegs, kThreads>(
+          p, work.tile, work.split, BM * BN, &rC[0][0][0][0], [&](int r) { return row_of(r) < p.m; }, &s_is_last))
     return;
 
 #pragma unroll

@@ -33,9 +33,10 @@ NIBBLE_ARCH_NAMESPACE_BEGIN
 /// 128 registers per thread; u4's zero points only up to 64 tokens), one otherwise (the mma.sync body
 /// keeps tile_m / 2 accumulators and its ldmatrix operands live: capped at 128 registers it spills).
 template <class Tile, Format F, bool kUseWgmma>
-inline constexpr int kWgMinBlocks =
-    (kUseWgmma && nibble::detail::kWgmmaCompiled && Tile::kConfig.tile_m() <= (F == Format::kU4 ? 64 : 128)) ? 2
-                                                                                                            : 1;
+inline constexpr int kWgMinBlocks = (kUseWgmma && nibble::detail::kWgmmaCompiled &&
+                                     Tile::kConfig.tile_m() <= (F == Format::kU4 ? 64 : 128))
+                                        ? 2
+                                        : 1;
 
 /// kSmemTable: nf4 / fp4 decode through the shared-memory codebook table (else the register table).
 template <class T, Format F, class Tile, bool kUseWgmma, bool kSmemTable = false>
@@ -43,8 +44,9 @@ __global__ void __launch_bounds__(Tile::kConfig.threads(), (kWgMinBlocks<Tile, F
     gemm_transposed_kernel(const KernelParams<T> p) {
   constexpr TileConfig C = Tile::kConfig;
   static_assert(C.transposed && C.valid(), "gemm_transposed_kernel runs transposed tile configurations");
-  static_assert(C.atoms_k == 1, "one weight atom per warp and k-tile (an even number of k-steps: the two "
-                                "fragment sets alternate across k-tiles too)");
+  static_assert(C.atoms_k == 1,
+                "one weight atom per warp and k-tile (an even number of k-steps: the two "
+                "fragment sets alternate across k-tiles too)");
   constexpr int BT = C.tile_m(), BW = C.tile_n(), S = C.stages;  // tokens, weight rows
   constexpr int kThreads = C.threads();
   constexpr int kKSteps = C.atoms_k * 4;  // k16 steps per k-tile
@@ -55,8 +57,7 @@ __global__ void __launch_bounds__(Tile::kConfig.threads(), (kWgMinBlocks<Tile, F
   extern __shared__ __align__(128) unsigned char smem_raw[];
   __shared__ int s_is_last;
   // The 128-byte swizzle repeats every 1024 bytes: align the storage (smem_bytes() holds 1024 bytes extra).
-  Storage& smem = *reinterpret_cast<Storage*>(smem_raw +
-                                              ((1024 - nibble::detail::smem_addr(smem_raw) % 1024) % 1024));
+  Storage& smem = *reinterpret_cast<Storage*>(smem_raw + ((1024 - nibble::detail::smem_addr(smem_raw) % 1024) % 1024));
 
   const CtaWork work = cta_work(p, BT, BW);
   const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
@@ -134,8 +135,8 @@ __global__ void __launch_bounds__(Tile::kConfig.threads(), (kWgMinBlocks<Tile, F
   // Epilogue. rC[4i + r] is (weight row 16 warp + g + 8 (r / 2), token 8i + 2t + r % 2) of the tile.
   auto token_of = [&](int r) { return 8 * (r / 4) + 2 * t + r % 2; };
   if (p.splits > 1 &&
-      !split_k_reduce<kAcc, kThreads>(p, work.tile, work.split, BT * BW, rC,
-                                      [&](int r) { return work.m0 + token_of(r) < p.m; }, &s_is_last))
+      !split_k_reduce<kAcc, kThreads>(
+          p, work.tile, work.split, BT * BW, rC, [&](int r) { return work.m0 + token_of(r) < p.m; }, &s_is_last))
     return;
 
   __syncthreads();  // every warp is done with the ring: reuse it as the staging tile sC

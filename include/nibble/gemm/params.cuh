@@ -9,23 +9,23 @@ namespace nibble::gemm::detail {
 template <class T>
 struct KernelParams {
   int m, n, k;
-  const T* a;                  // gA: activations [M, lda], T
+  const T* a;  // gA: activations [M, lda], T
   std::int64_t lda;
-  const std::uint8_t* codes;   // gW: weight codes in the GEMM layout (layout/gemm_layout.cuh)
-  const T* scales;             // gS: [groups][n_pad]
-  const std::uint8_t* zeros;   // gZ: [groups][n_pad], u4 only
+  const std::uint8_t* codes;  // gW: weight codes in the GEMM layout (layout/gemm_layout.cuh)
+  const T* scales;            // gS: [groups][n_pad]
+  const std::uint8_t* zeros;  // gZ: [groups][n_pad], u4 only
   layout::GemmShape shape;
-  int group_log2;              // log2(group) for grouped formats
+  int group_log2;  // log2(group) for grouped formats
   bool per_channel;
-  const T* bias;               // [N] or null
-  void* c;                     // gC: [M, ldc], T or float
+  const T* bias;  // [N] or null
+  void* c;        // gC: [M, ldc], T or float
   std::int64_t ldc;
-  bool out_f32;                // C is float instead of T
-  bool pair_stores;            // C rows allow 2-element vector stores (ldc even, pointer aligned)
+  bool out_f32;      // C is float instead of T
+  bool pair_stores;  // C rows allow 2-element vector stores (ldc even, pointer aligned)
   // the tile scheduler's plan (scheduler.cuh)
   int tiles_m, tiles_n, splits, k_tiles, k_tiles_per_split;
-  float* partials;             // split-K workspace: [tiles][splits][tile_m * tile_n] (fragment order)
-  unsigned* counters;          // [tiles], zero before and after every run
+  float* partials;     // split-K workspace: [tiles][splits][tile_m * tile_n] (fragment order)
+  unsigned* counters;  // [tiles], zero before and after every run
 };
 
 NIBBLE_ARCH_NAMESPACE_BEGIN

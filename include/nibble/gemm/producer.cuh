@@ -26,27 +26,27 @@ struct StageLoader {
   static constexpr TileConfig C = Tile::kConfig;
   using Stage = StageStorage<T, Tile>;
   static constexpr int BM = C.tile_m(), BN = C.tile_n(), BK = C.tile_k(), kThreads = C.threads();
-  static constexpr int kChunksK = BK / 8;                      // 16-byte chunks per A row
-  static constexpr int kAChunks = BM * kChunksK / kThreads;    // A chunks per thread per k-tile
-  static constexpr int kARowStep = kThreads / kChunksK;        // rows between a thread's A chunks
+  static constexpr int kChunksK = BK / 8;                    // 16-byte chunks per A row
+  static constexpr int kAChunks = BM * kChunksK / kThreads;  // A chunks per thread per k-tile
+  static constexpr int kARowStep = kThreads / kChunksK;      // rows between a thread's A chunks
   static constexpr int kWarps = C.warps();
   static constexpr int kWChunks = C.b_stage_bytes() / 16 / kThreads;  // weight chunks per thread
-  static constexpr int kWAtomStep = kWarps / C.atoms_k;        // atom columns between a thread's chunks
+  static constexpr int kWAtomStep = kWarps / C.atoms_k;               // atom columns between a thread's chunks
   static_assert(kThreads % kChunksK == 0 && (BM * kChunksK) % kThreads == 0 && kARowStep % 8 == 0,
                 "each thread copies whole A chunks at a fixed swizzle phase");
   static_assert(C.b_stage_bytes() % (16 * kThreads) == 0 && kWarps % C.atoms_k == 0,
                 "each thread copies whole weight chunks of a fixed k-atom");
   static_assert(kWChunks * kThreads * 16 == int(sizeof(Stage::w)), "the weight chunks fill sW");
 
-  const T* gA;                // A at (m0 + row0, chunk * 8) (chunk j: + j * kARowStep rows)
-  int a_rows_left;            // M - (m0 + row0): chunk j is in range while j * kARowStep < a_rows_left
-  int a_k0;                   // chunk * 8
-  int sA_offset;              // element offset of chunk 0 in sA
-  const unsigned char* gW;    // the first atom's lane slice at k-tile 0 (chunk j: + j * kWAtomStep columns)
-  int w_cols_left;            // atom columns from this thread's first to the weight's last
-  int w_kb;                   // this thread's atom within the k-tile
-  int gpt;                    // groups_per_tile
-  int n0;                     // the tile's first weight row
+  const T* gA;              // A at (m0 + row0, chunk * 8) (chunk j: + j * kARowStep rows)
+  int a_rows_left;          // M - (m0 + row0): chunk j is in range while j * kARowStep < a_rows_left
+  int a_k0;                 // chunk * 8
+  int sA_offset;            // element offset of chunk 0 in sA
+  const unsigned char* gW;  // the first atom's lane slice at k-tile 0 (chunk j: + j * kWAtomStep columns)
+  int w_cols_left;          // atom columns from this thread's first to the weight's last
+  int w_kb;                 // this thread's atom within the k-tile
+  int gpt;                  // groups_per_tile
+  int n0;                   // the tile's first weight row
 
   NIBBLE_DEVICE StageLoader(const KernelParams<T>& p, int m0, int n0, int tid) {
     const int row0 = tid / kChunksK, chunk = tid % kChunksK;
@@ -70,12 +70,11 @@ struct StageLoader {
     const bool a_k_ok = valid && kt * BK + a_k0 < p.k;
     const T* gA_kt = gA + std::int64_t(kt) * BK;
     const std::int64_t a_row_step = std::int64_t(kARowStep) * p.lda;  // from the kernel parameters: no
-    // register held across the mainloop for it
+                                                                      // register held across the mainloop for it
 #pragma unroll
     for (int j = 0; j < kAChunks; ++j) {
       const bool pred = a_k_ok && j * kARowStep < a_rows_left;
-      nibble::detail::cp_async_16(st.a + sA_offset + j * kARowStep * 64, pred ? gA_kt + j * a_row_step : p.a,
-                                  pred);
+      nibble::detail::cp_async_16(st.a + sA_offset + j * kARowStep * 64, pred ? gA_kt + j * a_row_step : p.a, pred);
     }
     // sW: chunk j of this thread is lane slice `lane` of atom (nb0 + j * kWAtomStep, kt * atoms_k + w_kb);
     // the chunks of a CTA fill sW in order, so chunk (tid + j * kThreads) lands at that index.

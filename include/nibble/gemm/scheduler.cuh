@@ -106,8 +106,8 @@ inline int smem_limit(int a, int b) {
 /// The grid and split-K of a GEMM of M rows against weights of shape `s` with tile configuration c: forced
 /// `split_k` (> 0) or the cost model's choice (0), on a device of `sm_count` SMs with `ctas_per_sm` CTAs of
 /// c resident per SM.
-inline Plan make_plan_for(std::int64_t m, const layout::GemmShape& s, int split_k, const TileConfig& c,
-                          int sm_count, int ctas_per_sm) {
+inline Plan make_plan_for(std::int64_t m, const layout::GemmShape& s, int split_k, const TileConfig& c, int sm_count,
+                          int ctas_per_sm) {
   Plan p;
   p.tiles_m = int((m + c.tile_m() - 1) / c.tile_m());
   p.tiles_n = int((s.n_pad + c.tile_n() - 1) / c.tile_n());
@@ -132,8 +132,7 @@ inline Plan make_plan_for(std::int64_t m, const layout::GemmShape& s, int split_
       for (int sp = 1; sp <= max_splits && sp <= 64; ++sp) {
         const double waves = double((tiles * sp + slots - 1) / slots);
         // + 1 k-tile: the pipeline's fill and drain, paid once per CTA
-        const double cta_bytes =
-            double((p.k_tiles + sp - 1) / sp + 1) * k_tile_bytes + (sp > 1 ? partial_bytes : 0.0);
+        const double cta_bytes = double((p.k_tiles + sp - 1) / sp + 1) * k_tile_bytes + (sp > 1 ? partial_bytes : 0.0);
         if (waves * cta_bytes < best * (1.0 - 1e-9)) {
           best = waves * cta_bytes;
           splits = sp;

@@ -17,9 +17,9 @@ namespace nibble::gemm::detail {
 template <class T, class Tile>
 struct alignas(Tile::kConfig.transposed ? 1024 : 16) StageStorage {
   static constexpr TileConfig C = Tile::kConfig;
-  T a[C.tile_m() * C.tile_k()];                                  // sA: (tile_k / 64, tile_m, 64) T, swizzled
+  T a[C.tile_m() * C.tile_k()];  // sA: (tile_k / 64, tile_m, 64) T, swizzled
   alignas(16) std::uint8_t w[C.tile_n() / layout::kAtomN][C.atoms_k][layout::kAtomBytes];  // sW: atoms
-  alignas(16) T s[C.max_groups_per_tile()][C.tile_n()];          // sS: (groups, tile_n) scales
+  alignas(16) T s[C.max_groups_per_tile()][C.tile_n()];             // sS: (groups, tile_n) scales
   alignas(16) std::uint8_t z[C.max_groups_per_tile()][C.tile_n()];  // sZ: (groups, tile_n) zero points (u4)
 
   /// Element offset in `a` of 8-element chunk `chunk` (0 .. tile_k / 8 - 1) of row `row`.

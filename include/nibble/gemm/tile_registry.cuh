@@ -105,8 +105,8 @@ struct TileConfig {
     if (table_copies != 16 && table_copies != 32) return false;
     if (!transposed) return warps() >= 1 && atoms_k >= 1 && stages >= 2;
     const int t = tile_m();  // the N of one wgmma: the sizes detail/wgmma.cuh provides
-    return warps_m == 1 && warp_n16 == 1 && warps_n % 4 == 0 && (t == 64 || t == 128 || t == 256) &&
-           atoms_k == 1 && stages >= 3;
+    return warps_m == 1 && warp_n16 == 1 && warps_n % 4 == 0 && (t == 64 || t == 128 || t == 256) && atoms_k == 1 &&
+           stages >= 3;
   }
 };
 
@@ -279,13 +279,11 @@ template <class... Tiles>
 constexpr bool registry_is_consistent(nibble::detail::TypeList<Tiles...>) {
   // every configuration follows its kernel's rules; a fallback is the same kernel family, serves the same
   // formats and needs less shared memory
-  return ((Tiles::kConfig.valid() &&
-           std::is_same_v<typename Tiles::Kernel, typename Tiles::Fewer::Kernel> &&
+  return ((Tiles::kConfig.valid() && std::is_same_v<typename Tiles::Kernel, typename Tiles::Fewer::Kernel> &&
            (Tiles::Fewer::kFormats & Tiles::kFormats) == Tiles::kFormats &&
            (std::is_same_v<Tiles, typename Tiles::Fewer> ||
             Tiles::Fewer::kConfig.smem_bytes() < Tiles::kConfig.smem_bytes()) &&
-           Tiles::kConfig.transposed == std::is_same_v<typename Tiles::Kernel, TransposedKernel>) &&
-          ...);
+           Tiles::kConfig.transposed == std::is_same_v<typename Tiles::Kernel, TransposedKernel>)&&...);
 }
 }  // namespace detail
 static_assert(detail::registry_is_consistent(TileList{}), "tile registry: configurations and fallbacks");

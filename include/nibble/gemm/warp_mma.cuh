@@ -108,8 +108,8 @@ NIBBLE_DEVICE std::uint32_t load_atom_word(const void* atom, int lane, int j) {
 /// Values: the s4 integer, the u4 code minus q's zero points, or the codebook entry (all exact in T but
 /// the codebook entries, rounded to T).
 template <class T, Format F>
-NIBBLE_DEVICE void decode_fragments(std::uint32_t word, const ColumnPairQuant<T>& q,
-                                    const DequantContext<F, T>& ctx, std::uint32_t (&b)[4]) {
+NIBBLE_DEVICE void decode_fragments(std::uint32_t word, const ColumnPairQuant<T>& q, const DequantContext<F, T>& ctx,
+                                    std::uint32_t (&b)[4]) {
   if constexpr (F == Format::kS4) {
     s4x8_to_pairs<T>(word, b);
   } else if constexpr (F == Format::kU4) {

@@ -102,8 +102,7 @@ struct CodeLocation {
   std::int64_t byte;
   int shift;  ///< 0 for the low nibble, 4 for the high one
 };
-NIBBLE_HOST_DEVICE constexpr CodeLocation code_location(const GemmShape& s, Format f, std::int64_t n,
-                                                        std::int64_t k) {
+NIBBLE_HOST_DEVICE constexpr CodeLocation code_location(const GemmShape& s, Format f, std::int64_t n, std::int64_t k) {
   const int dn = int(n % kAtomN), dk = int(k % kAtomK);
   // Invert atom_coord: n = g + 8 * (i / 4), k = 16 j + 2 t + 8 * ((i / 2) % 2) + i % 2.
   const int g = dn % 8, j = dk / 16, r = dk % 16;
@@ -141,11 +140,11 @@ namespace nibble {
 /// type). Sizes: codes shape().code_bytes(), scales and zeros shape().scale_count() (gemm_weight_bytes).
 struct GemmWeights {
   Format format = Format::kS4;
-  int group_size = 128;               ///< 32, 64, 128, 256 or kPerChannel
-  std::int64_t n = 0, k = 0;          ///< logical [N, K]
-  DType scale_type = DType::kF16;     ///< the activation type this weight was repacked for
+  int group_size = 128;            ///< 32, 64, 128, 256 or kPerChannel
+  std::int64_t n = 0, k = 0;       ///< logical [N, K]
+  DType scale_type = DType::kF16;  ///< the activation type this weight was repacked for
   const std::uint8_t* codes = nullptr;
-  const void* scales = nullptr;       ///< [groups][n_pad] of scale_type
+  const void* scales = nullptr;         ///< [groups][n_pad] of scale_type
   const std::uint8_t* zeros = nullptr;  ///< [groups][n_pad], u4 only
 
   NIBBLE_HOST_DEVICE layout::GemmShape shape() const { return layout::make_gemm_shape(n, k, group_size); }

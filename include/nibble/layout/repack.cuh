@@ -3,9 +3,9 @@
 // routine, so identical bytes). The one header of layout/ that includes quant/.
 #pragma once
 
+#include "../device.cuh"
 #include "../quant/double_quant.cuh"
 #include "../quant/packed_matrix.cuh"
-#include "../device.cuh"
 #include "../status.cuh"
 #include "gemm_layout.cuh"
 
@@ -68,8 +68,8 @@ NIBBLE_HOST_DEVICE std::uint32_t repack_word(const PlainWeights& src, const Gemm
 
 /// Scale (as float) and zero point of GEMM-layout entry `idx` = group * n_pad + n (0 in padding).
 /// Double-quantized scales are expanded here with `map` (quant/double_quant.cuh: dq_scale).
-NIBBLE_HOST_DEVICE float repack_scale(const PlainWeights& src, const GemmShape& s, const float* map,
-                                      std::int64_t idx, std::uint8_t* zero) {
+NIBBLE_HOST_DEVICE float repack_scale(const PlainWeights& src, const GemmShape& s, const float* map, std::int64_t idx,
+                                      std::uint8_t* zero) {
   const std::int64_t group = idx / s.n_pad, n = idx % s.n_pad;
   const std::int64_t src_groups = src.group_size == kPerChannel ? 1 : s.k / src.group_size;
   *zero = 0;
@@ -79,9 +79,12 @@ NIBBLE_HOST_DEVICE float repack_scale(const PlainWeights& src, const GemmShape& 
   if (src.dq_codes != nullptr)
     return dq_scale(map, src.dq_codes[at], src.dq_absmax2[at / kDoubleQuantBlock], *src.dq_offset);
   switch (src.scale_type) {
-    case DType::kF32: return static_cast<const float*>(src.scales)[at];
-    case DType::kF16: return to_float(static_cast<const __half*>(src.scales)[at]);
-    case DType::kBF16: return to_float(static_cast<const __nv_bfloat16*>(src.scales)[at]);
+    case DType::kF32:
+      return static_cast<const float*>(src.scales)[at];
+    case DType::kF16:
+      return to_float(static_cast<const __half*>(src.scales)[at]);
+    case DType::kBF16:
+      return to_float(static_cast<const __nv_bfloat16*>(src.scales)[at]);
   }
   return 0.0f;
 }
@@ -95,8 +98,8 @@ __global__ void repack_codes_kernel(PlainWeights src, GemmShape s, std::uint32_t
 }
 
 template <class T>
-__global__ void repack_scales_kernel(PlainWeights src, GemmShape s, const __grid_constant__ DynamicMap map,
-                                     T* scales, std::uint8_t* zeros) {
+__global__ void repack_scales_kernel(PlainWeights src, GemmShape s, const __grid_constant__ DynamicMap map, T* scales,
+                                     std::uint8_t* zeros) {
   for (std::int64_t i = blockIdx.x * std::int64_t(blockDim.x) + threadIdx.x; i < s.scale_count();
        i += std::int64_t(gridDim.x) * blockDim.x) {
     std::uint8_t z;
@@ -170,12 +173,15 @@ Status repack(const PlainWeights& src, DType act, void* codes, void* scales, voi
   constexpr int kThreads = 256;
   auto blocks = [](std::int64_t work) { return unsigned(std::min<std::int64_t>((work + 255) / 256, 65536)); };
   std::uint8_t* z = has_zero_point(src.format) ? static_cast<std::uint8_t*>(zeros) : nullptr;
-  layout::repack_codes_kernel<><<<blocks(words), kThreads, 0, stream>>>(src, s, static_cast<std::uint32_t*>(codes), words);
+  layout::repack_codes_kernel<>
+      <<<blocks(words), kThreads, 0, stream>>>(src, s, static_cast<std::uint32_t*>(codes), words);
   NIBBLE_CHECK_LAUNCH();
   if (act == DType::kF16) {
-    layout::repack_scales_kernel<__half><<<blocks(s.scale_count()), kThreads, 0, stream>>>(src, s, dynamic_map(), static_cast<__half*>(scales), z);
+    layout::repack_scales_kernel<__half>
+        <<<blocks(s.scale_count()), kThreads, 0, stream>>>(src, s, dynamic_map(), static_cast<__half*>(scales), z);
   } else {
-    layout::repack_scales_kernel<__nv_bfloat16><<<blocks(s.scale_count()), kThreads, 0, stream>>>(src, s, dynamic_map(), static_cast<__nv_bfloat16*>(scales), z);
+    layout::repack_scales_kernel<__nv_bfloat16><<<blocks(s.scale_count()), kThreads, 0, stream>>>(
+        src, s, dynamic_map(), static_cast<__nv_bfloat16*>(scales), z);
   }
   NIBBLE_CHECK_LAUNCH();
   *out = detail::make_view(src, act, codes, scales, zeros);
@@ -189,14 +195,15 @@ inline Status repack_host(const PlainWeights& src, DType act, void* codes, void*
   if (out == nullptr) return Status::kErrorNullPointer;
   const layout::GemmShape s = layout::make_gemm_shape(src.n, src.k, src.group_size);
   auto* dst = static_cast<std::uint32_t*>(codes);
-  for (std::int64_t w = 0; w < s.code_bytes() / 4; ++w)
-    dst[w] = layout::repack_word(src, s, layout::word_coord(s, w));
+  for (std::int64_t w = 0; w < s.code_bytes() / 4; ++w) dst[w] = layout::repack_word(src, s, layout::word_coord(s, w));
   auto* z = has_zero_point(src.format) ? static_cast<std::uint8_t*>(zeros) : nullptr;
   for (std::int64_t i = 0; i < s.scale_count(); ++i) {
     std::uint8_t zz;
     const float v = layout::repack_scale(src, s, dynamic_map().v, i, &zz);
-    if (act == DType::kF16) static_cast<__half*>(scales)[i] = from_float<__half>(v);
-    else static_cast<__nv_bfloat16*>(scales)[i] = from_float<__nv_bfloat16>(v);
+    if (act == DType::kF16)
+      static_cast<__half*>(scales)[i] = from_float<__half>(v);
+    else
+      static_cast<__nv_bfloat16*>(scales)[i] = from_float<__nv_bfloat16>(v);
     if (z != nullptr) z[i] = zz;
   }
   *out = detail::make_view(src, act, codes, scales, zeros);

@@ -115,8 +115,7 @@ NIBBLE_HOST_DEVICE int dynamic_quantize(const float* map, float x) {
 }
 
 /// Dequantized scale: map[code] * absmax2 + offset, two separately rounded fp32 operations.
-NIBBLE_HOST_DEVICE float dq_scale(const float* map, std::uint8_t code, float absmax2,
-                                  float offset) {
+NIBBLE_HOST_DEVICE float dq_scale(const float* map, std::uint8_t code, float absmax2, float offset) {
 #if defined(__CUDA_ARCH__)
   return __fadd_rn(__fmul_rn(map[code], absmax2), offset);
 #else
@@ -133,8 +132,7 @@ inline std::size_t double_quant_workspace_bytes(std::int64_t num_scales) {
 
 namespace detail {
 
-inline constexpr int kOffsetThreads =
-    1024;  ///< threads of the final mean reduction (fixed: part of the order)
+inline constexpr int kOffsetThreads = 1024;  ///< threads of the final mean reduction (fixed: part of the order)
 
 /// In-place pairwise tree over `n` (a power of two) doubles: v[t] += v[t + s] for s = n/2 .. 1.
 inline void tree_sum_host(double* v, int n) {
@@ -143,8 +141,8 @@ inline void tree_sum_host(double* v, int n) {
 }
 
 /// CPU path of the whole double quantization (same order and arithmetic as the kernels below).
-inline void double_quantize_cpu(const float* scales, std::int64_t num_scales, std::uint8_t* codes,
-                                float* absmax2, float* offset_out) {
+inline void double_quantize_cpu(const float* scales, std::int64_t num_scales, std::uint8_t* codes, float* absmax2,
+                                float* offset_out) {
   const std::int64_t blocks = (num_scales + kDoubleQuantBlock - 1) / kDoubleQuantBlock;
   double slots[kOffsetThreads];
   for (int t = 0; t < kOffsetThreads; ++t) slots[t] = 0.0;
@@ -164,8 +162,7 @@ inline void double_quantize_cpu(const float* scales, std::int64_t num_scales, st
   for (std::int64_t b = 0; b < blocks; ++b) {
     const std::int64_t end = std::min<std::int64_t>(num_scales, (b + 1) * kDoubleQuantBlock);
     float amax = 0.0f;
-    for (std::int64_t i = b * kDoubleQuantBlock; i < end; ++i)
-      amax = fmaxf(amax, fabsf(scales[i] - offset));
+    for (std::int64_t i = b * kDoubleQuantBlock; i < end; ++i) amax = fmaxf(amax, fabsf(scales[i] - offset));
     absmax2[b] = amax;
     const float inv = 1.0f / amax;
     for (std::int64_t i = b * kDoubleQuantBlock; i < end; ++i)
@@ -181,8 +178,7 @@ struct MaxOp {
 /// Pass 1: partial[b] = pairwise tree sum (fp64) of the 256 scales of block b. One block per 256-block.
 template <int kThreads>
 __global__ void __launch_bounds__(kThreads)
-    dq_partial_sums_kernel(const float* __restrict__ scales, std::int64_t num_scales,
-                           double* __restrict__ partial) {
+    dq_partial_sums_kernel(const float* __restrict__ scales, std::int64_t num_scales, double* __restrict__ partial) {
   static_assert(kThreads == kDoubleQuantBlock, "one thread per scale of a 256-block");
   __shared__ double sSum[kThreads];  // sSum: (256,) double
   const std::int64_t blocks = (num_scales + kThreads - 1) / kThreads;
@@ -191,8 +187,7 @@ __global__ void __launch_bounds__(kThreads)
     sSum[threadIdx.x] = i < num_scales ? double(scales[i]) : 0.0;
     __syncthreads();
     for (int s = kThreads / 2; s > 0; s >>= 1) {
-      if (int(threadIdx.x) < s)
-        sSum[threadIdx.x] = __dadd_rn(sSum[threadIdx.x], sSum[threadIdx.x + s]);
+      if (int(threadIdx.x) < s) sSum[threadIdx.x] = __dadd_rn(sSum[threadIdx.x], sSum[threadIdx.x + s]);
       __syncthreads();
     }
     if (threadIdx.x == 0) partial[b] = sSum[0];
@@ -202,17 +197,15 @@ __global__ void __launch_bounds__(kThreads)
 
 /// Pass 2 (one block of kOffsetThreads): offset = float(sum of partials / S), in the fixed order above.
 template <int kThreads>
-__global__ void __launch_bounds__(kThreads)
-    dq_offset_kernel(const double* __restrict__ partial, std::int64_t blocks,
-                     std::int64_t num_scales, float* __restrict__ offset) {
+__global__ void __launch_bounds__(kThreads) dq_offset_kernel(const double* __restrict__ partial, std::int64_t blocks,
+                                                             std::int64_t num_scales, float* __restrict__ offset) {
   __shared__ double sSum[kThreads];  // sSum: (1024,) double
   double acc = 0.0;
   for (std::int64_t b = threadIdx.x; b < blocks; b += kThreads) acc = __dadd_rn(acc, partial[b]);
   sSum[threadIdx.x] = acc;
   __syncthreads();
   for (int s = kThreads / 2; s > 0; s >>= 1) {
-    if (int(threadIdx.x) < s)
-      sSum[threadIdx.x] = __dadd_rn(sSum[threadIdx.x], sSum[threadIdx.x + s]);
+    if (int(threadIdx.x) < s) sSum[threadIdx.x] = __dadd_rn(sSum[threadIdx.x], sSum[threadIdx.x + s]);
     __syncthreads();
   }
   if (threadIdx.x == 0) *offset = float(__ddiv_rn(sSum[0], double(num_scales)));
@@ -221,14 +214,12 @@ __global__ void __launch_bounds__(kThreads)
 /// Pass 3: per 256-block, absmax2 and the 8-bit codes of (scale - offset). One block per 256-block.
 template <int kThreads>
 __global__ void __launch_bounds__(kThreads)
-    dq_quantize_kernel(const float* __restrict__ scales, std::int64_t num_scales,
-                       const float* __restrict__ offset_ptr, DynamicMap map,
-                       std::uint8_t* __restrict__ codes, float* __restrict__ absmax2) {
+    dq_quantize_kernel(const float* __restrict__ scales, std::int64_t num_scales, const float* __restrict__ offset_ptr,
+                       DynamicMap map, std::uint8_t* __restrict__ codes, float* __restrict__ absmax2) {
   static_assert(kThreads == kDoubleQuantBlock, "one thread per scale of a 256-block");
   using BlockReduce = cub::BlockReduce<float, kThreads>;
   __shared__ typename BlockReduce::TempStorage sReduce;
-  __shared__ float
-      sMap[256];  // sMap: the dynamic map (the binary search reads it with divergent indices)
+  __shared__ float sMap[256];  // sMap: the dynamic map (the binary search reads it with divergent indices)
   __shared__ float sAbsmax;
   sMap[threadIdx.x] = map.v[threadIdx.x];
   const float offset = *offset_ptr;
@@ -250,20 +241,17 @@ __global__ void __launch_bounds__(kThreads)
 }
 
 /// Launches the three passes on `stream`. `workspace` holds double_quant_workspace_bytes(num_scales).
-inline Status launch_double_quantize(const float* scales, std::int64_t num_scales,
-                                     const DoubleQuantScales& dq, void* workspace,
-                                     cudaStream_t stream) {
+inline Status launch_double_quantize(const float* scales, std::int64_t num_scales, const DoubleQuantScales& dq,
+                                     void* workspace, cudaStream_t stream) {
   const std::int64_t blocks = (num_scales + kDoubleQuantBlock - 1) / kDoubleQuantBlock;
   const unsigned grid = unsigned(std::min<std::int64_t>(blocks, std::int64_t(1) << 20));
   auto* partial = static_cast<double*>(workspace);
-  dq_partial_sums_kernel<kDoubleQuantBlock>
-      <<<grid, kDoubleQuantBlock, 0, stream>>>(scales, num_scales, partial);
+  dq_partial_sums_kernel<kDoubleQuantBlock><<<grid, kDoubleQuantBlock, 0, stream>>>(scales, num_scales, partial);
   NIBBLE_CHECK_LAUNCH();
-  dq_offset_kernel<kOffsetThreads>
-      <<<1, kOffsetThreads, 0, stream>>>(partial, blocks, num_scales, dq.offset);
+  dq_offset_kernel<kOffsetThreads><<<1, kOffsetThreads, 0, stream>>>(partial, blocks, num_scales, dq.offset);
   NIBBLE_CHECK_LAUNCH();
-  dq_quantize_kernel<kDoubleQuantBlock><<<grid, kDoubleQuantBlock, 0, stream>>>(
-      scales, num_scales, dq.offset, dynamic_map(), dq.codes, dq.absmax2);
+  dq_quantize_kernel<kDoubleQuantBlock>
+      <<<grid, kDoubleQuantBlock, 0, stream>>>(scales, num_scales, dq.offset, dynamic_map(), dq.codes, dq.absmax2);
   NIBBLE_CHECK_LAUNCH();
   return Status::kSuccess;
 }

@@ -148,8 +148,7 @@ struct GroupQuantizer {
   int zero = 0;        ///< kU4: zero point 0..15 (0 for other formats)
 
   /// The quantizer of a group with statistics `st`, scales stored as `scale_type`.
-  NIBBLE_HOST_DEVICE static GroupQuantizer make(Format format, DType scale_type,
-                                                const GroupStats& st) {
+  NIBBLE_HOST_DEVICE static GroupQuantizer make(Format format, DType scale_type, const GroupStats& st) {
     GroupQuantizer g;
     g.format = format;
     switch (format) {
@@ -190,8 +189,7 @@ struct GroupQuantizer {
 /// `zero` (kU4) and `book` = the 16-entry codebook of kNf4 / kFp4 (codebook(format).v on the host, a copy
 /// in shared memory on the device; unused for kS4 / kU4). One multiply: exactly the value the quantizer
 /// intended for that code.
-NIBBLE_HOST_DEVICE float dequantize_value(Format format, std::uint32_t nib, float s, int zero,
-                                          const float* book) {
+NIBBLE_HOST_DEVICE float dequantize_value(Format format, std::uint32_t nib, float s, int zero, const float* book) {
   switch (format) {
     case Format::kS4:
       return detail::mul_rn(float(from_nibble<Format::kS4>(nib)), s);

@@ -33,17 +33,14 @@
 
 namespace nibble::detail {
 
-inline constexpr int kQuantThreads =
-    256;  ///< threads per block of every quantize / dequantize kernel
+inline constexpr int kQuantThreads = 256;  ///< threads per block of every quantize / dequantize kernel
 
 /// Lanes per group and values per lane of the grouped kernel for group size G.
 template <int G>
 struct GroupedShape {
-  static_assert(G == 32 || G == 64 || G == 128 || G == 256,
-                "grouped kernel: G in {32, 64, 128, 256}");
-  static constexpr int kElems = 8;  ///< consecutive values per lane: 4 code bytes
-  static constexpr int kLanes =
-      G / kElems;  ///< lanes per group (a cub logical warp): 4, 8, 16 or 32
+  static_assert(G == 32 || G == 64 || G == 128 || G == 256, "grouped kernel: G in {32, 64, 128, 256}");
+  static constexpr int kElems = 8;           ///< consecutive values per lane: 4 code bytes
+  static constexpr int kLanes = G / kElems;  ///< lanes per group (a cub logical warp): 4, 8, 16 or 32
   static constexpr int kTile = 32 * kElems;  ///< values of a row one warp covers per step
 };
 
@@ -87,12 +84,10 @@ NIBBLE_DEVICE void load_values(const T* p, bool vec, float (&v)[E]) {
 
 /// Encodes E values with `q` and stores their E/2 code bytes at `dst` (one store if `vec`: dst aligned to E/2).
 template <int E>
-NIBBLE_DEVICE void store_codes(std::uint8_t* dst, bool vec, const GroupQuantizer& q,
-                               const float (&v)[E]) {
+NIBBLE_DEVICE void store_codes(std::uint8_t* dst, bool vec, const GroupQuantizer& q, const float (&v)[E]) {
   std::uint8_t b[E / 2];
 #pragma unroll
-  for (int j = 0; j < E / 2; ++j)
-    b[j] = pack_x2<Format::kU4>(q.encode(v[2 * j]), q.encode(v[2 * j + 1]));
+  for (int j = 0; j < E / 2; ++j) b[j] = pack_x2<Format::kU4>(q.encode(v[2 * j]), q.encode(v[2 * j + 1]));
   // pack_x2 keeps the low 4 bits of each value whatever the format (s4's two's complement included).
   if constexpr (E == 2) {
     *dst = b[0];
@@ -115,8 +110,7 @@ NIBBLE_DEVICE void store_codes(std::uint8_t* dst, bool vec, const GroupQuantizer
 }
 
 /// Writes group (row, j)'s scale and zero point (the first lane / thread of the group calls it).
-NIBBLE_DEVICE void store_group_params(const PackedMatrix& m, std::int64_t si,
-                                      const GroupQuantizer& q) {
+NIBBLE_DEVICE void store_group_params(const PackedMatrix& m, std::int64_t si, const GroupQuantizer& q) {
   store_scale(m.scales, m.scale_type, si, q.scale);
   if (m.format == Format::kU4) m.zeros[si] = std::uint8_t(q.zero);
 }
@@ -124,8 +118,7 @@ NIBBLE_DEVICE void store_group_params(const PackedMatrix& m, std::int64_t si,
 /// Quantizes x [n, k] (row pitch ld) into m, groups of G along k. See the file comment for the split.
 template <class T, int G>
 __global__ void __launch_bounds__(kQuantThreads)
-    quantize_grouped_kernel(const T* __restrict__ x, std::int64_t ld, PackedMatrix m, bool vec_load,
-                            bool vec_store) {
+    quantize_grouped_kernel(const T* __restrict__ x, std::int64_t ld, PackedMatrix m, bool vec_load, bool vec_store) {
   constexpr int E = GroupedShape<G>::kElems;
   constexpr int L = GroupedShape<G>::kLanes;
   constexpr int kTile = GroupedShape<G>::kTile;
@@ -143,8 +136,7 @@ __global__ void __launch_bounds__(kQuantThreads)
   for (std::int64_t r = blockIdx.y; r < m.n; r += gridDim.y) {
     const T* gRow = x + r * ld;
     std::uint8_t* gCodes = m.codes + r * m.ld_codes;
-    for (std::int64_t t = std::int64_t(blockIdx.x) * kWarps + warp; t < tiles;
-         t += std::int64_t(gridDim.x) * kWarps) {
+    for (std::int64_t t = std::int64_t(blockIdx.x) * kWarps + warp; t < tiles; t += std::int64_t(gridDim.x) * kWarps) {
       const std::int64_t k0 = t * kTile + lane * E;
       if (k0 >= m.k) continue;  // whole groups only (K % G == 0), so no logical warp is split
       float v[E];               // rV: this lane's 8 values, fp32
@@ -152,8 +144,7 @@ __global__ void __launch_bounds__(kQuantThreads)
       GroupStats st;
 #pragma unroll
       for (int e = 0; e < E; ++e) st.add(v[e]);
-      st = WarpReduce(sReduce[threadIdx.x / L])
-               .Reduce(st, MergeStats{});  // valid in the group's lane 0
+      st = WarpReduce(sReduce[threadIdx.x / L]).Reduce(st, MergeStats{});  // valid in the group's lane 0
       st = cub::ShuffleIndex<L>(st, 0, mask);
       const GroupQuantizer q = GroupQuantizer::make(m.format, m.scale_type, st);
       store_codes<E>(gCodes + k0 / 2, vec_store, q, v);
@@ -184,8 +175,7 @@ __global__ void __launch_bounds__(kQuantThreads)
     if (threadIdx.x == 0) store_group_params(m, r, q);
     std::uint8_t* gCodes = m.codes + r * m.ld_codes;
     for (std::int64_t p = threadIdx.x; p < pairs; p += kQuantThreads) {
-      gCodes[p] = pack_x2<Format::kU4>(q.encode(to_float(gRow[2 * p])),
-                                       q.encode(to_float(gRow[2 * p + 1])));
+      gCodes[p] = pack_x2<Format::kU4>(q.encode(to_float(gRow[2 * p])), q.encode(to_float(gRow[2 * p + 1])));
     }
     __syncthreads();  // sStats / sReduce are reused for the next row
   }
@@ -209,15 +199,13 @@ NIBBLE_DEVICE void store8_vec(T* dst, const float (&v)[8]) {
 /// kVec: 8 values per thread (k % 8 == 0, codes / ld_codes 4-byte aligned, out / ld_out 16-byte aligned).
 template <class T, bool kVec>
 __global__ void __launch_bounds__(kQuantThreads)
-    dequantize_kernel(PackedMatrix m, T* __restrict__ out, std::int64_t ld_out, int group_shift,
-                      DynamicMap map) {
+    dequantize_kernel(PackedMatrix m, T* __restrict__ out, std::int64_t ld_out, int group_shift, DynamicMap map) {
   constexpr int kValues = kVec ? 8 : 2;  // values per thread per step
   __shared__ float sBook[16];            // sBook: the format's codebook (kNf4 / kFp4)
   __shared__ float sMap[256];            // sMap: the dynamic map (double quant)
   static_assert(kQuantThreads == 256, "one thread per dynamic-map entry");
   if (threadIdx.x == 0) {
-    const Codebook16 book =
-        codebook(m.format);  // constant indices below: registers, not local memory
+    const Codebook16 book = codebook(m.format);  // constant indices below: registers, not local memory
 #pragma unroll
     for (int i = 0; i < 16; ++i) sBook[i] = book.v[i];
   }
@@ -230,18 +218,15 @@ __global__ void __launch_bounds__(kQuantThreads)
   for (std::int64_t r = blockIdx.y; r < m.n; r += gridDim.y) {
     for (std::int64_t c = std::int64_t(blockIdx.x) * kQuantThreads + threadIdx.x; c < chunks;
          c += std::int64_t(gridDim.x) * kQuantThreads) {
-      const std::int64_t k0 =
-          c * kValues;  // the kValues values share one group (groups are >= 32, 8 | k0)
+      const std::int64_t k0 = c * kValues;  // the kValues values share one group (groups are >= 32, 8 | k0)
       const std::int64_t si = r * groups + (per_channel ? 0 : (k0 >> group_shift));
-      const float s = m.dq.enabled ? dq_scale(sMap, m.dq.codes[si],
-                                              m.dq.absmax2[si / kDoubleQuantBlock], offset)
+      const float s = m.dq.enabled ? dq_scale(sMap, m.dq.codes[si], m.dq.absmax2[si / kDoubleQuantBlock], offset)
                                    : load_scale(m.scales, m.scale_type, si);
       const int zero = m.format == Format::kU4 ? int(m.zeros[si]) : 0;
       const std::uint8_t* gCodes = m.codes + r * m.ld_codes + k0 / 2;
       T* gOut = out + r * ld_out + k0;
       if constexpr (kVec) {
-        const std::uint32_t w =
-            *reinterpret_cast<const std::uint32_t*>(gCodes);  // 8 codes, sequential
+        const std::uint32_t w = *reinterpret_cast<const std::uint32_t*>(gCodes);  // 8 codes, sequential
         float v[8];
 #pragma unroll
         for (int j = 0; j < 8; ++j) v[j] = dequantize_value(m.format, w >> (4 * j), s, zero, sBook);
@@ -258,11 +243,13 @@ __global__ void __launch_bounds__(kQuantThreads)
 /// Grid of a 2D grid-stride kernel over `rows` x `col_blocks` blocks of work: x covers a row's blocks, y
 /// as many rows as it takes to put about 8 blocks of kQuantThreads on every SM; threads loop over the rest.
 inline dim3 grid_2d(std::int64_t rows, std::int64_t col_blocks) {
-  const int sms = [] { DeviceInfo info; return current_device_info(&info) == Status::kSuccess ? info.sm_count : 132; }();
+  const int sms = [] {
+    DeviceInfo info;
+    return current_device_info(&info) == Status::kSuccess ? info.sm_count : 132;
+  }();
   const std::int64_t target = std::int64_t(sms) * 8;
   const std::int64_t x = std::max<std::int64_t>(1, std::min(col_blocks, target));
-  const std::int64_t y =
-      std::max<std::int64_t>(1, std::min({rows, (target + x - 1) / x, std::int64_t(65535)}));
+  const std::int64_t y = std::max<std::int64_t>(1, std::min({rows, (target + x - 1) / x, std::int64_t(65535)}));
   return dim3(unsigned(x), unsigned(y), 1);
 }
 
@@ -278,8 +265,7 @@ Status launch_quantize(const T* x, std::int64_t ld, const PackedMatrix& m, cudaS
     const std::int64_t tiles = (m.k + kTile - 1) / kTile;
     constexpr int kWarps = kQuantThreads / 32;
     quantize_grouped_kernel<T, G>
-        <<<grid_2d(m.n, (tiles + kWarps - 1) / kWarps), kQuantThreads, 0, stream>>>(
-            x, ld, m, vec_load, vec_store);
+        <<<grid_2d(m.n, (tiles + kWarps - 1) / kWarps), kQuantThreads, 0, stream>>>(x, ld, m, vec_load, vec_store);
     NIBBLE_CHECK_LAUNCH();
     return Status::kSuccess;
   };
@@ -307,8 +293,8 @@ Status launch_dequantize(const PackedMatrix& m, T* out, std::int64_t ld_out, cud
   int shift = 0;
   if (m.group_size != kPerChannel)
     while ((1 << shift) < m.group_size) ++shift;
-  const bool vec = m.k % 8 == 0 && is_aligned(m.codes, 4) && m.ld_codes % 4 == 0 &&
-                   is_aligned(out, 16) && (std::size_t(ld_out) * sizeof(T)) % 16 == 0;
+  const bool vec = m.k % 8 == 0 && is_aligned(m.codes, 4) && m.ld_codes % 4 == 0 && is_aligned(out, 16) &&
+                   (std::size_t(ld_out) * sizeof(T)) % 16 == 0;
   if (vec) {
     const std::int64_t chunks = m.k / 8;
     dequantize_kernel<T, true>

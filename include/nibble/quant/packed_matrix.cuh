@@ -24,8 +24,8 @@
 #include <cstdint>
 #include <limits>
 
-#include "../format/format.cuh"
 #include "../device.cuh"
+#include "../format/format.cuh"
 #include "../status.cuh"
 
 namespace nibble {
@@ -60,18 +60,14 @@ struct PackedMatrix {
   std::int64_t k = 0;  ///< columns (in_features), even
   std::uint8_t* codes = nullptr;
   std::int64_t ld_codes = 0;  ///< bytes between rows of codes, >= k / 2
-  void* scales = nullptr;  ///< [N, G] of scale_type; with dq.enabled: fp32 scratch, read by nobody
+  void* scales = nullptr;     ///< [N, G] of scale_type; with dq.enabled: fp32 scratch, read by nobody
   DType scale_type = DType::kF32;
   std::uint8_t* zeros = nullptr;  ///< [N, G], kU4 only (ignored otherwise)
   DoubleQuantScales dq{};
 
-  NIBBLE_HOST_DEVICE QuantParams params() const {
-    return {format, group_size, scale_type, dq.enabled};
-  }
+  NIBBLE_HOST_DEVICE QuantParams params() const { return {format, group_size, scale_type, dq.enabled}; }
   /// Groups per row: K / effective group.
-  NIBBLE_HOST_DEVICE std::int64_t groups_per_row() const {
-    return k / effective_group(group_size, k);
-  }
+  NIBBLE_HOST_DEVICE std::int64_t groups_per_row() const { return k / effective_group(group_size, k); }
   /// Number of scales (and zero points, and dq codes): N * groups_per_row().
   NIBBLE_HOST_DEVICE std::int64_t num_scales() const { return n * groups_per_row(); }
 };
@@ -105,12 +101,8 @@ inline bool checked_add(std::int64_t a, std::int64_t b, std::int64_t* out) {
   return true;
 }
 
-inline bool is_valid(Format f) {
-  return static_cast<unsigned>(f) <= static_cast<unsigned>(Format::kFp4);
-}
-inline bool is_valid(DType t) {
-  return static_cast<unsigned>(t) <= static_cast<unsigned>(DType::kBF16);
-}
+inline bool is_valid(Format f) { return static_cast<unsigned>(f) <= static_cast<unsigned>(Format::kFp4); }
+inline bool is_valid(DType t) { return static_cast<unsigned>(t) <= static_cast<unsigned>(DType::kBF16); }
 
 /// Shape and parameter checks shared by every entry point (CPU only, no CUDA call). Order: format,
 /// group size, shape, divisibility, double-quant support.
@@ -127,8 +119,7 @@ inline Status validate_params(std::int64_t n, std::int64_t k, const QuantParams&
 
 /// Byte size of each buffer for an [n, k] matrix quantized with `p`; `ld_codes` 0 means k / 2.
 /// All arithmetic is 64-bit and overflow-checked (status kErrorSizeOverflow).
-inline PackedBytes packed_bytes(std::int64_t n, std::int64_t k, const QuantParams& p,
-                                std::int64_t ld_codes = 0) {
+inline PackedBytes packed_bytes(std::int64_t n, std::int64_t k, const QuantParams& p, std::int64_t ld_codes = 0) {
   PackedBytes b;
   b.status = detail::validate_params(n, k, p);
   if (b.status != Status::kSuccess) return b;
@@ -147,15 +138,12 @@ inline PackedBytes packed_bytes(std::int64_t n, std::int64_t k, const QuantParam
   const std::int64_t zeros = has_zero_point(p.format) ? scales : 0;
   const std::int64_t dq_codes = p.double_quant ? scales : 0;
   const std::int64_t dq_absmax2 =
-      p.double_quant
-          ? (scales + kDoubleQuantBlock - 1) / kDoubleQuantBlock * std::int64_t(sizeof(float))
-          : 0;
+      p.double_quant ? (scales + kDoubleQuantBlock - 1) / kDoubleQuantBlock * std::int64_t(sizeof(float)) : 0;
   const std::int64_t dq_offset = p.double_quant ? std::int64_t(sizeof(float)) : 0;
   std::int64_t total = 0;
   for (std::int64_t part : {codes, scale_bytes, zeros, dq_codes, dq_absmax2, dq_offset}) {
     const std::int64_t a = std::int64_t(kPackedAlignment);
-    if (part > std::numeric_limits<std::int64_t>::max() - a ||
-        !detail::checked_add(total, round_up(part, a), &total)) {
+    if (part > std::numeric_limits<std::int64_t>::max() - a || !detail::checked_add(total, round_up(part, a), &total)) {
       b.status = Status::kErrorSizeOverflow;
       return b;
     }
@@ -173,9 +161,8 @@ inline PackedBytes packed_bytes(std::int64_t n, std::int64_t k, const QuantParam
 /// Fills `*out` with a view of an [n, k] matrix whose buffers are carved, in the order codes, scales,
 /// zeros, dq codes, dq absmax2, dq offset, from one caller-owned buffer of `buffer_bytes` bytes (host or
 /// device; nothing is dereferenced). Needs packed_bytes(n, k, p, ld_codes).total bytes, 256-byte aligned.
-inline Status carve_packed_matrix(std::int64_t n, std::int64_t k, const QuantParams& p,
-                                  void* buffer, std::size_t buffer_bytes, PackedMatrix* out,
-                                  std::int64_t ld_codes = 0) {
+inline Status carve_packed_matrix(std::int64_t n, std::int64_t k, const QuantParams& p, void* buffer,
+                                  std::size_t buffer_bytes, PackedMatrix* out, std::int64_t ld_codes = 0) {
   if (out == nullptr || buffer == nullptr) return Status::kErrorNullPointer;
   const PackedBytes b = packed_bytes(n, k, p, ld_codes);
   NIBBLE_RETURN_IF_ERROR(b.status);
@@ -218,17 +205,14 @@ inline Status validate_packed(const PackedMatrix& m) {
   if (has_zero_point(m.format) && m.zeros == nullptr) return Status::kErrorNullPointer;
   if (m.dq.enabled && (m.dq.codes == nullptr || m.dq.absmax2 == nullptr || m.dq.offset == nullptr))
     return Status::kErrorNullPointer;
-  if (!is_aligned(m.scales, std::size_t(size_of(m.scale_type))))
-    return Status::kErrorMisalignedPointer;
-  if (m.dq.enabled &&
-      (!is_aligned(m.dq.absmax2, alignof(float)) || !is_aligned(m.dq.offset, alignof(float))))
+  if (!is_aligned(m.scales, std::size_t(size_of(m.scale_type)))) return Status::kErrorMisalignedPointer;
+  if (m.dq.enabled && (!is_aligned(m.dq.absmax2, alignof(float)) || !is_aligned(m.dq.offset, alignof(float))))
     return Status::kErrorMisalignedPointer;
   return packed_bytes(m.n, m.k, m.params(), m.ld_codes).status;
 }
 
 /// Checks a dense [n, k] input or output of element size `elem_bytes` with leading dimension `ld`.
-inline Status validate_dense(const void* p, std::int64_t n, std::int64_t k, std::int64_t ld,
-                             std::size_t elem_bytes) {
+inline Status validate_dense(const void* p, std::int64_t n, std::int64_t k, std::int64_t ld, std::size_t elem_bytes) {
   if (p == nullptr) return Status::kErrorNullPointer;
   if (ld < k) return Status::kErrorLeadingDimension;
   if (!is_aligned(p, elem_bytes)) return Status::kErrorMisalignedPointer;

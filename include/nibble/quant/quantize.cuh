@@ -49,9 +49,8 @@ namespace detail {
 /// The checks shared by quantize and dequantize: a packed matrix and a dense [m.n, m.k] matrix of T.
 template <class T>
 Status validate_packed_and_dense(const PackedMatrix& m, const T* dense, std::int64_t ld) {
-  static_assert(
-      std::is_same_v<T, float> || std::is_same_v<T, __half> || std::is_same_v<T, __nv_bfloat16>,
-      "dense element type must be float, __half or __nv_bfloat16");
+  static_assert(std::is_same_v<T, float> || std::is_same_v<T, __half> || std::is_same_v<T, __nv_bfloat16>,
+                "dense element type must be float, __half or __nv_bfloat16");
   NIBBLE_RETURN_IF_ERROR(validate_params(m.n, m.k, m.params()));
   if (ld < m.k) return Status::kErrorLeadingDimension;
   NIBBLE_RETURN_IF_ERROR(validate_packed(m));
@@ -72,8 +71,7 @@ Status can_implement_dequantize(const PackedMatrix& m, const T* out, std::int64_
 }
 
 namespace detail {
-inline Status check_workspace(const PackedMatrix& m, const void* workspace,
-                              std::size_t workspace_bytes) {
+inline Status check_workspace(const PackedMatrix& m, const void* workspace, std::size_t workspace_bytes) {
   std::size_t need = 0;
   NIBBLE_RETURN_IF_ERROR(get_quantize_workspace_size(m, &need));
   if (need == 0) return Status::kSuccess;
@@ -88,15 +86,15 @@ inline Status check_workspace(const PackedMatrix& m, const void* workspace,
 /// With m.dq.enabled, `workspace` (device, 8-byte aligned) holds get_quantize_workspace_size(m) bytes.
 /// Asynchronous; the result is deterministic and bit-identical to quantize_cpu on the same input.
 template <class T>
-Status quantize(const T* x, std::int64_t ld, const PackedMatrix& m, void* workspace,
-                std::size_t workspace_bytes, cudaStream_t stream) {
+Status quantize(const T* x, std::int64_t ld, const PackedMatrix& m, void* workspace, std::size_t workspace_bytes,
+                cudaStream_t stream) {
   NIBBLE_RETURN_IF_ERROR(can_implement_quantize(x, ld, m));
   NIBBLE_RETURN_IF_ERROR(detail::check_workspace(m, workspace, workspace_bytes));
   NIBBLE_RETURN_IF_ERROR(check_device());
   NIBBLE_RETURN_IF_ERROR(detail::launch_quantize(x, ld, m, stream));
   if (m.dq.enabled) {
-    NIBBLE_RETURN_IF_ERROR(detail::launch_double_quantize(static_cast<const float*>(m.scales),
-                                                          m.num_scales(), m.dq, workspace, stream));
+    NIBBLE_RETURN_IF_ERROR(
+        detail::launch_double_quantize(static_cast<const float*>(m.scales), m.num_scales(), m.dq, workspace, stream));
   }
   return Status::kSuccess;
 }
@@ -124,8 +122,8 @@ Status quantize_cpu(const T* x, std::int64_t ld, const PackedMatrix& m) {
     }
   }
   if (m.dq.enabled) {
-    detail::double_quantize_cpu(static_cast<const float*>(m.scales), m.num_scales(), m.dq.codes,
-                                m.dq.absmax2, m.dq.offset);
+    detail::double_quantize_cpu(static_cast<const float*>(m.scales), m.num_scales(), m.dq.codes, m.dq.absmax2,
+                                m.dq.offset);
   }
   return Status::kSuccess;
 }
@@ -134,8 +132,7 @@ Status quantize_cpu(const T* x, std::int64_t ld, const PackedMatrix& m) {
 /// double-quantized one.
 inline float effective_scale_cpu(const PackedMatrix& m, std::int64_t si) {
   if (m.dq.enabled)
-    return dq_scale(dynamic_map().v, m.dq.codes[si], m.dq.absmax2[si / kDoubleQuantBlock],
-                    *m.dq.offset);
+    return dq_scale(dynamic_map().v, m.dq.codes[si], m.dq.absmax2[si / kDoubleQuantBlock], *m.dq.offset);
   return load_scale(m.scales, m.scale_type, si);
 }
 
@@ -163,8 +160,7 @@ Status dequantize_cpu(const PackedMatrix& m, T* out, std::int64_t ld_out) {
         const std::int64_t kk = j * g + e;
         const std::uint8_t byte = m.codes[r * m.ld_codes + kk / 2];
         out[r * ld_out + kk] = from_float<T>(dequantize_value(m.format, byte, s, zero, book.v));
-        out[r * ld_out + kk + 1] =
-            from_float<T>(dequantize_value(m.format, byte >> 4u, s, zero, book.v));
+        out[r * ld_out + kk + 1] = from_float<T>(dequantize_value(m.format, byte >> 4u, s, zero, book.v));
       }
     }
   }

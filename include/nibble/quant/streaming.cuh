@@ -86,12 +86,10 @@ Status quantize_streaming(const T* host_x, std::int64_t ld, const PackedMatrix& 
 
   detail::StreamingResources res;
   NIBBLE_RETURN_IF_ERROR(res.create());
-  NIBBLE_CUDA_TRY(
-      cudaEventRecord(res.start, stream));  // staging may still be in use by earlier work
+  NIBBLE_CUDA_TRY(cudaEventRecord(res.start, stream));  // staging may still be in use by earlier work
   NIBBLE_CUDA_TRY(cudaStreamWaitEvent(res.copy, res.start, 0));
-  T* sHalf[2] = {
-      static_cast<T*>(staging),
-      reinterpret_cast<T*>(static_cast<std::uint8_t*>(staging) + half)};  // gStaging halves
+  T* sHalf[2] = {static_cast<T*>(staging),
+                 reinterpret_cast<T*>(static_cast<std::uint8_t*>(staging) + half)};  // gStaging halves
   const std::int64_t groups = m.groups_per_row();
   const std::size_t scale_bytes = std::size_t(size_of(m.scale_type));
   std::int64_t chunk = 0;
@@ -99,9 +97,8 @@ Status quantize_streaming(const T* host_x, std::int64_t ld, const PackedMatrix& 
     const int buf = int(chunk % 2);
     const std::int64_t rows = std::min(rows_per_chunk, m.n - r0);
     if (chunk >= 2) NIBBLE_CUDA_TRY(cudaStreamWaitEvent(res.copy, res.consumed[buf], 0));
-    NIBBLE_CUDA_TRY(cudaMemcpy2DAsync(sHalf[buf], row_bytes, host_x + r0 * ld,
-                                      std::size_t(ld) * sizeof(T), row_bytes, std::size_t(rows),
-                                      cudaMemcpyHostToDevice, res.copy));
+    NIBBLE_CUDA_TRY(cudaMemcpy2DAsync(sHalf[buf], row_bytes, host_x + r0 * ld, std::size_t(ld) * sizeof(T), row_bytes,
+                                      std::size_t(rows), cudaMemcpyHostToDevice, res.copy));
     NIBBLE_CUDA_TRY(cudaEventRecord(res.copied[buf], res.copy));
     NIBBLE_CUDA_TRY(cudaStreamWaitEvent(stream, res.copied[buf], 0));
     // The rows [r0, r0 + rows) of m, first level only (double quantization runs once, below).
@@ -116,8 +113,8 @@ Status quantize_streaming(const T* host_x, std::int64_t ld, const PackedMatrix& 
   }
   if (m.dq.enabled) {
     // Every chunk's kernel precedes this on `stream`, so the staging buffer is free to hold the workspace.
-    NIBBLE_RETURN_IF_ERROR(detail::launch_double_quantize(static_cast<const float*>(m.scales),
-                                                          m.num_scales(), m.dq, staging, stream));
+    NIBBLE_RETURN_IF_ERROR(
+        detail::launch_double_quantize(static_cast<const float*>(m.scales), m.num_scales(), m.dq, staging, stream));
   }
   NIBBLE_CUDA_TRY(cudaStreamSynchronize(res.copy));
   return Status::kSuccess;

@@ -17,16 +17,26 @@
 namespace nibble {
 
 /// The 2-element vector type of T: __half2 or __nv_bfloat162.
-template <class T> struct Vec2;
-template <> struct Vec2<__half> { using type = __half2; };
-template <> struct Vec2<__nv_bfloat16> { using type = __nv_bfloat162; };
-template <class T> using vec2_t = typename Vec2<T>::type;
+template <class T>
+struct Vec2;
+template <>
+struct Vec2<__half> {
+  using type = __half2;
+};
+template <>
+struct Vec2<__nv_bfloat16> {
+  using type = __nv_bfloat162;
+};
+template <class T>
+using vec2_t = typename Vec2<T>::type;
 
 /// The 16 bits of a __half / __nv_bfloat16 (host and device).
 template <class T>
 NIBBLE_HOST_DEVICE std::uint16_t bits_of(T x) {
-  if constexpr (std::is_same_v<T, __half>) return __half_raw(x).x;
-  else return __nv_bfloat16_raw(x).x;
+  if constexpr (std::is_same_v<T, __half>)
+    return __half_raw(x).x;
+  else
+    return __nv_bfloat16_raw(x).x;
 }
 
 /// A 16-bit pattern splatted into both halves of a word.
@@ -65,20 +75,19 @@ NIBBLE_DEVICE void u4x8_minus_zeros(std::uint32_t w, int zero_lo, int zero_hi, s
 #pragma unroll
     for (int h = 0; h < 2; ++h) {  // h = 0: values 0-3, h = 1: values 4-7 (nibbles shifted down by 8)
       const std::uint32_t z = std::uint32_t(h == 0 ? zero_lo : zero_hi);
-      const V2 sub_lo = as_v2(splat2(kF16Exp1024 + z));             // 1024 + z
+      const V2 sub_lo = as_v2(splat2(kF16Exp1024 + z));                  // 1024 + z
       const V2 sub_hi = as_v2(splat2(0x8000u | (kF16Exp64 + 16u * z)));  // -(64 + z)
       const std::uint32_t s = w >> (8 * h);
       const std::uint32_t lo = detail::lop3<detail::kLutAndOr>(s, kLowNibblePair, splat2(kF16Exp1024));
       const std::uint32_t hi = detail::lop3<detail::kLutAndOr>(s, kHighNibblePair, splat2(kF16Exp1024));
-      out[2 * h] = as_u32(__hsub2(as_v2(lo), sub_lo));                 // (1024 + u) - (1024 + z)
+      out[2 * h] = as_u32(__hsub2(as_v2(lo), sub_lo));                // (1024 + u) - (1024 + z)
       out[2 * h + 1] = as_u32(__hfma2(as_v2(hi), one_16th, sub_hi));  // (1024 + 16u) / 16 - (64 + z)
     }
   } else if constexpr (std::is_same_v<T, __nv_bfloat16>) {
 #pragma unroll
     for (int j = 0; j < 4; ++j) {  // pair j = nibbles j and j + 4
       const std::uint32_t z = std::uint32_t(j < 2 ? zero_lo : zero_hi);
-      const std::uint32_t v = detail::lop3<detail::kLutAndOr>(w >> (4 * j), kLowNibblePair,
-                                                              splat2(kBF16Exp128));
+      const std::uint32_t v = detail::lop3<detail::kLutAndOr>(w >> (4 * j), kLowNibblePair, splat2(kBF16Exp128));
       out[j] = as_u32(__hsub2(as_v2(v), as_v2(splat2(kBF16Exp128 + z))));  // (128 + u) - (128 + z)
     }
   } else {
@@ -105,8 +114,8 @@ NIBBLE_HOST_DEVICE std::uint32_t sext_nibbles_in_bytes(std::uint32_t x) {
   return x | ((x & 0x08080808u) * 0x1Eu);
 }
 NIBBLE_HOST_DEVICE void s4x8_to_s8x8(std::uint32_t w, std::uint32_t (&out)[2]) {
-  const std::uint32_t even = sext_nibbles_in_bytes(w & 0x0F0F0F0Fu);         // v0 v2 v4 v6
-  const std::uint32_t odd = sext_nibbles_in_bytes((w >> 4) & 0x0F0F0F0Fu);   // v1 v3 v5 v7
+  const std::uint32_t even = sext_nibbles_in_bytes(w & 0x0F0F0F0Fu);        // v0 v2 v4 v6
+  const std::uint32_t odd = sext_nibbles_in_bytes((w >> 4) & 0x0F0F0F0Fu);  // v1 v3 v5 v7
 #if defined(__CUDA_ARCH__)
   out[0] = detail::prmt(even, odd, 0x5140u);  // bytes: even.0 odd.0 even.1 odd.1
   out[1] = detail::prmt(even, odd, 0x7362u);  // bytes: even.2 odd.2 even.3 odd.3
@@ -141,11 +150,11 @@ NIBBLE_HOST_DEVICE CodebookLut make_codebook_lut() {
 namespace detail {
 /// Bytes of table `t` (16 entries in 4 regs) selected by the four codes in the low 16 bits of `codes`.
 NIBBLE_DEVICE std::uint32_t lut16_bytes(const std::uint32_t (&t)[4], std::uint32_t codes) {
-  const std::uint32_t sel = codes & 0x7777u;               // entry within a group of 8 (prmt's 3 bits)
-  const std::uint32_t upper = (codes & 0x8888u) >> 1;      // 4 where the code is >= 8, in each nibble
-  const std::uint32_t first8 = prmt(t[0], t[1], sel);      // candidates from entries 0..7
-  const std::uint32_t last8 = prmt(t[2], t[3], sel);       // candidates from entries 8..15
-  return prmt(first8, last8, 0x3210u | upper);             // byte i from last8 where code i >= 8
+  const std::uint32_t sel = codes & 0x7777u;           // entry within a group of 8 (prmt's 3 bits)
+  const std::uint32_t upper = (codes & 0x8888u) >> 1;  // 4 where the code is >= 8, in each nibble
+  const std::uint32_t first8 = prmt(t[0], t[1], sel);  // candidates from entries 0..7
+  const std::uint32_t last8 = prmt(t[2], t[3], sel);   // candidates from entries 8..15
+  return prmt(first8, last8, 0x3210u | upper);         // byte i from last8 where code i >= 8
 }
 }  // namespace detail
 

@@ -24,8 +24,7 @@ enum class NibbleOrder : std::uint8_t { kSequential = 0, kInterleaved = 1 };
 NIBBLE_HOST_DEVICE constexpr int nibble_position(NibbleOrder order, int i) {
   return order == NibbleOrder::kSequential ? i : ((i & 1) ? 4 + (i >> 1) : (i >> 1));
 }
-static_assert(nibble_position(NibbleOrder::kInterleaved, 1) == 4 &&
-                  nibble_position(NibbleOrder::kInterleaved, 6) == 3,
+static_assert(nibble_position(NibbleOrder::kInterleaved, 1) == 4 && nibble_position(NibbleOrder::kInterleaved, 6) == 3,
               "interleaved order: odd values in the high half-word");
 
 /// The 4-bit pattern of value `v` in format F.
@@ -38,8 +37,10 @@ NIBBLE_HOST_DEVICE constexpr std::uint32_t to_nibble(int v) {
 template <Format F>
 NIBBLE_HOST_DEVICE constexpr int from_nibble(std::uint32_t nib) {
   nib &= 0xFu;
-  if constexpr (F == Format::kS4) return int(nib ^ 0x8u) - 8;  // two's complement: flip sign, unbias
-  else return int(nib);
+  if constexpr (F == Format::kS4)
+    return int(nib ^ 0x8u) - 8;  // two's complement: flip sign, unbias
+  else
+    return int(nib);
 }
 
 /// Two values -> one byte: v0 in the low nibble, v1 in the high nibble.
@@ -75,8 +76,7 @@ NIBBLE_HOST_DEVICE constexpr void unpack_x8(std::uint32_t w, int (&v)[8]) {
 NIBBLE_HOST_DEVICE constexpr std::uint32_t interleave_x8(std::uint32_t w) {
   std::uint32_t r = 0;
 #pragma unroll
-  for (int i = 0; i < 8; ++i)
-    r |= ((w >> (4 * i)) & 0xFu) << (4 * nibble_position(NibbleOrder::kInterleaved, i));
+  for (int i = 0; i < 8; ++i) r |= ((w >> (4 * i)) & 0xFu) << (4 * nibble_position(NibbleOrder::kInterleaved, i));
   return r;
 }
 
@@ -84,8 +84,7 @@ NIBBLE_HOST_DEVICE constexpr std::uint32_t interleave_x8(std::uint32_t w) {
 NIBBLE_HOST_DEVICE constexpr std::uint32_t deinterleave_x8(std::uint32_t w) {
   std::uint32_t r = 0;
 #pragma unroll
-  for (int i = 0; i < 8; ++i)
-    r |= ((w >> (4 * nibble_position(NibbleOrder::kInterleaved, i))) & 0xFu) << (4 * i);
+  for (int i = 0; i < 8; ++i) r |= ((w >> (4 * nibble_position(NibbleOrder::kInterleaved, i))) & 0xFu) << (4 * i);
   return r;
 }
 
