@@ -1,0 +1,810 @@
+// tests/import/test_import.cu — the checkpoint importers (include/nibble/import/): hand-written 8x8 cases
+// whose weights are written out literally, fixtures packed by fixtures/make_fixtures.py the way each
+// project's writer does (the expected weights are that project's reader's), act-order, every refusal,
+// and the GPU paths (GPTQ import, permute_columns) against the CPU ones, bit for bit.
+#include <cuda_runtime.h>
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstring>
+#include <map>
+#include <memory>
+#include <nibble/import/import.cuh>
+#include <nibble/quant/quantize.cuh>
+#include <numeric>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "common/gpu.hpp"
+#include "common/random.hpp"
+
+using namespace nibble;
+
+namespace {
+
+// ---- buffers and helpers ------------------------------------------------------------------------------
+
+/// Host PackedMatrix over a 256-byte aligned buffer, poisoned with 0xA5 so unwritten bytes show.
+struct HostPacked {
+  std::vector<std::uint8_t> raw;
+  PackedMatrix m;
+  Status status = Status::kSuccess;
+  HostPacked(std::int64_t n, std::int64_t k, const QuantParams& p) {
+    const PackedBytes b = packed_bytes(n, k, p);
+    status = b.status;
+    if (status != Status::kSuccess) return;
+    raw.assign(b.total + kPackedAlignment, 0xA5);
+    auto* base = reinterpret_cast<std::uint8_t*>(
+        round_up(std::int64_t(reinterpret_cast<std::uintptr_t>(raw.data())), kPackedAlignment));
+    status = carve_packed_matrix(n, k, p, base, b.total, &m);
+  }
+};
+
+/// Dequantized weights of a host PackedMatrix, in fp32 (nibble's own CPU dequantization).
+std::vector<float> dequant(const PackedMatrix& m) {
+  std::vector<float> w(std::size_t(m.n * m.k), -12345.0f);
+  EXPECT_EQ(dequantize_cpu<float>(m, w.data(), m.k), Status::kSuccess);
+  return w;
+}
+
+/// Asserts w[n, p] == expected[n, perm[p]] in float64 (perm null: identity), for every element.
+void expect_weights(const std::vector<float>& w, const float* expected, std::int64_t n, std::int64_t k,
+                    const std::int32_t* perm = nullptr) {
+  int bad = 0;
+  for (std::int64_t r = 0; r < n; ++r)
+    for (std::int64_t p = 0; p < k; ++p) {
+      const double got = w[std::size_t(r * k + p)];
+      const double want = expected[r * k + (perm ? perm[p] : p)];
+      if (got != want && ++bad <= 5)
+        ADD_FAILURE() << "weight (" << r << ", " << p << "): got " << got << ", want " << want;
+    }
+  EXPECT_EQ(bad, 0);
+}
+
+std::uint16_t f16_bits(float f) {
+  const __half h = __float2half_rn(f);
+  std::uint16_t b;
+  std::memcpy(&b, &h, 2);
+  return b;
+}
+
+// ---- fixtures -----------------------------------------------------------------------------------------
+
+/// One fixture file of make_fixtures.py: named arrays of int32 / uint8 / uint16 / float32.
+struct Fixture {
+  struct Array {
+    std::uint32_t kind = 0;
+    std::vector<std::uint8_t> bytes;  // 4-byte aligned storage via vector<uint32_t> below
+    std::vector<std::uint32_t> storage;
+    std::uint64_t count = 0;
+  };
+  std::map<std::string, Array> arrays;
+  bool ok = false;
+
+  explicit Fixture(const std::string& name) {
+    const std::string path = std::string(NIBBLE_IMPORT_FIXTURE_DIR) + "/" + name + ".bin";
+    std::FILE* f = std::fopen(path.c_str(), "rb");
+    if (f == nullptr) return;
+    for (;;) {
+      std::uint32_t len = 0;
+      if (std::fread(&len, 4, 1, f) != 1) break;
+      std::string key(len, '\0');
+      Array a;
+      if (std::fread(&key[0], 1, len, f) != len || std::fread(&a.kind, 4, 1, f) != 1 ||
+          std::fread(&a.count, 8, 1, f) != 1)
+        break;
+      const std::size_t elem = a.kind == 1 ? 1 : a.kind == 2 ? 2 : 4;
+      a.storage.assign((a.count * elem + 3) / 4 + 1, 0);
+      if (std::fread(a.storage.data(), elem, a.count, f) != a.count) break;
+      arrays[key] = std::move(a);
+    }
+    std::fclose(f);
+    ok = !arrays.empty();
+  }
+  const void* get(const std::string& key) const {
+    auto it = arrays.find(key);
+    return it == arrays.end() ? nullptr : it->second.storage.data();
+  }
+  std::uint64_t count(const std::string& key) const {
+    auto it = arrays.find(key);
+    return it == arrays.end() ? 0 : it->second.count;
+  }
+  int meta(const std::string& key) const {
+    const void* p = get("meta_" + key);
+    return p ? *static_cast<const std::int32_t*>(p) : -1;
+  }
+  const std::int32_t* i32(const std::string& key) const { return static_cast<const std::int32_t*>(get(key)); }
+  const float* f32(const std::string& key) const { return static_cast<const float*>(get(key)); }
+};
+
+#define LOAD_FIXTURE(var, name)                                                         \
+  Fixture var(name);                                                                    \
+  ASSERT_TRUE(var.ok) << "missing fixture " << NIBBLE_IMPORT_FIXTURE_DIR << "/" << name \
+                      << ".bin (tests/import/fixtures/make_fixtures.py makes it)"
+
+/// The permutation std::stable_sort gives for g_idx: an oracle independent of act_order_permutation.
+std::vector<std::int32_t> stable_sort_perm(const std::int32_t* g_idx, std::int64_t k) {
+  std::vector<std::int32_t> p(static_cast<std::size_t>(k));
+  std::iota(p.begin(), p.end(), 0);
+  std::stable_sort(p.begin(), p.end(), [&](int a, int b) { return g_idx[a] < g_idx[b]; });
+  return p;
+}
+
+// ---- hand-written 8x8 cases ---------------------------------------------------------------------------
+
+// GPTQ v1 sym, K = N = 8, one group (group_size -1). Column n of qweight is one word (k = nibble index).
+TEST(Import_gptq_hand, V1Sym8x8) {
+  const std::int32_t qweight[8] = {0x76543210, int(0xFEDCBA98u), 0x00000000, int(0x88888888u),
+                                   int(0xF0F0F0F0u), 0x01234567, int(0x89ABCDEFu), 0x7F7F7F7F};
+  const std::int32_t qzeros[1] = {0x77777777};
+  std::uint16_t scales[8];
+  const float s[8] = {1.0f, 0.5f, -2.0f, 3.0f, 0.25f, 1.0f, 1.0f, 0.125f};
+  for (int i = 0; i < 8; ++i) scales[i] = f16_bits(s[i]);
+  const float expected[8][8] = {
+      {-8, -7, -6, -5, -4, -3, -2, -1},            // q = 0..7, z = 8
+      {0, 0.5, 1, 1.5, 2, 2.5, 3, 3.5},            // q = 8..15, s = 0.5
+      {16, 16, 16, 16, 16, 16, 16, 16},            // q = 0, s = -2
+      {0, 0, 0, 0, 0, 0, 0, 0},                    // q = 8
+      {-2, 1.75, -2, 1.75, -2, 1.75, -2, 1.75},    // q = 0, 15 alternating, s = 0.25
+      {-1, -2, -3, -4, -5, -6, -7, -8},            // q = 7..0
+      {7, 6, 5, 4, 3, 2, 1, 0},                    // q = 15..8
+      {0.875, -0.125, 0.875, -0.125, 0.875, -0.125, 0.875, -0.125},  // q = 15, 7; s = 1/8
+  };
+  GptqConfig cfg;
+  cfg.group_size = kCheckpointPerChannel;
+  GptqTensors t;
+  t.k = 8;
+  t.n = 8;
+  t.qweight = qweight;
+  t.qzeros = qzeros;
+  t.scales = scales;
+  QuantParams p;
+  ASSERT_EQ(gptq_import_params(cfg, t, &p), Status::kSuccess);
+  EXPECT_EQ(p.format, Format::kS4);
+  EXPECT_EQ(p.group_size, kPerChannel);
+  HostPacked out(8, 8, p);
+  ASSERT_EQ(out.status, Status::kSuccess);
+  ASSERT_EQ(import_gptq_host(cfg, t, out.m, nullptr), Status::kSuccess);
+  expect_weights(dequant(out.m), &expected[0][0], 8, 8);
+  // The first row's codes literally: s4 of -8..-1 is 0x8..0xF, even k in the low nibble.
+  EXPECT_EQ(out.m.codes[0], 0x98);
+  EXPECT_EQ(out.m.codes[3], 0xFE);
+  // kDetect reads the same words and decides v1; the v2 label contradicts them.
+  cfg.checkpoint_format = GptqCheckpointFormat::kDetect;
+  GptqCheckpointFormat f{};
+  ASSERT_EQ(gptq_resolve_format_host(cfg, t, &f), Status::kSuccess);
+  EXPECT_EQ(f, GptqCheckpointFormat::kV1);
+  cfg.checkpoint_format = GptqCheckpointFormat::kV2;
+  EXPECT_EQ(import_gptq_host(cfg, t, out.m, nullptr), Status::kErrorInvalidArgument);
+}
+
+// GPTQ asym: v1 stores z - 1, v2 stores z. Column n's zero is nibble n of the single qzeros word.
+TEST(Import_gptq_hand, Asym8x8V1AndV2) {
+  std::int32_t qweight[8];
+  for (int i = 0; i < 8; ++i) qweight[i] = 0x76543210;  // q = k
+  std::uint16_t scales[8];
+  for (int i = 0; i < 8; ++i) scales[i] = f16_bits(1.0f);
+  // Zeros z = 1, 2, ..., 8 for columns 0..7.
+  const float expected[8][8] = {
+      {-1, 0, 1, 2, 3, 4, 5, 6},   {-2, -1, 0, 1, 2, 3, 4, 5},  {-3, -2, -1, 0, 1, 2, 3, 4},
+      {-4, -3, -2, -1, 0, 1, 2, 3}, {-5, -4, -3, -2, -1, 0, 1, 2}, {-6, -5, -4, -3, -2, -1, 0, 1},
+      {-7, -6, -5, -4, -3, -2, -1, 0}, {-8, -7, -6, -5, -4, -3, -2, -1}};
+  for (const bool v1 : {true, false}) {
+    const std::int32_t qzeros[1] = {v1 ? 0x76543210 : int(0x87654321u)};
+    GptqConfig cfg;
+    cfg.group_size = kCheckpointPerChannel;
+    cfg.sym = false;
+    cfg.checkpoint_format = v1 ? GptqCheckpointFormat::kV1 : GptqCheckpointFormat::kV2;
+    GptqTensors t;
+    t.k = 8;
+    t.n = 8;
+    t.qweight = qweight;
+    t.qzeros = qzeros;
+    t.scales = scales;
+    QuantParams p;
+    ASSERT_EQ(gptq_import_params(cfg, t, &p), Status::kSuccess);
+    EXPECT_EQ(p.format, Format::kU4);
+    HostPacked out(8, 8, p);
+    ASSERT_EQ(import_gptq_host(cfg, t, out.m, nullptr), Status::kSuccess) << v1;
+    expect_weights(dequant(out.m), &expected[0][0], 8, 8);
+    EXPECT_EQ(out.m.zeros[0], 1);
+    EXPECT_EQ(out.m.zeros[7], 8);
+  }
+}
+
+// AWQ: one word per row k; nibble i is column kAwqOrder[i]. Word 0x76543210 puts value i in column
+// order[i]: columns 0..7 get 0, 4, 1, 5, 2, 6, 3, 7.
+TEST(Import_awq_hand, Order8x8) {
+  std::int32_t qweight[8];
+  for (int i = 0; i < 8; ++i) qweight[i] = 0x76543210;
+  const std::int32_t qzeros[1] = {0x11111111};  // z = 1 everywhere
+  std::uint16_t scales[8];
+  for (int i = 0; i < 8; ++i) scales[i] = f16_bits(i == 3 ? -0.5f : 1.0f);
+  const float col_value[8] = {-1, 3, 0, -2, 1, 5, 2, 6};  // (q - 1) * s; column 3: (5 - 1) * -0.5
+  float expected[8][8];
+  for (int n = 0; n < 8; ++n)
+    for (int k = 0; k < 8; ++k) expected[n][k] = col_value[n];
+  AwqConfig cfg;
+  cfg.group_size = kCheckpointPerChannel;
+  AwqTensors t;
+  t.k = 8;
+  t.n = 8;
+  t.qweight = qweight;
+  t.qzeros = qzeros;
+  t.scales = scales;
+  QuantParams p;
+  ASSERT_EQ(awq_import_params(cfg, t, &p), Status::kSuccess);
+  HostPacked out(8, 8, p);
+  ASSERT_EQ(import_awq_host(cfg, t, out.m), Status::kSuccess);
+  expect_weights(dequant(out.m), &expected[0][0], 8, 8);
+}
+
+// compressed-tensors, symmetric, channel strategy: row n of weight_packed is one word (K = 8), q = u - 8.
+TEST(Import_ct_hand, SymChannel8x8) {
+  const std::int32_t packed[8] = {0x76543210, int(0xFEDCBA98u), int(0x88888888u), 0x00000000,
+                                  int(0xF0F0F0F0u), 0x01234567, int(0x89ABCDEFu), 0x7F7F7F7F};
+  std::uint16_t scales[8];
+  for (int i = 0; i < 8; ++i) scales[i] = 0x3F80;  // bf16 1.0
+  const float expected[8][8] = {{-8, -7, -6, -5, -4, -3, -2, -1}, {0, 1, 2, 3, 4, 5, 6, 7},
+                                {0, 0, 0, 0, 0, 0, 0, 0},         {-8, -8, -8, -8, -8, -8, -8, -8},
+                                {-8, 7, -8, 7, -8, 7, -8, 7},     {-1, -2, -3, -4, -5, -6, -7, -8},
+                                {7, 6, 5, 4, 3, 2, 1, 0},         {7, -1, 7, -1, 7, -1, 7, -1}};
+  CtConfig cfg;
+  cfg.strategy = CtStrategy::kChannel;
+  CtTensors t;
+  t.n = 8;
+  t.k = 8;
+  t.weight_packed = packed;
+  t.weight_scale = scales;
+  QuantParams p;
+  ASSERT_EQ(compressed_tensors_import_params(cfg, t, &p), Status::kSuccess);
+  EXPECT_EQ(p.format, Format::kS4);
+  HostPacked out(8, 8, p);
+  ASSERT_EQ(import_compressed_tensors_host(cfg, t, out.m, nullptr), Status::kSuccess);
+  expect_weights(dequant(out.m), &expected[0][0], 8, 8);
+}
+
+// bitsandbytes NF4, one row of 8 (blocksize 8 == K: per-channel), absmax 2. Byte 0x0F: element 0 is
+// code 0 (high nibble) = -1, element 1 is code 15 = +1.
+TEST(Import_bnb_hand, Nf4Row) {
+  const std::uint8_t weight[4] = {0x0F, 0x7F, 0xF7, 0x80};
+  const float absmax[1] = {2.0f};
+  const float expected[8] = {-2.0f, 2.0f, 0.0f, 2.0f, 2.0f, 0.0f, 2.0f * 0.07958029955625534f, -2.0f};
+  BnbQuantState st;
+  st.blocksize = 8;
+  st.n = 1;
+  st.k = 8;
+  BnbTensors t;
+  t.weight = weight;
+  t.absmax = absmax;
+  t.quant_map = nf4_codebook().v;
+  QuantParams p;
+  ASSERT_EQ(bnb_import_params(st, t, &p), Status::kSuccess);
+  HostPacked out(1, 8, p);
+  ASSERT_EQ(import_bnb_host(st, t, out.m), Status::kSuccess);
+  expect_weights(dequant(out.m), expected, 1, 8);
+  EXPECT_EQ(out.m.codes[0], 0xF0);  // swapped into nibble's order
+}
+
+// GGUF Q4_0, one block: d = 1 (fp16 0x3C00), qs[j] = j | (15 - j) << 4: element j = j - 8 (j < 16),
+// element j + 16 = 7 - j.
+TEST(Import_gguf_hand, OneBlock) {
+  std::uint8_t block[18] = {0x00, 0x3C};
+  for (int j = 0; j < 16; ++j) block[2 + j] = std::uint8_t(j | ((15 - j) << 4));
+  const float expected[32] = {-8, -7, -6, -5, -4, -3, -2, -1, 0, 1, 2, 3, 4, 5, 6, 7,
+                              7,  6,  5,  4,  3,  2,  1,  0,  -1, -2, -3, -4, -5, -6, -7, -8};
+  QuantParams p;
+  ASSERT_EQ(gguf_q4_0_import_params(1, 32, &p), Status::kSuccess);
+  HostPacked out(1, 32, p);
+  ASSERT_EQ(import_gguf_q4_0_host(block, sizeof block, 1, 32, out.m), Status::kSuccess);
+  expect_weights(dequant(out.m), expected, 1, 32);
+  EXPECT_EQ(import_gguf_q4_0_host(block, sizeof block - 1, 1, 32, out.m), Status::kErrorWorkspaceTooSmall);
+}
+
+// ---- fixtures: each project's writer, each project's reader -------------------------------------------
+
+GptqTensors gptq_tensors(const Fixture& fx) {
+  GptqTensors t;
+  t.k = fx.meta("k");
+  t.n = fx.meta("n");
+  t.qweight = fx.i32("qweight");
+  t.qzeros = fx.i32("qzeros");
+  t.scales = fx.get("scales");
+  t.scale_type = DType::kF16;
+  return t;
+}
+
+void run_gptq_fixture(const std::string& name, bool act_order) {
+  LOAD_FIXTURE(fx, name);
+  GptqConfig cfg;
+  cfg.group_size = fx.meta("group");
+  cfg.sym = fx.meta("sym") == 1;
+  cfg.checkpoint_format = fx.meta("version") == 1 ? GptqCheckpointFormat::kV1 : GptqCheckpointFormat::kV2;
+  GptqTensors t = gptq_tensors(fx);
+  t.g_idx = fx.i32("g_idx");
+  QuantParams p;
+  ASSERT_EQ(gptq_import_params(cfg, t, &p), Status::kSuccess);
+  HostPacked out(t.n, t.k, p);
+  std::vector<std::int32_t> perm(std::size_t(t.k), -1);
+  ASSERT_EQ(import_gptq_host(cfg, t, out.m, perm.data()), Status::kSuccess);
+  const auto oracle = stable_sort_perm(t.g_idx, t.k);
+  EXPECT_EQ(perm, oracle);
+  bool identity = false;
+  ASSERT_EQ(act_order_permutation(t.g_idx, t.k, effective_group(p.group_size, t.k), nullptr, &identity),
+            Status::kSuccess);
+  EXPECT_EQ(identity, !act_order);
+  if (act_order) EXPECT_EQ(import_gptq_host(cfg, t, out.m, nullptr), Status::kErrorNullPointer);
+  expect_weights(dequant(out.m), fx.f32("expected"), t.n, t.k, perm.data());
+}
+
+TEST(Import_gptq_fixture, V1SymG32) { run_gptq_fixture("gptq_v1_sym_g32", false); }
+TEST(Import_gptq_fixture, V2SymG32) { run_gptq_fixture("gptq_v2_sym_g32", false); }
+TEST(Import_gptq_fixture, V1AsymG32) { run_gptq_fixture("gptq_v1_asym_g32", false); }
+TEST(Import_gptq_fixture, V2AsymG64) { run_gptq_fixture("gptq_v2_asym_g64", false); }
+TEST(Import_gptq_fixture, V1SymActOrderG32) { run_gptq_fixture("gptq_v1_sym_actorder_g32", true); }
+TEST(Import_gptq_fixture, V2AsymActOrderG32) { run_gptq_fixture("gptq_v2_asym_actorder_g32", true); }
+
+TEST(Import_gptq_fixture, DetectFromData) {
+  for (const char* name : {"gptq_v1_sym_g32", "gptq_v2_sym_g32"}) {
+    LOAD_FIXTURE(fx, name);
+    GptqConfig cfg;
+    cfg.group_size = fx.meta("group");
+    cfg.checkpoint_format = GptqCheckpointFormat::kDetect;
+    GptqCheckpointFormat f{};
+    ASSERT_EQ(gptq_resolve_format_host(cfg, gptq_tensors(fx), &f), Status::kSuccess);
+    EXPECT_EQ(int(f), fx.meta("version"));
+  }
+}
+
+void run_awq_fixture(const std::string& name) {
+  LOAD_FIXTURE(fx, name);
+  AwqConfig cfg;
+  cfg.group_size = fx.meta("group");
+  AwqTensors t;
+  t.k = fx.meta("k");
+  t.n = fx.meta("n");
+  t.qweight = fx.i32("qweight");
+  t.qzeros = fx.i32("qzeros");
+  t.scales = fx.get("scales");
+  QuantParams p;
+  ASSERT_EQ(awq_import_params(cfg, t, &p), Status::kSuccess);
+  HostPacked out(t.n, t.k, p);
+  ASSERT_EQ(import_awq_host(cfg, t, out.m), Status::kSuccess);
+  expect_weights(dequant(out.m), fx.f32("expected"), t.n, t.k);
+}
+TEST(Import_awq_fixture, G32) { run_awq_fixture("awq_g32"); }
+TEST(Import_awq_fixture, G64) { run_awq_fixture("awq_g64"); }
+
+void run_ct_fixture(const std::string& name) {
+  LOAD_FIXTURE(fx, name);
+  CtConfig cfg;
+  cfg.strategy = CtStrategy(fx.meta("strategy"));
+  cfg.group_size = fx.meta("group");
+  cfg.symmetric = fx.meta("sym") == 1;
+  cfg.zero_point = cfg.symmetric ? CtZeroPoint::kNone : CtZeroPoint::kPackedInt32;
+  CtTensors t;
+  t.n = fx.meta("n");
+  t.k = fx.meta("k");
+  t.weight_packed = fx.i32("weight_packed");
+  t.weight_scale = fx.get("weight_scale");
+  t.scale_type = DType::kBF16;
+  t.weight_zero_point = fx.get("weight_zero_point");
+  QuantParams p;
+  ASSERT_EQ(compressed_tensors_import_params(cfg, t, &p), Status::kSuccess);
+  HostPacked out(t.n, t.k, p);
+  ASSERT_EQ(import_compressed_tensors_host(cfg, t, out.m, nullptr), Status::kSuccess);
+  expect_weights(dequant(out.m), fx.f32("expected"), t.n, t.k);
+}
+TEST(Import_ct_fixture, SymGroup32) { run_ct_fixture("ct_sym_group32"); }
+TEST(Import_ct_fixture, AsymGroup32PackedZeroPoint) { run_ct_fixture("ct_asym_group32"); }
+TEST(Import_ct_fixture, SymChannelK60Padded) { run_ct_fixture("ct_sym_channel_k60"); }
+TEST(Import_ct_fixture, SymTensor) { run_ct_fixture("ct_sym_tensor"); }
+
+void run_bnb_fixture(const std::string& name, bool expect_dq) {
+  LOAD_FIXTURE(fx, name);
+  BnbQuantState st;
+  st.quant_type = fx.meta("fp4") == 1 ? BnbQuantType::kFp4 : BnbQuantType::kNf4;
+  st.blocksize = fx.meta("blocksize");
+  st.n = fx.meta("n");
+  st.k = fx.meta("k");
+  st.nested = fx.meta("nested") == 1;
+  BnbTensors t;
+  t.weight = static_cast<const std::uint8_t*>(fx.get("weight"));
+  t.quant_map = fx.f32("quant_map");
+  if (st.nested) {
+    t.absmax = fx.get("absmax_u8");
+    t.nested_absmax = fx.f32("nested_absmax");
+    t.nested_quant_map = fx.f32("nested_quant_map");
+    st.nested_offset = fx.f32("nested_offset")[0];
+  } else {
+    t.absmax = fx.get("absmax");
+  }
+  QuantParams p;
+  ASSERT_EQ(bnb_import_params(st, t, &p), Status::kSuccess);
+  EXPECT_EQ(p.double_quant, expect_dq);
+  HostPacked out(st.n, st.k, p);
+  ASSERT_EQ(import_bnb_host(st, t, out.m), Status::kSuccess);
+  expect_weights(dequant(out.m), fx.f32("expected"), st.n, st.k);
+}
+TEST(Import_bnb_fixture, Nf4B64) { run_bnb_fixture("bnb_nf4_b64", false); }
+TEST(Import_bnb_fixture, Fp4B32) { run_bnb_fixture("bnb_fp4_b32", false); }
+TEST(Import_bnb_fixture, Nf4B32DoubleQuantMapsOntoDq) { run_bnb_fixture("bnb_nf4_b32_nested", true); }
+TEST(Import_bnb_fixture, Fp4B64CustomNestedMapExpands) {
+  run_bnb_fixture("bnb_fp4_b64_nested_custom_map", false);
+}
+
+TEST(Import_gguf_fixture, Q4_0FromGgufPy) {
+  LOAD_FIXTURE(fx, "gguf_q4_0");
+  const std::int64_t n = fx.meta("n"), k = fx.meta("k");
+  QuantParams p;
+  ASSERT_EQ(gguf_q4_0_import_params(n, k, &p), Status::kSuccess);
+  HostPacked out(n, k, p);
+  ASSERT_EQ(import_gguf_q4_0_host(fx.get("data"), fx.count("data"), n, k, out.m), Status::kSuccess);
+  expect_weights(dequant(out.m), fx.f32("expected"), n, k);
+}
+
+// ---- refusals -----------------------------------------------------------------------------------------
+
+struct GptqSmall {  // a valid 8x64 asym v1 checkpoint, g32, to break one thing at a time
+  std::vector<std::int32_t> qweight = std::vector<std::int32_t>(8 * 8, 0x12345678);
+  std::vector<std::int32_t> qzeros = std::vector<std::int32_t>(2, 0x01234567);
+  std::vector<std::uint16_t> scales = std::vector<std::uint16_t>(2 * 8, 0x3C00);
+  GptqConfig cfg;
+  GptqTensors t;
+  GptqSmall() {
+    cfg.group_size = 32;
+    cfg.sym = false;
+    t.k = 64;
+    t.n = 8;
+    t.qweight = qweight.data();
+    t.qzeros = qzeros.data();
+    t.scales = scales.data();
+  }
+  Status run() {
+    QuantParams p;
+    NIBBLE_RETURN_IF_ERROR(gptq_import_params(cfg, t, &p));
+    HostPacked out(t.n, t.k, p);
+    std::vector<std::int32_t> perm(static_cast<std::size_t>(t.k));
+    return import_gptq_host(cfg, t, out.m, perm.data());
+  }
+};
+
+TEST(Import_gptq_refuse, V1ZeroUnderflowPattern) {
+  GptqSmall g;
+  ASSERT_EQ(g.run(), Status::kSuccess);
+  // What AutoGPTQ's pack wrote for z = 0 in column 3: (0 - 1) as uint32 OR-ed at nibble 3 -> 0xFFFFF...
+  g.qzeros[1] = int(0xFFFFF567u);
+  EXPECT_EQ(g.run(), Status::kErrorInvalidArgument);
+  g.qzeros[1] = int(0xF1234567u);  // any 0xF nibble: z = 16 is not a u4 zero point
+  EXPECT_EQ(g.run(), Status::kErrorInvalidArgument);
+  g.cfg.checkpoint_format = GptqCheckpointFormat::kV2;  // in v2 0xF is z = 15: fine
+  EXPECT_EQ(g.run(), Status::kSuccess);
+}
+
+TEST(Import_gptq_refuse, LabelsAndMetadata) {
+  GptqSmall g;
+  g.cfg.checkpoint_format = GptqCheckpointFormat::kDetect;  // asym: the data cannot tell
+  EXPECT_EQ(g.run(), Status::kErrorInvalidArgument);
+  g = GptqSmall();
+  g.cfg.sym = true;  // sym label, but the words are not 0x77777777
+  EXPECT_EQ(g.run(), Status::kErrorInvalidArgument);
+  g = GptqSmall();
+  g.cfg.bits = 8;
+  EXPECT_EQ(g.run(), Status::kErrorUnsupportedFormat);
+  g = GptqSmall();
+  g.cfg.group_size = 48;
+  EXPECT_EQ(g.run(), Status::kErrorGroupSize);
+  g = GptqSmall();
+  g.cfg.group_size = 512;  // not a nibble group size, and not K
+  EXPECT_EQ(g.run(), Status::kErrorGroupSize);
+  g = GptqSmall();
+  g.t.n = 12;
+  EXPECT_EQ(g.run(), Status::kErrorInvalidShape);
+  g = GptqSmall();
+  g.t.k = 60;
+  EXPECT_EQ(g.run(), Status::kErrorInvalidShape);
+  g = GptqSmall();
+  g.t.qzeros = nullptr;
+  EXPECT_EQ(g.run(), Status::kErrorNullPointer);
+  g = GptqSmall();
+  g.t.qweight = reinterpret_cast<const std::int32_t*>(reinterpret_cast<const char*>(g.qweight.data()) + 2);
+  EXPECT_EQ(g.run(), Status::kErrorMisalignedPointer);
+  g = GptqSmall();
+  g.t.scale_type = DType(7);
+  EXPECT_EQ(g.run(), Status::kErrorUnsupportedFormat);
+}
+
+TEST(Import_gptq_refuse, BadGIdx) {
+  GptqSmall g;
+  std::vector<std::int32_t> g_idx(64);
+  for (int c = 0; c < 64; ++c) g_idx[std::size_t(c)] = c / 32;
+  g.t.g_idx = g_idx.data();
+  EXPECT_EQ(g.run(), Status::kSuccess);
+  g_idx[0] = 1;  // group 1 now has 33 columns
+  EXPECT_EQ(g.run(), Status::kErrorInvalidArgument);
+  g_idx[0] = 2;  // no group 2
+  EXPECT_EQ(g.run(), Status::kErrorInvalidArgument);
+  g_idx[0] = -1;
+  EXPECT_EQ(g.run(), Status::kErrorInvalidArgument);
+}
+
+TEST(Import_gptq_refuse, OutputViewMustMatch) {
+  GptqSmall g;
+  QuantParams p;
+  ASSERT_EQ(gptq_import_params(g.cfg, g.t, &p), Status::kSuccess);
+  QuantParams wrong = p;
+  wrong.scale_type = DType::kBF16;
+  HostPacked out(g.t.n, g.t.k, wrong);
+  EXPECT_EQ(import_gptq_host(g.cfg, g.t, out.m, nullptr), Status::kErrorInvalidArgument);
+  wrong = p;
+  wrong.group_size = 64;
+  HostPacked out2(g.t.n, g.t.k, wrong);
+  EXPECT_EQ(import_gptq_host(g.cfg, g.t, out2.m, nullptr), Status::kErrorInvalidArgument);
+  HostPacked out3(g.t.n, g.t.k, p);
+  PackedMatrix m = out3.m;
+  m.codes = nullptr;
+  EXPECT_EQ(import_gptq_host(g.cfg, g.t, m, nullptr), Status::kErrorNullPointer);
+}
+
+TEST(Import_refuse, OtherFormats) {
+  // AWQ without zero points, or N not a multiple of 8.
+  AwqConfig acfg;
+  AwqTensors at;
+  at.k = 64;
+  at.n = 8;
+  QuantParams p;
+  acfg.zero_point = false;
+  EXPECT_EQ(awq_import_params(acfg, at, &p), Status::kErrorUnsupportedFormat);
+  acfg.zero_point = true;
+  at.n = 4;
+  EXPECT_EQ(awq_import_params(acfg, at, &p), Status::kErrorInvalidShape);
+  // compressed-tensors: inconsistent symmetric / zero point, unpacked zero point out of range.
+  CtConfig ccfg;
+  ccfg.zero_point = CtZeroPoint::kInt8;
+  CtTensors ct;
+  ct.n = 8;
+  ct.k = 64;
+  ccfg.group_size = 32;
+  EXPECT_EQ(compressed_tensors_import_params(ccfg, ct, &p), Status::kErrorInvalidArgument);
+  ccfg.symmetric = false;
+  std::vector<std::int32_t> packed(8 * 8, 0);
+  std::vector<std::uint16_t> scales(16, 0x3F80);
+  std::vector<std::int8_t> zp(16, 3);
+  ct.weight_packed = packed.data();
+  ct.weight_scale = scales.data();
+  ct.weight_zero_point = zp.data();
+  ASSERT_EQ(compressed_tensors_import_params(ccfg, ct, &p), Status::kSuccess);
+  HostPacked out(8, 64, p);
+  ASSERT_EQ(import_compressed_tensors_host(ccfg, ct, out.m, nullptr), Status::kSuccess);
+  EXPECT_EQ(out.m.zeros[0], 11);  // zp 3 + 8
+  zp[5] = 8;
+  EXPECT_EQ(import_compressed_tensors_host(ccfg, ct, out.m, nullptr), Status::kErrorInvalidArgument);
+  // bitsandbytes: a quant_map that is not nibble's table; K not a multiple of the blocksize.
+  BnbQuantState st;
+  st.n = 4;
+  st.k = 96;
+  st.blocksize = 64;
+  BnbTensors bt;
+  bt.quant_map = nf4_codebook().v;
+  EXPECT_EQ(bnb_import_params(st, bt, &p), Status::kErrorGroupSize);
+  st.k = 128;
+  ASSERT_EQ(bnb_import_params(st, bt, &p), Status::kSuccess);
+  float other[16];
+  std::memcpy(other, nf4_codebook().v, sizeof other);
+  other[3] = std::nextafter(other[3], 0.0f);
+  bt.quant_map = other;
+  EXPECT_EQ(bnb_import_params(st, bt, &p), Status::kErrorUnsupportedFormat);
+  bt.quant_map = fp4_codebook().v;  // the FP4 table under quant_type nf4
+  EXPECT_EQ(bnb_import_params(st, bt, &p), Status::kErrorUnsupportedFormat);
+  // GGUF: K not a multiple of 32, null data.
+  EXPECT_EQ(gguf_q4_0_import_params(4, 48, &p), Status::kErrorGroupSize);
+  ASSERT_EQ(gguf_q4_0_import_params(4, 64, &p), Status::kSuccess);
+  HostPacked g(4, 64, p);
+  EXPECT_EQ(import_gguf_q4_0_host(nullptr, 1000, 4, 64, g.m), Status::kErrorNullPointer);
+}
+
+// ---- permute_columns (CPU) ----------------------------------------------------------------------------
+
+TEST(Import_permute, HostGathersColumns) {
+  const std::int32_t perm[4] = {2, 0, 3, 1};
+  std::vector<__half> in(2 * 5), out(2 * 4);
+  for (int i = 0; i < 10; ++i) in[std::size_t(i)] = __float2half(float(i));
+  ASSERT_EQ(permute_columns_host(in.data(), 5, out.data(), 4, 2, 4, perm), Status::kSuccess);
+  const float want[8] = {2, 0, 3, 1, 7, 5, 8, 6};
+  for (int i = 0; i < 8; ++i) EXPECT_EQ(__half2float(out[std::size_t(i)]), want[i]);
+  const std::int32_t dup[4] = {2, 0, 2, 1};
+  EXPECT_EQ(permute_columns_host(in.data(), 5, out.data(), 4, 2, 4, dup), Status::kErrorInvalidArgument);
+  EXPECT_EQ(permute_columns_host(in.data(), 5, in.data() + 1, 5, 2, 4, perm), Status::kErrorInvalidArgument);
+  EXPECT_EQ(permute_columns_host(in.data(), 3, out.data(), 4, 2, 4, perm), Status::kErrorLeadingDimension);
+}
+
+// Act-order end to end on the CPU: W x == W_import x[perm] for the act-order fixture.
+TEST(Import_permute, ActOrderProductMatches) {
+  LOAD_FIXTURE(fx, "gptq_v1_sym_actorder_g32");
+  GptqConfig cfg;
+  cfg.group_size = fx.meta("group");
+  GptqTensors t = gptq_tensors(fx);
+  t.g_idx = fx.i32("g_idx");
+  QuantParams p;
+  ASSERT_EQ(gptq_import_params(cfg, t, &p), Status::kSuccess);
+  HostPacked out(t.n, t.k, p);
+  std::vector<std::int32_t> perm(static_cast<std::size_t>(t.k));
+  ASSERT_EQ(import_gptq_host(cfg, t, out.m, perm.data()), Status::kSuccess);
+  std::vector<__half> x(static_cast<std::size_t>(t.k)), xp(static_cast<std::size_t>(t.k));
+  for (std::int64_t c = 0; c < t.k; ++c) x[std::size_t(c)] = __float2half(float((c * 7) % 11) - 5.0f);
+  ASSERT_EQ(permute_columns_host(x.data(), t.k, xp.data(), t.k, 1, t.k, perm.data()), Status::kSuccess);
+  const auto w = dequant(out.m);
+  const float* ref = fx.f32("expected");
+  for (std::int64_t r = 0; r < t.n; ++r) {
+    double a = 0, b = 0;  // exact: small integers times fp16 scales, few terms
+    for (std::int64_t c = 0; c < t.k; ++c) {
+      a += double(ref[r * t.k + c]) * double(__half2float(x[std::size_t(c)]));
+      b += double(w[std::size_t(r * t.k + c)]) * double(__half2float(xp[std::size_t(c)]));
+    }
+    EXPECT_EQ(a, b) << "row " << r;
+  }
+}
+
+// ---- GPU ----------------------------------------------------------------------------------------------
+
+template <class T>
+struct DeviceBuffer {
+  T* p = nullptr;
+  explicit DeviceBuffer(std::size_t count) { EXPECT_EQ(cudaMalloc(&p, count * sizeof(T) + 256), cudaSuccess); }
+  ~DeviceBuffer() { cudaFree(p); }
+};
+
+/// GPU import of a random GPTQ checkpoint (n x k, group g, act-order or not) == CPU import, byte for byte
+/// (codes, scales, zeros), with the output poisoned first and the error word left at zero.
+void gpu_matches_cpu(std::int64_t n, std::int64_t k, int g, bool sym, bool v1, bool act_order,
+                     std::int64_t ld_extra) {
+  auto rng = nibble_test_rng();
+  const std::int64_t groups = k / effective_group(g == kCheckpointPerChannel ? kPerChannel : g, k);
+  std::vector<std::int32_t> qweight(static_cast<std::size_t>(k / 8 * n)), qzeros(static_cast<std::size_t>(groups * n / 8));
+  std::vector<std::uint16_t> scales(static_cast<std::size_t>(groups * n));
+  for (auto& w : qweight) w = std::int32_t(rng());
+  for (auto& w : qzeros) {
+    w = sym ? std::int32_t(v1 ? 0x77777777u : 0x88888888u) : std::int32_t(rng() & (v1 ? 0x66666666u : ~0u));
+  }
+  for (auto& s : scales) s = std::uint16_t(0x2000 + rng() % 0x1C00);
+  std::vector<std::int32_t> g_idx(static_cast<std::size_t>(k));
+  const std::int64_t ge = groups == 1 ? k : g;
+  for (std::int64_t c = 0; c < k; ++c) g_idx[std::size_t(c)] = std::int32_t(c / ge);
+  if (act_order) std::shuffle(g_idx.begin(), g_idx.end(), rng);
+  GptqConfig cfg;
+  cfg.group_size = g;
+  cfg.sym = sym;
+  cfg.checkpoint_format = v1 ? GptqCheckpointFormat::kV1 : GptqCheckpointFormat::kV2;
+  GptqTensors t;
+  t.k = k;
+  t.n = n;
+  t.qweight = qweight.data();
+  t.qzeros = qzeros.data();
+  t.scales = scales.data();
+  t.g_idx = g_idx.data();
+  QuantParams p;
+  ASSERT_EQ(gptq_import_params(cfg, t, &p), Status::kSuccess);
+  const std::int64_t ld = k / 2 + ld_extra;
+  const PackedBytes pb = packed_bytes(n, k, p, ld);
+  ASSERT_EQ(pb.status, Status::kSuccess);
+  // CPU reference.
+  std::vector<std::uint8_t> host_raw(pb.total + 256, 0xA5);
+  auto* hbase = reinterpret_cast<std::uint8_t*>(round_up(std::int64_t(reinterpret_cast<std::uintptr_t>(host_raw.data())), 256));
+  PackedMatrix hm;
+  ASSERT_EQ(carve_packed_matrix(n, k, p, hbase, pb.total, &hm, ld), Status::kSuccess);
+  std::vector<std::int32_t> perm(static_cast<std::size_t>(k));
+  ASSERT_EQ(import_gptq_host(cfg, t, hm, perm.data()), Status::kSuccess);
+  // GPU.
+  DeviceBuffer<std::int32_t> dq(qweight.size()), dz(qzeros.size()), dperm(perm.size());
+  DeviceBuffer<std::uint16_t> ds(scales.size());
+  DeviceBuffer<std::uint8_t> dout(pb.total);
+  DeviceBuffer<std::uint32_t> dflags(1);
+  ASSERT_EQ(cudaMemcpy(dq.p, qweight.data(), qweight.size() * 4, cudaMemcpyHostToDevice), cudaSuccess);
+  ASSERT_EQ(cudaMemcpy(dz.p, qzeros.data(), qzeros.size() * 4, cudaMemcpyHostToDevice), cudaSuccess);
+  ASSERT_EQ(cudaMemcpy(ds.p, scales.data(), scales.size() * 2, cudaMemcpyHostToDevice), cudaSuccess);
+  ASSERT_EQ(cudaMemcpy(dperm.p, perm.data(), perm.size() * 4, cudaMemcpyHostToDevice), cudaSuccess);
+  ASSERT_EQ(cudaMemset(dout.p, 0xA5, pb.total), cudaSuccess);
+  ASSERT_EQ(cudaMemset(dflags.p, 0, 4), cudaSuccess);
+  PackedMatrix dm;
+  ASSERT_EQ(carve_packed_matrix(n, k, p, dout.p, pb.total, &dm, ld), Status::kSuccess);
+  GptqTensors dt = t;
+  dt.qweight = dq.p;
+  dt.qzeros = dz.p;
+  dt.scales = ds.p;
+  dt.g_idx = nullptr;
+  cudaStream_t stream;
+  ASSERT_EQ(cudaStreamCreate(&stream), cudaSuccess);
+  ASSERT_EQ(import_gptq(cfg, dt, act_order ? dperm.p : nullptr, dm, dflags.p, stream), Status::kSuccess);
+  ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
+  cudaStreamDestroy(stream);
+  std::vector<std::uint8_t> back(pb.total);
+  ASSERT_EQ(cudaMemcpy(back.data(), dout.p, pb.total, cudaMemcpyDeviceToHost), cudaSuccess);
+  std::uint32_t flags = 1234;
+  ASSERT_EQ(cudaMemcpy(&flags, dflags.p, 4, cudaMemcpyDeviceToHost), cudaSuccess);
+  EXPECT_EQ(flags, 0u);
+  // Compare the buffers the format uses (ld padding bytes: neither path writes them).
+  for (std::int64_t r = 0; r < n; ++r)
+    ASSERT_EQ(std::memcmp(back.data() + r * ld, hbase + r * ld, std::size_t(k / 2)), 0) << "codes row " << r;
+  const std::size_t off_s = std::size_t(static_cast<std::uint8_t*>(dm.scales) - dout.p);
+  EXPECT_EQ(std::memcmp(back.data() + off_s, hbase + off_s, pb.scales), 0) << "scales";
+  if (!sym) {
+    const std::size_t off_z = std::size_t(dm.zeros - dout.p);
+    EXPECT_EQ(std::memcmp(back.data() + off_z, hbase + off_z, pb.zeros), 0) << "zeros";
+  }
+}
+
+TEST(Import_gptq_gpu, S4g128_N256_K512) { NIBBLE_REQUIRE_GPU(); gpu_matches_cpu(256, 512, 128, true, true, false, 0); }
+TEST(Import_gptq_gpu, U4g32_V1_N72_K256_ld3) { NIBBLE_REQUIRE_GPU(); gpu_matches_cpu(72, 256, 32, false, true, false, 3); }
+TEST(Import_gptq_gpu, U4g64_V2_ActOrder_N136_K1024) { NIBBLE_REQUIRE_GPU(); gpu_matches_cpu(136, 1024, 64, false, false, true, 0); }
+TEST(Import_gptq_gpu, S4PerChannel_V2_ActOrder_N40_K2048) { NIBBLE_REQUIRE_GPU(); gpu_matches_cpu(40, 2048, -1, true, false, true, 0); }
+TEST(Import_gptq_gpu, S4g256_N1000_K4096) { NIBBLE_REQUIRE_GPU(); gpu_matches_cpu(1000, 4096, 256, true, true, false, 0); }
+
+TEST(Import_gptq_gpu, FlagsBadZeroWordAndPermutation) {
+  NIBBLE_REQUIRE_GPU();
+  const std::int64_t n = 32, k = 64;
+  std::vector<std::int32_t> qweight(std::size_t(k / 8 * n), 0x01234567), qzeros(std::size_t(2 * n / 8), 0x77777777);
+  qzeros[1] = 0x77777787;  // sym v1 word that is not 0x77777777
+  std::vector<std::uint16_t> scales(std::size_t(2 * n), 0x3C00);
+  std::vector<std::int32_t> perm(static_cast<std::size_t>(k));
+  std::iota(perm.begin(), perm.end(), 0);
+  perm[5] = int(k);  // out of range
+  GptqConfig cfg;
+  cfg.group_size = 32;
+  GptqTensors t;
+  t.k = k;
+  t.n = n;
+  QuantParams p;
+  ASSERT_EQ(gptq_import_params(cfg, t, &p), Status::kSuccess);
+  const PackedBytes pb = packed_bytes(n, k, p);
+  DeviceBuffer<std::int32_t> dq(qweight.size()), dz(qzeros.size()), dperm(perm.size());
+  DeviceBuffer<std::uint16_t> ds(scales.size());
+  DeviceBuffer<std::uint8_t> dout(pb.total);
+  DeviceBuffer<std::uint32_t> dflags(1);
+  cudaMemcpy(dq.p, qweight.data(), qweight.size() * 4, cudaMemcpyHostToDevice);
+  cudaMemcpy(dz.p, qzeros.data(), qzeros.size() * 4, cudaMemcpyHostToDevice);
+  cudaMemcpy(ds.p, scales.data(), scales.size() * 2, cudaMemcpyHostToDevice);
+  cudaMemcpy(dperm.p, perm.data(), perm.size() * 4, cudaMemcpyHostToDevice);
+  cudaMemset(dflags.p, 0, 4);
+  PackedMatrix dm;
+  ASSERT_EQ(carve_packed_matrix(n, k, p, dout.p, pb.total, &dm), Status::kSuccess);
+  t.qweight = dq.p;
+  t.qzeros = dz.p;
+  t.scales = ds.p;
+  ASSERT_EQ(import_gptq(cfg, t, dperm.p, dm, dflags.p, nullptr), Status::kSuccess);
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  std::uint32_t flags = 0;
+  cudaMemcpy(&flags, dflags.p, 4, cudaMemcpyDeviceToHost);
+  EXPECT_EQ(flags, std::uint32_t(kImportBadZeroWord | kImportBadPermutation));
+  // Host-side refusals of the GPU entry.
+  cfg.checkpoint_format = GptqCheckpointFormat::kDetect;
+  EXPECT_EQ(import_gptq(cfg, t, nullptr, dm, dflags.p, nullptr), Status::kErrorInvalidArgument);
+  cfg.checkpoint_format = GptqCheckpointFormat::kV1;
+  EXPECT_EQ(import_gptq(cfg, t, nullptr, dm, nullptr, nullptr), Status::kErrorNullPointer);
+  t.g_idx = perm.data();
+  EXPECT_EQ(import_gptq(cfg, t, nullptr, dm, dflags.p, nullptr), Status::kErrorInvalidArgument);
+}
+
+TEST(Import_permute_gpu, MatchesHost_bf16_M33_K1000) {
+  NIBBLE_REQUIRE_GPU();
+  auto rng = nibble_test_rng();
+  const std::int64_t m = 33, k = 1000, ld_in = 1003, ld_out = 1000;
+  std::vector<__nv_bfloat16> in(static_cast<std::size_t>(m * ld_in)), want(static_cast<std::size_t>(m * ld_out)), got(want.size());
+  for (auto& v : in) v = __float2bfloat16(float(std::int32_t(rng() % 2001) - 1000) / 64.0f);
+  std::vector<std::int32_t> perm(static_cast<std::size_t>(k));
+  std::iota(perm.begin(), perm.end(), 0);
+  std::shuffle(perm.begin(), perm.end(), rng);
+  ASSERT_EQ(permute_columns_host(in.data(), ld_in, want.data(), ld_out, m, k, perm.data()), Status::kSuccess);
+  DeviceBuffer<__nv_bfloat16> din(in.size()), dout(want.size());
+  DeviceBuffer<std::int32_t> dperm(perm.size());
+  cudaMemcpy(din.p, in.data(), in.size() * 2, cudaMemcpyHostToDevice);
+  cudaMemcpy(dperm.p, perm.data(), perm.size() * 4, cudaMemcpyHostToDevice);
+  cudaMemset(dout.p, 0xA5, want.size() * 2);
+  ASSERT_EQ(permute_columns(din.p, ld_in, dout.p, ld_out, m, k, dperm.p, nullptr), Status::kSuccess);
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  cudaMemcpy(got.data(), dout.p, got.size() * 2, cudaMemcpyDeviceToHost);
+  EXPECT_EQ(std::memcmp(got.data(), want.data(), got.size() * 2), 0);
+}
+
+}  // namespace
