@@ -8,6 +8,7 @@
 #include "format/format.cuh"
 #include "gemm/gemm.cuh"
 #include "gemm/warp_mma.cuh"
+#include "import/import.cuh"
 #include "layout/gemm_layout.cuh"
 #include "layout/repack.cuh"
 #include "quant/quantize.cuh"

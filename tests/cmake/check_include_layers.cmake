@@ -9,7 +9,7 @@
 #   2 thread/
 #   3 quant/, layout/   (siblings: quant/ never includes layout/; layout/ includes quant/ only from
 #                        layout/repack.cuh, the bridge from the quantizer's plain layout to the GEMM's)
-#   4 gemm/
+#   4 gemm/, import/   (siblings: neither includes the other)
 #   5 nibble.cuh        (the umbrella)
 # A header may include its own layer or a lower one. Only quoted includes (#include "...") count,
 # resolved relative to the including file. Every violation and cycle is printed; any makes it fail.
@@ -26,7 +26,7 @@ function(nibble_layer rel out)
     set(l 2)
   elseif(rel MATCHES "^(quant|layout)/")
     set(l 3)
-  elseif(rel MATCHES "^gemm/")
+  elseif(rel MATCHES "^(gemm|import)/")
     set(l 4)
   else()
     set(l -1)
@@ -82,6 +82,8 @@ function(nibble_check_tree root)
       nibble_layer("${to}" to_layer)
       if(to_layer GREATER from_layer)
         list(APPEND errors "${from} -> ${to}: upward include (layer ${from_layer} includes layer ${to_layer})")
+      elseif((from MATCHES "^gemm/" AND to MATCHES "^import/") OR (from MATCHES "^import/" AND to MATCHES "^gemm/"))
+        list(APPEND errors "${from} -> ${to}: gemm/ and import/ are siblings and never include each other")
       elseif(from MATCHES "^quant/" AND to MATCHES "^layout/")
         list(APPEND errors "${from} -> ${to}: quant/ never includes its sibling layout/")
       elseif(from MATCHES "^layout/" AND to MATCHES "^quant/" AND NOT from STREQUAL "layout/repack.cuh")

@@ -26,8 +26,14 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   r.fill(absmax.data, std::size_t(nb) * (st.nested ? 1 : 4));
   r.fill(nested_absmax.data, std::size_t(nb2) * 4);
   const Codebook16 book = codebook(st.quant_type == BnbQuantType::kFp4 ? Format::kFp4 : Format::kNf4);
-  if (flags & 2) r.fill(qmap.data, 64); else std::memcpy(qmap.data, book.v, 64);
-  if (flags & 4) r.fill(nmap.data, 1024); else std::memcpy(nmap.data, dynamic_map().v, 1024);
+  if (flags & 2)
+    r.fill(qmap.data, 64);
+  else
+    std::memcpy(qmap.data, book.v, 64);
+  if (flags & 4)
+    r.fill(nmap.data, 1024);
+  else
+    std::memcpy(nmap.data, dynamic_map().v, 1024);
   BnbTensors t;
   t.weight = weight.data;
   t.absmax = (flags & 8) ? nullptr : absmax.data;

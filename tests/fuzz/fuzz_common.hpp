@@ -29,7 +29,9 @@ struct Reader {
   }
   /// One of `values` (picked by one byte).
   template <class T, std::size_t N>
-  T pick(const T (&values)[N]) { return values[u8() % N]; }
+  T pick(const T (&values)[N]) {
+    return values[u8() % N];
+  }
   /// Fills `bytes` bytes from the input, then repeats what it has (or a fixed pattern if empty).
   void fill(void* dst, std::size_t bytes) {
     auto* d = static_cast<std::uint8_t*>(dst);
@@ -88,7 +90,8 @@ inline int group(Reader& r) {
 inline std::vector<std::int32_t> g_idx(Reader& r, std::int64_t k, std::int64_t g) {
   std::vector<std::int32_t> v(std::size_t(k > 0 ? k : 0));
   const bool valid = (r.u8() & 1) && g > 0 && k > 0 && k % g == 0;
-  for (std::int64_t c = 0; c < k; ++c) v[std::size_t(c)] = valid ? std::int32_t(c / g) : std::int32_t(std::int8_t(r.u8()) % 8);
+  for (std::int64_t c = 0; c < k; ++c)
+    v[std::size_t(c)] = valid ? std::int32_t(c / g) : std::int32_t(std::int8_t(r.u8()) % 8);
   if (valid)
     for (std::int64_t c = k - 1; c > 0; --c) std::swap(v[std::size_t(c)], v[std::size_t(r.u8() % (c + 1))]);
   return v;

@@ -17,14 +17,15 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   t.k = fuzz::small_dim(r);
   t.scale_type = DType(r.u8() % 4);
   const std::uint8_t flags = r.u8();
-  const std::int64_t g = cfg.strategy == CtStrategy::kGroup ? fuzz::expected_group(cfg.group_size, t.k)
-                                                            : fuzz::expected_group(-1, t.k);
+  const std::int64_t g =
+      cfg.strategy == CtStrategy::kGroup ? fuzz::expected_group(cfg.group_size, t.k) : fuzz::expected_group(-1, t.k);
   const std::int64_t groups = g > 0 ? t.k / g : 1;
   const std::size_t words = std::size_t(t.n > 0 && t.k > 0 ? t.n * ((t.k + 7) / 8) : 0);
   const std::size_t elem = t.scale_type == DType::kF32 ? 4 : 2;
   const std::size_t ks = (cfg.strategy == CtStrategy::kTensor ? 1 : std::size_t(t.n > 0 ? t.n * groups : 0)) * elem;
-  const std::size_t kz = cfg.zero_point == CtZeroPoint::kPackedInt32 ? std::size_t(t.n > 0 ? (t.n + 7) / 8 * groups : 0) * 4
-                                                                     : std::size_t(t.n > 0 ? t.n * groups : 0);
+  const std::size_t kz = cfg.zero_point == CtZeroPoint::kPackedInt32
+                             ? std::size_t(t.n > 0 ? (t.n + 7) / 8 * groups : 0) * 4
+                             : std::size_t(t.n > 0 ? t.n * groups : 0);
   fuzz::Buffer packed(words * 4, (flags & 1) ? 3 : 0), scale(ks), zp(kz);
   r.fill(packed.data, words * 4);
   r.fill(scale.data, ks);

@@ -136,20 +136,20 @@ std::vector<std::int32_t> stable_sort_perm(const std::int32_t* g_idx, std::int64
 
 // GPTQ v1 sym, K = N = 8, one group (group_size -1). Column n of qweight is one word (k = nibble index).
 TEST(Import_gptq_hand, V1Sym8x8) {
-  const std::int32_t qweight[8] = {0x76543210, int(0xFEDCBA98u), 0x00000000, int(0x88888888u),
-                                   int(0xF0F0F0F0u), 0x01234567, int(0x89ABCDEFu), 0x7F7F7F7F};
+  const std::int32_t qweight[8] = {0x76543210,       int(0xFEDCBA98u), 0x00000000,       int(0x88888888u),
+                                   int(0xF0F0F0F0u), 0x01234567,       int(0x89ABCDEFu), 0x7F7F7F7F};
   const std::int32_t qzeros[1] = {0x77777777};
   std::uint16_t scales[8];
   const float s[8] = {1.0f, 0.5f, -2.0f, 3.0f, 0.25f, 1.0f, 1.0f, 0.125f};
   for (int i = 0; i < 8; ++i) scales[i] = f16_bits(s[i]);
   const float expected[8][8] = {
-      {-8, -7, -6, -5, -4, -3, -2, -1},            // q = 0..7, z = 8
-      {0, 0.5, 1, 1.5, 2, 2.5, 3, 3.5},            // q = 8..15, s = 0.5
-      {16, 16, 16, 16, 16, 16, 16, 16},            // q = 0, s = -2
-      {0, 0, 0, 0, 0, 0, 0, 0},                    // q = 8
-      {-2, 1.75, -2, 1.75, -2, 1.75, -2, 1.75},    // q = 0, 15 alternating, s = 0.25
-      {-1, -2, -3, -4, -5, -6, -7, -8},            // q = 7..0
-      {7, 6, 5, 4, 3, 2, 1, 0},                    // q = 15..8
+      {-8, -7, -6, -5, -4, -3, -2, -1},                              // q = 0..7, z = 8
+      {0, 0.5, 1, 1.5, 2, 2.5, 3, 3.5},                              // q = 8..15, s = 0.5
+      {16, 16, 16, 16, 16, 16, 16, 16},                              // q = 0, s = -2
+      {0, 0, 0, 0, 0, 0, 0, 0},                                      // q = 8
+      {-2, 1.75, -2, 1.75, -2, 1.75, -2, 1.75},                      // q = 0, 15 alternating, s = 0.25
+      {-1, -2, -3, -4, -5, -6, -7, -8},                              // q = 7..0
+      {7, 6, 5, 4, 3, 2, 1, 0},                                      // q = 15..8
       {0.875, -0.125, 0.875, -0.125, 0.875, -0.125, 0.875, -0.125},  // q = 15, 7; s = 1/8
   };
   GptqConfig cfg;
@@ -187,10 +187,10 @@ TEST(Import_gptq_hand, Asym8x8V1AndV2) {
   std::uint16_t scales[8];
   for (int i = 0; i < 8; ++i) scales[i] = f16_bits(1.0f);
   // Zeros z = 1, 2, ..., 8 for columns 0..7.
-  const float expected[8][8] = {
-      {-1, 0, 1, 2, 3, 4, 5, 6},   {-2, -1, 0, 1, 2, 3, 4, 5},  {-3, -2, -1, 0, 1, 2, 3, 4},
-      {-4, -3, -2, -1, 0, 1, 2, 3}, {-5, -4, -3, -2, -1, 0, 1, 2}, {-6, -5, -4, -3, -2, -1, 0, 1},
-      {-7, -6, -5, -4, -3, -2, -1, 0}, {-8, -7, -6, -5, -4, -3, -2, -1}};
+  const float expected[8][8] = {{-1, 0, 1, 2, 3, 4, 5, 6},       {-2, -1, 0, 1, 2, 3, 4, 5},
+                                {-3, -2, -1, 0, 1, 2, 3, 4},     {-4, -3, -2, -1, 0, 1, 2, 3},
+                                {-5, -4, -3, -2, -1, 0, 1, 2},   {-6, -5, -4, -3, -2, -1, 0, 1},
+                                {-7, -6, -5, -4, -3, -2, -1, 0}, {-8, -7, -6, -5, -4, -3, -2, -1}};
   for (const bool v1 : {true, false}) {
     const std::int32_t qzeros[1] = {v1 ? 0x76543210 : int(0x87654321u)};
     GptqConfig cfg;
@@ -243,8 +243,8 @@ TEST(Import_awq_hand, Order8x8) {
 
 // compressed-tensors, symmetric, channel strategy: row n of weight_packed is one word (K = 8), q = u - 8.
 TEST(Import_ct_hand, SymChannel8x8) {
-  const std::int32_t packed[8] = {0x76543210, int(0xFEDCBA98u), int(0x88888888u), 0x00000000,
-                                  int(0xF0F0F0F0u), 0x01234567, int(0x89ABCDEFu), 0x7F7F7F7F};
+  const std::int32_t packed[8] = {0x76543210,       int(0xFEDCBA98u), int(0x88888888u), 0x00000000,
+                                  int(0xF0F0F0F0u), 0x01234567,       int(0x89ABCDEFu), 0x7F7F7F7F};
   std::uint16_t scales[8];
   for (int i = 0; i < 8; ++i) scales[i] = 0x3F80;  // bf16 1.0
   const float expected[8][8] = {{-8, -7, -6, -5, -4, -3, -2, -1}, {0, 1, 2, 3, 4, 5, 6, 7},
@@ -293,7 +293,7 @@ TEST(Import_bnb_hand, Nf4Row) {
 TEST(Import_gguf_hand, OneBlock) {
   std::uint8_t block[18] = {0x00, 0x3C};
   for (int j = 0; j < 16; ++j) block[2 + j] = std::uint8_t(j | ((15 - j) << 4));
-  const float expected[32] = {-8, -7, -6, -5, -4, -3, -2, -1, 0, 1, 2, 3, 4, 5, 6, 7,
+  const float expected[32] = {-8, -7, -6, -5, -4, -3, -2, -1, 0,  1,  2,  3,  4,  5,  6,  7,
                               7,  6,  5,  4,  3,  2,  1,  0,  -1, -2, -3, -4, -5, -6, -7, -8};
   QuantParams p;
   ASSERT_EQ(gguf_q4_0_import_params(1, 32, &p), Status::kSuccess);
@@ -431,9 +431,7 @@ void run_bnb_fixture(const std::string& name, bool expect_dq) {
 TEST(Import_bnb_fixture, Nf4B64) { run_bnb_fixture("bnb_nf4_b64", false); }
 TEST(Import_bnb_fixture, Fp4B32) { run_bnb_fixture("bnb_fp4_b32", false); }
 TEST(Import_bnb_fixture, Nf4B32DoubleQuantMapsOntoDq) { run_bnb_fixture("bnb_nf4_b32_nested", true); }
-TEST(Import_bnb_fixture, Fp4B64CustomNestedMapExpands) {
-  run_bnb_fixture("bnb_fp4_b64_nested_custom_map", false);
-}
+TEST(Import_bnb_fixture, Fp4B64CustomNestedMapExpands) { run_bnb_fixture("bnb_fp4_b64_nested_custom_map", false); }
 
 TEST(Import_gguf_fixture, Q4_0FromGgufPy) {
   LOAD_FIXTURE(fx, "gguf_q4_0");
@@ -658,11 +656,11 @@ struct DeviceBuffer {
 
 /// GPU import of a random GPTQ checkpoint (n x k, group g, act-order or not) == CPU import, byte for byte
 /// (codes, scales, zeros), with the output poisoned first and the error word left at zero.
-void gpu_matches_cpu(std::int64_t n, std::int64_t k, int g, bool sym, bool v1, bool act_order,
-                     std::int64_t ld_extra) {
+void gpu_matches_cpu(std::int64_t n, std::int64_t k, int g, bool sym, bool v1, bool act_order, std::int64_t ld_extra) {
   auto rng = nibble_test_rng();
   const std::int64_t groups = k / effective_group(g == kCheckpointPerChannel ? kPerChannel : g, k);
-  std::vector<std::int32_t> qweight(static_cast<std::size_t>(k / 8 * n)), qzeros(static_cast<std::size_t>(groups * n / 8));
+  std::vector<std::int32_t> qweight(static_cast<std::size_t>(k / 8 * n)),
+      qzeros(static_cast<std::size_t>(groups * n / 8));
   std::vector<std::uint16_t> scales(static_cast<std::size_t>(groups * n));
   for (auto& w : qweight) w = std::int32_t(rng());
   for (auto& w : qzeros) {
@@ -691,7 +689,8 @@ void gpu_matches_cpu(std::int64_t n, std::int64_t k, int g, bool sym, bool v1, b
   ASSERT_EQ(pb.status, Status::kSuccess);
   // CPU reference.
   std::vector<std::uint8_t> host_raw(pb.total + 256, 0xA5);
-  auto* hbase = reinterpret_cast<std::uint8_t*>(round_up(std::int64_t(reinterpret_cast<std::uintptr_t>(host_raw.data())), 256));
+  auto* hbase =
+      reinterpret_cast<std::uint8_t*>(round_up(std::int64_t(reinterpret_cast<std::uintptr_t>(host_raw.data())), 256));
   PackedMatrix hm;
   ASSERT_EQ(carve_packed_matrix(n, k, p, hbase, pb.total, &hm, ld), Status::kSuccess);
   std::vector<std::int32_t> perm(static_cast<std::size_t>(k));
@@ -735,11 +734,26 @@ void gpu_matches_cpu(std::int64_t n, std::int64_t k, int g, bool sym, bool v1, b
   }
 }
 
-TEST(Import_gptq_gpu, S4g128_N256_K512) { NIBBLE_REQUIRE_GPU(); gpu_matches_cpu(256, 512, 128, true, true, false, 0); }
-TEST(Import_gptq_gpu, U4g32_V1_N72_K256_ld3) { NIBBLE_REQUIRE_GPU(); gpu_matches_cpu(72, 256, 32, false, true, false, 3); }
-TEST(Import_gptq_gpu, U4g64_V2_ActOrder_N136_K1024) { NIBBLE_REQUIRE_GPU(); gpu_matches_cpu(136, 1024, 64, false, false, true, 0); }
-TEST(Import_gptq_gpu, S4PerChannel_V2_ActOrder_N40_K2048) { NIBBLE_REQUIRE_GPU(); gpu_matches_cpu(40, 2048, -1, true, false, true, 0); }
-TEST(Import_gptq_gpu, S4g256_N1000_K4096) { NIBBLE_REQUIRE_GPU(); gpu_matches_cpu(1000, 4096, 256, true, true, false, 0); }
+TEST(Import_gptq_gpu, S4g128_N256_K512) {
+  NIBBLE_REQUIRE_GPU();
+  gpu_matches_cpu(256, 512, 128, true, true, false, 0);
+}
+TEST(Import_gptq_gpu, U4g32_V1_N72_K256_ld3) {
+  NIBBLE_REQUIRE_GPU();
+  gpu_matches_cpu(72, 256, 32, false, true, false, 3);
+}
+TEST(Import_gptq_gpu, U4g64_V2_ActOrder_N136_K1024) {
+  NIBBLE_REQUIRE_GPU();
+  gpu_matches_cpu(136, 1024, 64, false, false, true, 0);
+}
+TEST(Import_gptq_gpu, S4PerChannel_V2_ActOrder_N40_K2048) {
+  NIBBLE_REQUIRE_GPU();
+  gpu_matches_cpu(40, 2048, -1, true, false, true, 0);
+}
+TEST(Import_gptq_gpu, S4g256_N1000_K4096) {
+  NIBBLE_REQUIRE_GPU();
+  gpu_matches_cpu(1000, 4096, 256, true, true, false, 0);
+}
 
 TEST(Import_gptq_gpu, FlagsBadZeroWordAndPermutation) {
   NIBBLE_REQUIRE_GPU();
@@ -790,7 +804,8 @@ TEST(Import_permute_gpu, MatchesHost_bf16_M33_K1000) {
   NIBBLE_REQUIRE_GPU();
   auto rng = nibble_test_rng();
   const std::int64_t m = 33, k = 1000, ld_in = 1003, ld_out = 1000;
-  std::vector<__nv_bfloat16> in(static_cast<std::size_t>(m * ld_in)), want(static_cast<std::size_t>(m * ld_out)), got(want.size());
+  std::vector<__nv_bfloat16> in(static_cast<std::size_t>(m * ld_in)), want(static_cast<std::size_t>(m * ld_out)),
+      got(want.size());
   for (auto& v : in) v = __float2bfloat16(float(std::int32_t(rng() % 2001) - 1000) / 64.0f);
   std::vector<std::int32_t> perm(static_cast<std::size_t>(k));
   std::iota(perm.begin(), perm.end(), 0);

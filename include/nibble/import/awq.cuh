@@ -27,8 +27,8 @@ inline constexpr int kAwqOrder[8] = {0, 2, 4, 6, 1, 3, 5, 7};
 
 /// The quant_config fields the import depends on.
 struct AwqConfig {
-  int bits = 4;          ///< w_bit; only 4
-  int group_size = 128;  ///< q_group_size: 32, 64, 128, 256, or -1 / K for one group per row
+  int bits = 4;            ///< w_bit; only 4
+  int group_size = 128;    ///< q_group_size: 32, 64, 128, 256, or -1 / K for one group per row
   bool zero_point = true;  ///< only true (the GEMM version's asymmetric quantization)
 };
 
@@ -45,8 +45,7 @@ struct AwqTensors {
 /// Parameters of the PackedMatrix import_awq_host writes: kU4, the checkpoint's group and scale type.
 inline Status awq_import_params(const AwqConfig& cfg, const AwqTensors& t, QuantParams* out) {
   if (out == nullptr) return Status::kErrorNullPointer;
-  if (cfg.bits != 4 || !cfg.zero_point || !detail::is_valid(t.scale_type))
-    return Status::kErrorUnsupportedFormat;
+  if (cfg.bits != 4 || !cfg.zero_point || !detail::is_valid(t.scale_type)) return Status::kErrorUnsupportedFormat;
   if (t.k <= 0 || t.n <= 0 || t.k % 2 != 0 || t.n % 8 != 0) return Status::kErrorInvalidShape;
   QuantParams p;
   p.format = Format::kU4;
@@ -61,8 +60,7 @@ inline Status awq_import_params(const AwqConfig& cfg, const AwqTensors& t, Quant
 inline Status import_awq_host(const AwqConfig& cfg, const AwqTensors& t, const PackedMatrix& out) {
   QuantParams p;
   NIBBLE_RETURN_IF_ERROR(awq_import_params(cfg, t, &p));
-  if (t.qweight == nullptr || t.qzeros == nullptr || t.scales == nullptr)
-    return Status::kErrorNullPointer;
+  if (t.qweight == nullptr || t.qzeros == nullptr || t.scales == nullptr) return Status::kErrorNullPointer;
   if (!detail::is_aligned(t.qweight, 4) || !detail::is_aligned(t.qzeros, 4) ||
       !detail::is_aligned(t.scales, std::size_t(size_of(t.scale_type))))
     return Status::kErrorMisalignedPointer;

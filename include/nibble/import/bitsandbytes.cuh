@@ -44,19 +44,19 @@ enum class BnbQuantType : std::uint8_t { kNf4 = 0, kFp4 = 1 };
 struct BnbQuantState {
   BnbQuantType quant_type = BnbQuantType::kNf4;
   std::int64_t blocksize = 64;
-  std::int64_t n = 0;  ///< shape[0]
-  std::int64_t k = 0;  ///< shape[1], even
-  bool nested = false;            ///< double quantization (compress_statistics)
+  std::int64_t n = 0;   ///< shape[0]
+  std::int64_t k = 0;   ///< shape[1], even
+  bool nested = false;  ///< double quantization (compress_statistics)
   std::int64_t nested_blocksize = 256;
   float nested_offset = 0.0f;
 };
 
 /// The tensors (host memory).
 struct BnbTensors {
-  const std::uint8_t* weight = nullptr;  ///< [n*k/2]
-  const void* absmax = nullptr;          ///< fp32 [nb], or uint8 [nb] when nested
-  const float* quant_map = nullptr;      ///< [16]
-  const float* nested_absmax = nullptr;  ///< [ceil(nb / nested_blocksize)] when nested
+  const std::uint8_t* weight = nullptr;     ///< [n*k/2]
+  const void* absmax = nullptr;             ///< fp32 [nb], or uint8 [nb] when nested
+  const float* quant_map = nullptr;         ///< [16]
+  const float* nested_absmax = nullptr;     ///< [ceil(nb / nested_blocksize)] when nested
   const float* nested_quant_map = nullptr;  ///< [256] when nested
 };
 
@@ -86,8 +86,8 @@ inline Status bnb_import_params(const BnbQuantState& st, const BnbTensors& t, Qu
     if (t.nested_quant_map == nullptr || t.nested_absmax == nullptr) return Status::kErrorNullPointer;
     if (!detail::is_aligned(t.nested_quant_map, 4) || !detail::is_aligned(t.nested_absmax, 4))
       return Status::kErrorMisalignedPointer;
-    p.double_quant = st.nested_blocksize == kDoubleQuantBlock &&
-                     detail::same_bits(t.nested_quant_map, dynamic_map().v, 256);
+    p.double_quant =
+        st.nested_blocksize == kDoubleQuantBlock && detail::same_bits(t.nested_quant_map, dynamic_map().v, 256);
   }
   NIBBLE_RETURN_IF_ERROR(packed_bytes(st.n, st.k, p).status);
   *out = p;
@@ -120,13 +120,13 @@ inline Status import_bnb_host(const BnbQuantState& st, const BnbTensors& t, cons
     // `scales` is the quantizer's fp32 scratch, read by nobody; fill it with the effective scales anyway
     // so that a caller who prints it sees the real values.
     for (std::int64_t i = 0; i < scales; ++i)
-      static_cast<float*>(out.scales)[i] = dq_scale(dynamic_map().v, codes[i],
-                                                    t.nested_absmax[i / kDoubleQuantBlock], st.nested_offset);
+      static_cast<float*>(out.scales)[i] =
+          dq_scale(dynamic_map().v, codes[i], t.nested_absmax[i / kDoubleQuantBlock], st.nested_offset);
     return Status::kSuccess;
   }
   for (std::int64_t i = 0; i < scales; ++i)
-    static_cast<float*>(out.scales)[i] = dq_scale(t.nested_quant_map, codes[i],
-                                                  t.nested_absmax[i / st.nested_blocksize], st.nested_offset);
+    static_cast<float*>(out.scales)[i] =
+        dq_scale(t.nested_quant_map, codes[i], t.nested_absmax[i / st.nested_blocksize], st.nested_offset);
   return Status::kSuccess;
 }
 

@@ -38,8 +38,7 @@ inline Status import_group_size(std::int64_t g, std::int64_t k, int* out) {
 
 /// `out` must be a valid view (validate_packed) of exactly an [n, k] matrix with parameters `p`: the
 /// importer writes every buffer `p` implies and relies on their sizes. Mismatch: kErrorInvalidArgument.
-inline Status check_import_output(const PackedMatrix& out, std::int64_t n, std::int64_t k,
-                                  const QuantParams& p) {
+inline Status check_import_output(const PackedMatrix& out, std::int64_t n, std::int64_t k, const QuantParams& p) {
   NIBBLE_RETURN_IF_ERROR(validate_packed(out));
   if (out.n != n || out.k != k || out.format != p.format || out.group_size != p.group_size ||
       out.scale_type != p.scale_type || out.dq.enabled != p.double_quant)
@@ -48,14 +47,10 @@ inline Status check_import_output(const PackedMatrix& out, std::int64_t n, std::
 }
 
 /// Little-endian 32-bit word `i` of a buffer of int32 (the checkpoints' qweight / qzeros tensors).
-inline std::uint32_t word_at(const std::int32_t* p, std::int64_t i) {
-  return static_cast<std::uint32_t>(p[i]);
-}
+inline std::uint32_t word_at(const std::int32_t* p, std::int64_t i) { return static_cast<std::uint32_t>(p[i]); }
 
 /// Nibble `i` (0..7) of a word, lowest first.
-NIBBLE_HOST_DEVICE constexpr std::uint32_t nibble_of(std::uint32_t w, int i) {
-  return (w >> (4 * i)) & 0xFu;
-}
+NIBBLE_HOST_DEVICE constexpr std::uint32_t nibble_of(std::uint32_t w, int i) { return (w >> (4 * i)) & 0xFu; }
 
 /// Raw bits of scale element `i` of a `t`-typed array copied to element `j` of another (bit-exact: no
 /// float conversion, so NaN payloads and -0 survive).
@@ -75,8 +70,8 @@ inline void copy_scale_bits(const void* src, std::int64_t i, void* dst, std::int
 /// `perm` (host, int32 [k]) may be null when only the check and `*identity` are wanted; `*identity` (may
 /// be null) is set to whether perm is 0, 1, ..., k-1 (g_idx[k] == k / group: no activation permutation).
 /// A null g_idx means the identity. O(k) time, one std::vector of G counters.
-inline Status act_order_permutation(const std::int32_t* g_idx, std::int64_t k, std::int64_t group,
-                                    std::int32_t* perm, bool* identity) {
+inline Status act_order_permutation(const std::int32_t* g_idx, std::int64_t k, std::int64_t group, std::int32_t* perm,
+                                    bool* identity) {
   if (k <= 0 || group <= 0 || k % group != 0) return Status::kErrorInvalidShape;
   if (k > std::int64_t(std::numeric_limits<std::int32_t>::max())) return Status::kErrorSizeOverflow;
   const std::int64_t groups = k / group;

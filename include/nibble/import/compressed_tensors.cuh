@@ -45,18 +45,17 @@ struct CtConfig {
 
 /// One compressed linear layer (host memory).
 struct CtTensors {
-  std::int64_t n = 0;  ///< weight_shape[0] (out_features)
-  std::int64_t k = 0;  ///< weight_shape[1] (in_features), even
+  std::int64_t n = 0;                           ///< weight_shape[0] (out_features)
+  std::int64_t k = 0;                           ///< weight_shape[1] (in_features), even
   const std::int32_t* weight_packed = nullptr;  ///< [n, ceil(k/8)]
   const void* weight_scale = nullptr;           ///< [n, G], or [1] for kTensor
   DType scale_type = DType::kBF16;
-  const void* weight_zero_point = nullptr;  ///< see CtZeroPoint; null when symmetric
+  const void* weight_zero_point = nullptr;     ///< see CtZeroPoint; null when symmetric
   const std::int32_t* weight_g_idx = nullptr;  ///< [k] or null
 };
 
 /// Parameters of the PackedMatrix import_compressed_tensors_host writes.
-inline Status compressed_tensors_import_params(const CtConfig& cfg, const CtTensors& t,
-                                               QuantParams* out) {
+inline Status compressed_tensors_import_params(const CtConfig& cfg, const CtTensors& t, QuantParams* out) {
   if (out == nullptr) return Status::kErrorNullPointer;
   if (cfg.num_bits != 4 || !detail::is_valid(t.scale_type)) return Status::kErrorUnsupportedFormat;
   if (static_cast<unsigned>(cfg.strategy) > 2u || static_cast<unsigned>(cfg.zero_point) > 2u)
@@ -77,12 +76,11 @@ inline Status compressed_tensors_import_params(const CtConfig& cfg, const CtTens
 
 /// CPU path: imports t into `out` (host buffers carved with compressed_tensors_import_params). With an
 /// act-order weight_g_idx, `perm` (host int32 [K]) receives the permutation (see gptq.cuh; required then).
-inline Status import_compressed_tensors_host(const CtConfig& cfg, const CtTensors& t,
-                                             const PackedMatrix& out, std::int32_t* perm) {
+inline Status import_compressed_tensors_host(const CtConfig& cfg, const CtTensors& t, const PackedMatrix& out,
+                                             std::int32_t* perm) {
   QuantParams p;
   NIBBLE_RETURN_IF_ERROR(compressed_tensors_import_params(cfg, t, &p));
-  if (t.weight_packed == nullptr || t.weight_scale == nullptr ||
-      (!cfg.symmetric && t.weight_zero_point == nullptr))
+  if (t.weight_packed == nullptr || t.weight_scale == nullptr || (!cfg.symmetric && t.weight_zero_point == nullptr))
     return Status::kErrorNullPointer;
   if (!detail::is_aligned(t.weight_packed, 4) ||
       !detail::is_aligned(t.weight_scale, std::size_t(size_of(t.scale_type))) ||
@@ -114,8 +112,8 @@ inline Status import_compressed_tensors_host(const CtConfig& cfg, const CtTensor
     }
     for (std::int64_t j = 0; j < groups; ++j) {
       const std::int64_t si = r * groups + j;
-      detail::copy_scale_bits(t.weight_scale, cfg.strategy == CtStrategy::kTensor ? 0 : si, out.scales,
-                              si, t.scale_type);
+      detail::copy_scale_bits(t.weight_scale, cfg.strategy == CtStrategy::kTensor ? 0 : si, out.scales, si,
+                              t.scale_type);
       if (cfg.zero_point == CtZeroPoint::kPackedInt32) {
         const auto* zw = static_cast<const std::int32_t*>(t.weight_zero_point);
         out.zeros[si] = std::uint8_t(detail::nibble_of(detail::word_at(zw, (r / 8) * groups + j), int(r % 8)));

@@ -37,8 +37,7 @@ inline Status gguf_q4_0_import_params(std::int64_t n, std::int64_t k, QuantParam
 inline std::size_t gguf_q4_0_bytes(std::int64_t n, std::int64_t k) {
   QuantParams p;
   std::int64_t blocks = 0, bytes = 0;
-  if (gguf_q4_0_import_params(n, k, &p) != Status::kSuccess ||
-      !detail::checked_mul(n, k / kGgufQ4_0Block, &blocks) ||
+  if (gguf_q4_0_import_params(n, k, &p) != Status::kSuccess || !detail::checked_mul(n, k / kGgufQ4_0Block, &blocks) ||
       !detail::checked_mul(blocks, kGgufQ4_0BlockBytes, &bytes))
     return 0;
   return std::size_t(bytes);
@@ -67,9 +66,7 @@ inline Status import_gguf_q4_0_host(const void* data, std::size_t bytes, std::in
       std::uint8_t* dst = out.codes + r * out.ld_codes + b * (kGgufQ4_0Block / 2);
       for (int e = 0; e < kGgufQ4_0Block; e += 2) {
         // element e < 16 is the low nibble of qs[e], element e >= 16 the high nibble of qs[e - 16]
-        auto element = [&](int x) -> std::uint32_t {
-          return x < 16 ? (qs[x] & 0xFu) : (qs[x - 16] >> 4);
-        };
+        auto element = [&](int x) -> std::uint32_t { return x < 16 ? (qs[x] & 0xFu) : (qs[x - 16] >> 4); };
         dst[e / 2] = std::uint8_t(((element(e) ^ 8u)) | ((element(e + 1) ^ 8u) << 4));
       }
     }

@@ -106,11 +106,9 @@ static_assert(xor8_is_minus8(), "sym GPTQ / llm-compressor / GGUF codes: q XOR 8
 
 /// Pointer, alignment and size checks of the three (four) tensors; shapes already checked.
 inline Status check_gptq_buffers(const GptqTensors& t) {
-  if (t.qweight == nullptr || t.qzeros == nullptr || t.scales == nullptr)
-    return Status::kErrorNullPointer;
+  if (t.qweight == nullptr || t.qzeros == nullptr || t.scales == nullptr) return Status::kErrorNullPointer;
   if (!is_aligned(t.qweight, 4) || !is_aligned(t.qzeros, 4) ||
-      !is_aligned(t.scales, std::size_t(size_of(t.scale_type))) ||
-      (t.g_idx != nullptr && !is_aligned(t.g_idx, 4)))
+      !is_aligned(t.scales, std::size_t(size_of(t.scale_type))) || (t.g_idx != nullptr && !is_aligned(t.g_idx, 4)))
     return Status::kErrorMisalignedPointer;
   return Status::kSuccess;
 }
@@ -131,8 +129,7 @@ static_assert(!gptq_zero_word_ok(0xFFFFFFF3u, false, true) && gptq_zero_word_ok(
 
 /// The checkpoint format the data says, checked against cfg (host memory: reads all of t.qzeros, G*N/8
 /// words). kV1 / kV2 on success; kErrorInvalidArgument when the words contradict cfg (see the header).
-inline Status gptq_resolve_format_host(const GptqConfig& cfg, const GptqTensors& t,
-                                       GptqCheckpointFormat* resolved) {
+inline Status gptq_resolve_format_host(const GptqConfig& cfg, const GptqTensors& t, GptqCheckpointFormat* resolved) {
   QuantParams p;
   NIBBLE_RETURN_IF_ERROR(gptq_import_params(cfg, t, &p));
   if (resolved == nullptr) return Status::kErrorNullPointer;
@@ -141,13 +138,11 @@ inline Status gptq_resolve_format_host(const GptqConfig& cfg, const GptqTensors&
   const std::int64_t words = groups * (t.n / 8);
   GptqCheckpointFormat f = cfg.checkpoint_format;
   if (cfg.sym && f == GptqCheckpointFormat::kDetect)
-    f = detail::word_at(t.qzeros, 0) == detail::kGptqSymWordV2 ? GptqCheckpointFormat::kV2
-                                                               : GptqCheckpointFormat::kV1;
+    f = detail::word_at(t.qzeros, 0) == detail::kGptqSymWordV2 ? GptqCheckpointFormat::kV2 : GptqCheckpointFormat::kV1;
   if (f == GptqCheckpointFormat::kDetect) return Status::kErrorInvalidArgument;  // asym: data can't tell
   const bool v1 = f == GptqCheckpointFormat::kV1;
   for (std::int64_t i = 0; i < words; ++i)
-    if (!detail::gptq_zero_word_ok(detail::word_at(t.qzeros, i), cfg.sym, v1))
-      return Status::kErrorInvalidArgument;
+    if (!detail::gptq_zero_word_ok(detail::word_at(t.qzeros, i), cfg.sym, v1)) return Status::kErrorInvalidArgument;
   *resolved = f;
   return Status::kSuccess;
 }
@@ -188,8 +183,7 @@ inline Status import_gptq_host(const GptqConfig& cfg, const GptqTensors& t, cons
         std::uint32_t nib[2];
         for (int e = 0; e < 2; ++e) {
           const std::int64_t src = perm[q + e];
-          nib[e] = detail::nibble_of(detail::word_at(t.qweight, (src / 8) * n + c), int(src % 8)) ^
-                   (xor_mask & 0xFu);
+          nib[e] = detail::nibble_of(detail::word_at(t.qweight, (src / 8) * n + c), int(src % 8)) ^ (xor_mask & 0xFu);
         }
         out.codes[c * out.ld_codes + q / 2] = std::uint8_t(nib[0] | (nib[1] << 4));
       }
@@ -199,8 +193,7 @@ inline Status import_gptq_host(const GptqConfig& cfg, const GptqTensors& t, cons
     for (std::int64_t c = 0; c < n; ++c) {
       detail::copy_scale_bits(t.scales, j * n + c, out.scales, c * groups + j, t.scale_type);
       if (!cfg.sym) {
-        const std::uint32_t z =
-            detail::nibble_of(detail::word_at(t.qzeros, j * (n / 8) + c / 8), int(c % 8));
+        const std::uint32_t z = detail::nibble_of(detail::word_at(t.qzeros, j * (n / 8) + c / 8), int(c % 8));
         out.zeros[c * groups + j] = std::uint8_t(v1 ? z + 1 : z);  // v1: z <= 14 checked above
       }
     }
@@ -209,8 +202,8 @@ inline Status import_gptq_host(const GptqConfig& cfg, const GptqTensors& t, cons
 
 namespace detail {
 
-inline constexpr int kGptqTile = 32;        ///< tile: 32 qweight rows (256 columns of K) x 32 columns of N
-inline constexpr int kGptqTileRows = 8;     ///< threads (32, 8): each moves 4 words per phase
+inline constexpr int kGptqTile = 32;     ///< tile: 32 qweight rows (256 columns of K) x 32 columns of N
+inline constexpr int kGptqTileRows = 8;  ///< threads (32, 8): each moves 4 words per phase
 inline constexpr int kGptqTileK = kGptqTile * 8;
 
 /// One pass over the data. Block (bx, by) transposes the 32x32-word tile of qweight rows 32*by.. and
@@ -222,11 +215,11 @@ __global__ void __launch_bounds__(kGptqTile* kGptqTileRows)
                        const std::uint32_t* __restrict__ gQzeros,   // [G, N/8]
                        const std::uint8_t* __restrict__ gScales,    // [G, N] x scale_bytes
                        const std::int32_t* __restrict__ gPerm,      // [K] or null
-                       std::int64_t k, std::int64_t n, std::int64_t group, int scale_bytes, bool sym,
-                       bool v1, std::uint8_t* __restrict__ gCodes, std::int64_t ld_codes,
-                       std::uint8_t* __restrict__ gOutScales, std::uint8_t* __restrict__ gOutZeros,
-                       std::uint32_t* __restrict__ gFlags) {
-  __shared__ std::uint32_t sTile[kGptqTile][kGptqTile + 1];  // sTile: (32 words of K, 32 columns of N), +1: no bank conflicts
+                       std::int64_t k, std::int64_t n, std::int64_t group, int scale_bytes, bool sym, bool v1,
+                       std::uint8_t* __restrict__ gCodes, std::int64_t ld_codes, std::uint8_t* __restrict__ gOutScales,
+                       std::uint8_t* __restrict__ gOutZeros, std::uint32_t* __restrict__ gFlags) {
+  __shared__ std::uint32_t sTile[kGptqTile]
+                                [kGptqTile + 1];  // sTile: (32 words of K, 32 columns of N), +1: no bank conflicts
   const std::int64_t rows = k / 8;
   const std::int64_t n0 = std::int64_t(blockIdx.x) * kGptqTile;
   const std::int64_t r0 = std::int64_t(blockIdx.y) * kGptqTile;
@@ -309,8 +302,7 @@ inline Status import_gptq(const GptqConfig& cfg, const GptqTensors& t, const std
   NIBBLE_RETURN_IF_ERROR(detail::check_import_output(out, t.n, t.k, p));
   const std::int64_t tiles_n = (t.n + detail::kGptqTile - 1) / detail::kGptqTile;
   const std::int64_t tiles_k = (t.k / 8 + detail::kGptqTile - 1) / detail::kGptqTile;
-  if (tiles_n > std::int64_t(std::numeric_limits<int>::max()) || tiles_k > 65535)
-    return Status::kErrorSizeOverflow;
+  if (tiles_n > std::int64_t(std::numeric_limits<int>::max()) || tiles_k > 65535) return Status::kErrorSizeOverflow;
   NIBBLE_RETURN_IF_ERROR(check_device());
   const dim3 grid{unsigned(tiles_n), unsigned(tiles_k), 1u};
   const dim3 block{unsigned(detail::kGptqTile), unsigned(detail::kGptqTileRows), 1u};
@@ -322,13 +314,13 @@ inline Status import_gptq(const GptqConfig& cfg, const GptqTensors& t, const std
   const bool v1 = cfg.checkpoint_format == GptqCheckpointFormat::kV1;
   auto* out_scales = static_cast<std::uint8_t*>(out.scales);
   if (word_stores)
-    detail::import_gptq_kernel<true><<<grid, block, 0, stream>>>(
-        qweight, qzeros, scales, perm, t.k, t.n, g, size_of(t.scale_type), cfg.sym, v1, out.codes,
-        out.ld_codes, out_scales, out.zeros, error_flags);
+    detail::import_gptq_kernel<true><<<grid, block, 0, stream>>>(qweight, qzeros, scales, perm, t.k, t.n, g,
+                                                                 size_of(t.scale_type), cfg.sym, v1, out.codes,
+                                                                 out.ld_codes, out_scales, out.zeros, error_flags);
   else
-    detail::import_gptq_kernel<false><<<grid, block, 0, stream>>>(
-        qweight, qzeros, scales, perm, t.k, t.n, g, size_of(t.scale_type), cfg.sym, v1, out.codes,
-        out.ld_codes, out_scales, out.zeros, error_flags);
+    detail::import_gptq_kernel<false><<<grid, block, 0, stream>>>(qweight, qzeros, scales, perm, t.k, t.n, g,
+                                                                  size_of(t.scale_type), cfg.sym, v1, out.codes,
+                                                                  out.ld_codes, out_scales, out.zeros, error_flags);
   NIBBLE_CHECK_LAUNCH();
   return Status::kSuccess;
 }

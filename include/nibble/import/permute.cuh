@@ -14,10 +14,9 @@ namespace nibble {
 namespace detail {
 
 template <class T>
-inline Status check_permute_args(const T* in, std::int64_t ld_in, const T* out, std::int64_t ld_out,
-                                 std::int64_t m, std::int64_t k, const std::int32_t* perm) {
-  static_assert(std::is_same_v<T, __half> || std::is_same_v<T, __nv_bfloat16>,
-                "activations are fp16 or bf16");
+inline Status check_permute_args(const T* in, std::int64_t ld_in, const T* out, std::int64_t ld_out, std::int64_t m,
+                                 std::int64_t k, const std::int32_t* perm) {
+  static_assert(std::is_same_v<T, __half> || std::is_same_v<T, __nv_bfloat16>, "activations are fp16 or bf16");
   if (m <= 0 || k <= 0) return Status::kErrorInvalidShape;
   if (perm == nullptr) return Status::kErrorNullPointer;
   if (!is_aligned(perm, 4)) return Status::kErrorMisalignedPointer;
@@ -38,9 +37,8 @@ inline constexpr int kPermuteThreads = 256;
 /// within one row (the row stays in L1/L2). An entry outside [0, K) writes 0 instead of reading.
 template <class T>
 __global__ void __launch_bounds__(kPermuteThreads)
-    permute_columns_kernel(const T* __restrict__ gIn, std::int64_t ld_in, T* __restrict__ gOut,
-                           std::int64_t ld_out, std::int64_t m, std::int64_t k,
-                           const std::int32_t* __restrict__ gPerm) {
+    permute_columns_kernel(const T* __restrict__ gIn, std::int64_t ld_in, T* __restrict__ gOut, std::int64_t ld_out,
+                           std::int64_t m, std::int64_t k, const std::int32_t* __restrict__ gPerm) {
   const std::int64_t p = std::int64_t(blockIdx.x) * kPermuteThreads + threadIdx.x;
   if (p >= k) return;
   const std::int64_t src = gPerm[p];
@@ -54,8 +52,8 @@ __global__ void __launch_bounds__(kPermuteThreads)
 /// CPU path: out[r, p] = in[r, perm[p]] (host buffers). perm must be a permutation of 0..k-1
 /// (kErrorInvalidArgument otherwise); in and out must not overlap (kErrorInvalidArgument).
 template <class T>
-Status permute_columns_host(const T* in, std::int64_t ld_in, T* out, std::int64_t ld_out,
-                            std::int64_t m, std::int64_t k, const std::int32_t* perm) {
+Status permute_columns_host(const T* in, std::int64_t ld_in, T* out, std::int64_t ld_out, std::int64_t m,
+                            std::int64_t k, const std::int32_t* perm) {
   NIBBLE_RETURN_IF_ERROR(detail::check_permute_args(in, ld_in, out, ld_out, m, k, perm));
   std::vector<bool> seen(std::size_t(k), false);
   for (std::int64_t p = 0; p < k; ++p) {
@@ -71,15 +69,14 @@ Status permute_columns_host(const T* in, std::int64_t ld_in, T* out, std::int64_
 /// permutation is not validated on the device (it would need a host read): an entry outside [0, K)
 /// writes 0; a repeated entry duplicates a column. Use the perm an importer produced.
 template <class T>
-Status permute_columns(const T* in, std::int64_t ld_in, T* out, std::int64_t ld_out, std::int64_t m,
-                       std::int64_t k, const std::int32_t* perm, cudaStream_t stream) {
+Status permute_columns(const T* in, std::int64_t ld_in, T* out, std::int64_t ld_out, std::int64_t m, std::int64_t k,
+                       const std::int32_t* perm, cudaStream_t stream) {
   NIBBLE_RETURN_IF_ERROR(detail::check_permute_args(in, ld_in, out, ld_out, m, k, perm));
   const std::int64_t blocks_k = (k + detail::kPermuteThreads - 1) / detail::kPermuteThreads;
   if (blocks_k > std::int64_t(std::numeric_limits<int>::max())) return Status::kErrorSizeOverflow;
   NIBBLE_RETURN_IF_ERROR(check_device());
   const dim3 grid{unsigned(blocks_k), unsigned(std::min<std::int64_t>(m, 65535)), 1u};
-  detail::permute_columns_kernel<T>
-      <<<grid, detail::kPermuteThreads, 0, stream>>>(in, ld_in, out, ld_out, m, k, perm);
+  detail::permute_columns_kernel<T><<<grid, detail::kPermuteThreads, 0, stream>>>(in, ld_in, out, ld_out, m, k, perm);
   NIBBLE_CHECK_LAUNCH();
   return Status::kSuccess;
 }
