@@ -279,7 +279,8 @@ TEST(Import_bnb_hand, Nf4Row) {
   BnbTensors t;
   t.weight = weight;
   t.absmax = absmax;
-  t.quant_map = nf4_codebook().v;
+  static const Codebook16 kNf4Book = nf4_codebook();  // (a named object: .v of a temporary would dangle)
+  t.quant_map = kNf4Book.v;
   QuantParams p;
   ASSERT_EQ(bnb_import_params(st, t, &p), Status::kSuccess);
   HostPacked out(1, 8, p);
@@ -585,7 +586,8 @@ TEST(Import_refuse, OtherFormats) {
   st.k = 96;
   st.blocksize = 64;
   BnbTensors bt;
-  bt.quant_map = nf4_codebook().v;
+  static const Codebook16 kNf4Book = nf4_codebook();  // (a named object: .v of a temporary would dangle)
+  bt.quant_map = kNf4Book.v;
   EXPECT_EQ(bnb_import_params(st, bt, &p), Status::kErrorGroupSize);
   st.k = 128;
   ASSERT_EQ(bnb_import_params(st, bt, &p), Status::kSuccess);
@@ -594,7 +596,8 @@ TEST(Import_refuse, OtherFormats) {
   other[3] = std::nextafter(other[3], 0.0f);
   bt.quant_map = other;
   EXPECT_EQ(bnb_import_params(st, bt, &p), Status::kErrorUnsupportedFormat);
-  bt.quant_map = fp4_codebook().v;  // the FP4 table under quant_type nf4
+  static const Codebook16 kFp4Book = fp4_codebook();
+  bt.quant_map = kFp4Book.v;  // the FP4 table under quant_type nf4
   EXPECT_EQ(bnb_import_params(st, bt, &p), Status::kErrorUnsupportedFormat);
   // GGUF: K not a multiple of 32, null data.
   EXPECT_EQ(gguf_q4_0_import_params(4, 48, &p), Status::kErrorGroupSize);

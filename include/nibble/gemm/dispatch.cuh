@@ -18,15 +18,15 @@ namespace nibble::gemm::detail {
 
 NIBBLE_ARCH_NAMESPACE_BEGIN
 
-/// Sets `kernel`'s dynamic shared-memory limit to `smem` bytes on `device`, once per device and kernel (the
-/// attribute stays set for the lifetime of the context; devices beyond the cache are set every time).
+/// Sets `kernel`'s dynamic shared-memory limit to `smem` bytes on `device` unless `done` (one flag per device,
+/// owned by the kernel's launcher) says it was set there already: once per device and kernel (the attribute
+/// stays set for the lifetime of the context; devices beyond the cache are set every time).
 template <class Kernel>
-Status set_smem_attribute_once(Kernel kernel, int smem, int device) {
-  static std::atomic<int> done[nibble::detail::kMaxCachedDevices] = {};
+Status set_smem_attribute_once(Kernel kernel, int smem, int device, std::atomic<bool>* done) {
   const bool cached = device >= 0 && device < nibble::detail::kMaxCachedDevices;
-  if (cached && done[device].load(std::memory_order_acquire) == smem) return Status::kSuccess;
+  if (cached && done[device].load(std::memory_order_acquire)) return Status::kSuccess;
   NIBBLE_CUDA_TRY(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
-  if (cached) done[device].store(smem, std::memory_order_release);
+  if (cached) done[device].store(true, std::memory_order_release);
   return Status::kSuccess;
 }
 
@@ -37,7 +37,9 @@ Status launch_tile(const KernelParams<T>& p, const Plan& plan, cudaStream_t stre
   constexpr TileConfig c = Tile::kConfig;
   auto* kernel = FamilyKernel<typename Tile::Kernel>::template kernel<T, F, Tile, kUseWgmma, kSmemTable>();
   constexpr int smem = kernel_smem_bytes(F, kSmemTable, c);
-  NIBBLE_RETURN_IF_ERROR(set_smem_attribute_once(kernel, smem, device));
+  // one flag set per kernel (this function is instantiated once per kernel)
+  static std::atomic<bool> attribute_set[nibble::detail::kMaxCachedDevices] = {};
+  NIBBLE_RETURN_IF_ERROR(set_smem_attribute_once(kernel, smem, device, attribute_set));
   const std::int64_t grid = std::int64_t(plan.tiles_m) * plan.tiles_n * plan.splits;
   kernel<<<dim3(unsigned(grid)), dim3(c.threads()), smem, stream>>>(p);
   NIBBLE_CHECK_LAUNCH();
