@@ -16,9 +16,10 @@
 //   nibble/<act>/<format>/K<K>_N<N>/M<M>    nibble; <format> s4g128 (signed int4, group 128) or nf4b64
 //                                           (NF4, blocksize 64); shapes K x N 4096x4096, 4096x14336,
 //                                           14336x4096, 8192x28672, 28672x8192; M 1, 4, 16, 64, 256, 1024, 4096
-//   chain/<model>/<lib>/<act>/M<M>          one decoder layer's GEMMs in order (qkv, o, gate_up, down) in ONE
-//                                           graph: <model> llama3-8b (K x N 4096x6144, 4096x4096, 4096x28672,
-//                                           14336x4096) or llama3-70b (8192x10240, 8192x8192, 8192x57344,
+//   chain/<model>/<lib>/<act>/M<M>          (lib: cublas, nibble_s4g128, nibble_s4g128_pdl = with
+//                                           Arguments::programmatic_launch) one decoder layer's GEMMs in order (qkv, o,
+//                                           gate_up, down) in ONE graph: <model> llama3-8b (K x N 4096x6144, 4096x4096,
+//                                           4096x28672, 14336x4096) or llama3-70b (8192x10240, 8192x8192, 8192x57344,
 //                                           28672x8192); <lib> cublas or nibble_s4g128; M 1, 4, 16. The
 //                                           output of one GEMM does not feed the next (every GEMM reads the
 //                                           same A and writes the same C); what counts is weight traffic and
@@ -1001,7 +1002,7 @@ struct ChainCase {
   std::unique_ptr<Graph> graph;
 };
 
-ChainCase prepare_chain(Context& ctx, int model_index, bool nibble, DType t, std::int64_t m) {
+ChainCase prepare_chain(Context& ctx, int model_index, bool nibble, DType t, std::int64_t m, bool pdl = false) {
   const Model& model = kModels[model_index];
   ChainBuffers& b = chain_buffers(model_index, nibble, t);
   ChainCase cc;
@@ -1011,6 +1012,7 @@ ChainCase prepare_chain(Context& ctx, int model_index, bool nibble, DType t, std
     const Shape& s = model.gemms[g].s;
     if (nibble) {
       cc.args.push_back(nibble_args(t, m, b.nibble[g]->views[0], b.a.get(), b.c.get()));
+      cc.args.back().programmatic_launch = pdl;  // Arguments::programmatic_launch (opt-in)
       cc.plans.push_back(run_plan(cc.args.back(), ctx));
       ws_bytes = std::max(ws_bytes, workspace_of(cc.args.back()));
     } else {
@@ -1059,13 +1061,14 @@ double cublas_chain_seconds(Context& ctx, int model_index, DType t, std::int64_t
   return st.median;
 }
 
-void bm_chain(benchmark::State& state, const std::string& name, int model_index, bool nibble, DType t, std::int64_t m) {
+void bm_chain(benchmark::State& state, const std::string& name, int model_index, bool nibble, DType t, std::int64_t m,
+              bool pdl = false) {
   if (skip_if_context_lost(state)) return;
   try {
     Context& ctx = context();
     const Model& model = kModels[model_index];
     const double cublas_s = nibble ? cublas_chain_seconds(ctx, model_index, t, m) : 0.0;
-    ChainCase cc = prepare_chain(ctx, model_index, nibble, t, m);
+    ChainCase cc = prepare_chain(ctx, model_index, nibble, t, m, pdl);
     const Stats st = time_graph_in_loop(state, *cc.graph, cc.copies, ctx);
     if (!nibble) cublas_chain_cache()[ChainKey{model_index, m, t}] = st.median;
     set_rate_counters(state, st, layer_weight_bytes(model, t, nibble) + layer_act_bytes(model, m),
@@ -1163,13 +1166,15 @@ int register_all() {
   }
   for (int mi = 0; mi < int(std::size(kModels)); ++mi) {
     for (DType t : kActTypes) {
-      for (bool nibble : {false, true}) {
-        const std::string lib = nibble ? std::string("nibble_") + kChainFormat.name : "cublas";
+      for (int variant = 0; variant < 3; ++variant) {  // cuBLAS, nibble, nibble with programmatic launch
+        const bool nibble = variant > 0, pdl = variant == 2;
+        const std::string lib =
+            nibble ? std::string("nibble_") + kChainFormat.name + (pdl ? "_pdl" : "") : std::string("cublas");
         for (std::int64_t m : kChainMs) {
           add(std::string("chain/") + kModels[mi].name + "/" + lib + "/" + type_name(t) + "/M" + std::to_string(m),
               chain_iterations(kModels[mi], m, t, nibble),
-              [mi, nibble, t, m](benchmark::State& st, const std::string& name) {
-                bm_chain(st, name, mi, nibble, t, m);
+              [mi, nibble, pdl, t, m](benchmark::State& st, const std::string& name) {
+                bm_chain(st, name, mi, nibble, t, m, pdl);
               });
         }
       }

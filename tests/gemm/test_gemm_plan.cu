@@ -485,3 +485,43 @@ INSTANTIATE_TEST_SUITE_P(, SameStatusEverywhere, ::testing::ValuesIn(kEntryPoint
                          });
 
 }  // namespace
+
+// Arguments::max_workspace_bytes: no plan asks for more (forced splits included); where the cap binds the
+// planner uses fewer splits, elsewhere the same plan. The default (32 MiB) binds at M = 256, K = 28672, N = 8192 on the
+// transposed tiles (14 splits would need ~115 MiB).
+TEST(GemmPlan, WorkspaceNeverExceedsTheCap) {
+  int bound = 0;
+  for (std::size_t cap : {std::size_t(0), std::size_t(1) << 20, std::size_t(32) << 20, std::size_t(1) << 40})
+    for (int64_t m : {1, 16, 64, 256, 1024})
+      for (auto nk : {std::pair<int64_t, int64_t>{8192, 28672}, {4096, 4096}, {28672, 8192}})
+        for (int split : {0, 3, 64})
+          for (gemm::Mainloop ml : {gemm::Mainloop::kMmaSync, gemm::Mainloop::kTransposedMma}) {
+            gemm::Arguments args = fake_args(kS4, 128, m, nk.first, nk.second);
+            args.split_k = split;
+            args.max_workspace_bytes = cap;
+            const gemm::Plan p = plan_for(args, 132, ml);
+            gemm::Arguments free_args = args;
+            free_args.max_workspace_bytes = std::size_t(1) << 40;
+            const gemm::Plan q = plan_for(free_args, 132, ml);
+            SCOPED_TRACE("cap " + std::to_string(cap) + " M" + std::to_string(m) + " N" + std::to_string(nk.first) +
+                         " K" + std::to_string(nk.second) + " split " + std::to_string(split) + " " +
+                         mainloop_name(ml));
+            EXPECT_LE(p.workspace_bytes, cap);
+            EXPECT_GE(p.splits, 1);
+            EXPECT_LE(p.splits, q.splits);
+            EXPECT_EQ(int64_t(p.splits) * p.k_tiles_per_split >= p.k_tiles, true);
+            if (q.workspace_bytes <= cap) {
+              EXPECT_EQ(p.splits, q.splits) << "the cap changed a plan that fits it";
+            } else {
+              ++bound;
+              EXPECT_LT(p.splits, q.splits);
+            }
+          }
+  EXPECT_GT(bound, 0) << "test setup: the cap never bound";
+  gemm::Arguments big = fake_args(kS4, 128, 256, 8192, 28672);
+  const gemm::Plan d = plan_for(big, 132, gemm::Mainloop::kTransposedMma);
+  EXPECT_LE(d.workspace_bytes, gemm::kDefaultMaxWorkspaceBytes) << "the default cap";
+  big.max_workspace_bytes = std::size_t(1) << 40;
+  EXPECT_GT(plan_for(big, 132, gemm::Mainloop::kTransposedMma).workspace_bytes, gemm::kDefaultMaxWorkspaceBytes)
+      << "test setup: this shape should want more than the default cap";
+}

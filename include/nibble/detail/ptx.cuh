@@ -35,6 +35,21 @@ NIBBLE_DEVICE void cp_async_16(void* smem, const void* gmem, bool pred) {
 /// Closes the current group of cp.async operations.
 NIBBLE_DEVICE void cp_async_commit() { asm volatile("cp.async.commit_group;" ::); }
 
+/// Programmatic dependent launch (sm_90+, no-ops elsewhere and when the kernel was launched without the
+/// attribute): wait until the previous kernel in the stream has completed and its memory is visible.
+NIBBLE_DEVICE void griddepcontrol_wait() {
+#if defined(__CUDA_ARCH__) && (__CUDA_ARCH__ >= 900)
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+/// Programmatic dependent launch: lets the next kernel in the stream start (its own wait still orders it
+/// after this grid's completion).
+NIBBLE_DEVICE void griddepcontrol_launch_dependents() {
+#if defined(__CUDA_ARCH__) && (__CUDA_ARCH__ >= 900)
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+
 /// Waits until at most `kPending` committed cp.async groups are still in flight.
 template <int kPending>
 NIBBLE_DEVICE void cp_async_wait() {

@@ -41,7 +41,21 @@ Status launch_tile(const KernelParams<T>& p, const Plan& plan, cudaStream_t stre
   static std::atomic<bool> attribute_set[nibble::detail::kMaxCachedDevices] = {};
   NIBBLE_RETURN_IF_ERROR(set_smem_attribute_once(kernel, smem, device, attribute_set));
   const std::int64_t grid = std::int64_t(plan.tiles_m) * plan.tiles_n * plan.splits;
-  kernel<<<dim3(unsigned(grid)), dim3(c.threads()), smem, stream>>>(p);
+  if (p.dependent_launch) {
+    cudaLaunchAttribute attr[1];
+    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[0].val.programmaticStreamSerializationAllowed = 1;
+    cudaLaunchConfig_t config{};
+    config.gridDim = dim3(unsigned(grid));
+    config.blockDim = dim3(c.threads());
+    config.dynamicSmemBytes = std::size_t(smem);
+    config.stream = stream;
+    config.attrs = attr;
+    config.numAttrs = 1;
+    NIBBLE_CUDA_TRY(cudaLaunchKernelEx(&config, kernel, p));
+  } else {
+    kernel<<<dim3(unsigned(grid)), dim3(c.threads()), smem, stream>>>(p);
+  }
   NIBBLE_CHECK_LAUNCH();
   return Status::kSuccess;
 }

@@ -55,6 +55,14 @@ struct Arguments {
   /// tables) within this many bytes per CTA, e.g. to leave room for other kernels or to run what a GPU with
   /// 99 KiB per block (101376) runs; kErrorUnsupportedDevice if no tile for M fits.
   int max_smem_per_block = 0;
+  /// Cap on the split-K workspace run() may ask for (get_workspace_size never exceeds it): the planner
+  /// uses fewer K splits where the partial sums would need more (one split: no workspace at all).
+  std::size_t max_workspace_bytes = kDefaultMaxWorkspaceBytes;
+  /// Opt-in programmatic dependent launch (sm_90+; ignored elsewhere): run() launches with
+  /// cudaLaunchAttributeProgrammaticStreamSerialization, and the kernel fetches its weights (codes, scales,
+  /// zeros) before it waits for the previous kernel in the stream, reading A, bias, C and the workspace
+  /// only after that. The weights must therefore not be written by the kernel just before on the stream.
+  bool programmatic_launch = false;
 };
 
 /// The limits of `info` as the planner sees them.
@@ -69,7 +77,7 @@ inline Plan make_plan_for(const Arguments& args, const TileConfig& c, const Devi
   // nf4 / fp4 count their shared-memory codebook table whichever table runs, so that both give the same
   // plan and bit-identical C
   return make_plan_for(args.m, args.w.shape(), args.split_k, c, sms,
-                       detail::ctas_per_sm(c, is_codebook(args.w.format), d));
+                       detail::ctas_per_sm(c, is_codebook(args.w.format), d), args.max_workspace_bytes);
 }
 
 /// The launch plan run() uses on a device with limits `d` for a resolved (non-auto) mainloop: the
@@ -288,8 +296,9 @@ Status run(const Arguments& args, void* workspace, std::size_t workspace_bytes, 
   detail::Launch l;
   NIBBLE_RETURN_IF_ERROR(detail::prepare(args, info, &l));
   NIBBLE_RETURN_IF_ERROR(detail::check_workspace(l.plan, workspace, workspace_bytes));
-  return detail::dispatch<T, F>(detail::make_kernel_params<T>(args, l.plan, workspace), l.plan, l.wgmma, l.table,
-                                stream, info.device);
+  detail::KernelParams<T> kp = detail::make_kernel_params<T>(args, l.plan, workspace);
+  kp.dependent_launch = args.programmatic_launch && info.compute_capability >= 90;  // griddepcontrol: sm_90+
+  return detail::dispatch<T, F>(kp, l.plan, l.wgmma, l.table, stream, info.device);
 }
 
 /// run() for any activation type and format (dispatches on args.act_type and args.w.format to run<T, F>).

@@ -59,8 +59,7 @@ __global__ void __launch_bounds__(Tile::kConfig.threads()) gemm_kernel(const Ker
 
   // Mainloop: a ring of S stages, S - 1 k-tiles loaded ahead. The first loads are issued before the
   // codebook table is built, so that they are in flight meanwhile.
-#pragma unroll
-  for (int s = 0; s < S - 1; ++s) loader.load(p, smem.stages[s], work.kt_begin + s, work.kt_end, tid);
+  loader.template prologue<S - 1>(p, smem.stages, work.kt_begin, work.kt_end, tid);
 
   const KernelDequantContext<F, T, kSmemTable, Tile> ctx =
       make_kernel_dequant_context<F, T, kSmemTable, Tile>(smem.table(), tid);
@@ -107,6 +106,9 @@ __global__ void __launch_bounds__(Tile::kConfig.threads()) gemm_kernel(const Ker
     compute_stage(smem.stages[i % S]);
   }
   nibble::detail::cp_async_wait<0>();
+  // Dependent launch: the next kernel may start fetching its weights now (it waits for our completion
+  // before it reads anything we write).
+  nibble::detail::griddepcontrol_launch_dependents();
 
   // Epilogue. Register r of the flat accumulator holds a value of C row row_of(r); rows >= M never move
   // through the split-K workspace (at M = 1 that is 1/16 of the decode tile's partial-sum traffic).
@@ -116,7 +118,7 @@ __global__ void __launch_bounds__(Tile::kConfig.threads()) gemm_kernel(const Ker
     return work.m0 + (wm * C.warp_m16 + m) * 16 + lane / 4 + 8 * (i / 2);
   };
   if (p.splits > 1 &&
-      !split_k_reduce<kRegs, kThreads>(
+      !split_k_reduce<kRegs, kThreads, C.reduce_batch>(
           p, work.tile, work.split, BM * BN, &rC[0][0][0][0], [&](int r) { return row_of(r) < p.m; }, &s_is_last))
     return;
 

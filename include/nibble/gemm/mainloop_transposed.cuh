@@ -69,8 +69,7 @@ __global__ void __launch_bounds__(Tile::kConfig.threads(), (kWgMinBlocks<Tile, F
   // Mainloop: a ring of S stages; S - 2 k-tiles are loading while one is computed and the previous one
   // may still be read by this warp's last in-flight wgmma. The first loads are issued before the codebook
   // table is built, so that they are in flight meanwhile.
-#pragma unroll
-  for (int s = 0; s < S - 2; ++s) loader.load(p, smem.ring.stages[s], work.kt_begin + s, work.kt_end, tid);
+  loader.template prologue<S - 2>(p, smem.ring.stages, work.kt_begin, work.kt_end, tid);
   const KernelDequantContext<F, T, kSmemTable, Tile> ctx =
       make_kernel_dequant_context<F, T, kSmemTable, Tile>(smem.table(), tid);
   // rW fragments: two register sets used alternately by consecutive k-steps. Each k-step's wgmma is its
@@ -131,6 +130,7 @@ __global__ void __launch_bounds__(Tile::kConfig.threads(), (kWgMinBlocks<Tile, F
     nibble::detail::wgmma_wait_holding<0>(rW[1]);
   }
   nibble::detail::cp_async_wait<0>();
+  nibble::detail::griddepcontrol_launch_dependents();  // (see mainloop_sm80.cuh)
 
   // Epilogue. rC[4i + r] is (weight row 16 warp + g + 8 (r / 2), token 8i + 2t + r % 2) of the tile.
   auto token_of = [&](int r) { return 8 * (r / 4) + 2 * t + r % 2; };

@@ -64,7 +64,15 @@ struct StageLoader {
     this->n0 = n0;
   }
 
+  /// The k-tile kt (all of it) as one commit group: sA, sW, sS, sZ.
   NIBBLE_DEVICE void load(const KernelParams<T>& p, Stage& st, int kt, int kt_end, int tid) const {
+    load_activations(p, st, kt, kt_end, tid);
+    load_weights(p, st, kt, kt_end, tid);
+    nibble::detail::cp_async_commit();
+  }
+
+  /// sA of k-tile kt (no commit).
+  NIBBLE_DEVICE void load_activations(const KernelParams<T>& p, Stage& st, int kt, int kt_end, int tid) const {
     const bool valid = kt < kt_end;
     // sA: rows row0 + j * kARowStep; the swizzle phase (row % 8) is the same for all of them.
     const bool a_k_ok = valid && kt * BK + a_k0 < p.k;
@@ -76,6 +84,11 @@ struct StageLoader {
       const bool pred = a_k_ok && j * kARowStep < a_rows_left;
       nibble::detail::cp_async_16(st.a + sA_offset + j * kARowStep * 64, pred ? gA_kt + j * a_row_step : p.a, pred);
     }
+  }
+
+  /// sW, sS and sZ of k-tile kt (no commit): what never depends on the previous kernel in the stream.
+  NIBBLE_DEVICE void load_weights(const KernelParams<T>& p, Stage& st, int kt, int kt_end, int tid) const {
+    const bool valid = kt < kt_end;
     // sW: chunk j of this thread is lane slice `lane` of atom (nb0 + j * kWAtomStep, kt * atoms_k + w_kb);
     // the chunks of a CTA fill sW in order, so chunk (tid + j * kThreads) lands at that index.
     // Weights are read exactly once and would deserve an L2 evict-first hint (cp.async ... L2::cache_hint),
@@ -109,7 +122,28 @@ struct StageLoader {
                                     pred ? p.zeros + layout::scale_row_offset(p.shape, gg) + gn : p.zeros, pred);
       }
     }
-    nibble::detail::cp_async_commit();
+  }
+
+  /// The pipeline's prologue: k-tiles kt_begin .. kt_begin + count - 1 into stages 0 .. count - 1, one
+  /// commit group each. With a dependent launch the weights of all of them are requested first, then the
+  /// kernel waits for the previous one in the stream, then the activations follow (the first group then
+  /// holds every prologue weight: the first wait is a little longer, the launch latency hidden).
+  template <int kCount>
+  NIBBLE_DEVICE void prologue(const KernelParams<T>& p, Stage* stages, int kt_begin, int kt_end, int tid) const {
+    constexpr int count = kCount;
+    if (p.dependent_launch) {
+#pragma unroll
+      for (int s = 0; s < count; ++s) load_weights(p, stages[s], kt_begin + s, kt_end, tid);
+      nibble::detail::griddepcontrol_wait();
+#pragma unroll
+      for (int s = 0; s < count; ++s) {
+        load_activations(p, stages[s], kt_begin + s, kt_end, tid);
+        nibble::detail::cp_async_commit();
+      }
+    } else {
+#pragma unroll
+      for (int s = 0; s < count; ++s) load(p, stages[s], kt_begin + s, kt_end, tid);
+    }
   }
 };
 

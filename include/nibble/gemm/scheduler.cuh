@@ -58,8 +58,10 @@ NIBBLE_DEVICE CtaWork cta_work(const KernelParams<T>& p, int tile_m, int tile_n)
 /// Deterministic split-K: every split stores its registers (rC[0 .. kRegs), valid where row_ok(r)) in the
 /// workspace; the CTA arriving last at the tile's counter sums all splits in the fixed order 0, 1, ... into
 /// rC (the same result whichever CTA is last), resets the counter and returns true. The others return false
-/// and must exit. Call with every thread of the CTA; `flag` is a __shared__ int.
-template <int kRegs, int kThreads, class T, class RowOk>
+/// and must exit. Call with every thread of the CTA; `flag` is a __shared__ int. The last CTA loads the
+/// partials of kBatch splits per round (all their loads in flight before the first add), so a reduction
+/// over s splits waits ceil(s / kBatch) L2 round trips; the adds keep the order 0, 1, 2, ...
+template <int kRegs, int kThreads, int kBatch = 1, class T, class RowOk>
 NIBBLE_DEVICE bool split_k_reduce(const KernelParams<T>& p, int tile, int split, int tile_elems, float* rC,
                                   RowOk row_ok, int* flag) {
   const int tid = threadIdx.x;
@@ -74,14 +76,20 @@ NIBBLE_DEVICE bool split_k_reduce(const KernelParams<T>& p, int tile, int split,
   if (!*flag) return false;
   __threadfence();
   // Sum in fixed split order 0, 1, ... (own partial re-read too), in place: no second register tile.
-  for (int s = 0; s < p.splits; ++s) {
-    const float* part = p.partials + (std::int64_t(tile) * p.splits + s) * tile_elems;
+  const float* tile_partials = p.partials + std::int64_t(tile) * p.splits * tile_elems;
+  for (int s0 = 0; s0 < p.splits; s0 += kBatch) {
+    float v[kBatch][kRegs];
 #pragma unroll
-    for (int r = 0; r < kRegs; ++r) {
-      if (!row_ok(r)) continue;
-      const float v = __ldcg(part + r * kThreads + tid);
-      rC[r] = s == 0 ? v : rC[r] + v;
-    }
+    for (int b = 0; b < kBatch; ++b)
+#pragma unroll
+      for (int r = 0; r < kRegs; ++r)
+        if (s0 + b < p.splits && row_ok(r))
+          v[b][r] = __ldcg(tile_partials + std::int64_t(s0 + b) * tile_elems + r * kThreads + tid);
+#pragma unroll
+    for (int b = 0; b < kBatch; ++b)
+#pragma unroll
+      for (int r = 0; r < kRegs; ++r)
+        if (s0 + b < p.splits && row_ok(r)) rC[r] = s0 + b == 0 ? v[b][r] : rC[r] + v[b][r];
   }
   if (tid == 0) p.counters[tile] = 0u;  // leave the workspace as we found it
   return true;
@@ -106,8 +114,17 @@ inline int smem_limit(int a, int b) {
 /// The grid and split-K of a GEMM of M rows against weights of shape `s` with tile configuration c: forced
 /// `split_k` (> 0) or the cost model's choice (0), on a device of `sm_count` SMs with `ctas_per_sm` CTAs of
 /// c resident per SM.
+/// Workspace bytes of `splits` splits over `tiles` output tiles of configuration c (0 for one split).
+inline std::size_t split_workspace_bytes(std::int64_t tiles, int splits, const TileConfig& c) {
+  if (splits <= 1) return 0;
+  return kCounterBytes + std::size_t(tiles) * std::size_t(splits) * c.tile_m() * c.tile_n() * sizeof(float);
+}
+
+/// The default cap on split-K workspace (Arguments::max_workspace_bytes).
+inline constexpr std::size_t kDefaultMaxWorkspaceBytes = std::size_t(32) << 20;
+
 inline Plan make_plan_for(std::int64_t m, const layout::GemmShape& s, int split_k, const TileConfig& c, int sm_count,
-                          int ctas_per_sm) {
+                          int ctas_per_sm, std::size_t max_workspace_bytes = kDefaultMaxWorkspaceBytes) {
   Plan p;
   p.tiles_m = int((m + c.tile_m() - 1) / c.tile_m());
   p.tiles_n = int((s.n_pad + c.tile_n() - 1) / c.tile_n());
@@ -148,10 +165,14 @@ inline Plan make_plan_for(std::int64_t m, const layout::GemmShape& s, int split_
     p.k_tiles_per_split = p.k_tiles;
     p.splits = 1;
   }
-  if (p.splits > 1) {
-    const std::size_t partial = std::size_t(tiles) * p.splits * c.tile_m() * c.tile_n() * sizeof(float);
-    p.workspace_bytes = kCounterBytes + partial;
+  // The workspace cap (forced splits too): the most splits whose partials fit, one split if none do.
+  while (p.splits > 1 && split_workspace_bytes(tiles, p.splits, c) > max_workspace_bytes) {
+    const int fewer = p.splits - 1;
+    p.k_tiles_per_split = (p.k_tiles + fewer - 1) / fewer;
+    p.splits = (p.k_tiles + p.k_tiles_per_split - 1) / p.k_tiles_per_split;
+    if (p.splits > fewer) p.splits = fewer;  // (never: ceil division cannot give more)
   }
+  p.workspace_bytes = split_workspace_bytes(tiles, p.splits, c);
   return p;
 }
 
