@@ -32,6 +32,9 @@ NIBBLE_DEVICE void cp_async_16(void* smem, const void* gmem, bool pred) {
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(smem_addr(smem)), "l"(gmem), "r"(src_bytes));
 }
 
+/// Prefetches the 128-byte line holding `gmem` into L2 (no register result, no ordering).
+NIBBLE_DEVICE void prefetch_l2(const void* gmem) { asm volatile("prefetch.global.L2 [%0];" ::"l"(gmem)); }
+
 /// Closes the current group of cp.async operations.
 NIBBLE_DEVICE void cp_async_commit() { asm volatile("cp.async.commit_group;" ::); }
 

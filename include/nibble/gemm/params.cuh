@@ -20,8 +20,10 @@ struct KernelParams {
   const T* bias;  // [N] or null
   void* c;        // gC: [M, ldc], T or float
   std::int64_t ldc;
-  bool out_f32;      // C is float instead of T
-  bool pair_stores;  // C rows allow 2-element vector stores (ldc even, pointer aligned)
+  bool out_f32;           // C is float instead of T
+  bool pair_stores;       // C rows allow 2-element vector stores (ldc even, pointer aligned)
+  bool dependent_launch;  // launched with programmatic stream serialization: fetch the first stages' weights,
+                          // then griddepcontrol.wait before reading A (gemm.cuh: Arguments::programmatic_launch)
   // the tile scheduler's plan (scheduler.cuh)
   int tiles_m, tiles_n, splits, k_tiles, k_tiles_per_split;
   float* partials;     // split-K workspace: [tiles][splits][tile_m * tile_n] (fragment order)

@@ -124,26 +124,32 @@ struct StageLoader {
     }
   }
 
-  /// The pipeline's prologue: k-tiles kt_begin .. kt_begin + count - 1 into stages 0 .. count - 1, one
-  /// commit group each. With a dependent launch the weights of all of them are requested first, then the
-  /// kernel waits for the previous one in the stream, then the activations follow (the first group then
-  /// holds every prologue weight: the first wait is a little longer, the launch latency hidden).
+  /// L2 prefetch of this thread's weight chunks of k-tile kt (no shared memory, no registers held).
+  NIBBLE_DEVICE void prefetch_weights(const KernelParams<T>& p, int kt) const {
+    const bool w_k_ok = std::int64_t(kt) * C.atoms_k + w_kb < p.shape.k_atoms();
+    const unsigned char* gW_kt = gW + layout::atom_offset(p.shape, 0, std::int64_t(kt) * C.atoms_k);
+    const std::int64_t w_atom_step = layout::atom_offset(p.shape, kWAtomStep, 0);
+#pragma unroll
+    for (int j = 0; j < kWChunks; ++j)
+      if (w_k_ok && j * kWAtomStep < w_cols_left) nibble::detail::prefetch_l2(gW_kt + j * w_atom_step);
+  }
+
+  /// The pipeline's prologue: k-tiles kt_begin .. kt_begin + kCount - 1 into stages 0 .. kCount - 1, one
+  /// commit group each. With a dependent launch (sm_90+) the weights of those k-tiles are first prefetched
+  /// into L2, then the kernel waits for the previous one in the stream (griddepcontrol.wait), then the
+  /// stages load as usual: the weight fetch overlaps the previous kernel's tail, and nothing this kernel
+  /// reads that another kernel may write (A) is read before the wait.
   template <int kCount>
   NIBBLE_DEVICE void prologue(const KernelParams<T>& p, Stage* stages, int kt_begin, int kt_end, int tid) const {
-    constexpr int count = kCount;
+#if defined(__CUDA_ARCH__) && (__CUDA_ARCH__ >= 900)
     if (p.dependent_launch) {
-#pragma unroll
-      for (int s = 0; s < count; ++s) load_weights(p, stages[s], kt_begin + s, kt_end, tid);
+      for (int s = 0; s < kCount; ++s)
+        if (kt_begin + s < kt_end) prefetch_weights(p, kt_begin + s);
       nibble::detail::griddepcontrol_wait();
-#pragma unroll
-      for (int s = 0; s < count; ++s) {
-        load_activations(p, stages[s], kt_begin + s, kt_end, tid);
-        nibble::detail::cp_async_commit();
-      }
-    } else {
-#pragma unroll
-      for (int s = 0; s < count; ++s) load(p, stages[s], kt_begin + s, kt_end, tid);
     }
+#endif
+#pragma unroll
+    for (int s = 0; s < kCount; ++s) load(p, stages[s], kt_begin + s, kt_end, tid);
   }
 };
 

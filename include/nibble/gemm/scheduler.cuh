@@ -77,19 +77,32 @@ NIBBLE_DEVICE bool split_k_reduce(const KernelParams<T>& p, int tile, int split,
   __threadfence();
   // Sum in fixed split order 0, 1, ... (own partial re-read too), in place: no second register tile.
   const float* tile_partials = p.partials + std::int64_t(tile) * p.splits * tile_elems;
-  for (int s0 = 0; s0 < p.splits; s0 += kBatch) {
-    float v[kBatch][kRegs];
+  if constexpr (kBatch == 1) {
+    // one split per round, each value added as it arrives (no second register tile: large tiles need that)
+    for (int sp = 0; sp < p.splits; ++sp) {
+      const float* part = tile_partials + std::int64_t(sp) * tile_elems;
 #pragma unroll
-    for (int b = 0; b < kBatch; ++b)
+      for (int r = 0; r < kRegs; ++r) {
+        if (!row_ok(r)) continue;
+        const float v = __ldcg(part + r * kThreads + tid);
+        rC[r] = sp == 0 ? v : rC[r] + v;
+      }
+    }
+  } else {
+    for (int s0 = 0; s0 < p.splits; s0 += kBatch) {
+      float v[kBatch][kRegs];
 #pragma unroll
-      for (int r = 0; r < kRegs; ++r)
-        if (s0 + b < p.splits && row_ok(r))
-          v[b][r] = __ldcg(tile_partials + std::int64_t(s0 + b) * tile_elems + r * kThreads + tid);
+      for (int b = 0; b < kBatch; ++b)
 #pragma unroll
-    for (int b = 0; b < kBatch; ++b)
+        for (int r = 0; r < kRegs; ++r)
+          if (s0 + b < p.splits && row_ok(r))
+            v[b][r] = __ldcg(tile_partials + std::int64_t(s0 + b) * tile_elems + r * kThreads + tid);
 #pragma unroll
-      for (int r = 0; r < kRegs; ++r)
-        if (s0 + b < p.splits && row_ok(r)) rC[r] = s0 + b == 0 ? v[b][r] : rC[r] + v[b][r];
+      for (int b = 0; b < kBatch; ++b)
+#pragma unroll
+        for (int r = 0; r < kRegs; ++r)
+          if (s0 + b < p.splits && row_ok(r)) rC[r] = s0 + b == 0 ? v[b][r] : rC[r] + v[b][r];
+    }
   }
   if (tid == 0) p.counters[tile] = 0u;  // leave the workspace as we found it
   return true;
