@@ -648,13 +648,13 @@ TEST(Gemm_ProgrammaticLaunch, DependentChainIsBitIdenticalToPlainLaunches) {
         const gemm::Arguments g2 = args_for(c1.get(), n1, d2.view, c2.get(), n2, pdl);
         const std::size_t ws_bytes = std::max(workspace_size(g1), workspace_size(g2));
         DevBuf ws(std::max<std::size_t>(ws_bytes, 16));
-        CUDA_CHECK(cudaMemset(ws.get(), 0, ws.bytes()));
-        CUDA_CHECK(cudaMemset(c1.get(), 0xFF, c1.bytes()));  // NaN until GEMM 1 writes it
-        CUDA_CHECK(cudaMemset(c2.get(), 0xFF, c2.bytes()));
+        CUDA_CHECK(cudaMemset(ws.get(), 0, ws.size()));
+        CUDA_CHECK(cudaMemset(c1.get(), 0xFF, c1.size()));  // NaN until GEMM 1 writes it
+        CUDA_CHECK(cudaMemset(c2.get(), 0xFF, c2.size()));
         Stream stream;
         auto body = [&](cudaStream_t s) -> Status {
-          NIBBLE_RETURN_IF_ERROR(gemm::run(g1, ws.get(), ws.bytes(), s));
-          return gemm::run(g2, ws.get(), ws.bytes(), s);
+          NIBBLE_RETURN_IF_ERROR(gemm::run(g1, ws.get(), ws.size(), s));
+          return gemm::run(g2, ws.get(), ws.size(), s);
         };
         if (graph) {
           GraphExec exec;

@@ -146,7 +146,7 @@ struct TransposedKernel {};  // mainloop_transposed.cuh: C^T = W A^T, wgmma on s
 struct TileDecode {
   static constexpr const char* kName = "decode";
   static constexpr TileConfig kConfig =
-      TileConfig{}.with_warps(1, 8).with_warp_tile(1, 2).with_atoms_k(2).with_stages(4).with_reduce_batch(4);
+      TileConfig{}.with_warps(1, 8).with_warp_tile(1, 2).with_atoms_k(2).with_stages(4);
   using Kernel = detail::MmaSyncKernel;
   using Fewer = TileDecode;
   static constexpr FormatSet kFormats = kIntegerFormats;
