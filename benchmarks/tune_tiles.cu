@@ -235,7 +235,6 @@ int main(int argc, char** argv) {
     time_empty();
     for (auto [k, n] : {std::pair{4096, 4096}, std::pair{8192, 28672}}) {
       for (int m : {1, 16}) {
-        time_tile<gemm::TileDecode>("Dreg", m, n, k, Format::kS4);  // the registry's (reduce_batch 4)
         time_tile<TD1>("D1", m, n, k, Format::kS4);
         time_tile<DN1>("DN1", m, n, k, Format::kS4);
       }
@@ -290,7 +289,6 @@ int main(int argc, char** argv) {
   if (argc > 1 && std::string(argv[1]) == "wg2") {  // stages and decode-size transposed candidates
     for (auto [k, n] : {std::pair{8192, 28672}, std::pair{28672, 8192}}) {
       for (int m : {1, 16}) {
-        time_tile<gemm::TileDecode>("Dreg", m, n, k, Format::kS4);  // the registry's (reduce_batch 4)
         time_tile<TD1>("D1", m, n, k, Format::kS4);
         time_tile<TD4>("D4", m, n, k, Format::kS4);
         time_tile<TD5>("D5", m, n, k, Format::kS4);

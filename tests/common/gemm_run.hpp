@@ -277,3 +277,23 @@ inline int64_t k_for_group(int group, bool quick = quick_mode()) {
   if (quick) return group == 32 ? 224 : group == 64 ? 320 : group == 128 ? 384 : group == 256 ? 512 : 200;
   return group == 32 ? 992 : group == 64 ? 1088 : group == 128 ? 1152 : group == 256 ? 1280 : 1000;
 }
+
+/// 1 when this binary's device code for the current device issues wgmma (detail::kWgmmaCompiled in the
+/// device pass). A template so that every test binary compiles its own copy for its own architectures.
+template <int kUnused = 0>
+__global__ void wgmma_compiled_probe(int* out) {
+  *out = nibble::detail::kWgmmaCompiled ? 1 : 0;
+}
+/// Whether the device code that runs here has wgmma; prints it beside what the host believes.
+inline bool device_code_has_wgmma() {
+  DevBuf flag(sizeof(int));
+  wgmma_compiled_probe<><<<1, 1>>>(flag.as<int>());
+  CUDA_CHECK(cudaGetLastError());
+  CUDA_CHECK(cudaDeviceSynchronize());
+  const bool compiled = flag.download<int>()[0] == 1;
+  nibble::DeviceInfo info;
+  NIBBLE_CHECK(nibble::current_device_info(&info));
+  std::printf("[nibble] device sm_%d, wgmma in this binary's device code: %s, wgmma_available(): %s\n",
+              info.compute_capability, compiled ? "yes" : "no", gemm::wgmma_available() ? "yes" : "no");
+  return compiled;
+}

@@ -594,21 +594,9 @@ TEST(Gemm_Codebook, SharedMemoryAndRegisterTablesGiveIdenticalC) {
 
 // What the kernels were compiled with matches what the host believes: wgmma_available() is true exactly
 // where the device code of this binary issues wgmma (detail::kWgmmaCompiled in the device pass).
-__global__ void wgmma_compiled_probe(int* out) { *out = nibble::detail::kWgmmaCompiled ? 1 : 0; }
-
 TEST(Gemm_Wgmma, HostAndDeviceCodeAgree) {
   NIBBLE_REQUIRE_GPU();
-  DevBuf flag(sizeof(int));
-  wgmma_compiled_probe<<<1, 1>>>(flag.as<int>());
-  CUDA_CHECK(cudaGetLastError());
-  CUDA_CHECK(cudaDeviceSynchronize());
-  const bool compiled = flag.download<int>()[0] == 1;
-  int dev = 0, major = 0, minor = 0;
-  CUDA_CHECK(cudaGetDevice(&dev));
-  CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
-  CUDA_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev));
-  std::printf("[nibble] device sm_%d%d, wgmma in this binary's device code: %s, wgmma_available(): %s\n", major, minor,
-              compiled ? "yes" : "no", gemm::wgmma_available() ? "yes" : "no");
+  const bool compiled = device_code_has_wgmma();
   EXPECT_EQ(compiled, gemm::wgmma_available());
 }
 

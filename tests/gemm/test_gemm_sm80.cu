@@ -38,21 +38,9 @@ TEST(Gemm_Sm80Build, ForcedWgmmaIsRejected) {
 }
 
 // No wgmma anywhere in this binary: the host knows it (wgmma_available() false) and the device code agrees.
-__global__ void wgmma_compiled_probe(int* out) { *out = nibble::detail::kWgmmaCompiled ? 1 : 0; }
-
 TEST(Gemm_Sm80Build, NoWgmmaInHostOrDeviceCode) {
   NIBBLE_REQUIRE_GPU();
-  DevBuf flag(sizeof(int));
-  wgmma_compiled_probe<<<1, 1>>>(flag.as<int>());
-  CUDA_CHECK(cudaGetLastError());
-  CUDA_CHECK(cudaDeviceSynchronize());
-  const bool compiled = flag.download<int>()[0] == 1;
-  int dev = 0, major = 0, minor = 0;
-  CUDA_CHECK(cudaGetDevice(&dev));
-  CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
-  CUDA_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev));
-  std::printf("[nibble] device sm_%d%d, wgmma in this binary's device code: %s, wgmma_available(): %s\n", major, minor,
-              compiled ? "yes" : "no", gemm::wgmma_available() ? "yes" : "no");
+  const bool compiled = device_code_has_wgmma();
   EXPECT_FALSE(compiled);
   EXPECT_FALSE(gemm::wgmma_available());
 }

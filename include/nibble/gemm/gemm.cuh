@@ -249,6 +249,15 @@ inline Status prepare(const Arguments& args, const DeviceInfo& info, Launch* out
   out->table = table;
   return Status::kSuccess;
 }
+/// prepare() on the current device (its properties in *info); without one, the arguments' own error comes
+/// first, then kErrorUnsupportedDevice.
+inline Status prepare_current(const Arguments& args, DeviceInfo* info, Launch* out) {
+  if (current_device_info(info) != Status::kSuccess) {
+    NIBBLE_RETURN_IF_ERROR(check_arguments(args));
+    return Status::kErrorUnsupportedDevice;
+  }
+  return prepare(args, *info, out);
+}
 inline Status check_workspace(const Plan& plan, void* workspace, std::size_t workspace_bytes) {
   if (plan.workspace_bytes > 0 && (workspace == nullptr || workspace_bytes < plan.workspace_bytes))
     return Status::kErrorWorkspaceTooSmall;
@@ -266,12 +275,8 @@ NIBBLE_ARCH_NAMESPACE_BEGIN
 inline Status get_workspace_size(const Arguments& args, std::size_t* bytes) {
   if (bytes == nullptr) return Status::kErrorNullPointer;
   DeviceInfo info;
-  if (current_device_info(&info) != Status::kSuccess) {
-    NIBBLE_RETURN_IF_ERROR(detail::check_arguments(args));  // argument errors come first
-    return Status::kErrorUnsupportedDevice;
-  }
   detail::Launch l;
-  NIBBLE_RETURN_IF_ERROR(detail::prepare(args, info, &l));
+  NIBBLE_RETURN_IF_ERROR(detail::prepare_current(args, &info, &l));
   *bytes = l.plan.workspace_bytes;
   return Status::kSuccess;
 }
@@ -289,12 +294,8 @@ Status run(const Arguments& args, void* workspace, std::size_t workspace_bytes, 
     return Status::kErrorUnsupportedFormat;
   }
   DeviceInfo info;
-  if (current_device_info(&info) != Status::kSuccess) {
-    NIBBLE_RETURN_IF_ERROR(detail::check_arguments(args));  // argument errors come first
-    return Status::kErrorUnsupportedDevice;
-  }
   detail::Launch l;
-  NIBBLE_RETURN_IF_ERROR(detail::prepare(args, info, &l));
+  NIBBLE_RETURN_IF_ERROR(detail::prepare_current(args, &info, &l));
   NIBBLE_RETURN_IF_ERROR(detail::check_workspace(l.plan, workspace, workspace_bytes));
   detail::KernelParams<T> kp = detail::make_kernel_params<T>(args, l.plan, workspace);
   kp.dependent_launch = args.programmatic_launch && info.compute_capability >= 90;  // griddepcontrol: sm_90+

@@ -14,27 +14,6 @@
 
 namespace nibble::gemm::detail {
 
-/// The decoding context a library kernel of configuration Tile uses for format F: the shared-memory
-/// codebook table (Tile::kConfig.table_copies copies) for nf4 / fp4 when kSmemTable, else the register one.
-template <Format F, class T, bool kSmemTable, class Tile>
-using KernelDequantContext =
-    std::conditional_t<is_codebook(F) && kSmemTable, SmemCodebookContext<F, T, Tile::kConfig.table_copies>,
-                       DequantContext<F, T>>;
-
-/// Builds the kernel's decoding context; with the shared-memory table also fills it at `table` (every
-/// thread of the CTA calls this; the mainloop's first barrier comes before the first read).
-template <Format F, class T, bool kSmemTable, class Tile>
-NIBBLE_DEVICE KernelDequantContext<F, T, kSmemTable, Tile> make_kernel_dequant_context(const void* table, int tid) {
-  constexpr TileConfig C = Tile::kConfig;
-  if constexpr (is_codebook(F) && kSmemTable) {
-    fill_smem_codebook<F, T, C.table_copies>(const_cast<void*>(table), tid, C.threads());
-    return SmemCodebookContext<F, T, C.table_copies>::make(table, tid % 32);
-  } else {
-    (void)table, (void)tid;
-    return DequantContext<F, T>::make();
-  }
-}
-
 NIBBLE_ARCH_NAMESPACE_BEGIN
 
 /// kSmemTable: nf4 / fp4 decode through the shared-memory codebook table (else the register table).
@@ -118,7 +97,7 @@ __global__ void __launch_bounds__(Tile::kConfig.threads()) gemm_kernel(const Ker
     return work.m0 + (wm * C.warp_m16 + m) * 16 + lane / 4 + 8 * (i / 2);
   };
   if (p.splits > 1 &&
-      !split_k_reduce<kRegs, kThreads, C.reduce_batch>(
+      !split_k_reduce<kRegs, kThreads>(
           p, work.tile, work.split, BM * BN, &rC[0][0][0][0], [&](int r) { return row_of(r) < p.m; }, &s_is_last))
     return;
 

@@ -23,7 +23,9 @@
 #pragma once
 
 #include "../detail/wgmma.cuh"
-#include "mainloop_sm80.cuh"  // KernelDequantContext
+#include "epilogue.cuh"
+#include "producer.cuh"
+#include "scheduler.cuh"
 
 namespace nibble::gemm::detail {
 

@@ -58,10 +58,9 @@ NIBBLE_DEVICE CtaWork cta_work(const KernelParams<T>& p, int tile_m, int tile_n)
 /// Deterministic split-K: every split stores its registers (rC[0 .. kRegs), valid where row_ok(r)) in the
 /// workspace; the CTA arriving last at the tile's counter sums all splits in the fixed order 0, 1, ... into
 /// rC (the same result whichever CTA is last), resets the counter and returns true. The others return false
-/// and must exit. Call with every thread of the CTA; `flag` is a __shared__ int. The last CTA loads the
-/// partials of kBatch splits per round (all their loads in flight before the first add), so a reduction
-/// over s splits waits ceil(s / kBatch) L2 round trips; the adds keep the order 0, 1, 2, ...
-template <int kRegs, int kThreads, int kBatch = 1, class T, class RowOk>
+/// and must exit. Call with every thread of the CTA; `flag` is a __shared__ int. (Loading several splits
+/// per round was measured slower on the H200: benchmarks/NOTES.md, session 4.)
+template <int kRegs, int kThreads, class T, class RowOk>
 NIBBLE_DEVICE bool split_k_reduce(const KernelParams<T>& p, int tile, int split, int tile_elems, float* rC,
                                   RowOk row_ok, int* flag) {
   const int tid = threadIdx.x;
@@ -77,31 +76,13 @@ NIBBLE_DEVICE bool split_k_reduce(const KernelParams<T>& p, int tile, int split,
   __threadfence();
   // Sum in fixed split order 0, 1, ... (own partial re-read too), in place: no second register tile.
   const float* tile_partials = p.partials + std::int64_t(tile) * p.splits * tile_elems;
-  if constexpr (kBatch == 1) {
-    // one split per round, each value added as it arrives (no second register tile: large tiles need that)
-    for (int sp = 0; sp < p.splits; ++sp) {
-      const float* part = tile_partials + std::int64_t(sp) * tile_elems;
+  for (int sp = 0; sp < p.splits; ++sp) {
+    const float* part = tile_partials + std::int64_t(sp) * tile_elems;
 #pragma unroll
-      for (int r = 0; r < kRegs; ++r) {
-        if (!row_ok(r)) continue;
-        const float v = __ldcg(part + r * kThreads + tid);
-        rC[r] = sp == 0 ? v : rC[r] + v;
-      }
-    }
-  } else {
-    for (int s0 = 0; s0 < p.splits; s0 += kBatch) {
-      float v[kBatch][kRegs];
-#pragma unroll
-      for (int b = 0; b < kBatch; ++b)
-#pragma unroll
-        for (int r = 0; r < kRegs; ++r)
-          if (s0 + b < p.splits && row_ok(r))
-            v[b][r] = __ldcg(tile_partials + std::int64_t(s0 + b) * tile_elems + r * kThreads + tid);
-#pragma unroll
-      for (int b = 0; b < kBatch; ++b)
-#pragma unroll
-        for (int r = 0; r < kRegs; ++r)
-          if (s0 + b < p.splits && row_ok(r)) rC[r] = s0 + b == 0 ? v[b][r] : rC[r] + v[b][r];
+    for (int r = 0; r < kRegs; ++r) {
+      if (!row_ok(r)) continue;
+      const float v = __ldcg(part + r * kThreads + tid);
+      rC[r] = sp == 0 ? v : rC[r] + v;
     }
   }
   if (tid == 0) p.counters[tile] = 0u;  // leave the workspace as we found it

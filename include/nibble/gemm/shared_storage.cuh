@@ -6,6 +6,7 @@
 #pragma once
 
 #include "tile_registry.cuh"
+#include "warp_mma.cuh"
 
 namespace nibble::gemm::detail {
 
@@ -67,6 +68,27 @@ struct TransposedSharedStorage<T, Tile, true> {
   TransposedRing<T, Tile> ring;
   NIBBLE_DEVICE const void* table() const { return codebook.words; }
 };
+
+/// The decoding context a library kernel of configuration Tile uses for format F: the shared-memory
+/// codebook table (Tile::kConfig.table_copies copies) for nf4 / fp4 when kSmemTable, else the register one.
+template <Format F, class T, bool kSmemTable, class Tile>
+using KernelDequantContext =
+    std::conditional_t<is_codebook(F) && kSmemTable, SmemCodebookContext<F, T, Tile::kConfig.table_copies>,
+                       DequantContext<F, T>>;
+
+/// Builds the kernel's decoding context; with the shared-memory table also fills it at `table` (every
+/// thread of the CTA calls this; the mainloop's first barrier comes before the first read).
+template <Format F, class T, bool kSmemTable, class Tile>
+NIBBLE_DEVICE KernelDequantContext<F, T, kSmemTable, Tile> make_kernel_dequant_context(const void* table, int tid) {
+  constexpr TileConfig C = Tile::kConfig;
+  if constexpr (is_codebook(F) && kSmemTable) {
+    fill_smem_codebook<F, T, C.table_copies>(const_cast<void*>(table), tid, C.threads());
+    return SmemCodebookContext<F, T, C.table_copies>::make(table, tid % 32);
+  } else {
+    (void)table, (void)tid;
+    return DequantContext<F, T>::make();
+  }
+}
 
 /// Bytes at the start of a GEMM kernel's dynamic shared memory before its stage ring (the codebook table).
 NIBBLE_HOST_DEVICE constexpr int kernel_smem_prefix(Format f, bool smem_table, const TileConfig& c) {

@@ -33,10 +33,6 @@ struct TileConfig {
   int stages = 2;
   bool transposed = false;
   int table_copies = kSmemCodebookCopies;
-  /// Splits whose partial sums the split-K reduction loads per round (scheduler.cuh: split_k_reduce): more
-  /// loads in flight per round, at kRegs x reduce_batch registers; only tiles with few accumulators.
-  int reduce_batch = 1;
-
   // ---- named construction: TileConfig{}.with_warps(1, 8).with_warp_tile(1, 2)... -------------------
   /// warps_m x warps_n warps per CTA.
   constexpr TileConfig with_warps(int m, int n) const {
@@ -66,12 +62,6 @@ struct TileConfig {
   constexpr TileConfig with_transposed() const {
     TileConfig c = *this;
     c.transposed = true;
-    return c;
-  }
-  /// Splits reduced per round of the split-K reduction.
-  constexpr TileConfig with_reduce_batch(int splits) const {
-    TileConfig c = *this;
-    c.reduce_batch = splits;
     return c;
   }
   /// Copies of the nf4 / fp4 shared-memory table.
@@ -112,7 +102,6 @@ struct TileConfig {
   /// The shape rules of the configuration's kernel.
   NIBBLE_HOST_DEVICE constexpr bool valid() const {
     if (table_copies != 16 && table_copies != 32) return false;
-    if (reduce_batch < 1 || reduce_batch > 8) return false;
     if (!transposed) return warps() >= 1 && atoms_k >= 1 && stages >= 2;
     const int t = tile_m();  // the N of one wgmma: the sizes detail/wgmma.cuh provides
     return warps_m == 1 && warp_n16 == 1 && warps_n % 4 == 0 && (t == 64 || t == 128 || t == 256) && atoms_k == 1 &&
