@@ -62,12 +62,14 @@
 //       copies             R
 //       splits             (nibble/, mgrid/) the plan run() uses: K splits, from gemm::make_plan
 //     and the label "tile=<name>": the plan's tile by its registry name (gemm::tile_name: decode,
-//     decode_codebook, small, small_compact, large, large_compact, wg_small, wg_mid, wg_large)
+//     decode_codebook, small, small_compact, large, large_compact, wg_small, wg_mid, wg_large, stream_m8,
+//     stream_m16, stream_m32)
 //   * host/ cases: no graph; each iteration times 200 back-to-back run() calls into one stream with the
 //     host's steady clock (the time column is per call), then synchronizes the stream outside the timed
 //     region so that the launch queue never fills. Counters: host_ns (median ns per call), cv_pct,
 //     calls_per_sync.
-//   * NIBBLE_MAINLOOP=auto|mma|mma_t|wgmma (environment) forces the kernel family (default auto).
+//   * NIBBLE_MAINLOOP=auto|mma|mma_t|wgmma|stream (environment) forces the kernel family (default auto; mma
+//     runs the mma.sync decode tile at M <= 16 where auto runs the stream kernel).
 //   * Inputs are random, never zeros: A ~ N(0, 1); nibble codes are random bytes, scales uniform in
 //     [0.005, 0.015] (no quantizer is needed to time the GEMM); the cuBLAS weight ~ N(0, 0.05).
 //   * GPU clocks are measured as found: this program does not lock or change them.
@@ -778,7 +780,8 @@ nibble::gemm::Mainloop mainloop_from_env() {
   if (s == "mma") return nibble::gemm::Mainloop::kMmaSync;
   if (s == "mma_t") return nibble::gemm::Mainloop::kTransposedMma;
   if (s == "wgmma") return nibble::gemm::Mainloop::kWgmma;
-  if (s != "auto") throw std::runtime_error("bench_gemm: NIBBLE_MAINLOOP must be auto, mma, mma_t or wgmma");
+  if (s == "stream") return nibble::gemm::Mainloop::kStream;
+  if (s != "auto") throw std::runtime_error("bench_gemm: NIBBLE_MAINLOOP must be auto, mma, mma_t, wgmma or stream");
   return nibble::gemm::Mainloop::kAuto;
 }
 
@@ -804,7 +807,7 @@ nibble::gemm::Plan run_plan(const nibble::gemm::Arguments& args, const Context& 
   nibble::DeviceInfo info;
   NIBBLE_OK(nibble::current_device_info(&info));
   return nibble::gemm::make_plan(args, nibble::gemm::device_limits(info),
-                                 nibble::gemm::resolve_mainloop(args.mainloop, info));
+                                 nibble::gemm::resolve_mainloop(args.mainloop, args.m, info));
 }
 
 /// get_workspace_size of `args` (a failure is reported like any nibble error).

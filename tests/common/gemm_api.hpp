@@ -24,6 +24,8 @@ inline const char* mainloop_name(gemm::Mainloop m) {
       return "mma_t";
     case gemm::Mainloop::kWgmma:
       return "wgmma";
+    case gemm::Mainloop::kStream:
+      return "stream";
   }
   return "?";
 }

@@ -59,8 +59,10 @@ inline DeviceActs upload_acts(const HostProblem& p) {
 /// so only once; above, mma.sync, the transposed tiles with mma.sync, and wgmma where this build and
 /// device have it (Gemm_Wgmma.* says when it is not).
 inline std::vector<gemm::Mainloop> mainloops_for(int64_t m) {
-  if (m <= 16) return {gemm::Mainloop::kAuto};
+  // kAuto: the stream kernel up to M = 32; kMmaSync: the mma.sync decode tile up to M = 16
+  if (m <= 16) return {gemm::Mainloop::kAuto, gemm::Mainloop::kMmaSync};
   std::vector<gemm::Mainloop> v{gemm::Mainloop::kMmaSync, gemm::Mainloop::kTransposedMma};
+  if (m <= gemm::kStreamMaxM) v.push_back(gemm::Mainloop::kStream);
   if (gemm::wgmma_available()) v.push_back(gemm::Mainloop::kWgmma);
   return v;
 }
@@ -76,7 +78,8 @@ inline nibble::DeviceInfo device_info() {
 /// 99 KiB GPU gets the compact tiles; get_workspace_size and run() use that limit too).
 inline gemm::Plan plan_of(const gemm::Arguments& args) {
   const nibble::DeviceInfo info = device_info();
-  return plan_for(args, args.sm_count > 0 ? args.sm_count : info.sm_count, gemm::resolve_mainloop(args.mainloop),
+  return plan_for(args, args.sm_count > 0 ? args.sm_count : info.sm_count,
+                  gemm::resolve_mainloop(args.mainloop, args.m, info),
                   info.max_smem_per_block);
 }
 
@@ -89,8 +92,10 @@ struct RunOpts {
   gemm::Mainloop mainloop = gemm::Mainloop::kAuto;
   gemm::CodebookTable codebook_table = gemm::CodebookTable::kAuto;
   int max_smem = 0;  // Arguments::max_smem_per_block
+  int sm_count = 0;  // Arguments::sm_count (0: the device's)
   std::string name() const {
     return std::string("mainloop=") + mainloop_name(mainloop) +
+           (sm_count > 0 ? " sm_count=" + std::to_string(sm_count) : std::string()) +
            (max_smem > 0 ? " max_smem=" + std::to_string(max_smem) : std::string()) +
            (codebook_table == gemm::CodebookTable::kAuto           ? ""
             : codebook_table == gemm::CodebookTable::kSharedMemory ? " table=smem"
@@ -123,6 +128,7 @@ inline gemm::Arguments make_args(const HostProblem& p, const DeviceWeights& dw, 
   args.mainloop = o.mainloop;
   args.codebook_table = o.codebook_table;
   args.max_smem_per_block = o.max_smem;
+  args.sm_count = o.sm_count;
   return args;
 }
 

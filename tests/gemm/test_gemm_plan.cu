@@ -522,3 +522,83 @@ TEST(GemmPlan, WorkspaceNeverExceedsTheCap) {
   const gemm::Plan d = plan_for(big, 132, gemm::Mainloop::kTransposedMma);
   EXPECT_LE(d.workspace_bytes, gemm::kDefaultMaxWorkspaceBytes) << "the default cap";
 }
+
+// ================================== CPU: the stream kernel's plan =============================================
+
+// make_stream_plan: every K slice fits the shared memory the plan launches with (within the device limit),
+// the grid is at most one CTA per SM where the slices allow, the forced split is honoured (raised only to
+// what shared memory needs), the workspace fits its cap, the CTAs' work is balanced on the shapes decode
+// runs (the largest CTA within 10% of the mean where every SM gets at least 4 columns), and whatever the
+// cap or the limit rules out falls back to the mma.sync tiles.
+TEST(GemmPlan, StreamPlansFitBalanceAndFallBack) {
+  const std::pair<int64_t, int64_t> nks[] = {{16, 64},      {300, 1152},   {4096, 4096}, {14336, 4096}, {4096, 14336},
+                                             {28672, 8192}, {8192, 28672}, {57344, 8192}, {100, 200}};
+  int checked = 0;
+  for (Format f : {kS4, kNf4})
+    for (int64_t m : {1, 8, 9, 16, 17, 32})
+      for (const auto& nk : nks)
+        for (int sms : {1, 7, 132})
+          for (int split : {0, 1, 3, 1000})
+            for (int limit : {0, 101376}) {
+              gemm::Arguments args = fake_args(f, nk.second % 128 == 0 ? 128 : kPC, m, nk.first, nk.second);
+              args.split_k = split;
+              args.sm_count = sms;
+              args.max_smem_per_block = limit;
+              const gemm::Plan p = plan_for(args, sms, gemm::Mainloop::kStream);
+              const gemm::TileConfig c = gemm::tile_config(p.kind);
+              const std::string name = std::string(to_string(f)) + " M" + std::to_string(m) + " N" +
+                                       std::to_string(nk.first) + " K" + std::to_string(nk.second) + " sms " +
+                                       std::to_string(sms) + " split " + std::to_string(split) + " limit " +
+                                       std::to_string(limit);
+              const layout::GemmShape s = layout::make_gemm_shape(nk.first, nk.second, args.w.group_size);
+              const int64_t nc = s.n_pad / 16, ka = s.k_atoms();
+              if (!c.stream) {  // only where the forced split's partials exceed the workspace cap
+                const gemm::TileConfig sc = gemm::tile_config(gemm::choose_tile(m, gemm::Mainloop::kStream, f));
+                const int fixed = sc.stream_red_bytes() + (is_codebook(f) ? sc.table_bytes() : 0);
+                const int act = limit > 0 ? std::min(limit - fixed, sc.kStreamActBytes) : sc.kStreamActBytes;
+                const int64_t cap_atoms = act / sc.stream_act_atom_bytes(), fewest = (ka + cap_atoms - 1) / cap_atoms;
+                const int64_t forced = std::min<int64_t>(std::max<int64_t>(split, fewest), ka);
+                EXPECT_GT(gemm::stream_workspace_bytes(s, int(forced), sc), args.max_workspace_bytes)
+                    << name << ": stream plan expected";
+                continue;
+              }
+              EXPECT_EQ(c.tile_m(), m <= 8 ? 8 : (m <= 16 ? 16 : 32)) << name;
+              EXPECT_EQ(p.k_tiles, ka) << name;
+              EXPECT_GE(p.splits, 1) << name;
+              EXPECT_LE(p.splits, ka) << name;
+              EXPECT_GE(p.tiles_n, 1) << name;
+              EXPECT_LE(p.tiles_n, nc) << name;
+              EXPECT_EQ(p.k_tiles_per_split, (ka + p.splits - 1) / p.splits) << name;
+              const int table = is_codebook(f) ? c.table_bytes() : 0;
+              EXPECT_EQ(p.smem_bytes, c.stream_red_bytes() + table + p.k_tiles_per_split * c.stream_act_atom_bytes())
+                  << name;
+              EXPECT_LE(p.smem_bytes - table, c.smem_bytes()) << name;
+              if (limit > 0) EXPECT_LE(p.smem_bytes, limit) << name;
+              EXPECT_GE(int64_t(p.k_tiles_per_split) * p.splits, ka) << name << ": slices do not cover K";
+              if (split >= 1 && split <= ka) EXPECT_GE(p.splits, split) << name << ": forced split lowered";
+              if (split == 1 && p.splits > 1) {  // raised only because one slice does not fit
+                const int act = (limit > 0 ? std::min<int>(limit - c.stream_red_bytes() - table, c.kStreamActBytes)
+                                           : c.kStreamActBytes);
+                EXPECT_GT(ka * c.stream_act_atom_bytes(), act) << name << ": split raised without need";
+              }
+              if (p.splits <= sms) EXPECT_LE(int64_t(p.tiles_n) * p.splits, sms) << name << ": more than one wave";
+              EXPECT_EQ(p.workspace_bytes, p.splits > 1 ? gemm::stream_workspace_bytes(s, p.splits, c) : 0u) << name;
+              EXPECT_LE(p.workspace_bytes, args.max_workspace_bytes) << name;
+              if (split == 0 && sms == 132 && nc >= 4 * 132) {
+                const double per_sm = double(nc) * double(ka) / double(sms);  // perfect balance
+                const double largest = double((nc + p.tiles_n - 1) / p.tiles_n) * double(p.k_tiles_per_split);
+                EXPECT_LE(largest, 1.10 * per_sm) << name << ": unbalanced";
+              }
+              ++checked;
+            }
+  EXPECT_GT(checked, 1000);
+  // A workspace cap that rules out the split the slice needs: the mma.sync decode tile instead.
+  gemm::Arguments args = fake_args(kS4, 128, 1, 4096, 28672);
+  args.max_workspace_bytes = 0;
+  const gemm::Plan p = plan_for(args, 132, gemm::Mainloop::kStream);
+  EXPECT_FALSE(gemm::tile_config(p.kind).stream) << "K = 28672 needs several slices, the cap allows none";
+  EXPECT_EQ(p.workspace_bytes, 0u);
+  // M above kStreamMaxM: never the stream tile.
+  EXPECT_FALSE(gemm::tile_config(plan_for(fake_args(kS4, 128, 33, 4096, 4096), 132, gemm::Mainloop::kStream).kind)
+                   .stream);
+}

@@ -72,12 +72,13 @@ std::string oracle_name(const ::testing::TestParamInfo<OracleCase>& info) {
          mainloop_name(c.mainloop);
 }
 
-/// Every mainloop M runs with in this build (decode sizes, M <= 16, run one tile family whatever is asked:
-/// only once). Independent of the device, so that the case list (and CTest's names) is the same
+/// Every mainloop M runs with in this build. Independent of the device, so that the case list (and CTest's names) is the same
 /// everywhere; run_oracle skips wgmma where the device has none.
 std::vector<gemm::Mainloop> built_mainloops(int64_t m) {
-  if (m <= 16) return {gemm::Mainloop::kAuto};
+  // auto: the stream kernel up to M = 32; mma: the mma.sync decode tile up to M = 16
+  if (m <= 16) return {gemm::Mainloop::kAuto, gemm::Mainloop::kMmaSync};
   std::vector<gemm::Mainloop> v{gemm::Mainloop::kMmaSync, gemm::Mainloop::kTransposedMma};
+  if (m <= gemm::kStreamMaxM) v.push_back(gemm::Mainloop::kStream);
 #if defined(NIBBLE_SM90A)
   v.push_back(gemm::Mainloop::kWgmma);
 #endif
@@ -259,6 +260,69 @@ TEST(Gemm_EdgeShapes, LeadingDimensionsOffsetsAndPoisonOutsideTheView) {
           run_and_check(p, dw, da, s, o);
         }
       }
+  }
+}
+
+// ================================== GPU: the warp-streamed decode kernel =====================================
+
+/// The stream kernel's partition on shapes that reach every branch of it: a weight of one atom (15 of 16
+/// warps without work), columns split between warps, warps spanning whole columns (few SMs: one CTA holds
+/// every column), several K slices (forced split-K, or a shared-memory limit that shrinks the slice),
+/// padded atoms (K % 64 != 0, N % 16 != 0), 32-long groups (two scale rows per atom), per-channel, u4
+/// zeros, both codebook tables, M at every token-tile edge. Exact data: C must equal the float64 reference
+/// and be bit-identical across the partitions (every order of exact sums gives the same C).
+TEST(Gemm_Stream, PartitionsAgainstTheOracleAndEachOther) {
+  NIBBLE_REQUIRE_GPU();
+  auto rng = nibble_test_rng();
+  const bool quick = quick_mode();
+  struct Config {
+    int64_t n, k;
+    int group;
+    Format f;
+    DType act;
+    Data data;
+  };
+  const std::vector<Config> configs = {
+      {16, 64, 32, kS4, kF16, Data::kExact},     {48, 640, 64, kU4, kBF16, Data::kExact},
+      {300, 1152, 128, kS4, kF16, Data::kExact}, {100, 200, kPC, kNf4, kF16, Data::kRandom},
+      {72, 992, 32, kU4, kF16, Data::kExact},    {136, 1024, 64, kFp4, kBF16, Data::kRandom}};
+  const std::vector<int64_t> ms = quick ? std::vector<int64_t>{1, 9, 32} : std::vector<int64_t>{1, 3, 8, 9, 16, 17, 24, 32};
+  struct Part {
+    int split_k, sm_count, max_smem;
+    gemm::CodebookTable table;
+  };
+  const Part parts[] = {{0, 0, 0, gemm::CodebookTable::kAuto},
+                        {1, 1, 0, gemm::CodebookTable::kAuto},
+                        {3, 2, 0, gemm::CodebookTable::kRegisters},
+                        {5, 0, 0, gemm::CodebookTable::kSharedMemory},
+                        {0, 7, 101376, gemm::CodebookTable::kAuto}};
+  for (const Config& cfg : configs) {
+    const HostWeights w = make_weights(rng, cfg.f, cfg.group, cfg.n, cfg.k, cfg.act, cfg.data);
+    const DeviceWeights dw = upload_and_repack(w, cfg.act);
+    for (int64_t m : ms) {
+      const HostProblem p = make_problem(rng, cfg.act, w, m, cfg.data, m % 2 ? 8 : 0);
+      const DeviceActs da = upload_acts(p);
+      const Samples s = reference(p, rng);
+      std::vector<uint8_t> first;
+      for (const Part& part : parts) {
+        RunOpts o;
+        o.out = kF32;
+        o.bias = m % 3 != 0;
+        o.mainloop = gemm::Mainloop::kStream;
+        o.split_k = part.split_k;
+        o.sm_count = part.sm_count;
+        o.max_smem = part.max_smem;
+        o.codebook_table = is_codebook(cfg.f) ? part.table : gemm::CodebookTable::kAuto;
+        const RunResult r = run_and_check(p, dw, da, s, o);
+        SCOPED_TRACE(p.name() + " " + o.name());
+        EXPECT_TRUE(gemm::tile_config(r.plan.kind).stream) << "not the stream kernel: " << gemm::tile_name(r.plan.kind);
+        if (first.empty()) {
+          first = r.c;
+        } else if (p.exact()) {
+          EXPECT_TRUE(r.c == first) << "C differs from the first partition's";
+        }
+      }
+    }
   }
 }
 

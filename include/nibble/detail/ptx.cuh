@@ -66,6 +66,13 @@ NIBBLE_DEVICE void ldmatrix_x4(std::uint32_t (&r)[4], const void* smem) {
                : "r"(smem_addr(smem)));
 }
 
+/// ldmatrix.x4 at a shared-memory address (smem_addr).
+NIBBLE_DEVICE void ldmatrix_x4(std::uint32_t (&r)[4], std::uint32_t smem) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(smem));
+}
+
 /// mma.sync m16n8k16, row.col, fp32 accumulate; T is __half or __nv_bfloat16 (A and B both of T).
 /// a: 4 regs (A 16x16 fragment), b: 2 regs (B 16x8 fragment), c: 4 floats accumulated in place.
 template <class T>
@@ -85,6 +92,42 @@ NIBBLE_DEVICE void mma_m16n8k16(float (&c)[4], const std::uint32_t (&a)[4], cons
   } else {
     static_assert(dependent_false<T>, "mma_m16n8k16: T must be __half or __nv_bfloat16");
   }
+}
+
+/// mma_m16n8k16 into fresh accumulators: d = A * B (C = 0, no zeroed registers needed).
+template <class T>
+NIBBLE_DEVICE void mma_m16n8k16_zero_c(float (&d)[4], const std::uint32_t (&a)[4], const std::uint32_t (&b)[2]) {
+  static_assert(std::is_same_v<T, __half> || std::is_same_v<T, __nv_bfloat16>, "T: __half or __nv_bfloat16");
+  if constexpr (std::is_same_v<T, __half>) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+        "{%10,%10,%10,%10};"
+        : "=f"(d[0]), "=f"(d[1]), "=f"(d[2]), "=f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]), "f"(0.0f));
+  } else {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+        "{%10,%10,%10,%10};"
+        : "=f"(d[0]), "=f"(d[1]), "=f"(d[2]), "=f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]), "f"(0.0f));
+  }
+}
+
+/// 16-byte global load of data read exactly once (the stream kernel's weights): non-coherent path, not
+/// allocated in L1. (ptxas 13.0 accepts ld's .L2::evict_first only on 256-bit loads; NIBBLE_STREAM_L2_256B
+/// adds the .L2::256B prefetch-size hint, an experiment: benchmarks/NOTES.md.)
+NIBBLE_DEVICE uint4 ld_global_stream_v4(const void* p) {
+  uint4 r;
+#if defined(NIBBLE_STREAM_L2_256B)
+  asm volatile("ld.global.nc.L1::no_allocate.L2::256B.v4.u32 {%0,%1,%2,%3}, [%4];"
+               : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w)
+               : "l"(p));
+#else
+  asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];"
+               : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w)
+               : "l"(p));
+#endif
+  return r;
 }
 
 /// 16-byte global load through the non-coherent path, not allocated in L1 (streamed data).

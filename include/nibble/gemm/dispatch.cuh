@@ -12,6 +12,7 @@
 
 #include "../device.cuh"
 #include "mainloop_sm80.cuh"
+#include "mainloop_stream.cuh"
 #include "mainloop_transposed.cuh"
 
 namespace nibble::gemm::detail {
@@ -36,10 +37,20 @@ template <class T, Format F, class Tile, bool kUseWgmma, bool kSmemTable>
 Status launch_tile(const KernelParams<T>& p, const Plan& plan, cudaStream_t stream, int device) {
   constexpr TileConfig c = Tile::kConfig;
   auto* kernel = FamilyKernel<typename Tile::Kernel>::template kernel<T, F, Tile, kUseWgmma, kSmemTable>();
-  constexpr int smem = kernel_smem_bytes(F, kSmemTable, c);
+  constexpr int kMaxSmem = kernel_smem_bytes(F, kSmemTable, c);
+  // Stream kernels launch with the plan's shared memory (their K slice), up to kMaxSmem or the device's
+  // opt-in limit, whichever is smaller: the attribute is set to that once.
+  int attribute = kMaxSmem;
+  if constexpr (c.stream) {
+    DeviceInfo info;
+    if (nibble::device_info(device, &info) == Status::kSuccess && info.max_smem_per_block < attribute)
+      attribute = info.max_smem_per_block;
+  }
+  const int smem = plan.smem_bytes > 0 ? plan.smem_bytes : kMaxSmem;
+  if (smem > attribute) return Status::kErrorUnsupportedDevice;
   // one flag set per kernel (this function is instantiated once per kernel)
   static std::atomic<bool> attribute_set[nibble::detail::kMaxCachedDevices] = {};
-  NIBBLE_RETURN_IF_ERROR(set_smem_attribute_once(kernel, smem, device, attribute_set));
+  NIBBLE_RETURN_IF_ERROR(set_smem_attribute_once(kernel, attribute, device, attribute_set));
   const std::int64_t grid = std::int64_t(plan.tiles_m) * plan.tiles_n * plan.splits;
   if (p.dependent_launch) {
     cudaLaunchAttribute attr[1];

@@ -38,6 +38,18 @@ NIBBLE_DEVICE void store_c_pair(const KernelParams<T>& p, int row, int col, floa
   }
 }
 
+/// Stores C[row, col] = v + bias[col] (where col < N), converted to the output type; row < M is the caller's check.
+template <class T>
+NIBBLE_DEVICE void store_c_one(const KernelParams<T>& p, int row, int col, float v) {
+  if (col >= p.n) return;
+  if (p.bias != nullptr) v += to_float(p.bias[col]);
+  const std::int64_t off = std::int64_t(row) * p.ldc + col;
+  if (p.out_f32)
+    static_cast<float*>(p.c)[off] = v;
+  else
+    static_cast<T*>(p.c)[off] = from_float<T>(v);
+}
+
 /// Writes a staged fp32 tile sC [tile_m tokens][pitch] (weight rows along a token's row) to C rows m0 ..,
 /// columns n0 .., with pair stores; all kThreads threads of the CTA call it after a barrier.
 template <int kTileM, int kTileN, int kPitch, int kThreads, class T>

@@ -86,6 +86,21 @@ inline Plan make_plan_for(const Arguments& args, const TileConfig& c, const Devi
 inline Plan make_plan(const Arguments& args, const DeviceLimits& d, Mainloop mainloop = Mainloop::kMmaSync) {
   TileKind kind = choose_tile(args.m, mainloop, args.w.format);
   const int limit = detail::smem_limit(args.max_smem_per_block, d.max_smem_per_block);
+  const TileConfig chosen = tile_config(kind);
+  if (chosen.stream) {
+    // The activation slice gets what the limit leaves after the partial-sum slots and (nf4 / fp4, whichever
+    // table runs, so that both give the same plan) the codebook table; no fit: the mma.sync tiles.
+    const int fixed = chosen.stream_red_bytes() + (is_codebook(args.w.format) ? chosen.table_bytes() : 0);
+    int act = TileConfig::kStreamActBytes;
+    if (limit > 0 && limit - fixed < act) act = limit - fixed;
+    Plan p;
+    if (make_stream_plan(args.m, args.w.shape(), args.split_k, chosen,
+                         args.sm_count > 0 ? args.sm_count : d.sm_count, act, fixed, args.max_workspace_bytes, &p)) {
+      p.kind = kind;
+      return p;
+    }
+    kind = choose_tile(args.m, Mainloop::kMmaSync, args.w.format);
+  }
   if (limit > 0) kind = fit_tile(kind, limit);
   Plan p = make_plan_for(args, tile_config(kind), d);
   p.kind = kind;
@@ -138,7 +153,8 @@ inline Status check_arguments(const Arguments& args) {
     return Status::kErrorMisalignedPointer;
   if (args.split_k < 0 || args.sm_count < 0 || args.max_smem_per_block < 0) return Status::kErrorInvalidArgument;
   if (args.mainloop != Mainloop::kAuto && args.mainloop != Mainloop::kMmaSync &&
-      args.mainloop != Mainloop::kTransposedMma && args.mainloop != Mainloop::kWgmma)
+      args.mainloop != Mainloop::kTransposedMma && args.mainloop != Mainloop::kWgmma &&
+      args.mainloop != Mainloop::kStream)
     return Status::kErrorInvalidArgument;
   if (args.codebook_table != CodebookTable::kAuto && args.codebook_table != CodebookTable::kSharedMemory &&
       args.codebook_table != CodebookTable::kRegisters)
@@ -214,6 +230,13 @@ inline Mainloop resolve_mainloop(Mainloop requested) {
   if (current_device_info(&info) != Status::kSuccess) info = DeviceInfo{};
   return resolve_mainloop(requested, info);
 }
+/// The mainloop run() uses for `requested` and M rows: kAuto is the warp-streamed decode kernel up to
+/// kStreamMaxM, above it (and kStream above it) what resolve_mainloop(kAuto) gives.
+inline Mainloop resolve_mainloop(Mainloop requested, std::int64_t m, const DeviceInfo& info) {
+  if (requested == Mainloop::kAuto && m <= kStreamMaxM) return Mainloop::kStream;
+  if (requested == Mainloop::kStream && m > kStreamMaxM) return resolve_mainloop(Mainloop::kAuto, info);
+  return resolve_mainloop(requested, info);
+}
 
 NIBBLE_ARCH_NAMESPACE_END
 
@@ -228,18 +251,21 @@ struct Launch {
 inline Status prepare(const Arguments& args, const DeviceInfo& info, Launch* out) {
   NIBBLE_RETURN_IF_ERROR(check_arguments(args));
   NIBBLE_RETURN_IF_ERROR(check_device(info));
-  const Mainloop mainloop = resolve_mainloop(args.mainloop, info);
+  const Mainloop mainloop = resolve_mainloop(args.mainloop, args.m, info);
   // Shared memory: the device's opt-in limit, or the caller's smaller one.
   const int smem_optin = smem_limit(args.max_smem_per_block, info.max_smem_per_block);
   const Plan plan = make_plan(args, device_limits(info), mainloop);
   const TileConfig tile = tile_config(plan.kind);
   if (mainloop == Mainloop::kWgmma && tile.transposed && !wgmma_available(info)) return Status::kErrorUnsupportedDevice;
   if (!launchable(plan)) return Status::kErrorSizeOverflow;
-  // The tile must fit; the nf4 / fp4 table goes where it also fits (kAuto).
-  if (tile.smem_bytes() > smem_optin) return Status::kErrorUnsupportedDevice;
+  // The tile must fit; the nf4 / fp4 table goes where it also fits (kAuto). A stream plan's shared memory
+  // (plan.smem_bytes) already holds the table's room.
+  const int tile_smem = tile.stream ? plan.smem_bytes - (is_codebook(args.w.format) ? tile.table_bytes() : 0)
+                                    : tile.smem_bytes();
+  if (tile_smem > smem_optin) return Status::kErrorUnsupportedDevice;
   bool table = false;
   if (is_codebook(args.w.format)) {
-    const bool fits = tile.smem_bytes() + tile.table_bytes() <= smem_optin;
+    const bool fits = tile_smem + tile.table_bytes() <= smem_optin;
     if (args.codebook_table == CodebookTable::kSharedMemory && !fits) return Status::kErrorUnsupportedDevice;
     table =
         args.codebook_table == CodebookTable::kSharedMemory || (args.codebook_table == CodebookTable::kAuto && fits);

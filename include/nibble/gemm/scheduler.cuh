@@ -30,10 +30,15 @@ inline constexpr DeviceLimits kH200Limits{132, 232448, 233472, 2048};
 inline constexpr DeviceLimits k99KiBLimits{128, 101376, 102400, 1536};
 
 /// What run() launches: the tile, the grid and the split-K workspace.
+///
+/// Stream tiles (mainloop_stream.cuh) read the fields as: tiles_n column ranges (of 16-row weight atoms)
+/// times `splits` K slices, one CTA each (tiles_m = 1); k_tiles = the weight's K atoms, k_tiles_per_split =
+/// the most atoms of one slice; smem_bytes = the dynamic shared memory of the launch (red + table + slice).
 struct Plan {
   TileKind kind = tile_kind<TileDecode>;
   int tiles_m = 0, tiles_n = 0, k_tiles = 0, splits = 1, k_tiles_per_split = 0;
   std::size_t workspace_bytes = 0;
+  int smem_bytes = 0;  ///< dynamic shared memory of the launch; 0: the configuration's (kernel_smem_bytes)
 };
 
 namespace detail {
@@ -168,6 +173,63 @@ inline Plan make_plan_for(std::int64_t m, const layout::GemmShape& s, int split_
   }
   p.workspace_bytes = split_workspace_bytes(tiles, p.splits, c);
   return p;
+}
+
+/// Split workspace of a stream plan: the counters, then fp32 partials [splits][n_pad / 16][tile_m * 16].
+inline std::size_t stream_workspace_bytes(const layout::GemmShape& s, int splits, const TileConfig& c) {
+  if (splits <= 1) return 0;
+  return kCounterBytes + std::size_t(splits) * std::size_t(s.n_pad / layout::kAtomN) * c.tile_m() * layout::kAtomN *
+                             sizeof(float);
+}
+
+/// The plan of a stream tile (mainloop_stream.cuh): one CTA per SM, `splits` K slices x tiles_n ranges of
+/// weight columns. Every CTA's work is (columns of its range) x (atoms of its slice), spread evenly over its
+/// warps at atom granularity, so the grid is balanced when the ranges and slices are: pick the split s >=
+/// the fewest whose slice fits `act_bytes` of shared memory, and the ranges R = SMs / s, minimizing the
+/// largest CTA's atoms plus (s > 1) the last CTA's read of every slice's partials for its columns, among
+/// the splits whose workspace fits the cap. Forced split_k is raised to that fewest. Returns false (no plan) where the workspace cap or the int indices
+/// of the kernel rule the stream tile out; the caller then takes another tile.
+inline bool make_stream_plan(std::int64_t m, const layout::GemmShape& s, int split_k, const TileConfig& c,
+                             int sm_count, int act_bytes, int red_and_table_bytes,
+                             std::size_t max_workspace_bytes, Plan* out) {
+  (void)m;
+  const std::int64_t nc = s.n_pad / layout::kAtomN, ka = s.k_atoms();
+  const int cap_atoms = act_bytes / c.stream_act_atom_bytes();
+  if (cap_atoms < 1 || nc < 1 || ka < 1) return false;
+  const std::int64_t min_splits = (ka + cap_atoms - 1) / cap_atoms;
+  const int sms = sm_count > 0 ? sm_count : 1;
+  auto ranges_for = [&](std::int64_t sp) { return std::max<std::int64_t>(1, std::min<std::int64_t>(nc, sms / sp)); };
+  std::int64_t splits = std::max<std::int64_t>(split_k, min_splits);
+  if (split_k == 0) {
+    double best = 1e300;
+    const std::int64_t last = std::min<std::int64_t>(ka, std::max<std::int64_t>(min_splits, sms));
+    for (std::int64_t sp = min_splits; sp <= last; ++sp) {
+      if (sp > min_splits && stream_workspace_bytes(s, int(sp), c) > max_workspace_bytes) break;  // (grows with sp)
+      const std::int64_t r = ranges_for(sp);
+      const double cols = double((nc + r - 1) / r), atoms = double((ka + sp - 1) / sp);
+      // a partial of one column and split is tile_m x 16 floats: c.tile_m() / 8 atoms' worth of bytes
+      const double cost = cols * atoms + (sp > 1 ? 16.0 + cols * double(sp) * c.tile_m() / 8.0 : 0.0);
+      if (cost < best * (1.0 - 1e-9)) best = cost, splits = sp;
+    }
+  }
+  splits = std::min(splits, ka);
+  const std::int64_t ranges = ranges_for(splits);
+  const std::int64_t slice = (ka + splits - 1) / splits;
+  if (slice > cap_atoms || ranges > kMaxSplitTiles) return false;
+  if (((nc + ranges - 1) / ranges) * slice >= (std::int64_t(1) << 30)) return false;  // int atom indices
+  if (ranges * splits > 0x7FFFFFFF) return false;
+  const std::size_t ws = stream_workspace_bytes(s, int(splits), c);
+  if (ws > max_workspace_bytes) return false;
+  Plan p;
+  p.tiles_m = 1;
+  p.tiles_n = int(ranges);
+  p.splits = int(splits);
+  p.k_tiles = int(ka);
+  p.k_tiles_per_split = int(slice);
+  p.workspace_bytes = ws;
+  p.smem_bytes = red_and_table_bytes + int(slice) * c.stream_act_atom_bytes();
+  *out = p;
+  return true;
 }
 
 /// True when the plan's grid fits a 1-D launch (and the kernel's int tile indices).

@@ -103,6 +103,9 @@ NIBBLE_HOST_DEVICE constexpr int kernel_smem_bytes(Format f, bool smem_table, co
 template <class T, class Tile>
 constexpr bool storage_matches_config() {
   constexpr TileConfig C = Tile::kConfig;
+  if constexpr (C.stream) {
+    return true;  // mainloop_stream.cuh carves its shared memory from the plan's byte counts
+  } else {
   using Stage = StageStorage<T, Tile>;
   if (sizeof(Stage) != std::size_t(C.stage_bytes())) return false;
   if (C.transposed) {
@@ -112,6 +115,7 @@ constexpr bool storage_matches_config() {
   }
   return sizeof(MmaSharedStorage<T, Tile, false>) == std::size_t(C.smem_bytes()) &&
          sizeof(MmaSharedStorage<T, Tile, true>) == std::size_t(C.smem_bytes() + C.table_bytes());
+  }
 }
 template <class T, class... Tiles>
 constexpr bool all_storage_matches(nibble::detail::TypeList<Tiles...>) {

@@ -22,6 +22,10 @@ namespace nibble::gemm {
 /// warps_n a multiple of 4 (whole warpgroups, each warp 16 weight rows), warp_m16 * 16 = tile_m tokens,
 /// the N of one wgmma (64, 128 or 256), and one weight atom (64 k) per k-tile.
 ///
+/// `stream` configurations run the warp-streamed decode kernel (mainloop_stream.cuh): warps_n warps, each
+/// streaming weight atoms straight from global memory into registers (`stages` atoms in flight per warp),
+/// against warp_m16 tiles of 8 tokens (tile_m() = 8 * warp_m16) held in shared memory for the CTA's K slice.
+///
 /// `table_copies`: copies of the nf4 / fp4 shared-memory codebook table (16 or 32; warp_mma.cuh), which
 /// nf4 / fp4 kernels of this configuration keep in front of their stage ring.
 struct TileConfig {
@@ -32,6 +36,7 @@ struct TileConfig {
   int atoms_k = 1;
   int stages = 2;
   bool transposed = false;
+  bool stream = false;
   int table_copies = kSmemCodebookCopies;
   // ---- named construction: TileConfig{}.with_warps(1, 8).with_warp_tile(1, 2)... -------------------
   /// warps_m x warps_n warps per CTA.
@@ -64,6 +69,13 @@ struct TileConfig {
     c.transposed = true;
     return c;
   }
+  /// Runs the warp-streamed decode kernel with `token_tiles` tiles of 8 tokens and `ring` atoms in flight
+  /// per warp.
+  constexpr TileConfig with_stream(int token_tiles, int ring) const {
+    TileConfig c = *this;
+    c.stream = true, c.warp_m16 = token_tiles, c.stages = ring;
+    return c;
+  }
   /// Copies of the nf4 / fp4 shared-memory table.
   constexpr TileConfig with_table_copies(int copies) const {
     TileConfig c = *this;
@@ -73,7 +85,7 @@ struct TileConfig {
 
   NIBBLE_HOST_DEVICE constexpr int warps() const { return warps_m * warps_n; }
   NIBBLE_HOST_DEVICE constexpr int threads() const { return 32 * warps(); }
-  NIBBLE_HOST_DEVICE constexpr int tile_m() const { return 16 * warp_m16 * warps_m; }
+  NIBBLE_HOST_DEVICE constexpr int tile_m() const { return (stream ? 8 : 16) * warp_m16 * warps_m; }
   NIBBLE_HOST_DEVICE constexpr int tile_n() const { return layout::kAtomN * warp_n16 * warps_n; }
   NIBBLE_HOST_DEVICE constexpr int tile_k() const { return layout::kAtomK * atoms_k; }
   /// Scale rows one k-tile can touch (groups are >= 32 long and tile_k is a multiple of 64).
@@ -93,15 +105,26 @@ struct TileConfig {
   /// Dynamic shared memory of one CTA. Transposed: the larger of the stage ring and the output staging
   /// tile (which reuses the ring after the mainloop), plus 1024 bytes to align the ring at run time.
   NIBBLE_HOST_DEVICE constexpr int smem_bytes() const {
+    if (stream) return stream_red_bytes() + kStreamActBytes;
     if (!transposed) return stages * stage_bytes();
     const int ring = stages * stage_bytes(), staging = tile_m() * c_stage_pitch() * 4;
     return (ring > staging ? ring : staging) + 1024;
   }
+  // ---- stream configurations ----
+  /// The most shared memory a stream kernel gives its activation slice (a launch uses what its K slice needs).
+  static constexpr int kStreamActBytes = 128 * 1024;
+  /// Bytes of one K atom (64 k) of the activation slice: tile_m() tokens x 64 x 2 bytes.
+  NIBBLE_HOST_DEVICE constexpr int stream_act_atom_bytes() const { return tile_m() * layout::kAtomK * 2; }
+  /// Per-warp fp32 partial sums of two column segments (the warp's first and last), in fragment order.
+  NIBBLE_HOST_DEVICE constexpr int stream_red_bytes() const { return warps() * 2 * (warp_m16 * 4 * 32) * 4; }
   /// Bytes of the shared-memory codebook table of nf4 / fp4 kernels (on top of smem_bytes()).
   NIBBLE_HOST_DEVICE constexpr int table_bytes() const { return smem_codebook_bytes(table_copies); }
   /// The shape rules of the configuration's kernel.
   NIBBLE_HOST_DEVICE constexpr bool valid() const {
     if (table_copies != 16 && table_copies != 32) return false;
+    if (stream)
+      return !transposed && warps_m == 1 && warp_n16 == 1 && warps_n >= 1 && atoms_k == 1 && stages >= 1 &&
+             (warp_m16 == 1 || warp_m16 == 2 || warp_m16 == 4);
     if (!transposed) return warps() >= 1 && atoms_k >= 1 && stages >= 2;
     const int t = tile_m();  // the N of one wgmma: the sizes detail/wgmma.cuh provides
     return warps_m == 1 && warp_n16 == 1 && warps_n % 4 == 0 && (t == 64 || t == 128 || t == 256) && atoms_k == 1 &&
@@ -121,6 +144,7 @@ namespace detail {
 // (FamilyKernel, params.cuh) and dispatch.cuh includes it.
 struct MmaSyncKernel {};     // mainloop_sm80.cuh: C = A W^T, mma.sync
 struct TransposedKernel {};  // mainloop_transposed.cuh: C^T = W A^T, wgmma on sm_90a, else mma.sync
+struct StreamKernel {};      // mainloop_stream.cuh: C^T = W A^T, weights streamed into registers (M <= 32)
 }  // namespace detail
 
 // ---- the tiles ------------------------------------------------------------------------------------------
@@ -224,9 +248,34 @@ struct TileWgLarge {  // 256 tokens x 128 weights; above a 99 KiB limit it becom
   static constexpr FormatSet kFormats = kAllFormats;
 };
 
+// Warp-streamed decode (M <= 8 / 16 / 32): one CTA of 16 warps per SM over a range of weight columns and a K
+// slice; each warp streams a contiguous run of weight atoms from global memory into registers, 8 atoms
+// (4 KiB) in flight, and multiplies them as the A operand of mma.m16n8k16 against 1, 2 or 4 tiles of 8
+// tokens (C^T = W A^T: no token padding to 16). See mainloop_stream.cuh and benchmarks/NOTES.md.
+template <int kTokenTiles, int kRing, int kWarps>
+struct TileStreamT {
+  static constexpr TileConfig kConfig =
+      TileConfig{}.with_warps(1, kWarps).with_stream(kTokenTiles, kRing).with_table_copies(32);
+  using Kernel = detail::StreamKernel;
+  static constexpr FormatSet kFormats = kAllFormats;
+};
+struct TileStream8 : TileStreamT<1, 8, 16> {
+  static constexpr const char* kName = "stream_m8";
+  using Fewer = TileStream8;
+};
+struct TileStream16 : TileStreamT<2, 6, 16> {
+  static constexpr const char* kName = "stream_m16";
+  using Fewer = TileStream16;
+};
+struct TileStream32 : TileStreamT<4, 8, 8> {
+  static constexpr const char* kName = "stream_m32";
+  using Fewer = TileStream32;
+};
+
 /// Every tile, once. The index of a tag in this list is its TileKind.
-using TileList = nibble::detail::TypeList<TileDecode, TileDecodeCodebook, TileSmall, TileSmallCompact, TileLarge,
-                                          TileLargeCompact, TileWgSmall, TileWgMid, TileWgLarge>;
+using TileList =
+    nibble::detail::TypeList<TileDecode, TileDecodeCodebook, TileSmall, TileSmallCompact, TileLarge, TileLargeCompact,
+                             TileWgSmall, TileWgMid, TileWgLarge, TileStream8, TileStream16, TileStream32>;
 
 /// A tile of TileList, by index (what a Plan stores); tile_kind<Tag> names one.
 enum class TileKind : int {};
@@ -301,13 +350,20 @@ enum class Mainloop : int {
   kTransposedMma = 2,  ///< C^T = W * A^T, the transposed kernel's tiles with mma.sync (sm_80+)
   kWgmma = 3,          ///< C^T = W * A^T with wgmma (needs sm_90a device code on an sm_90 GPU; M <= 16
                        ///< runs the decode tile whatever is asked)
+  kStream = 4,         ///< the warp-streamed decode kernel (sm_80+), M <= 32 (kAuto's choice there); above
+                       ///< M = 32 it runs what kAuto runs
 };
+
+/// The largest M the warp-streamed decode kernel serves.
+inline constexpr std::int64_t kStreamMaxM = 32;
 
 /// The tile for M rows of activations, a (resolved, non-auto) mainloop and the weight format. kWgmma /
 /// kTransposedMma use the transposed tiles above M = 16 (decode stays on the mma.sync tile, which is
 /// memory-bound and faster there); nf4 / fp4 decode uses the tile with room for the conflict-free table.
 inline constexpr TileKind choose_tile(std::int64_t m, Mainloop mainloop = Mainloop::kMmaSync,
                                       Format format = Format::kS4) {
+  if (mainloop == Mainloop::kStream && m <= kStreamMaxM)
+    return m <= 8 ? tile_kind<TileStream8> : (m <= 16 ? tile_kind<TileStream16> : tile_kind<TileStream32>);
   if (m <= 16) return is_codebook(format) ? tile_kind<TileDecodeCodebook> : tile_kind<TileDecode>;
   if (mainloop == Mainloop::kWgmma || mainloop == Mainloop::kTransposedMma)
     return m <= 64 ? tile_kind<TileWgSmall> : (m <= 256 ? tile_kind<TileWgMid> : tile_kind<TileWgLarge>);

@@ -1,0 +1,289 @@
+// nibble/gemm/mainloop_stream.cuh — the warp-streamed decode kernel family (sm_80+, M <= 32): C^T = W A^T with
+// the dequantized weight as the A operand of mma.m16n8k16 and 1, 2 or 4 tiles of 8 tokens as B, so a token
+// tile is 8 rows, not 16.
+//
+// Grid (scheduler.cuh: make_stream_plan): one CTA per SM, each a range of weight columns (16-row atoms) x a
+// K slice. The CTA copies its slice of A (tokens < M, 128-byte swizzled rows) into shared memory once, then
+// its work, (columns) x (atoms of the slice) in column-major order, is cut into one contiguous run of atoms
+// per warp (at atom granularity, so every warp of every CTA has the same number of atoms to within one).
+// A warp streams its run straight from global memory into registers, `stages` atoms (4 KiB per warp at 8)
+// in flight: no shared-memory weight stage, no barrier in the mainloop, one 16-byte load per lane per atom.
+// Per k-step it decodes its word into an A fragment (the word's eight values are exactly an A fragment's
+// positions, in another register order), multiplies it into fresh fp32 partial sums per half atom (a group
+// never spans a half atom) and applies the scales to those in fp32: one FFMA per accumulator per half atom
+// instead of one multiply per weight, and the product is not rounded to T.
+//
+// Column segments: a run covers at most a partial column at each end and whole columns between. Whole
+// columns go straight to the output (or the split workspace); partial ones go to two shared-memory slots
+// per warp, and after one barrier the warp that holds a column's last atom sums its column's slots in warp
+// order. With several K slices, every CTA writes fp32 partials and the last one to arrive at the range's
+// counter sums the slices in slice order (scheduler.cuh's split-K scheme): deterministic, no float atomics.
+#pragma once
+
+#include "epilogue.cuh"
+#include "scheduler.cuh"
+#include "shared_storage.cuh"
+
+namespace nibble::gemm::detail {
+
+NIBBLE_ARCH_NAMESPACE_BEGIN
+
+/// One weight atom as a lane of the streaming warp holds it: its 16-byte slice, the scales of its rows g
+/// and g + 8 for the atom's two halves (s0, s1: raw T bits, row g in the low half; equal unless groups are
+/// 32 long) and, for u4, the zero points (bytes: half 0 row g, row g + 8, half 1 row g, row g + 8).
+struct StreamAtom {
+  uint4 w;
+  std::uint32_t s0, s1, z;
+};
+
+template <class T>
+NIBBLE_DEVICE float scale_bits_to_float(std::uint32_t bits) {
+  if constexpr (std::is_same_v<T, __half>)
+    return __half2float(__ushort_as_half(static_cast<unsigned short>(bits)));
+  else
+    return __uint_as_float(bits << 16);
+}
+
+template <class T, Format F, class Tile, bool kSmemTable>
+__global__ void __launch_bounds__(Tile::kConfig.threads(), 1) gemm_stream_kernel(const KernelParams<T> p) {
+  constexpr TileConfig C = Tile::kConfig;
+  static_assert(C.stream, "stream configurations only");
+  constexpr int TT = C.warp_m16;  // token tiles of 8
+  constexpr int W = C.warps(), D = C.stages, kThreads = C.threads();
+  constexpr int kTok = C.tile_m();         // token rows of the slice
+  constexpr int kFrag = TT * 4 * 32;       // floats of one warp's accumulators (fragment order)
+  extern __shared__ __align__(128) unsigned char smem_raw[];
+  __shared__ int s_is_last;
+  constexpr int kPrefix = kernel_smem_prefix(F, kSmemTable, C);  // the codebook table, if any
+  float* red = reinterpret_cast<float*>(smem_raw + kPrefix);      // [W][2][kFrag]
+  T* act = reinterpret_cast<T*>(smem_raw + kPrefix + C.stream_red_bytes());
+
+  const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32, g = lane / 4, t = lane % 4;
+  const int range = int(blockIdx.x) / p.splits, split = int(blockIdx.x) % p.splits;
+  const int nc = int(p.shape.n_pad / layout::kAtomN), ka = p.k_tiles;
+  const int c0 = int(std::int64_t(range) * nc / p.tiles_n), c1 = int(std::int64_t(range + 1) * nc / p.tiles_n);
+  const int a0 = int(std::int64_t(split) * ka / p.splits), a1 = int(std::int64_t(split + 1) * ka / p.splits);
+  const int kas = a1 - a0;           // atoms of the K slice
+  const int units = (c1 - c0) * kas;  // atoms of the CTA (< 2^30: make_stream_plan)
+  const int u0 = int(std::int64_t(warp) * units / W), u1 = int(std::int64_t(warp + 1) * units / W);
+  const bool two_groups = !p.per_channel && p.group_log2 == 5;  // 32-long groups: one per half atom
+  const std::int64_t n_pad = p.shape.n_pad;
+
+  // ---- the weight stream: a cursor over the warp's run, `D` atoms ahead of the math ----
+  int l_col = c0 + (units > 0 ? u0 / kas : 0), l_kb = a0 + (units > 0 ? u0 % kas : 0);
+  const unsigned char* l_w = p.codes + layout::atom_offset(p.shape, l_col, l_kb) + layout::lane_slice_offset(lane);
+  auto fetch = [&]() {
+    StreamAtom at;
+    at.w = nibble::detail::ld_global_stream_v4(l_w);
+    const std::int64_t gi = p.per_channel ? 0 : (std::int64_t(l_kb) * layout::kAtomK) >> p.group_log2;
+    const std::int64_t so = gi * n_pad + std::int64_t(l_col) * layout::kAtomN + g;
+    const unsigned short* sp = reinterpret_cast<const unsigned short*>(p.scales) + so;
+    at.s0 = std::uint32_t(__ldg(sp)) | (std::uint32_t(__ldg(sp + 8)) << 16);
+    at.s1 = two_groups ? (std::uint32_t(__ldg(sp + n_pad)) | (std::uint32_t(__ldg(sp + n_pad + 8)) << 16)) : at.s0;
+    at.z = 0;
+    if constexpr (F == Format::kU4) {
+      const std::uint8_t* zp = p.zeros + so;
+      const std::uint32_t z0 = std::uint32_t(__ldg(zp)) | (std::uint32_t(__ldg(zp + 8)) << 8);
+      const std::uint32_t z1 =
+          two_groups ? (std::uint32_t(__ldg(zp + n_pad)) | (std::uint32_t(__ldg(zp + n_pad + 8)) << 8)) : z0;
+      at.z = z0 | (z1 << 16);
+    }
+    l_w += layout::kAtomBytes;
+    if (++l_kb == a1) {
+      l_kb = a0;
+      ++l_col;
+      l_w += std::int64_t(ka - kas) * layout::kAtomBytes;
+    }
+    return at;
+  };
+  // The weights never depend on the previous kernel: the first D atoms are requested before the wait.
+  StreamAtom ring[D];
+#pragma unroll
+  for (int d = 0; d < D; ++d) ring[d] = u0 + d < u1 ? fetch() : StreamAtom{};
+  if (p.dependent_launch) nibble::detail::griddepcontrol_wait();
+
+  // ---- A's K slice -> shared memory: rows < M only (rows >= M feed C columns of tokens >= M, never
+  // stored), 16-byte chunk c of row r at chunk (c & ~7) | ((c ^ r) & 7): conflict-free ldmatrix ----
+  const int pitch = kas * layout::kAtomK;  // elements per token row
+  {
+    const int rows = p.m < kTok ? p.m : kTok, chunks = kas * (layout::kAtomK / 8);
+    const int k_base = a0 * layout::kAtomK;
+    for (int idx = tid; idx < rows * chunks; idx += kThreads) {
+      const int row = idx / chunks, ch = idx % chunks, k = k_base + ch * 8;
+      const bool ok = k < p.k;
+      const int phys = (ch & ~7) | ((ch ^ row) & 7);
+      nibble::detail::cp_async_16(act + row * pitch + phys * 8, ok ? p.a + std::int64_t(row) * p.lda + k : p.a, ok);
+    }
+    nibble::detail::cp_async_commit();
+  }
+  const KernelDequantContext<F, T, kSmemTable, Tile> ctx =
+      make_kernel_dequant_context<F, T, kSmemTable, Tile>(smem_raw, tid);
+  nibble::detail::cp_async_wait<0>();
+  __syncthreads();
+
+  // ldmatrix.x4 of k-steps (j, j + 1), j even: lane l addresses row l % 8 of matrix l / 8 = chunk 2j + l / 8.
+  const std::uint32_t act_lane = nibble::detail::smem_addr(act) + std::uint32_t((lane % 8) * pitch * 2);
+  const std::uint32_t xo[2] = {std::uint32_t((((lane / 8)) ^ (lane % 8)) * 16),
+                               std::uint32_t((((4 + lane / 8)) ^ (lane % 8)) * 16)};
+
+  // Output of one finished column (fragment order v[tt][i]: weight row g + 8 (i / 2), token 8 tt + 2 t + i % 2).
+  auto token_of = [&](int tt, int i) { return tt * 8 + 2 * t + (i % 2); };
+  auto store_out = [&](int col, const float (&v)[TT][4]) {
+#pragma unroll
+    for (int tt = 0; tt < TT; ++tt)
+#pragma unroll
+      for (int i = 0; i < 4; ++i)
+        if (token_of(tt, i) < p.m)
+          store_c_one(p, token_of(tt, i), col * layout::kAtomN + g + 8 * (i / 2), v[tt][i]);
+  };
+  auto finish = [&](int col, const float (&v)[TT][4]) {
+    if (p.splits == 1) {
+      store_out(col, v);
+    } else {
+      float* ws = p.partials + (std::int64_t(split) * nc + col) * kFrag;
+#pragma unroll
+      for (int tt = 0; tt < TT; ++tt)
+#pragma unroll
+        for (int i = 0; i < 4; ++i)
+          if (token_of(tt, i) < p.m) __stcg(ws + (tt * 4 + i) * 32 + lane, v[tt][i]);
+    }
+  };
+
+  // ---- mainloop ----
+  float acc[TT][4] = {};
+  int c_col = c0 + (units > 0 ? u0 / kas : 0), c_kb = a0 + (units > 0 ? u0 % kas : 0);  // the atom multiplied
+  bool from_start = c_kb == a0, first = true;
+
+  auto consume = [&](const StreamAtom& at) {
+    float part[TT][4];
+    std::uint32_t bf[TT][4];
+    const std::uint32_t atom_addr = act_lane + std::uint32_t((c_kb - a0) * layout::kAtomK * 2);
+    auto apply = [&](std::uint32_t s) {
+      const float lo = scale_bits_to_float<T>(s & 0xFFFFu), hi = scale_bits_to_float<T>(s >> 16);
+#pragma unroll
+      for (int tt = 0; tt < TT; ++tt) {
+        acc[tt][0] = fmaf(lo, part[tt][0], acc[tt][0]);
+        acc[tt][1] = fmaf(lo, part[tt][1], acc[tt][1]);
+        acc[tt][2] = fmaf(hi, part[tt][2], acc[tt][2]);
+        acc[tt][3] = fmaf(hi, part[tt][3], acc[tt][3]);
+      }
+    };
+    ColumnPairQuant<T> q[2] = {};
+    if constexpr (F == Format::kU4) {
+      q[0].zero_lo = int(at.z & 0xFFu), q[0].zero_hi = int((at.z >> 8) & 0xFFu);
+      q[1].zero_lo = int((at.z >> 16) & 0xFFu), q[1].zero_hi = int(at.z >> 24);
+    }
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      if (j % 2 == 0) {
+#pragma unroll
+        for (int tt = 0; tt < TT; ++tt)
+          nibble::detail::ldmatrix_x4(bf[tt], atom_addr + std::uint32_t(tt * 8 * pitch * 2) + xo[j / 2]);
+      }
+      std::uint32_t o[4];
+      decode_fragments<T, F>(atom_word(at.w, j), q[j / 2], ctx, o);
+      const std::uint32_t a[4] = {o[0], o[2], o[1], o[3]};  // B-fragment order -> A-fragment order
+#pragma unroll
+      for (int tt = 0; tt < TT; ++tt) {
+        const std::uint32_t b[2] = {bf[tt][2 * (j % 2)], bf[tt][2 * (j % 2) + 1]};
+        if (j == 0)
+          nibble::detail::mma_m16n8k16_zero_c<T>(part[tt], a, b);
+        else
+          nibble::detail::mma_m16n8k16<T>(part[tt], a, b);
+      }
+      if (j == 1 && two_groups) {
+        apply(at.s0);
+#pragma unroll
+        for (int tt = 0; tt < TT; ++tt) part[tt][0] = part[tt][1] = part[tt][2] = part[tt][3] = 0.0f;
+      }
+    }
+    apply(at.s1);
+  };
+
+  for (int u = u0; u < u1; u += D) {
+#pragma unroll
+    for (int d = 0; d < D; ++d) {
+      if (u + d < u1) {
+        const StreamAtom at = ring[d];
+        if (u + d + D < u1) ring[d] = fetch();
+        consume(at);
+        const bool col_end = c_kb == a1 - 1;
+        if (col_end || u + d == u1 - 1) {  // the end of a column segment
+          if (from_start && col_end) {
+            finish(c_col, acc);  // the whole column: this warp's alone
+          } else {
+            float* slot = red + (warp * 2 + (first ? 0 : 1)) * kFrag;
+#pragma unroll
+            for (int tt = 0; tt < TT; ++tt)
+#pragma unroll
+              for (int i = 0; i < 4; ++i) slot[(tt * 4 + i) * 32 + lane] = acc[tt][i];
+          }
+#pragma unroll
+          for (int tt = 0; tt < TT; ++tt) acc[tt][0] = acc[tt][1] = acc[tt][2] = acc[tt][3] = 0.0f;
+          first = false;
+          from_start = true;
+        }
+        if (++c_kb == a1) {
+          c_kb = a0;
+          ++c_col;
+        }
+      }
+    }
+  }
+  // Dependent launch: the next kernel may start fetching its weights now.
+  nibble::detail::griddepcontrol_launch_dependents();
+
+  // ---- columns split between warps: the warp holding a column's last atom sums its slots in warp order ----
+  __syncthreads();
+  if (u0 < u1 && u0 % kas != 0 && u1 >= (u0 / kas + 1) * kas) {
+    const int cf = u0 / kas;  // this warp's first column began in an earlier warp and ends here
+    const int wf = int(((std::int64_t(cf) * kas + 1) * W - 1) / units);  // the warp of its first atom
+    float v[TT][4] = {};
+    for (int w2 = wf; w2 <= warp; ++w2) {
+      const int b2 = int(std::int64_t(w2) * units / W), e2 = int(std::int64_t(w2 + 1) * units / W);
+      if (b2 == e2) continue;  // a warp without atoms wrote no slot
+      const float* slot = red + (w2 * 2 + (b2 / kas == cf ? 0 : 1)) * kFrag;
+#pragma unroll
+      for (int tt = 0; tt < TT; ++tt)
+#pragma unroll
+        for (int i = 0; i < 4; ++i) v[tt][i] += slot[(tt * 4 + i) * 32 + lane];
+    }
+    finish(c0 + cf, v);
+  }
+  if (p.splits == 1) return;
+
+  // ---- K slices: the last CTA of the range sums every slice's partials in slice order ----
+  __threadfence();
+  __syncthreads();
+  if (tid == 0) s_is_last = atomicAdd(&p.counters[range], 1u) == unsigned(p.splits - 1);
+  __syncthreads();
+  if (!s_is_last) return;
+  __threadfence();
+  for (int col = c0 + warp; col < c1; col += W) {
+    float v[TT][4] = {};
+    for (int sp = 0; sp < p.splits; ++sp) {
+      const float* ws = p.partials + (std::int64_t(sp) * nc + col) * kFrag;
+#pragma unroll
+      for (int tt = 0; tt < TT; ++tt)
+#pragma unroll
+        for (int i = 0; i < 4; ++i)
+          if (token_of(tt, i) < p.m) v[tt][i] += __ldcg(ws + (tt * 4 + i) * 32 + lane);
+    }
+    store_out(col, v);
+  }
+  if (tid == 0) p.counters[range] = 0u;  // leave the workspace as we found it
+}
+
+/// What runs a tile of the StreamKernel family (tile_registry.cuh).
+template <>
+struct FamilyKernel<StreamKernel> {
+  static constexpr bool kHasWgmmaBody = false;
+  template <class T, Format F, class Tile, bool kUseWgmma, bool kSmemTable>
+  static constexpr auto kernel() {
+    return &gemm_stream_kernel<T, F, Tile, kSmemTable>;
+  }
+};
+
+NIBBLE_ARCH_NAMESPACE_END
+
+}  // namespace nibble::gemm::detail
