@@ -118,7 +118,17 @@ double time_tile(const char* name, int m, int n, int k, Format f) {
   gemm::DeviceLimits lim = gemm::kH200Limits;
   lim.sm_count = sms;
   if (const char* sp = std::getenv("NIBBLE_SPLIT")) args.split_k = std::atoi(sp);  // forced split-K
-  gemm::Plan plan = gemm::make_plan_for(args, c, lim);
+  gemm::Plan plan;
+  if constexpr (c.stream) {  // the stream kernel's plan, as gemm::make_plan makes it (1 CTA per SM)
+    const int fixed = c.stream_red_bytes() + (f == Format::kNf4 ? c.table_bytes() : 0);
+    if (!gemm::make_stream_plan(m, args.w.shape(), args.split_k, c, sms, c.kStreamActBytes, fixed,
+                                args.max_workspace_bytes, &plan)) {
+      printf("%s: no stream plan\n", name);
+      return 0;
+    }
+  } else {
+    plan = gemm::make_plan_for(args, c, lim);
+  }
   void* wsp = nullptr;
   if (plan.workspace_bytes) {
     CK(cudaMalloc(&wsp, plan.workspace_bytes));
@@ -230,7 +240,28 @@ using DM2 = Cfg<2, 2, 1, 8, 2, 4>;   // 32 tokens x 256
 using DM4 = Cfg<4, 2, 1, 8, 2, 3>;   // 64 tokens x 256, 3 stages (105 KiB: 2 CTAs / SM)
 using DM4n = Cfg<4, 1, 1, 8, 2, 4>;  // 64 tokens x 128, 4 stages (102 KiB)
 using DN1 = Cfg<1, 1, 1, 8, 2, 4>;   // decode, 128 columns (54 KiB: 4 CTAs / SM)
+// Stream-kernel candidates: {token tiles of 8, atoms in flight per warp, warps per CTA}.
+template <int kTT, int kRing, int kWarps>
+struct StreamCfg {
+  static constexpr gemm::TileConfig kConfig =
+      gemm::TileConfig{}.with_warps(1, kWarps).with_stream(kTT, kRing).with_table_copies(32);
+  using Kernel = gemm::detail::StreamKernel;
+};
 int main(int argc, char** argv) {
+  if (argc > 1 && std::string(argv[1]) == "stream") {  // the stream kernel's ring depth and warps
+    for (auto [k, n] : {std::pair{4096, 4096}, std::pair{14336, 4096}, std::pair{8192, 28672}}) {
+      time_tile<StreamCfg<1, 8, 16>>("S1r8w16", 1, n, k, Format::kS4);
+      time_tile<StreamCfg<1, 4, 16>>("S1r4w16", 1, n, k, Format::kS4);
+      time_tile<StreamCfg<1, 16, 8>>("S1r16w8", 1, n, k, Format::kS4);
+      time_tile<StreamCfg<1, 8, 8>>("S1r8w8", 1, n, k, Format::kS4);
+      time_tile<StreamCfg<1, 8, 16>>("S1r8w16", 1, n, k, Format::kNf4);
+      time_tile<StreamCfg<2, 6, 16>>("S2r6w16", 16, n, k, Format::kS4);
+      time_tile<StreamCfg<2, 12, 8>>("S2r12w8", 16, n, k, Format::kS4);
+      time_tile<StreamCfg<4, 8, 8>>("S4r8w8", 32, n, k, Format::kS4);
+      time_tile<TD1>("D1", 1, n, k, Format::kS4);
+    }
+    return 0;
+  }
   if (argc > 1 && std::string(argv[1]) == "h200") {  // issue 9 exploration on the H200
     time_empty();
     for (auto [k, n] : {std::pair{4096, 4096}, std::pair{8192, 28672}}) {

@@ -36,7 +36,12 @@ Status set_smem_attribute_once(Kernel kernel, int smem, int device, std::atomic<
 template <class T, Format F, class Tile, bool kUseWgmma, bool kSmemTable>
 Status launch_tile(const KernelParams<T>& p, const Plan& plan, cudaStream_t stream, int device) {
   constexpr TileConfig c = Tile::kConfig;
-  auto* kernel = FamilyKernel<typename Tile::Kernel>::template kernel<T, F, Tile, kUseWgmma, kSmemTable>();
+  using Family = FamilyKernel<typename Tile::Kernel>;
+  auto* kernel = Family::template kernel<T, F, Tile, kUseWgmma, kSmemTable>();
+  int variant = 0;
+  if constexpr (c.stream) {
+    if (!p.per_channel && p.group_log2 == 5) kernel = Family::template kernel_g32<T, F, Tile, kUseWgmma, kSmemTable>(), variant = 1;
+  }
   constexpr int kMaxSmem = kernel_smem_bytes(F, kSmemTable, c);
   // Stream kernels launch with the plan's shared memory (their K slice), up to kMaxSmem or the device's
   // opt-in limit, whichever is smaller: the attribute is set to that once.
@@ -48,9 +53,9 @@ Status launch_tile(const KernelParams<T>& p, const Plan& plan, cudaStream_t stre
   }
   const int smem = plan.smem_bytes > 0 ? plan.smem_bytes : kMaxSmem;
   if (smem > attribute) return Status::kErrorUnsupportedDevice;
-  // one flag set per kernel (this function is instantiated once per kernel)
-  static std::atomic<bool> attribute_set[nibble::detail::kMaxCachedDevices] = {};
-  NIBBLE_RETURN_IF_ERROR(set_smem_attribute_once(kernel, attribute, device, attribute_set));
+  // one flag set per kernel (this function is instantiated once per kernel, or variant of it)
+  static std::atomic<bool> attribute_set[2][nibble::detail::kMaxCachedDevices] = {};
+  NIBBLE_RETURN_IF_ERROR(set_smem_attribute_once(kernel, attribute, device, attribute_set[variant]));
   const std::int64_t grid = std::int64_t(plan.tiles_m) * plan.tiles_n * plan.splits;
   if (p.dependent_launch) {
     cudaLaunchAttribute attr[1];

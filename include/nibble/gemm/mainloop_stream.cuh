@@ -44,14 +44,15 @@ NIBBLE_DEVICE float scale_bits_to_float(std::uint32_t bits) {
     return __uint_as_float(bits << 16);
 }
 
-template <class T, Format F, class Tile, bool kSmemTable>
+/// kG32: groups of 32 (two scale rows per atom); every other group size (and per-channel) has one.
+template <class T, Format F, class Tile, bool kSmemTable, bool kG32>
 __global__ void __launch_bounds__(Tile::kConfig.threads(), 1) gemm_stream_kernel(const KernelParams<T> p) {
   constexpr TileConfig C = Tile::kConfig;
   static_assert(C.stream, "stream configurations only");
   constexpr int TT = C.warp_m16;  // token tiles of 8
   constexpr int W = C.warps(), D = C.stages, kThreads = C.threads();
-  constexpr int kTok = C.tile_m();         // token rows of the slice
-  constexpr int kFrag = TT * 4 * 32;       // floats of one warp's accumulators (fragment order)
+  constexpr int kTok = C.tile_m();    // token rows of the slice
+  constexpr int kFrag = TT * 4 * 32;  // floats of one warp's accumulators (fragment order)
   extern __shared__ __align__(128) unsigned char smem_raw[];
   __shared__ int s_is_last;
   constexpr int kPrefix = kernel_smem_prefix(F, kSmemTable, C);  // the codebook table, if any
@@ -63,29 +64,34 @@ __global__ void __launch_bounds__(Tile::kConfig.threads(), 1) gemm_stream_kernel
   const int nc = int(p.shape.n_pad / layout::kAtomN), ka = p.k_tiles;
   const int c0 = int(std::int64_t(range) * nc / p.tiles_n), c1 = int(std::int64_t(range + 1) * nc / p.tiles_n);
   const int a0 = int(std::int64_t(split) * ka / p.splits), a1 = int(std::int64_t(split + 1) * ka / p.splits);
-  const int kas = a1 - a0;           // atoms of the K slice
+  const int kas = a1 - a0;            // atoms of the K slice
   const int units = (c1 - c0) * kas;  // atoms of the CTA (< 2^30: make_stream_plan)
   const int u0 = int(std::int64_t(warp) * units / W), u1 = int(std::int64_t(warp + 1) * units / W);
-  const bool two_groups = !p.per_channel && p.group_log2 == 5;  // 32-long groups: one per half atom
   const std::int64_t n_pad = p.shape.n_pad;
 
-  // ---- the weight stream: a cursor over the warp's run, `D` atoms ahead of the math ----
+  // ---- the weight stream: a cursor over the warp's run, D - 1 atoms ahead of the math ----
+  // Scales (and u4 zeros) of the cursor's atom at element offset l_so = group * n_pad + column * 16 + g; the
+  // group changes every `group / 64` atoms (kG32: two per atom; per-channel: never).
+  const int s_mask = kG32 || p.per_channel ? 0 : (1 << (p.group_log2 - 6)) - 1;
+  const std::int64_t s_step = p.per_channel ? 0 : (kG32 ? 2 * n_pad : n_pad);
+  auto scale_offset = [&](int col, int kb) {
+    const std::int64_t gi = p.per_channel ? 0 : (std::int64_t(kb) * layout::kAtomK) >> p.group_log2;
+    return gi * n_pad + std::int64_t(col) * layout::kAtomN + g;
+  };
   int l_col = c0 + (units > 0 ? u0 / kas : 0), l_kb = a0 + (units > 0 ? u0 % kas : 0);
   const unsigned char* l_w = p.codes + layout::atom_offset(p.shape, l_col, l_kb) + layout::lane_slice_offset(lane);
+  std::int64_t l_so = scale_offset(l_col, l_kb);
   auto fetch = [&]() {
     StreamAtom at;
     at.w = nibble::detail::ld_global_stream_v4(l_w);
-    const std::int64_t gi = p.per_channel ? 0 : (std::int64_t(l_kb) * layout::kAtomK) >> p.group_log2;
-    const std::int64_t so = gi * n_pad + std::int64_t(l_col) * layout::kAtomN + g;
-    const unsigned short* sp = reinterpret_cast<const unsigned short*>(p.scales) + so;
+    const unsigned short* sp = reinterpret_cast<const unsigned short*>(p.scales) + l_so;
     at.s0 = std::uint32_t(__ldg(sp)) | (std::uint32_t(__ldg(sp + 8)) << 16);
-    at.s1 = two_groups ? (std::uint32_t(__ldg(sp + n_pad)) | (std::uint32_t(__ldg(sp + n_pad + 8)) << 16)) : at.s0;
+    at.s1 = kG32 ? (std::uint32_t(__ldg(sp + n_pad)) | (std::uint32_t(__ldg(sp + n_pad + 8)) << 16)) : at.s0;
     at.z = 0;
     if constexpr (F == Format::kU4) {
-      const std::uint8_t* zp = p.zeros + so;
+      const std::uint8_t* zp = p.zeros + l_so;
       const std::uint32_t z0 = std::uint32_t(__ldg(zp)) | (std::uint32_t(__ldg(zp + 8)) << 8);
-      const std::uint32_t z1 =
-          two_groups ? (std::uint32_t(__ldg(zp + n_pad)) | (std::uint32_t(__ldg(zp + n_pad + 8)) << 8)) : z0;
+      const std::uint32_t z1 = kG32 ? (std::uint32_t(__ldg(zp + n_pad)) | (std::uint32_t(__ldg(zp + n_pad + 8)) << 8)) : z0;
       at.z = z0 | (z1 << 16);
     }
     l_w += layout::kAtomBytes;
@@ -93,6 +99,9 @@ __global__ void __launch_bounds__(Tile::kConfig.threads(), 1) gemm_stream_kernel
       l_kb = a0;
       ++l_col;
       l_w += std::int64_t(ka - kas) * layout::kAtomBytes;
+      l_so = scale_offset(l_col, l_kb);
+    } else if ((l_kb & s_mask) == 0) {
+      l_so += s_step;
     }
     return at;
   };
@@ -152,12 +161,12 @@ __global__ void __launch_bounds__(Tile::kConfig.threads(), 1) gemm_stream_kernel
   // ---- mainloop ----
   float acc[TT][4] = {};
   int c_col = c0 + (units > 0 ? u0 / kas : 0), c_kb = a0 + (units > 0 ? u0 % kas : 0);  // the atom multiplied
+  std::uint32_t c_addr = act_lane + std::uint32_t((c_kb - a0) * layout::kAtomK * 2);   // its A slice (this lane)
   bool from_start = c_kb == a0, first = true;
 
   auto consume = [&](const StreamAtom& at) {
     float part[TT][4];
     std::uint32_t bf[TT][4];
-    const std::uint32_t atom_addr = act_lane + std::uint32_t((c_kb - a0) * layout::kAtomK * 2);
     auto apply = [&](std::uint32_t s) {
       const float lo = scale_bits_to_float<T>(s & 0xFFFFu), hi = scale_bits_to_float<T>(s >> 16);
 #pragma unroll
@@ -178,7 +187,7 @@ __global__ void __launch_bounds__(Tile::kConfig.threads(), 1) gemm_stream_kernel
       if (j % 2 == 0) {
 #pragma unroll
         for (int tt = 0; tt < TT; ++tt)
-          nibble::detail::ldmatrix_x4(bf[tt], atom_addr + std::uint32_t(tt * 8 * pitch * 2) + xo[j / 2]);
+          nibble::detail::ldmatrix_x4(bf[tt], c_addr + std::uint32_t(tt * 8 * pitch * 2) + xo[j / 2]);
       }
       std::uint32_t o[4];
       decode_fragments<T, F>(atom_word(at.w, j), q[j / 2], ctx, o);
@@ -186,16 +195,12 @@ __global__ void __launch_bounds__(Tile::kConfig.threads(), 1) gemm_stream_kernel
 #pragma unroll
       for (int tt = 0; tt < TT; ++tt) {
         const std::uint32_t b[2] = {bf[tt][2 * (j % 2)], bf[tt][2 * (j % 2) + 1]};
-        if (j == 0)
+        if (j == 0 || (kG32 && j == 2))
           nibble::detail::mma_m16n8k16_zero_c<T>(part[tt], a, b);
         else
           nibble::detail::mma_m16n8k16<T>(part[tt], a, b);
       }
-      if (j == 1 && two_groups) {
-        apply(at.s0);
-#pragma unroll
-        for (int tt = 0; tt < TT; ++tt) part[tt][0] = part[tt][1] = part[tt][2] = part[tt][3] = 0.0f;
-      }
+      if (kG32 && j == 1) apply(at.s0);
     }
     apply(at.s1);
   };
@@ -204,9 +209,8 @@ __global__ void __launch_bounds__(Tile::kConfig.threads(), 1) gemm_stream_kernel
 #pragma unroll
     for (int d = 0; d < D; ++d) {
       if (u + d < u1) {
-        const StreamAtom at = ring[d];
+        consume(ring[d]);
         if (u + d + D < u1) ring[d] = fetch();
-        consume(at);
         const bool col_end = c_kb == a1 - 1;
         if (col_end || u + d == u1 - 1) {  // the end of a column segment
           if (from_start && col_end) {
@@ -223,9 +227,11 @@ __global__ void __launch_bounds__(Tile::kConfig.threads(), 1) gemm_stream_kernel
           first = false;
           from_start = true;
         }
+        c_addr += layout::kAtomK * 2;
         if (++c_kb == a1) {
           c_kb = a0;
           ++c_col;
+          c_addr = act_lane;
         }
       }
     }
@@ -280,7 +286,12 @@ struct FamilyKernel<StreamKernel> {
   static constexpr bool kHasWgmmaBody = false;
   template <class T, Format F, class Tile, bool kUseWgmma, bool kSmemTable>
   static constexpr auto kernel() {
-    return &gemm_stream_kernel<T, F, Tile, kSmemTable>;
+    return &gemm_stream_kernel<T, F, Tile, kSmemTable, false>;
+  }
+  /// The variant for groups of 32 (launch_tile picks it from the parameters).
+  template <class T, Format F, class Tile, bool kUseWgmma, bool kSmemTable>
+  static constexpr auto kernel_g32() {
+    return &gemm_stream_kernel<T, F, Tile, kSmemTable, true>;
   }
 };
 
