@@ -120,7 +120,7 @@ double time_tile(const char* name, int m, int n, int k, Format f) {
   if (const char* sp = std::getenv("NIBBLE_SPLIT")) args.split_k = std::atoi(sp);  // forced split-K
   gemm::Plan plan;
   if constexpr (c.stream) {  // the stream kernel's plan, as gemm::make_plan makes it (1 CTA per SM)
-    const int fixed = c.stream_red_bytes() + (f == Format::kNf4 ? c.table_bytes() : 0);
+    const int fixed = c.stream_fixed_bytes() + (f == Format::kNf4 ? c.table_bytes() : 0);
     if (!gemm::make_stream_plan(m, args.w.shape(), args.split_k, c, sms, c.kStreamActBytes, fixed,
                                 args.max_workspace_bytes, &plan)) {
       printf("%s: no stream plan\n", name);
@@ -248,6 +248,18 @@ struct StreamCfg {
   using Kernel = gemm::detail::StreamKernel;
 };
 int main(int argc, char** argv) {
+  if (argc > 1 && std::string(argv[1]) == "prof_stream") {  // one case for Nsight Compute
+    time_tile<StreamCfg<1, 8, 16>>("S1r8w16", 1, 28672, 8192, Format::kS4);
+    return 0;
+  }
+  if (argc > 1 && std::string(argv[1]) == "stream_l") {  // the large shapes only
+    for (auto [k, n] : {std::pair{8192, 28672}, std::pair{28672, 8192}}) {
+      time_tile<StreamCfg<1, 8, 16>>("S1r8w16", 1, n, k, Format::kS4);
+      time_tile<StreamCfg<2, 6, 16>>("S2r6w16", 16, n, k, Format::kS4);
+      time_tile<TD1>("D1", 1, n, k, Format::kS4);
+    }
+    return 0;
+  }
   if (argc > 1 && std::string(argv[1]) == "stream") {  // the stream kernel's ring depth and warps
     for (auto [k, n] : {std::pair{4096, 4096}, std::pair{14336, 4096}, std::pair{8192, 28672}}) {
       time_tile<StreamCfg<1, 8, 16>>("S1r8w16", 1, n, k, Format::kS4);

@@ -554,7 +554,7 @@ TEST(GemmPlan, StreamPlansFitBalanceAndFallBack) {
               const int64_t nc = s.n_pad / 16, ka = s.k_atoms();
               if (!c.stream) {  // only where the forced split's partials exceed the workspace cap
                 const gemm::TileConfig sc = gemm::tile_config(gemm::choose_tile(m, gemm::Mainloop::kStream, f));
-                const int fixed = sc.stream_red_bytes() + (is_codebook(f) ? sc.table_bytes() : 0);
+                const int fixed = sc.stream_fixed_bytes() + (is_codebook(f) ? sc.table_bytes() : 0);
                 const int act = limit > 0 ? std::min(limit - fixed, sc.kStreamActBytes) : sc.kStreamActBytes;
                 const int64_t cap_atoms = act / sc.stream_act_atom_bytes(), fewest = (ka + cap_atoms - 1) / cap_atoms;
                 const int64_t forced = std::min<int64_t>(std::max<int64_t>(split, fewest), ka);
@@ -570,14 +570,14 @@ TEST(GemmPlan, StreamPlansFitBalanceAndFallBack) {
               EXPECT_LE(p.tiles_n, nc) << name;
               EXPECT_EQ(p.k_tiles_per_split, (ka + p.splits - 1) / p.splits) << name;
               const int table = is_codebook(f) ? c.table_bytes() : 0;
-              EXPECT_EQ(p.smem_bytes, c.stream_red_bytes() + table + p.k_tiles_per_split * c.stream_act_atom_bytes())
+              EXPECT_EQ(p.smem_bytes, c.stream_fixed_bytes() + table + p.k_tiles_per_split * c.stream_act_atom_bytes())
                   << name;
               EXPECT_LE(p.smem_bytes - table, c.smem_bytes()) << name;
               if (limit > 0) EXPECT_LE(p.smem_bytes, limit) << name;
               EXPECT_GE(int64_t(p.k_tiles_per_split) * p.splits, ka) << name << ": slices do not cover K";
               if (split >= 1 && split <= ka) EXPECT_GE(p.splits, split) << name << ": forced split lowered";
               if (split == 1 && p.splits > 1) {  // raised only because one slice does not fit
-                const int act = (limit > 0 ? std::min<int>(limit - c.stream_red_bytes() - table, c.kStreamActBytes)
+                const int act = (limit > 0 ? std::min<int>(limit - c.stream_fixed_bytes() - table, c.kStreamActBytes)
                                            : c.kStreamActBytes);
                 EXPECT_GT(ka * c.stream_act_atom_bytes(), act) << name << ": split raised without need";
               }

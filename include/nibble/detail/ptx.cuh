@@ -130,6 +130,35 @@ NIBBLE_DEVICE uint4 ld_global_stream_v4(const void* p) {
   return r;
 }
 
+// ---- mbarrier + 1-D bulk copies (the TMA unit without a tensor map; sm_90+) ----------------------------
+#if defined(__CUDA_ARCH__) && (__CUDA_ARCH__ >= 900)
+/// Initializes the mbarrier at shared address `bar` for `count` arrivals.
+NIBBLE_DEVICE void mbarrier_init(std::uint32_t bar, int count) {
+  asm volatile("mbarrier.init.shared.b64 [%0], %1;" ::"r"(bar), "r"(count) : "memory");
+}
+/// Makes mbarrier initializations visible to the async proxy (the bulk copies) before their first use.
+NIBBLE_DEVICE void fence_mbarrier_init() { asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory"); }
+/// Arrives at `bar` and adds `bytes` to the transaction count its current phase waits for.
+NIBBLE_DEVICE void mbarrier_arrive_expect_tx(std::uint32_t bar, std::uint32_t bytes) {
+  asm volatile("mbarrier.arrive.expect_tx.shared.b64 _, [%0], %1;" ::"r"(bar), "r"(bytes) : "memory");
+}
+/// Waits until the phase of `bar` with parity `parity` has completed.
+NIBBLE_DEVICE void mbarrier_wait_parity(std::uint32_t bar, std::uint32_t parity) {
+  asm volatile(
+      "{\n .reg .pred p;\n NIBBLE_WAIT_%=:\n mbarrier.try_wait.parity.shared.b64 p, [%0], %1;\n @!p bra NIBBLE_WAIT_%=;\n}" ::"r"(
+          bar),
+      "r"(parity)
+      : "memory");
+}
+/// Bulk copy of `bytes` (a multiple of 16; both addresses 16-byte aligned) global -> shared, completing as
+/// transactions on the mbarrier `bar`.
+NIBBLE_DEVICE void cp_async_bulk_g2s(std::uint32_t smem, const void* gmem, std::uint32_t bytes, std::uint32_t bar) {
+  asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::"r"(smem),
+               "l"(gmem), "r"(bytes), "r"(bar)
+               : "memory");
+}
+#endif
+
 /// 16-byte global load through the non-coherent path, not allocated in L1 (streamed data).
 NIBBLE_DEVICE uint4 ld_global_nc_v4(const void* p) {
   uint4 r;

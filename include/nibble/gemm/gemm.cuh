@@ -88,9 +88,9 @@ inline Plan make_plan(const Arguments& args, const DeviceLimits& d, Mainloop mai
   const int limit = detail::smem_limit(args.max_smem_per_block, d.max_smem_per_block);
   const TileConfig chosen = tile_config(kind);
   if (chosen.stream) {
-    // The activation slice gets what the limit leaves after the partial-sum slots and (nf4 / fp4, whichever
+    // The activation slice gets what the limit leaves after the partial-sum slots, the weight rings and (nf4 / fp4, whichever
     // table runs, so that both give the same plan) the codebook table; no fit: the mma.sync tiles.
-    const int fixed = chosen.stream_red_bytes() + (is_codebook(args.w.format) ? chosen.table_bytes() : 0);
+    const int fixed = chosen.stream_fixed_bytes() + (is_codebook(args.w.format) ? chosen.table_bytes() : 0);
     int act = TileConfig::kStreamActBytes;
     if (limit > 0 && limit - fixed < act) act = limit - fixed;
     Plan p;

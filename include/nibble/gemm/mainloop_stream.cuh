@@ -22,6 +22,7 @@
 
 #include "epilogue.cuh"
 #include "scheduler.cuh"
+#include "../detail/wgmma.cuh"  // fence_proxy_async_shared
 #include "shared_storage.cuh"
 
 namespace nibble::gemm::detail {
@@ -50,16 +51,26 @@ __global__ void __launch_bounds__(Tile::kConfig.threads(), 1) gemm_stream_kernel
   constexpr TileConfig C = Tile::kConfig;
   static_assert(C.stream, "stream configurations only");
   constexpr int TT = C.warp_m16;  // token tiles of 8
-  constexpr int W = C.warps(), D = C.stages, kThreads = C.threads();
+  constexpr int W = C.warps(), kThreads = C.threads();
   constexpr int kTok = C.tile_m();    // token rows of the slice
   constexpr int kFrag = TT * 4 * 32;  // floats of one warp's accumulators (fragment order)
+  constexpr int kChunk = TileConfig::kStreamChunk, kStages = TileConfig::kStreamStages;
+  constexpr int kStageBytes = TileConfig::kStreamStageBytes;
+  constexpr int kPer = kG32 ? 2 : 1;                            // scale rows per atom
+  constexpr int kScaleOff = kChunk * layout::kAtomBytes;         // stage: scales after the atoms
+  constexpr int kZeroOff = kScaleOff + kChunk * 2 * 32;          // then u4 zeros
+  constexpr bool kU4 = F == Format::kU4;
   extern __shared__ __align__(128) unsigned char smem_raw[];
   __shared__ int s_is_last;
+#if defined(__CUDA_ARCH__) && (__CUDA_ARCH__ >= 900)
+  __shared__ __align__(8) std::uint64_t bars[W][kStages];
+#endif
   constexpr int kPrefix = kernel_smem_prefix(F, kSmemTable, C);  // the codebook table, if any
   float* red = reinterpret_cast<float*>(smem_raw + kPrefix);      // [W][2][kFrag]
-  T* act = reinterpret_cast<T*>(smem_raw + kPrefix + C.stream_red_bytes());
+  T* act = reinterpret_cast<T*>(smem_raw + kPrefix + C.stream_fixed_bytes());
 
   const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32, g = lane / 4, t = lane % 4;
+  unsigned char* ring = smem_raw + kPrefix + C.stream_red_bytes() + warp * kStages * kStageBytes;
   const int range = int(blockIdx.x) / p.splits, split = int(blockIdx.x) % p.splits;
   const int nc = int(p.shape.n_pad / layout::kAtomN), ka = p.k_tiles;
   const int c0 = int(std::int64_t(range) * nc / p.tiles_n), c1 = int(std::int64_t(range + 1) * nc / p.tiles_n);
@@ -67,33 +78,23 @@ __global__ void __launch_bounds__(Tile::kConfig.threads(), 1) gemm_stream_kernel
   const int kas = a1 - a0;            // atoms of the K slice
   const int units = (c1 - c0) * kas;  // atoms of the CTA (< 2^30: make_stream_plan)
   const int u0 = int(std::int64_t(warp) * units / W), u1 = int(std::int64_t(warp + 1) * units / W);
+  const int chunks = (u1 - u0 + kChunk - 1) / kChunk;
   const std::int64_t n_pad = p.shape.n_pad;
 
-  // ---- the weight stream: a cursor over the warp's run, D - 1 atoms ahead of the math ----
-  // Scales (and u4 zeros) of the cursor's atom at element offset l_so = group * n_pad + column * 16 + g; the
+  // ---- the weight stream: the warp's run, kChunk atoms per stage of its own ring (sm_90: bulk copies
+  // completing on the stage's mbarrier, issued by lane 0; sm_80: cp.async by every lane) ----
+  // The copy cursor: the next atom to copy, and its scales' element offset (group * n_pad + column * 16); the
   // group changes every `group / 64` atoms (kG32: two per atom; per-channel: never).
   const int s_mask = kG32 || p.per_channel ? 0 : (1 << (p.group_log2 - 6)) - 1;
   const std::int64_t s_step = p.per_channel ? 0 : (kG32 ? 2 * n_pad : n_pad);
   auto scale_offset = [&](int col, int kb) {
     const std::int64_t gi = p.per_channel ? 0 : (std::int64_t(kb) * layout::kAtomK) >> p.group_log2;
-    return gi * n_pad + std::int64_t(col) * layout::kAtomN + g;
+    return gi * n_pad + std::int64_t(col) * layout::kAtomN;
   };
   int l_col = c0 + (units > 0 ? u0 / kas : 0), l_kb = a0 + (units > 0 ? u0 % kas : 0);
-  const unsigned char* l_w = p.codes + layout::atom_offset(p.shape, l_col, l_kb) + layout::lane_slice_offset(lane);
+  const unsigned char* l_w = p.codes + layout::atom_offset(p.shape, l_col, l_kb);
   std::int64_t l_so = scale_offset(l_col, l_kb);
-  auto fetch = [&]() {
-    StreamAtom at;
-    at.w = nibble::detail::ld_global_stream_v4(l_w);
-    const unsigned short* sp = reinterpret_cast<const unsigned short*>(p.scales) + l_so;
-    at.s0 = std::uint32_t(__ldg(sp)) | (std::uint32_t(__ldg(sp + 8)) << 16);
-    at.s1 = kG32 ? (std::uint32_t(__ldg(sp + n_pad)) | (std::uint32_t(__ldg(sp + n_pad + 8)) << 16)) : at.s0;
-    at.z = 0;
-    if constexpr (F == Format::kU4) {
-      const std::uint8_t* zp = p.zeros + l_so;
-      const std::uint32_t z0 = std::uint32_t(__ldg(zp)) | (std::uint32_t(__ldg(zp + 8)) << 8);
-      const std::uint32_t z1 = kG32 ? (std::uint32_t(__ldg(zp + n_pad)) | (std::uint32_t(__ldg(zp + n_pad + 8)) << 8)) : z0;
-      at.z = z0 | (z1 << 16);
-    }
+  auto advance = [&]() {
     l_w += layout::kAtomBytes;
     if (++l_kb == a1) {
       l_kb = a0;
@@ -103,22 +104,73 @@ __global__ void __launch_bounds__(Tile::kConfig.threads(), 1) gemm_stream_kernel
     } else if ((l_kb & s_mask) == 0) {
       l_so += s_step;
     }
-    return at;
   };
-  // The weights never depend on the previous kernel: the first D atoms are requested before the wait.
-  StreamAtom ring[D];
+  // Copies chunk c into its stage (the cursor is at the chunk's first atom; chunks are copied in order).
+  auto copy_chunk = [&](int c) {
+    const int n = min(kChunk, u1 - (u0 + c * kChunk));
+    unsigned char* st = ring + (c % kStages) * kStageBytes;
+#if defined(__CUDA_ARCH__) && (__CUDA_ARCH__ >= 900)
+    const std::uint32_t bar = nibble::detail::smem_addr(&bars[warp][c % kStages]);
+    const std::uint32_t sst = nibble::detail::smem_addr(st);
+    if (lane == 0) {
+      nibble::detail::mbarrier_arrive_expect_tx(
+          bar, std::uint32_t(n * (layout::kAtomBytes + kPer * 32 + (kU4 ? kPer * 16 : 0))));
+      for (int i = 0; i < n;) {
+        const int run = min(n - i, a1 - l_kb);  // atoms left in this column: one contiguous copy
+        nibble::detail::cp_async_bulk_g2s(sst + i * layout::kAtomBytes, l_w, std::uint32_t(run * layout::kAtomBytes), bar);
+        for (const int end = i + run; i < end; ++i) {
 #pragma unroll
-  for (int d = 0; d < D; ++d) ring[d] = u0 + d < u1 ? fetch() : StreamAtom{};
+          for (int h = 0; h < kPer; ++h) {
+            nibble::detail::cp_async_bulk_g2s(sst + kScaleOff + (i * kPer + h) * 32, p.scales + l_so + h * n_pad, 32, bar);
+            if constexpr (kU4)
+              nibble::detail::cp_async_bulk_g2s(sst + kZeroOff + (i * kPer + h) * 16, p.zeros + l_so + h * n_pad, 16, bar);
+          }
+          advance();
+        }
+      }
+    }  // (only lane 0 tracks the cursor)
+#else
+    for (int i = 0; i < n; ++i) {
+      nibble::detail::cp_async_16(st + i * layout::kAtomBytes + lane * 16, l_w + lane * 16, true);
+      if (lane < kPer * 2) {  // the scale rows: two 16-byte halves each
+        const int h = lane / 2, half = lane % 2;
+        nibble::detail::cp_async_16(st + kScaleOff + (i * kPer + h) * 32 + half * 16,
+                                    p.scales + l_so + h * n_pad + half * 8, true);
+      } else if (kU4 && lane >= 4 && lane < 4 + kPer) {
+        const int h = lane - 4;
+        nibble::detail::cp_async_16(st + kZeroOff + (i * kPer + h) * 16, p.zeros + l_so + h * n_pad, true);
+      }
+      advance();
+    }
+    nibble::detail::cp_async_commit();
+#endif
+  };
+#if defined(__CUDA_ARCH__) && (__CUDA_ARCH__ >= 900)
+  if (lane == 0)
+    for (int s = 0; s < kStages; ++s) nibble::detail::mbarrier_init(nibble::detail::smem_addr(&bars[warp][s]), 1);
+  nibble::detail::fence_mbarrier_init();
+  __syncwarp();
+#endif
+  // The weights never depend on the previous kernel: the first stages are requested before the wait.
+  for (int c = 0; c < kStages; ++c) {
+    if (c < chunks) {
+      copy_chunk(c);
+    } else {
+#if !(defined(__CUDA_ARCH__) && (__CUDA_ARCH__ >= 900))
+      nibble::detail::cp_async_commit();  // one group per stage, so that wait_group counts stages
+#endif
+    }
+  }
   if (p.dependent_launch) nibble::detail::griddepcontrol_wait();
 
   // ---- A's K slice -> shared memory: rows < M only (rows >= M feed C columns of tokens >= M, never
   // stored), 16-byte chunk c of row r at chunk (c & ~7) | ((c ^ r) & 7): conflict-free ldmatrix ----
   const int pitch = kas * layout::kAtomK;  // elements per token row
   {
-    const int rows = p.m < kTok ? p.m : kTok, chunks = kas * (layout::kAtomK / 8);
+    const int rows = p.m < kTok ? p.m : kTok, chunks16 = kas * (layout::kAtomK / 8);
     const int k_base = a0 * layout::kAtomK;
-    for (int idx = tid; idx < rows * chunks; idx += kThreads) {
-      const int row = idx / chunks, ch = idx % chunks, k = k_base + ch * 8;
+    for (int idx = tid; idx < rows * chunks16; idx += kThreads) {
+      const int row = idx / chunks16, ch = idx % chunks16, k = k_base + ch * 8;
       const bool ok = k < p.k;
       const int phys = (ch & ~7) | ((ch ^ row) & 7);
       nibble::detail::cp_async_16(act + row * pitch + phys * 8, ok ? p.a + std::int64_t(row) * p.lda + k : p.a, ok);
@@ -127,7 +179,7 @@ __global__ void __launch_bounds__(Tile::kConfig.threads(), 1) gemm_stream_kernel
   }
   const KernelDequantContext<F, T, kSmemTable, Tile> ctx =
       make_kernel_dequant_context<F, T, kSmemTable, Tile>(smem_raw, tid);
-  nibble::detail::cp_async_wait<0>();
+  nibble::detail::cp_async_wait<0>();  // (sm_80: the weight stages too)
   __syncthreads();
 
   // ldmatrix.x4 of k-steps (j, j + 1), j even: lane l addresses row l % 8 of matrix l / 8 = chunk 2j + l / 8.
@@ -142,8 +194,7 @@ __global__ void __launch_bounds__(Tile::kConfig.threads(), 1) gemm_stream_kernel
     for (int tt = 0; tt < TT; ++tt)
 #pragma unroll
       for (int i = 0; i < 4; ++i)
-        if (token_of(tt, i) < p.m)
-          store_c_one(p, token_of(tt, i), col * layout::kAtomN + g + 8 * (i / 2), v[tt][i]);
+        if (token_of(tt, i) < p.m) store_c_one(p, token_of(tt, i), col * layout::kAtomN + g + 8 * (i / 2), v[tt][i]);
   };
   auto finish = [&](int col, const float (&v)[TT][4]) {
     if (p.splits == 1) {
@@ -178,7 +229,7 @@ __global__ void __launch_bounds__(Tile::kConfig.threads(), 1) gemm_stream_kernel
       }
     };
     ColumnPairQuant<T> q[2] = {};
-    if constexpr (F == Format::kU4) {
+    if constexpr (kU4) {
       q[0].zero_lo = int(at.z & 0xFFu), q[0].zero_hi = int((at.z >> 8) & 0xFFu);
       q[1].zero_lo = int((at.z >> 16) & 0xFFu), q[1].zero_hi = int(at.z >> 24);
     }
@@ -205,14 +256,34 @@ __global__ void __launch_bounds__(Tile::kConfig.threads(), 1) gemm_stream_kernel
     apply(at.s1);
   };
 
-  for (int u = u0; u < u1; u += D) {
+  for (int c = 0; c < chunks; ++c) {
+    const unsigned char* st = ring + (c % kStages) * kStageBytes;
+#if defined(__CUDA_ARCH__) && (__CUDA_ARCH__ >= 900)
+    nibble::detail::mbarrier_wait_parity(nibble::detail::smem_addr(&bars[warp][c % kStages]),
+                                         std::uint32_t((c / kStages) & 1));
+#else
+    nibble::detail::cp_async_wait<kStages - 1>();
+    __syncwarp();  // the scale rows were copied by other lanes
+#endif
+    const int n = min(kChunk, u1 - (u0 + c * kChunk));
 #pragma unroll
-    for (int d = 0; d < D; ++d) {
-      if (u + d < u1) {
-        consume(ring[d]);
-        if (u + d + D < u1) ring[d] = fetch();
+    for (int i = 0; i < kChunk; ++i) {
+      if (i < n) {
+        StreamAtom at;
+        at.w = *reinterpret_cast<const uint4*>(st + i * layout::kAtomBytes + lane * 16);
+        const unsigned short* ss = reinterpret_cast<const unsigned short*>(st + kScaleOff + i * kPer * 32);
+        at.s0 = std::uint32_t(ss[g]) | (std::uint32_t(ss[g + 8]) << 16);
+        at.s1 = kG32 ? (std::uint32_t(ss[16 + g]) | (std::uint32_t(ss[16 + g + 8]) << 16)) : at.s0;
+        at.z = 0;
+        if constexpr (kU4) {
+          const std::uint8_t* zz = st + kZeroOff + i * kPer * 16;
+          const std::uint32_t z0 = std::uint32_t(zz[g]) | (std::uint32_t(zz[g + 8]) << 8);
+          const std::uint32_t z1 = kG32 ? (std::uint32_t(zz[16 + g]) | (std::uint32_t(zz[16 + g + 8]) << 8)) : z0;
+          at.z = z0 | (z1 << 16);
+        }
+        consume(at);
         const bool col_end = c_kb == a1 - 1;
-        if (col_end || u + d == u1 - 1) {  // the end of a column segment
+        if (col_end || u0 + c * kChunk + i == u1 - 1) {  // the end of a column segment
           if (from_start && col_end) {
             finish(c_col, acc);  // the whole column: this warp's alone
           } else {
@@ -220,7 +291,7 @@ __global__ void __launch_bounds__(Tile::kConfig.threads(), 1) gemm_stream_kernel
 #pragma unroll
             for (int tt = 0; tt < TT; ++tt)
 #pragma unroll
-              for (int i = 0; i < 4; ++i) slot[(tt * 4 + i) * 32 + lane] = acc[tt][i];
+              for (int i2 = 0; i2 < 4; ++i2) slot[(tt * 4 + i2) * 32 + lane] = acc[tt][i2];
           }
 #pragma unroll
           for (int tt = 0; tt < TT; ++tt) acc[tt][0] = acc[tt][1] = acc[tt][2] = acc[tt][3] = 0.0f;
@@ -234,6 +305,17 @@ __global__ void __launch_bounds__(Tile::kConfig.threads(), 1) gemm_stream_kernel
           c_addr = act_lane;
         }
       }
+    }
+    __syncwarp();  // every lane has read the stage
+    if (c + kStages < chunks) {
+#if defined(__CUDA_ARCH__) && (__CUDA_ARCH__ >= 900)
+      nibble::detail::fence_proxy_async_shared();
+#endif
+      copy_chunk(c + kStages);
+    } else {
+#if !(defined(__CUDA_ARCH__) && (__CUDA_ARCH__ >= 900))
+      nibble::detail::cp_async_commit();
+#endif
     }
   }
   // Dependent launch: the next kernel may start fetching its weights now.

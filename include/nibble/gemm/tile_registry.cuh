@@ -105,18 +105,27 @@ struct TileConfig {
   /// Dynamic shared memory of one CTA. Transposed: the larger of the stage ring and the output staging
   /// tile (which reuses the ring after the mainloop), plus 1024 bytes to align the ring at run time.
   NIBBLE_HOST_DEVICE constexpr int smem_bytes() const {
-    if (stream) return stream_red_bytes() + kStreamActBytes;
+    if (stream) return stream_red_bytes() + stream_ring_bytes() + kStreamActBytes;
     if (!transposed) return stages * stage_bytes();
     const int ring = stages * stage_bytes(), staging = tile_m() * c_stage_pitch() * 4;
     return (ring > staging ? ring : staging) + 1024;
   }
   // ---- stream configurations ----
   /// The most shared memory a stream kernel gives its activation slice (a launch uses what its K slice needs).
-  static constexpr int kStreamActBytes = 128 * 1024;
+  static constexpr int kStreamActBytes = 80 * 1024;
+  /// Weight atoms per stage of a warp's copy ring, and stages per warp (`stages` is unused by stream tiles).
+  static constexpr int kStreamChunk = 2, kStreamStages = 4;
+  /// One stage of a warp's ring: kStreamChunk atoms, then 32 bytes of scales per atom half (two group rows
+  /// at most), then 16 bytes of u4 zeros per atom half; 128-byte aligned.
+  static constexpr int kStreamStageBytes = 1280;
+  static_assert(kStreamChunk * (layout::kAtomBytes + 2 * 32 + 2 * 16) <= kStreamStageBytes, "stage layout");
+  NIBBLE_HOST_DEVICE constexpr int stream_ring_bytes() const { return warps() * kStreamStages * kStreamStageBytes; }
   /// Bytes of one K atom (64 k) of the activation slice: tile_m() tokens x 64 x 2 bytes.
   NIBBLE_HOST_DEVICE constexpr int stream_act_atom_bytes() const { return tile_m() * layout::kAtomK * 2; }
   /// Per-warp fp32 partial sums of two column segments (the warp's first and last), in fragment order.
   NIBBLE_HOST_DEVICE constexpr int stream_red_bytes() const { return warps() * 2 * (warp_m16 * 4 * 32) * 4; }
+  /// Shared memory of a stream kernel besides its activation slice (and the codebook table).
+  NIBBLE_HOST_DEVICE constexpr int stream_fixed_bytes() const { return stream_red_bytes() + stream_ring_bytes(); }
   /// Bytes of the shared-memory codebook table of nf4 / fp4 kernels (on top of smem_bytes()).
   NIBBLE_HOST_DEVICE constexpr int table_bytes() const { return smem_codebook_bytes(table_copies); }
   /// The shape rules of the configuration's kernel.
