@@ -241,35 +241,27 @@ using DM4 = Cfg<4, 2, 1, 8, 2, 3>;   // 64 tokens x 256, 3 stages (105 KiB: 2 CT
 using DM4n = Cfg<4, 1, 1, 8, 2, 4>;  // 64 tokens x 128, 4 stages (102 KiB)
 using DN1 = Cfg<1, 1, 1, 8, 2, 4>;   // decode, 128 columns (54 KiB: 4 CTAs / SM)
 // Stream-kernel candidates: {token tiles of 8, atoms in flight per warp, warps per CTA}.
-template <int kTT, int kRing, int kWarps>
+template <int kTT, int kStages, int kChunk, int kWarps>
 struct StreamCfg {
   static constexpr gemm::TileConfig kConfig =
-      gemm::TileConfig{}.with_warps(1, kWarps).with_stream(kTT, kRing).with_table_copies(32);
+      gemm::TileConfig{}.with_warps(1, kWarps).with_stream(kTT, kStages, kChunk).with_table_copies(32);
   using Kernel = gemm::detail::StreamKernel;
 };
 int main(int argc, char** argv) {
   if (argc > 1 && std::string(argv[1]) == "prof_stream") {  // one case for Nsight Compute
-    time_tile<StreamCfg<1, 8, 16>>("S1r8w16", 1, 28672, 8192, Format::kS4);
+    time_tile<StreamCfg<1, 4, 2, 16>>("S1s4c2", 1, 28672, 8192, Format::kS4);
     return 0;
   }
-  if (argc > 1 && std::string(argv[1]) == "stream_l") {  // the large shapes only
-    for (auto [k, n] : {std::pair{8192, 28672}, std::pair{28672, 8192}}) {
-      time_tile<StreamCfg<1, 8, 16>>("S1r8w16", 1, n, k, Format::kS4);
-      time_tile<StreamCfg<2, 6, 16>>("S2r6w16", 16, n, k, Format::kS4);
-      time_tile<TD1>("D1", 1, n, k, Format::kS4);
-    }
-    return 0;
-  }
-  if (argc > 1 && std::string(argv[1]) == "stream") {  // the stream kernel's ring depth and warps
-    for (auto [k, n] : {std::pair{4096, 4096}, std::pair{14336, 4096}, std::pair{8192, 28672}}) {
-      time_tile<StreamCfg<1, 8, 16>>("S1r8w16", 1, n, k, Format::kS4);
-      time_tile<StreamCfg<1, 4, 16>>("S1r4w16", 1, n, k, Format::kS4);
-      time_tile<StreamCfg<1, 16, 8>>("S1r16w8", 1, n, k, Format::kS4);
-      time_tile<StreamCfg<1, 8, 8>>("S1r8w8", 1, n, k, Format::kS4);
-      time_tile<StreamCfg<1, 8, 16>>("S1r8w16", 1, n, k, Format::kNf4);
-      time_tile<StreamCfg<2, 6, 16>>("S2r6w16", 16, n, k, Format::kS4);
-      time_tile<StreamCfg<2, 12, 8>>("S2r12w8", 16, n, k, Format::kS4);
-      time_tile<StreamCfg<4, 8, 8>>("S4r8w8", 32, n, k, Format::kS4);
+  if (argc > 1 && std::string(argv[1]) == "stream") {  // the stream kernel's copy ring: stages x chunk, warps
+    for (auto [k, n] : {std::pair{4096, 4096}, std::pair{14336, 4096}, std::pair{8192, 28672}, std::pair{28672, 8192}}) {
+      time_tile<StreamCfg<1, 4, 2, 16>>("S1s4c2w16", 1, n, k, Format::kS4);
+      time_tile<StreamCfg<1, 3, 4, 16>>("S1s3c4w16", 1, n, k, Format::kS4);
+      time_tile<StreamCfg<1, 2, 4, 16>>("S1s2c4w16", 1, n, k, Format::kS4);
+      time_tile<StreamCfg<1, 6, 2, 16>>("S1s6c2w16", 1, n, k, Format::kS4);
+      time_tile<StreamCfg<1, 8, 1, 16>>("S1s8c1w16", 1, n, k, Format::kS4);
+      time_tile<StreamCfg<1, 4, 4, 8>>("S1s4c4w8", 1, n, k, Format::kS4);
+      time_tile<StreamCfg<2, 4, 2, 16>>("S2s4c2w16", 16, n, k, Format::kS4);
+      time_tile<StreamCfg<2, 3, 4, 16>>("S2s3c4w16", 16, n, k, Format::kS4);
       time_tile<TD1>("D1", 1, n, k, Format::kS4);
     }
     return 0;

@@ -54,11 +54,12 @@ __global__ void __launch_bounds__(Tile::kConfig.threads(), 1) gemm_stream_kernel
   constexpr int W = C.warps(), kThreads = C.threads();
   constexpr int kTok = C.tile_m();    // token rows of the slice
   constexpr int kFrag = TT * 4 * 32;  // floats of one warp's accumulators (fragment order)
-  constexpr int kChunk = TileConfig::kStreamChunk, kStages = TileConfig::kStreamStages;
-  constexpr int kStageBytes = TileConfig::kStreamStageBytes;
+  constexpr int kChunk = C.atoms_k, kStages = C.stages;  // the copy ring: kStages stages of kChunk atoms
+  constexpr int kStageBytes = C.stream_stage_bytes();
   constexpr int kPer = kG32 ? 2 : 1;                            // scale rows per atom
   constexpr int kScaleOff = kChunk * layout::kAtomBytes;         // stage: scales after the atoms
   constexpr int kZeroOff = kScaleOff + kChunk * 2 * 32;          // then u4 zeros
+  static_assert(kZeroOff + kChunk * 2 * 16 <= kStageBytes, "stage layout");
   constexpr bool kU4 = F == Format::kU4;
   extern __shared__ __align__(128) unsigned char smem_raw[];
   __shared__ int s_is_last;

@@ -69,11 +69,11 @@ struct TileConfig {
     c.transposed = true;
     return c;
   }
-  /// Runs the warp-streamed decode kernel with `token_tiles` tiles of 8 tokens and `ring` atoms in flight
-  /// per warp.
-  constexpr TileConfig with_stream(int token_tiles, int ring) const {
+  /// Runs the warp-streamed decode kernel with `token_tiles` tiles of 8 tokens and a copy ring of `stages`
+  /// stages of `chunk` weight atoms per warp.
+  constexpr TileConfig with_stream(int token_tiles, int stages_, int chunk) const {
     TileConfig c = *this;
-    c.stream = true, c.warp_m16 = token_tiles, c.stages = ring;
+    c.stream = true, c.warp_m16 = token_tiles, c.stages = stages_, c.atoms_k = chunk;
     return c;
   }
   /// Copies of the nf4 / fp4 shared-memory table.
@@ -113,13 +113,13 @@ struct TileConfig {
   // ---- stream configurations ----
   /// The most shared memory a stream kernel gives its activation slice (a launch uses what its K slice needs).
   static constexpr int kStreamActBytes = 80 * 1024;
-  /// Weight atoms per stage of a warp's copy ring, and stages per warp (`stages` is unused by stream tiles).
-  static constexpr int kStreamChunk = 2, kStreamStages = 4;
-  /// One stage of a warp's ring: kStreamChunk atoms, then 32 bytes of scales per atom half (two group rows
-  /// at most), then 16 bytes of u4 zeros per atom half; 128-byte aligned.
-  static constexpr int kStreamStageBytes = 1280;
-  static_assert(kStreamChunk * (layout::kAtomBytes + 2 * 32 + 2 * 16) <= kStreamStageBytes, "stage layout");
-  NIBBLE_HOST_DEVICE constexpr int stream_ring_bytes() const { return warps() * kStreamStages * kStreamStageBytes; }
+  /// A stream configuration's copy ring per warp: `stages` stages of `atoms_k` weight atoms each, then 32
+  /// bytes of scales per atom half (two group rows at most), then 16 bytes of u4 zeros per atom half;
+  /// 128-byte aligned.
+  NIBBLE_HOST_DEVICE constexpr int stream_stage_bytes() const {
+    return int(round_up(atoms_k * (layout::kAtomBytes + 2 * 32 + 2 * 16), 128));
+  }
+  NIBBLE_HOST_DEVICE constexpr int stream_ring_bytes() const { return warps() * stages * stream_stage_bytes(); }
   /// Bytes of one K atom (64 k) of the activation slice: tile_m() tokens x 64 x 2 bytes.
   NIBBLE_HOST_DEVICE constexpr int stream_act_atom_bytes() const { return tile_m() * layout::kAtomK * 2; }
   /// Per-warp fp32 partial sums of two column segments (the warp's first and last), in fragment order.
@@ -132,7 +132,7 @@ struct TileConfig {
   NIBBLE_HOST_DEVICE constexpr bool valid() const {
     if (table_copies != 16 && table_copies != 32) return false;
     if (stream)
-      return !transposed && warps_m == 1 && warp_n16 == 1 && warps_n >= 1 && atoms_k == 1 && stages >= 1 &&
+      return !transposed && warps_m == 1 && warp_n16 == 1 && warps_n >= 1 && atoms_k >= 1 && stages >= 2 &&
              (warp_m16 == 1 || warp_m16 == 2 || warp_m16 == 4);
     if (!transposed) return warps() >= 1 && atoms_k >= 1 && stages >= 2;
     const int t = tile_m();  // the N of one wgmma: the sizes detail/wgmma.cuh provides
@@ -261,22 +261,22 @@ struct TileWgLarge {  // 256 tokens x 128 weights; above a 99 KiB limit it becom
 // slice; each warp streams a contiguous run of weight atoms from global memory into registers, 8 atoms
 // (4 KiB) in flight, and multiplies them as the A operand of mma.m16n8k16 against 1, 2 or 4 tiles of 8
 // tokens (C^T = W A^T: no token padding to 16). See mainloop_stream.cuh and benchmarks/NOTES.md.
-template <int kTokenTiles, int kRing, int kWarps>
+template <int kTokenTiles, int kStages, int kChunk, int kWarps>
 struct TileStreamT {
   static constexpr TileConfig kConfig =
-      TileConfig{}.with_warps(1, kWarps).with_stream(kTokenTiles, kRing).with_table_copies(32);
+      TileConfig{}.with_warps(1, kWarps).with_stream(kTokenTiles, kStages, kChunk).with_table_copies(32);
   using Kernel = detail::StreamKernel;
   static constexpr FormatSet kFormats = kAllFormats;
 };
-struct TileStream8 : TileStreamT<1, 8, 16> {
+struct TileStream8 : TileStreamT<1, 4, 2, 16> {
   static constexpr const char* kName = "stream_m8";
   using Fewer = TileStream8;
 };
-struct TileStream16 : TileStreamT<2, 6, 16> {
+struct TileStream16 : TileStreamT<2, 4, 2, 16> {
   static constexpr const char* kName = "stream_m16";
   using Fewer = TileStream16;
 };
-struct TileStream32 : TileStreamT<4, 8, 8> {
+struct TileStream32 : TileStreamT<4, 4, 2, 8> {
   static constexpr const char* kName = "stream_m32";
   using Fewer = TileStream32;
 };
