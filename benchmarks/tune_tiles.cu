@@ -253,7 +253,8 @@ int main(int argc, char** argv) {
     return 0;
   }
   if (argc > 1 && std::string(argv[1]) == "stream") {  // the stream kernel's copy ring: stages x chunk, warps
-    for (auto [k, n] : {std::pair{4096, 4096}, std::pair{14336, 4096}, std::pair{8192, 28672}, std::pair{28672, 8192}}) {
+    for (auto [k, n] :
+         {std::pair{4096, 4096}, std::pair{14336, 4096}, std::pair{8192, 28672}, std::pair{28672, 8192}}) {
       time_tile<StreamCfg<1, 4, 2, 16>>("S1s4c2w16", 1, n, k, Format::kS4);
       time_tile<StreamCfg<1, 3, 4, 16>>("S1s3c4w16", 1, n, k, Format::kS4);
       time_tile<StreamCfg<1, 2, 4, 16>>("S1s2c4w16", 1, n, k, Format::kS4);

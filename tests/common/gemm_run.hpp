@@ -59,8 +59,9 @@ inline DeviceActs upload_acts(const HostProblem& p) {
 /// so only once; above, mma.sync, the transposed tiles with mma.sync, and wgmma where this build and
 /// device have it (Gemm_Wgmma.* says when it is not).
 inline std::vector<gemm::Mainloop> mainloops_for(int64_t m) {
-  // kAuto: the stream kernel up to M = 32; kMmaSync: the mma.sync decode tile up to M = 16
-  if (m <= 16) return {gemm::Mainloop::kAuto, gemm::Mainloop::kMmaSync};
+  // kAuto: the stream kernel on small weights (stream_preferred); kMmaSync: the mma.sync decode tile up to
+  // M = 16; kStream forced up to M = 32
+  if (m <= 16) return {gemm::Mainloop::kAuto, gemm::Mainloop::kMmaSync, gemm::Mainloop::kStream};
   std::vector<gemm::Mainloop> v{gemm::Mainloop::kMmaSync, gemm::Mainloop::kTransposedMma};
   if (m <= gemm::kStreamMaxM) v.push_back(gemm::Mainloop::kStream);
   if (gemm::wgmma_available()) v.push_back(gemm::Mainloop::kWgmma);
@@ -79,8 +80,7 @@ inline nibble::DeviceInfo device_info() {
 inline gemm::Plan plan_of(const gemm::Arguments& args) {
   const nibble::DeviceInfo info = device_info();
   return plan_for(args, args.sm_count > 0 ? args.sm_count : info.sm_count,
-                  gemm::resolve_mainloop(args.mainloop, args.m, info),
-                  info.max_smem_per_block);
+                  gemm::resolve_mainloop(args.mainloop, args.m, args.w.n, args.w.k, info), info.max_smem_per_block);
 }
 
 struct RunOpts {

@@ -531,7 +531,7 @@ TEST(GemmPlan, WorkspaceNeverExceedsTheCap) {
 // runs (the largest CTA within 10% of the mean where every SM gets at least 4 columns), and whatever the
 // cap or the limit rules out falls back to the mma.sync tiles.
 TEST(GemmPlan, StreamPlansFitBalanceAndFallBack) {
-  const std::pair<int64_t, int64_t> nks[] = {{16, 64},      {300, 1152},   {4096, 4096}, {14336, 4096}, {4096, 14336},
+  const std::pair<int64_t, int64_t> nks[] = {{16, 64},      {300, 1152},   {4096, 4096},  {14336, 4096}, {4096, 14336},
                                              {28672, 8192}, {8192, 28672}, {57344, 8192}, {100, 200}};
   int checked = 0;
   for (Format f : {kS4, kNf4})
@@ -599,6 +599,6 @@ TEST(GemmPlan, StreamPlansFitBalanceAndFallBack) {
   EXPECT_FALSE(gemm::tile_config(p.kind).stream) << "K = 28672 needs several slices, the cap allows none";
   EXPECT_EQ(p.workspace_bytes, 0u);
   // M above kStreamMaxM: never the stream tile.
-  EXPECT_FALSE(gemm::tile_config(plan_for(fake_args(kS4, 128, 33, 4096, 4096), 132, gemm::Mainloop::kStream).kind)
-                   .stream);
+  EXPECT_FALSE(
+      gemm::tile_config(plan_for(fake_args(kS4, 128, 33, 4096, 4096), 132, gemm::Mainloop::kStream).kind).stream);
 }

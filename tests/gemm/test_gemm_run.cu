@@ -72,10 +72,10 @@ std::string oracle_name(const ::testing::TestParamInfo<OracleCase>& info) {
          mainloop_name(c.mainloop);
 }
 
-/// Every mainloop M runs with in this build. Independent of the device, so that the case list (and CTest's names) is the same
-/// everywhere; run_oracle skips wgmma where the device has none.
+/// Every mainloop M runs with in this build. Independent of the device, so that the case list (and CTest's names) is
+/// the same everywhere; run_oracle skips wgmma where the device has none.
 std::vector<gemm::Mainloop> built_mainloops(int64_t m) {
-  // auto: the stream kernel up to M = 32; mma: the mma.sync decode tile up to M = 16
+  // auto: the stream kernel on small weights (stream_preferred); mma: the mma.sync decode tile up to M = 16
   if (m <= 16) return {gemm::Mainloop::kAuto, gemm::Mainloop::kMmaSync};
   std::vector<gemm::Mainloop> v{gemm::Mainloop::kMmaSync, gemm::Mainloop::kTransposedMma};
   if (m <= gemm::kStreamMaxM) v.push_back(gemm::Mainloop::kStream);
@@ -286,7 +286,8 @@ TEST(Gemm_Stream, PartitionsAgainstTheOracleAndEachOther) {
       {16, 64, 32, kS4, kF16, Data::kExact},     {48, 640, 64, kU4, kBF16, Data::kExact},
       {300, 1152, 128, kS4, kF16, Data::kExact}, {100, 200, kPC, kNf4, kF16, Data::kRandom},
       {72, 992, 32, kU4, kF16, Data::kExact},    {136, 1024, 64, kFp4, kBF16, Data::kRandom}};
-  const std::vector<int64_t> ms = quick ? std::vector<int64_t>{1, 9, 32} : std::vector<int64_t>{1, 3, 8, 9, 16, 17, 24, 32};
+  const std::vector<int64_t> ms =
+      quick ? std::vector<int64_t>{1, 9, 32} : std::vector<int64_t>{1, 3, 8, 9, 16, 17, 24, 32};
   struct Part {
     int split_k, sm_count, max_smem;
     gemm::CodebookTable table;
@@ -320,7 +321,8 @@ TEST(Gemm_Stream, PartitionsAgainstTheOracleAndEachOther) {
                                                         sc.stream_act_atom_bytes() <=
                                                     part.max_smem;
         if (fits)
-          EXPECT_TRUE(gemm::tile_config(r.plan.kind).stream) << "not the stream kernel: " << gemm::tile_name(r.plan.kind);
+          EXPECT_TRUE(gemm::tile_config(r.plan.kind).stream)
+              << "not the stream kernel: " << gemm::tile_name(r.plan.kind);
         if (first.empty()) {
           first = r.c;
         } else if (p.exact()) {

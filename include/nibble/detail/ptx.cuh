@@ -145,8 +145,8 @@ NIBBLE_DEVICE void mbarrier_arrive_expect_tx(std::uint32_t bar, std::uint32_t by
 /// Waits until the phase of `bar` with parity `parity` has completed.
 NIBBLE_DEVICE void mbarrier_wait_parity(std::uint32_t bar, std::uint32_t parity) {
   asm volatile(
-      "{\n .reg .pred p;\n NIBBLE_WAIT_%=:\n mbarrier.try_wait.parity.shared.b64 p, [%0], %1;\n @!p bra NIBBLE_WAIT_%=;\n}" ::"r"(
-          bar),
+      "{\n .reg .pred p;\n NIBBLE_WAIT_%=:\n mbarrier.try_wait.parity.shared.b64 p, [%0], %1;\n @!p bra "
+      "NIBBLE_WAIT_%=;\n}" ::"r"(bar),
       "r"(parity)
       : "memory");
 }

@@ -40,7 +40,8 @@ Status launch_tile(const KernelParams<T>& p, const Plan& plan, cudaStream_t stre
   auto* kernel = Family::template kernel<T, F, Tile, kUseWgmma, kSmemTable>();
   int variant = 0;
   if constexpr (c.stream) {
-    if (!p.per_channel && p.group_log2 == 5) kernel = Family::template kernel_g32<T, F, Tile, kUseWgmma, kSmemTable>(), variant = 1;
+    if (!p.per_channel && p.group_log2 == 5)
+      kernel = Family::template kernel_g32<T, F, Tile, kUseWgmma, kSmemTable>(), variant = 1;
   }
   constexpr int kMaxSmem = kernel_smem_bytes(F, kSmemTable, c);
   // Stream kernels launch with the plan's shared memory (their K slice), up to kMaxSmem or the device's

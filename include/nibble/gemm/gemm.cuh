@@ -88,14 +88,14 @@ inline Plan make_plan(const Arguments& args, const DeviceLimits& d, Mainloop mai
   const int limit = detail::smem_limit(args.max_smem_per_block, d.max_smem_per_block);
   const TileConfig chosen = tile_config(kind);
   if (chosen.stream) {
-    // The activation slice gets what the limit leaves after the partial-sum slots, the weight rings and (nf4 / fp4, whichever
-    // table runs, so that both give the same plan) the codebook table; no fit: the mma.sync tiles.
+    // The activation slice gets what the limit leaves after the partial-sum slots, the weight rings and (nf4 / fp4,
+    // whichever table runs, so that both give the same plan) the codebook table; no fit: the mma.sync tiles.
     const int fixed = chosen.stream_fixed_bytes() + (is_codebook(args.w.format) ? chosen.table_bytes() : 0);
     int act = TileConfig::kStreamActBytes;
     if (limit > 0 && limit - fixed < act) act = limit - fixed;
     Plan p;
-    if (make_stream_plan(args.m, args.w.shape(), args.split_k, chosen,
-                         args.sm_count > 0 ? args.sm_count : d.sm_count, act, fixed, args.max_workspace_bytes, &p)) {
+    if (make_stream_plan(args.m, args.w.shape(), args.split_k, chosen, args.sm_count > 0 ? args.sm_count : d.sm_count,
+                         act, fixed, args.max_workspace_bytes, &p)) {
       p.kind = kind;
       return p;
     }
@@ -230,10 +230,11 @@ inline Mainloop resolve_mainloop(Mainloop requested) {
   if (current_device_info(&info) != Status::kSuccess) info = DeviceInfo{};
   return resolve_mainloop(requested, info);
 }
-/// The mainloop run() uses for `requested` and M rows: kAuto is the warp-streamed decode kernel up to
-/// kStreamMaxM, above it (and kStream above it) what resolve_mainloop(kAuto) gives.
-inline Mainloop resolve_mainloop(Mainloop requested, std::int64_t m, const DeviceInfo& info) {
-  if (requested == Mainloop::kAuto && m <= kStreamMaxM) return Mainloop::kStream;
+/// The mainloop run() uses for `requested` and an M x N x K GEMM: kAuto is the warp-streamed decode kernel
+/// where stream_preferred(m, n, k), else (and kStream above kStreamMaxM) what resolve_mainloop(kAuto) gives.
+inline Mainloop resolve_mainloop(Mainloop requested, std::int64_t m, std::int64_t n, std::int64_t k,
+                                 const DeviceInfo& info) {
+  if (requested == Mainloop::kAuto && stream_preferred(m, n, k)) return Mainloop::kStream;
   if (requested == Mainloop::kStream && m > kStreamMaxM) return resolve_mainloop(Mainloop::kAuto, info);
   return resolve_mainloop(requested, info);
 }
@@ -251,7 +252,7 @@ struct Launch {
 inline Status prepare(const Arguments& args, const DeviceInfo& info, Launch* out) {
   NIBBLE_RETURN_IF_ERROR(check_arguments(args));
   NIBBLE_RETURN_IF_ERROR(check_device(info));
-  const Mainloop mainloop = resolve_mainloop(args.mainloop, args.m, info);
+  const Mainloop mainloop = resolve_mainloop(args.mainloop, args.m, args.w.n, args.w.k, info);
   // Shared memory: the device's opt-in limit, or the caller's smaller one.
   const int smem_optin = smem_limit(args.max_smem_per_block, info.max_smem_per_block);
   const Plan plan = make_plan(args, device_limits(info), mainloop);
@@ -260,8 +261,8 @@ inline Status prepare(const Arguments& args, const DeviceInfo& info, Launch* out
   if (!launchable(plan)) return Status::kErrorSizeOverflow;
   // The tile must fit; the nf4 / fp4 table goes where it also fits (kAuto). A stream plan's shared memory
   // (plan.smem_bytes) already holds the table's room.
-  const int tile_smem = tile.stream ? plan.smem_bytes - (is_codebook(args.w.format) ? tile.table_bytes() : 0)
-                                    : tile.smem_bytes();
+  const int tile_smem =
+      tile.stream ? plan.smem_bytes - (is_codebook(args.w.format) ? tile.table_bytes() : 0) : tile.smem_bytes();
   if (tile_smem > smem_optin) return Status::kErrorUnsupportedDevice;
   bool table = false;
   if (is_codebook(args.w.format)) {

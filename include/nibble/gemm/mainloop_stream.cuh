@@ -20,9 +20,9 @@
 // counter sums the slices in slice order (scheduler.cuh's split-K scheme): deterministic, no float atomics.
 #pragma once
 
+#include "../detail/wgmma.cuh"  // fence_proxy_async_shared
 #include "epilogue.cuh"
 #include "scheduler.cuh"
-#include "../detail/wgmma.cuh"  // fence_proxy_async_shared
 #include "shared_storage.cuh"
 
 namespace nibble::gemm::detail {
@@ -52,13 +52,13 @@ __global__ void __launch_bounds__(Tile::kConfig.threads(), 1) gemm_stream_kernel
   static_assert(C.stream, "stream configurations only");
   constexpr int TT = C.warp_m16;  // token tiles of 8
   constexpr int W = C.warps(), kThreads = C.threads();
-  constexpr int kTok = C.tile_m();    // token rows of the slice
-  constexpr int kFrag = TT * 4 * 32;  // floats of one warp's accumulators (fragment order)
+  constexpr int kTok = C.tile_m();                       // token rows of the slice
+  constexpr int kFrag = TT * 4 * 32;                     // floats of one warp's accumulators (fragment order)
   constexpr int kChunk = C.atoms_k, kStages = C.stages;  // the copy ring: kStages stages of kChunk atoms
   constexpr int kStageBytes = C.stream_stage_bytes();
-  constexpr int kPer = kG32 ? 2 : 1;                            // scale rows per atom
-  constexpr int kScaleOff = kChunk * layout::kAtomBytes;         // stage: scales after the atoms
-  constexpr int kZeroOff = kScaleOff + kChunk * 2 * 32;          // then u4 zeros
+  constexpr int kPer = kG32 ? 2 : 1;                      // scale rows per atom
+  constexpr int kScaleOff = kChunk * layout::kAtomBytes;  // stage: scales after the atoms
+  constexpr int kZeroOff = kScaleOff + kChunk * 2 * 32;   // then u4 zeros
   static_assert(kZeroOff + kChunk * 2 * 16 <= kStageBytes, "stage layout");
   constexpr bool kU4 = F == Format::kU4;
   extern __shared__ __align__(128) unsigned char smem_raw[];
@@ -67,7 +67,7 @@ __global__ void __launch_bounds__(Tile::kConfig.threads(), 1) gemm_stream_kernel
   __shared__ __align__(8) std::uint64_t bars[W][kStages];
 #endif
   constexpr int kPrefix = kernel_smem_prefix(F, kSmemTable, C);  // the codebook table, if any
-  float* red = reinterpret_cast<float*>(smem_raw + kPrefix);      // [W][2][kFrag]
+  float* red = reinterpret_cast<float*>(smem_raw + kPrefix);     // [W][2][kFrag]
   T* act = reinterpret_cast<T*>(smem_raw + kPrefix + C.stream_fixed_bytes());
 
   const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32, g = lane / 4, t = lane % 4;
@@ -118,13 +118,16 @@ __global__ void __launch_bounds__(Tile::kConfig.threads(), 1) gemm_stream_kernel
           bar, std::uint32_t(n * (layout::kAtomBytes + kPer * 32 + (kU4 ? kPer * 16 : 0))));
       for (int i = 0; i < n;) {
         const int run = min(n - i, a1 - l_kb);  // atoms left in this column: one contiguous copy
-        nibble::detail::cp_async_bulk_g2s(sst + i * layout::kAtomBytes, l_w, std::uint32_t(run * layout::kAtomBytes), bar);
+        nibble::detail::cp_async_bulk_g2s(sst + i * layout::kAtomBytes, l_w, std::uint32_t(run * layout::kAtomBytes),
+                                          bar);
         for (const int end = i + run; i < end; ++i) {
 #pragma unroll
           for (int h = 0; h < kPer; ++h) {
-            nibble::detail::cp_async_bulk_g2s(sst + kScaleOff + (i * kPer + h) * 32, p.scales + l_so + h * n_pad, 32, bar);
+            nibble::detail::cp_async_bulk_g2s(sst + kScaleOff + (i * kPer + h) * 32, p.scales + l_so + h * n_pad, 32,
+                                              bar);
             if constexpr (kU4)
-              nibble::detail::cp_async_bulk_g2s(sst + kZeroOff + (i * kPer + h) * 16, p.zeros + l_so + h * n_pad, 16, bar);
+              nibble::detail::cp_async_bulk_g2s(sst + kZeroOff + (i * kPer + h) * 16, p.zeros + l_so + h * n_pad, 16,
+                                                bar);
           }
           advance();
         }
@@ -190,14 +193,14 @@ __global__ void __launch_bounds__(Tile::kConfig.threads(), 1) gemm_stream_kernel
 
   // Output of one finished column (fragment order v[tt][i]: weight row g + 8 (i / 2), token 8 tt + 2 t + i % 2).
   auto token_of = [&](int tt, int i) { return tt * 8 + 2 * t + (i % 2); };
-  auto store_out = [&](int col, const float (&v)[TT][4]) {
+  auto store_out = [&](int col, const float(&v)[TT][4]) {
 #pragma unroll
     for (int tt = 0; tt < TT; ++tt)
 #pragma unroll
       for (int i = 0; i < 4; ++i)
         if (token_of(tt, i) < p.m) store_c_one(p, token_of(tt, i), col * layout::kAtomN + g + 8 * (i / 2), v[tt][i]);
   };
-  auto finish = [&](int col, const float (&v)[TT][4]) {
+  auto finish = [&](int col, const float(&v)[TT][4]) {
     if (p.splits == 1) {
       store_out(col, v);
     } else {
@@ -213,7 +216,7 @@ __global__ void __launch_bounds__(Tile::kConfig.threads(), 1) gemm_stream_kernel
   // ---- mainloop ----
   float acc[TT][4] = {};
   int c_col = c0 + (units > 0 ? u0 / kas : 0), c_kb = a0 + (units > 0 ? u0 % kas : 0);  // the atom multiplied
-  std::uint32_t c_addr = act_lane + std::uint32_t((c_kb - a0) * layout::kAtomK * 2);   // its A slice (this lane)
+  std::uint32_t c_addr = act_lane + std::uint32_t((c_kb - a0) * layout::kAtomK * 2);    // its A slice (this lane)
   bool from_start = c_kb == a0, first = true;
 
   auto consume = [&](const StreamAtom& at) {

@@ -178,8 +178,8 @@ inline Plan make_plan_for(std::int64_t m, const layout::GemmShape& s, int split_
 /// Split workspace of a stream plan: the counters, then fp32 partials [splits][n_pad / 16][tile_m * 16].
 inline std::size_t stream_workspace_bytes(const layout::GemmShape& s, int splits, const TileConfig& c) {
   if (splits <= 1) return 0;
-  return kCounterBytes + std::size_t(splits) * std::size_t(s.n_pad / layout::kAtomN) * c.tile_m() * layout::kAtomN *
-                             sizeof(float);
+  return kCounterBytes +
+         std::size_t(splits) * std::size_t(s.n_pad / layout::kAtomN) * c.tile_m() * layout::kAtomN * sizeof(float);
 }
 
 /// The plan of a stream tile (mainloop_stream.cuh): one CTA per SM, `splits` K slices x tiles_n ranges of
@@ -187,11 +187,10 @@ inline std::size_t stream_workspace_bytes(const layout::GemmShape& s, int splits
 /// warps at atom granularity, so the grid is balanced when the ranges and slices are: pick the split s >=
 /// the fewest whose slice fits `act_bytes` of shared memory, and the ranges R = SMs / s, minimizing the
 /// largest CTA's atoms plus (s > 1) the last CTA's read of every slice's partials for its columns, among
-/// the splits whose workspace fits the cap. Forced split_k is raised to that fewest. Returns false (no plan) where the workspace cap or the int indices
-/// of the kernel rule the stream tile out; the caller then takes another tile.
-inline bool make_stream_plan(std::int64_t m, const layout::GemmShape& s, int split_k, const TileConfig& c,
-                             int sm_count, int act_bytes, int red_and_table_bytes,
-                             std::size_t max_workspace_bytes, Plan* out) {
+/// the splits whose workspace fits the cap. Forced split_k is raised to that fewest. Returns false (no plan) where the
+/// workspace cap or the int indices of the kernel rule the stream tile out; the caller then takes another tile.
+inline bool make_stream_plan(std::int64_t m, const layout::GemmShape& s, int split_k, const TileConfig& c, int sm_count,
+                             int act_bytes, int red_and_table_bytes, std::size_t max_workspace_bytes, Plan* out) {
   (void)m;
   const std::int64_t nc = s.n_pad / layout::kAtomN, ka = s.k_atoms();
   const int cap_atoms = act_bytes / c.stream_act_atom_bytes();

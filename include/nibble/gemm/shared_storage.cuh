@@ -106,15 +106,15 @@ constexpr bool storage_matches_config() {
   if constexpr (C.stream) {
     return true;  // mainloop_stream.cuh carves its shared memory from the plan's byte counts
   } else {
-  using Stage = StageStorage<T, Tile>;
-  if (sizeof(Stage) != std::size_t(C.stage_bytes())) return false;
-  if (C.transposed) {
-    // smem_bytes() holds 1024 bytes to align the ring at run time
-    return sizeof(TransposedSharedStorage<T, Tile, false>) + 1024 == std::size_t(C.smem_bytes()) &&
-           sizeof(TransposedSharedStorage<T, Tile, true>) + 1024 == std::size_t(C.smem_bytes() + C.table_bytes());
-  }
-  return sizeof(MmaSharedStorage<T, Tile, false>) == std::size_t(C.smem_bytes()) &&
-         sizeof(MmaSharedStorage<T, Tile, true>) == std::size_t(C.smem_bytes() + C.table_bytes());
+    using Stage = StageStorage<T, Tile>;
+    if (sizeof(Stage) != std::size_t(C.stage_bytes())) return false;
+    if (C.transposed) {
+      // smem_bytes() holds 1024 bytes to align the ring at run time
+      return sizeof(TransposedSharedStorage<T, Tile, false>) + 1024 == std::size_t(C.smem_bytes()) &&
+             sizeof(TransposedSharedStorage<T, Tile, true>) + 1024 == std::size_t(C.smem_bytes() + C.table_bytes());
+    }
+    return sizeof(MmaSharedStorage<T, Tile, false>) == std::size_t(C.smem_bytes()) &&
+           sizeof(MmaSharedStorage<T, Tile, true>) == std::size_t(C.smem_bytes() + C.table_bytes());
   }
 }
 template <class T, class... Tiles>

@@ -257,10 +257,12 @@ struct TileWgLarge {  // 256 tokens x 128 weights; above a 99 KiB limit it becom
   static constexpr FormatSet kFormats = kAllFormats;
 };
 
-// Warp-streamed decode (M <= 8 / 16 / 32): one CTA of 16 warps per SM over a range of weight columns and a K
-// slice; each warp streams a contiguous run of weight atoms from global memory into registers, 8 atoms
-// (4 KiB) in flight, and multiplies them as the A operand of mma.m16n8k16 against 1, 2 or 4 tiles of 8
-// tokens (C^T = W A^T: no token padding to 16). See mainloop_stream.cuh and benchmarks/NOTES.md.
+// Warp-streamed decode (M <= 8 / 16 / 32): one CTA of 16 (M <= 32: 8) warps per SM over a range of weight
+// columns and a K slice; each warp streams a contiguous run of weight atoms through its own ring of copy
+// stages (2 or 3 stages of 4 atoms: 4-6 KiB in flight per warp) and multiplies them as the A operand of
+// mma.m16n8k16 against 1, 2 or 4 tiles of 8 tokens (C^T = W A^T: no token padding to 16). Ring shapes from
+// tune_tiles 'stream' on the H200 (s4 g128, M = 1, K=8192 N=28672): 2 x 4 atoms 57.0 us, 3 x 4 56.4,
+// 4 x 2 66.4, 8 x 1 85.9; 4096 x 4096: 9.7 / 9.7 / 10.0 / 11.3 us. See mainloop_stream.cuh, NOTES.md.
 template <int kTokenTiles, int kStages, int kChunk, int kWarps>
 struct TileStreamT {
   static constexpr TileConfig kConfig =
@@ -268,15 +270,15 @@ struct TileStreamT {
   using Kernel = detail::StreamKernel;
   static constexpr FormatSet kFormats = kAllFormats;
 };
-struct TileStream8 : TileStreamT<1, 4, 2, 16> {
+struct TileStream8 : TileStreamT<1, 2, 4, 16> {
   static constexpr const char* kName = "stream_m8";
   using Fewer = TileStream8;
 };
-struct TileStream16 : TileStreamT<2, 4, 2, 16> {
+struct TileStream16 : TileStreamT<2, 3, 4, 16> {
   static constexpr const char* kName = "stream_m16";
   using Fewer = TileStream16;
 };
-struct TileStream32 : TileStreamT<4, 4, 2, 8> {
+struct TileStream32 : TileStreamT<4, 2, 4, 8> {
   static constexpr const char* kName = "stream_m32";
   using Fewer = TileStream32;
 };
@@ -359,12 +361,21 @@ enum class Mainloop : int {
   kTransposedMma = 2,  ///< C^T = W * A^T, the transposed kernel's tiles with mma.sync (sm_80+)
   kWgmma = 3,          ///< C^T = W * A^T with wgmma (needs sm_90a device code on an sm_90 GPU; M <= 16
                        ///< runs the decode tile whatever is asked)
-  kStream = 4,         ///< the warp-streamed decode kernel (sm_80+), M <= 32 (kAuto's choice there); above
-                       ///< M = 32 it runs what kAuto runs
+  kStream = 4,         ///< the warp-streamed decode kernel (sm_80+), M <= 32 (kAuto's choice where
+                       ///< stream_preferred says so); above M = 32 it runs what kAuto runs
 };
 
 /// The largest M the warp-streamed decode kernel serves.
 inline constexpr std::int64_t kStreamMaxM = 32;
+
+/// Where kAuto runs the stream kernel: where it measured faster than the mma.sync decode tile on the H200
+/// (benchmarks/RESULTS.md, session 5): small weights, where the fixed cost of a GEMM dominates (4096 x 4096:
+/// 9.7 vs 12.8 us at M = 1, 12.2 vs 13.8 at M = 16; 14336 x 4096 at M = 1: 20.2 vs 21.9). On the large
+/// shapes it is instruction-bound at 2.1 TB/s and the decode tile wins; above M = 16 the 64-token tiles do.
+NIBBLE_HOST_DEVICE constexpr bool stream_preferred(std::int64_t m, std::int64_t n, std::int64_t k) {
+  const std::int64_t weights = n * k;
+  return (m <= 8 && weights <= (std::int64_t(64) << 20)) || (m <= 16 && weights <= (std::int64_t(16) << 20));
+}
 
 /// The tile for M rows of activations, a (resolved, non-auto) mainloop and the weight format. kWgmma /
 /// kTransposedMma use the transposed tiles above M = 16 (decode stays on the mma.sync tile, which is

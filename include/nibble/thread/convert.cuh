@@ -117,7 +117,8 @@ NIBBLE_DEVICE void s4x8_to_pairs(std::uint32_t w, std::uint32_t (&out)[4]) {
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
       const std::uint32_t x = w >> (8 * h);
-      const std::uint32_t lo = detail::lop3<kLutAndXor>(x, kLowNibblePair, splat2(kF16Exp1024) | (kLowNibblePair & kS4SignFlip));
+      const std::uint32_t lo =
+          detail::lop3<kLutAndXor>(x, kLowNibblePair, splat2(kF16Exp1024) | (kLowNibblePair & kS4SignFlip));
       const std::uint32_t hi =
           detail::lop3<kLutAndXor>(x, kHighNibblePair, splat2(kF16Exp1024) | (kHighNibblePair & kS4SignFlip));
       out[2 * h] = as_u32(__hsub2(as_v2(lo), sub_lo));
@@ -126,8 +127,8 @@ NIBBLE_DEVICE void s4x8_to_pairs(std::uint32_t w, std::uint32_t (&out)[4]) {
   } else if constexpr (std::is_same_v<T, __nv_bfloat16>) {
 #pragma unroll
     for (int j = 0; j < 4; ++j) {
-      const std::uint32_t v = detail::lop3<kLutAndXor>(w >> (4 * j), kLowNibblePair,
-                                                       splat2(kBF16Exp128) | (kLowNibblePair & kS4SignFlip));
+      const std::uint32_t v =
+          detail::lop3<kLutAndXor>(w >> (4 * j), kLowNibblePair, splat2(kBF16Exp128) | (kLowNibblePair & kS4SignFlip));
       out[j] = as_u32(__hsub2(as_v2(v), as_v2(splat2(kBF16Exp128 + 8u))));
     }
   } else {
