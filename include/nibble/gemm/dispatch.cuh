@@ -49,8 +49,9 @@ Status launch_tile(const KernelParams<T>& p, const Plan& plan, cudaStream_t stre
   int attribute = kMaxSmem;
   if constexpr (c.stream) {
     DeviceInfo info;
-    if (nibble::device_info(device, &info) == Status::kSuccess && info.max_smem_per_block < attribute)
-      attribute = info.max_smem_per_block;
+    if (nibble::device_info(device, &info) == Status::kSuccess &&
+        info.max_smem_per_block - kStreamStaticBytes < attribute)
+      attribute = info.max_smem_per_block - kStreamStaticBytes;
   }
   const int smem = plan.smem_bytes > 0 ? plan.smem_bytes : kMaxSmem;
   if (smem > attribute) return Status::kErrorUnsupportedDevice;

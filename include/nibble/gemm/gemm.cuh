@@ -92,7 +92,7 @@ inline Plan make_plan(const Arguments& args, const DeviceLimits& d, Mainloop mai
     // whichever table runs, so that both give the same plan) the codebook table; no fit: the mma.sync tiles.
     const int fixed = chosen.stream_fixed_bytes() + (is_codebook(args.w.format) ? chosen.table_bytes() : 0);
     int act = TileConfig::kStreamActBytes;
-    if (limit > 0 && limit - fixed < act) act = limit - fixed;
+    if (limit > 0 && limit - kStreamStaticBytes - fixed < act) act = limit - kStreamStaticBytes - fixed;
     Plan p;
     if (make_stream_plan(args.m, args.w.shape(), args.split_k, chosen, args.sm_count > 0 ? args.sm_count : d.sm_count,
                          act, fixed, args.max_workspace_bytes, &p)) {

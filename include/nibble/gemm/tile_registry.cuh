@@ -274,7 +274,7 @@ struct TileStream8 : TileStreamT<1, 2, 4, 16> {
   static constexpr const char* kName = "stream_m8";
   using Fewer = TileStream8;
 };
-struct TileStream16 : TileStreamT<2, 3, 4, 16> {
+struct TileStream16 : TileStreamT<2, 2, 4, 16> {
   static constexpr const char* kName = "stream_m16";
   using Fewer = TileStream16;
 };
@@ -364,6 +364,16 @@ enum class Mainloop : int {
   kStream = 4,         ///< the warp-streamed decode kernel (sm_80+), M <= 32 (kAuto's choice where
                        ///< stream_preferred says so); above M = 32 it runs what kAuto runs
 };
+
+/// Static shared memory of a stream kernel (its mbarriers and a flag), kept out of its dynamic budget.
+inline constexpr int kStreamStaticBytes = 1024;
+// Every stream tile with its nf4 / fp4 table fits the 227 KiB a block of an H100 / H200 may have.
+static_assert(TileStream8::kConfig.smem_bytes() + TileStream8::kConfig.table_bytes() + kStreamStaticBytes <= 232448 &&
+                  TileStream16::kConfig.smem_bytes() + TileStream16::kConfig.table_bytes() + kStreamStaticBytes <=
+                      232448 &&
+                  TileStream32::kConfig.smem_bytes() + TileStream32::kConfig.table_bytes() + kStreamStaticBytes <=
+                      232448,
+              "stream tiles fit 227 KiB");
 
 /// The largest M the warp-streamed decode kernel serves.
 inline constexpr std::int64_t kStreamMaxM = 32;
