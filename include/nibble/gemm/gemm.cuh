@@ -38,17 +38,18 @@ enum class CodebookTable : int {
 
 /// C[M, N] = A[M, K] * dequant(W)^T (+ bias[N]).
 struct Arguments {
-  std::int64_t m = 0;                                   ///< rows of A and C (tokens); any M >= 1
-  DType act_type = DType::kF16;                         ///< type of A, bias and the weight scales: kF16 or kBF16
-  const void* a = nullptr;                              ///< A [M, lda] row-major; 16-byte aligned, lda a multiple of 8
-  std::int64_t lda = 0;                                 ///< >= K
-  GemmWeights w;                                        ///< the weight, repacked for act_type (layout/repack.cuh)
-  const void* bias = nullptr;                           ///< optional bias [N] of act_type
-  void* c = nullptr;                                    ///< C [M, ldc] row-major
-  std::int64_t ldc = 0;                                 ///< >= N
-  DType out_type = DType::kF16;                         ///< act_type, or kF32 for fp32 output
-  int split_k = 0;                                      ///< 0: chosen by the heuristic; > 0: forced number of K splits
-  int sm_count = 0;                                     ///< 0: taken from the current device
+  std::int64_t m = 0;            ///< rows of A and C (tokens); any M >= 1
+  DType act_type = DType::kF16;  ///< type of A, bias and the weight scales: kF16 or kBF16
+  const void* a = nullptr;       ///< A [M, lda] row-major; 16-byte aligned, lda a multiple of 8
+  std::int64_t lda = 0;          ///< >= K
+  GemmWeights w;                 ///< the weight, repacked for act_type (layout/repack.cuh)
+  const void* bias = nullptr;    ///< optional bias [N] of act_type
+  void* c = nullptr;             ///< C [M, ldc] row-major
+  std::int64_t ldc = 0;          ///< >= N
+  DType out_type = DType::kF16;  ///< act_type, or kF32 for fp32 output
+  int split_k = 0;               ///< 0: chosen by the heuristic; > 0: forced number of K splits (the stream kernel's
+                                 ///< at least: it raises it where one K slice of A would not fit its shared memory)
+  int sm_count = 0;              ///< 0: taken from the current device
   Mainloop mainloop = Mainloop::kAuto;                  ///< kernel family; kAuto picks the fastest available
   CodebookTable codebook_table = CodebookTable::kAuto;  ///< nf4 / fp4 decode table
   /// 0: the device's opt-in limit of shared memory per block. > 0: run() uses only tiles (and nf4 / fp4
