@@ -259,7 +259,7 @@ struct TileWgLarge {  // 256 tokens x 128 weights; above a 99 KiB limit it becom
 
 // Warp-streamed decode (M <= 8 / 16 / 32): one CTA of 16 (M <= 32: 8) warps per SM over a range of weight
 // columns and a K slice; each warp streams a contiguous run of weight atoms through its own ring of copy
-// stages (2 or 3 stages of 4 atoms: 4-6 KiB in flight per warp) and multiplies them as the A operand of
+// stages (2 stages of 4 atoms: 4 KiB in flight per warp) and multiplies them as the A operand of
 // mma.m16n8k16 against 1, 2 or 4 tiles of 8 tokens (C^T = W A^T: no token padding to 16). Ring shapes from
 // tune_tiles 'stream' on the H200 (s4 g128, M = 1, K=8192 N=28672): 2 x 4 atoms 57.0 us, 3 x 4 56.4,
 // 4 x 2 66.4, 8 x 1 85.9; 4096 x 4096: 9.7 / 9.7 / 10.0 / 11.3 us. See mainloop_stream.cuh, NOTES.md.
