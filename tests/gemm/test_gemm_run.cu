@@ -285,18 +285,17 @@ TEST(Gemm_Stream, PartitionsAgainstTheOracleAndEachOther) {
   const std::vector<Config> configs = {
       {16, 64, 32, kS4, kF16, Data::kExact},     {48, 640, 64, kU4, kBF16, Data::kExact},
       {300, 1152, 128, kS4, kF16, Data::kExact}, {100, 200, kPC, kNf4, kF16, Data::kRandom},
-      {72, 992, 32, kU4, kF16, Data::kExact},    {136, 1024, 64, kFp4, kBF16, Data::kRandom}};
+      {72, 992, 32, kU4, kF16, Data::kExact},    {136, 1024, 64, kFp4, kBF16, Data::kRandom},
+      {64, 4096, 128, kNf4, kF16, Data::kRandom}};  // a K slice above 48 atoms with the register table
   const std::vector<int64_t> ms =
       quick ? std::vector<int64_t>{1, 9, 32} : std::vector<int64_t>{1, 3, 8, 9, 16, 17, 24, 32};
   struct Part {
     int split_k, sm_count, max_smem;
     gemm::CodebookTable table;
   };
-  const Part parts[] = {{0, 0, 0, gemm::CodebookTable::kAuto},
-                        {1, 1, 0, gemm::CodebookTable::kAuto},
-                        {3, 2, 0, gemm::CodebookTable::kRegisters},
-                        {5, 0, 0, gemm::CodebookTable::kSharedMemory},
-                        {0, 7, 101376, gemm::CodebookTable::kAuto}};
+  const Part parts[] = {{0, 0, 0, gemm::CodebookTable::kAuto},      {1, 1, 0, gemm::CodebookTable::kAuto},
+                        {3, 2, 0, gemm::CodebookTable::kRegisters}, {5, 0, 0, gemm::CodebookTable::kSharedMemory},
+                        {0, 0, 0, gemm::CodebookTable::kRegisters}, {0, 7, 101376, gemm::CodebookTable::kAuto}};
   for (const Config& cfg : configs) {
     const HostWeights w = make_weights(rng, cfg.f, cfg.group, cfg.n, cfg.k, cfg.act, cfg.data);
     const DeviceWeights dw = upload_and_repack(w, cfg.act);

@@ -43,7 +43,9 @@ Status launch_tile(const KernelParams<T>& p, const Plan& plan, cudaStream_t stre
     if (!p.per_channel && p.group_log2 == 5)
       kernel = Family::template kernel_g32<T, F, Tile, kUseWgmma, kSmemTable>(), variant = 1;
   }
-  constexpr int kMaxSmem = kernel_smem_bytes(F, kSmemTable, c);
+  // (A stream plan keeps room for the nf4 / fp4 table whichever table runs, so that both give the same plan:
+  // its cap counts the table in both variants.)
+  constexpr int kMaxSmem = kernel_smem_bytes(F, kSmemTable || (c.stream && is_codebook(F)), c);
   // Stream kernels launch with the plan's shared memory (their K slice), up to kMaxSmem or the device's
   // opt-in limit, whichever is smaller: the attribute is set to that once.
   int attribute = kMaxSmem;
