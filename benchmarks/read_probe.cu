@@ -6,6 +6,8 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstdio>
+#include <nibble/detail/ptx.cuh>
+#include <nibble/detail/wgmma.cuh>  // fence_proxy_async_shared
 #include <vector>
 #define CK(x)                                                       \
   do {                                                              \
@@ -15,13 +17,6 @@
       exit(1);                                                      \
     }                                                               \
   } while (0)
-__device__ uint4 ldna(const void* p) {
-  uint4 r;
-  asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];"
-               : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w)
-               : "l"(p));
-  return r;
-}
 template <int D>
 __global__ void __launch_bounds__(512, 1) rd_ldg(const unsigned char* base, long atoms, unsigned* out) {
   const int lane = threadIdx.x % 32, warp = (blockIdx.x * blockDim.x + threadIdx.x) / 32,
@@ -31,18 +26,18 @@ __global__ void __launch_bounds__(512, 1) rd_ldg(const unsigned char* base, long
   uint4 ring[D];
   unsigned acc = 0;
   for (int d = 0; d < D; ++d)
-    if (a0 + d < a1) ring[d] = ldna(p + d * 512);
+    if (a0 + d < a1) ring[d] = nibble::detail::ld_global_nc_v4(p + d * 512);
   for (long a = a0; a < a1; a += D) {
 #pragma unroll
     for (int d = 0; d < D; ++d)
       if (a + d < a1) {
         acc ^= ring[d].x + ring[d].y * 3 + ring[d].z * 5 + ring[d].w;
-        if (a + d + D < a1) ring[d] = ldna(p + (a + d + D - a0) * 512);
+        if (a + d + D < a1) ring[d] = nibble::detail::ld_global_nc_v4(p + (a + d + D - a0) * 512);
       }
   }
   if (acc == 0x12345678u) out[0] = acc;
 }
-__device__ unsigned smem_u32(const void* p) { return (unsigned)__cvta_generic_to_shared(p); }
+namespace nd = nibble::detail;
 template <int S, int CHUNK>
 __global__ void __launch_bounds__(512, 1) rd_bulk(const unsigned char* base, long atoms, unsigned* out) {
   extern __shared__ __align__(128) unsigned char sm[];
@@ -52,20 +47,17 @@ __global__ void __launch_bounds__(512, 1) rd_bulk(const unsigned char* base, lon
   long a0 = atoms * warp / W, a1 = atoms * (warp + 1) / W;
   unsigned char* ring = sm + wl * S * CHUNK * 512;
   if (lane == 0)
-    for (int s = 0; s < S; ++s) asm volatile("mbarrier.init.shared.b64 [%0], 1;" ::"r"(smem_u32(&bar[wl][s])));
-  asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+    for (int s = 0; s < S; ++s) nd::mbarrier_init(nd::smem_addr(&bar[wl][s]), 1);
+  nd::fence_mbarrier_init();
   __syncwarp();
   const long chunks = (a1 - a0 + CHUNK - 1) / CHUNK;
   auto issue = [&](long c) {
     const int s = c % S;
     long first = a0 + c * CHUNK;
     int n = (int)min((long)CHUNK, a1 - first);
-    unsigned b = smem_u32(&bar[wl][s]);
-    asm volatile("mbarrier.arrive.expect_tx.shared.b64 _, [%0], %1;" ::"r"(b), "r"(n * 512) : "memory");
-    asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::"r"(
-                     smem_u32(ring + s * CHUNK * 512)),
-                 "l"(base + first * 512), "r"(n * 512), "r"(b)
-                 : "memory");
+    const unsigned b = nd::smem_addr(&bar[wl][s]);
+    nd::mbarrier_arrive_expect_tx(b, n * 512);
+    nd::cp_async_bulk_g2s(nd::smem_addr(ring + s * CHUNK * 512), base + first * 512, n * 512, b);
   };
   if (lane == 0)
     for (long c = 0; c < S && c < chunks; ++c) issue(c);
@@ -73,9 +65,7 @@ __global__ void __launch_bounds__(512, 1) rd_bulk(const unsigned char* base, lon
   for (long c = 0; c < chunks; ++c) {
     const int s = c % S;
     const unsigned par = (c / S) & 1;
-    unsigned b = smem_u32(&bar[wl][s]);
-    asm volatile("{ .reg .pred p; W: mbarrier.try_wait.parity.shared.b64 p, [%0], %1; @!p bra W; }" ::"r"(b), "r"(par)
-                 : "memory");
+    nd::mbarrier_wait_parity(nd::smem_addr(&bar[wl][s]), par);
     int n = (int)min((long)CHUNK, a1 - (a0 + c * CHUNK));
     for (int i = 0; i < n; ++i) {
       uint4 v = *reinterpret_cast<const uint4*>(ring + s * CHUNK * 512 + i * 512 + lane * 16);
@@ -83,7 +73,7 @@ __global__ void __launch_bounds__(512, 1) rd_bulk(const unsigned char* base, lon
     }
     __syncwarp();
     if (lane == 0 && c + S < chunks) {
-      asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
+      nd::fence_proxy_async_shared();
       issue(c + S);
     }
   }
@@ -121,30 +111,16 @@ int main() {
   time("ldg D8 w16", [&](const unsigned char* p) { rd_ldg<8><<<sms, 512>>>(p, atoms, out); });
   time("ldg D16 w16", [&](const unsigned char* p) { rd_ldg<16><<<sms, 512>>>(p, atoms, out); });
   time("ldg D8 w16x2cta", [&](const unsigned char* p) { rd_ldg<8><<<2 * sms, 512>>>(p, atoms, out); });
-  {
-    auto k = rd_bulk<4, 2>;
-    int sm = 16 * 4 * 2 * 512;
-    CK(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, sm));
-    time("bulk S4 x 1KiB w16", [&](const unsigned char* p) { k<<<sms, 512, sm>>>(p, atoms, out); });
-  }
-  {
-    auto k = rd_bulk<4, 4>;
-    int sm = 16 * 4 * 4 * 512;
-    CK(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, sm));
-    time("bulk S4 x 2KiB w16", [&](const unsigned char* p) { k<<<sms, 512, sm>>>(p, atoms, out); });
-  }
-  {
-    auto k = rd_bulk<3, 8>;
-    int sm = 16 * 3 * 8 * 512;
-    CK(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, sm));
-    time("bulk S3 x 4KiB w16", [&](const unsigned char* p) { k<<<sms, 512, sm>>>(p, atoms, out); });
-  }
-  {
-    auto k = rd_bulk<2, 4>;
-    int sm = 16 * 2 * 4 * 512;
-    CK(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, sm));
-    time("bulk S2 x 2KiB w16", [&](const unsigned char* p) { k<<<sms, 512, sm>>>(p, atoms, out); });
-  }
+  // bulk variants: S stages x CHUNK atoms per warp, 16 warps per CTA, one CTA per SM
+  auto time_bulk = [&](const char* name, auto kernel, int stages, int chunk) {
+    const int smem = 16 * stages * chunk * 512;
+    CK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+    time(name, [&](const unsigned char* p) { kernel<<<sms, 512, smem>>>(p, atoms, out); });
+  };
+  time_bulk("bulk S4 x 1KiB w16", rd_bulk<4, 2>, 4, 2);
+  time_bulk("bulk S4 x 2KiB w16", rd_bulk<4, 4>, 4, 4);
+  time_bulk("bulk S3 x 4KiB w16", rd_bulk<3, 8>, 3, 8);
+  time_bulk("bulk S2 x 2KiB w16", rd_bulk<2, 4>, 2, 4);
   CK(cudaGetLastError());
   return 0;
 }

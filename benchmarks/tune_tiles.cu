@@ -120,9 +120,7 @@ double time_tile(const char* name, int m, int n, int k, Format f) {
   if (const char* sp = std::getenv("NIBBLE_SPLIT")) args.split_k = std::atoi(sp);  // forced split-K
   gemm::Plan plan;
   if constexpr (c.stream) {  // the stream kernel's plan, as gemm::make_plan makes it (1 CTA per SM)
-    const int fixed = c.stream_fixed_bytes() + (f == Format::kNf4 ? c.table_bytes() : 0);
-    if (!gemm::make_stream_plan(m, args.w.shape(), args.split_k, c, sms, c.kStreamActBytes, fixed,
-                                args.max_workspace_bytes, &plan)) {
+    if (!gemm::make_stream_plan_for(args, c, lim, &plan)) {
       printf("%s: no stream plan\n", name);
       return 0;
     }

@@ -113,51 +113,53 @@ NIBBLE_DEVICE void mma_m16n8k16_zero_c(float (&d)[4], const std::uint32_t (&a)[4
   }
 }
 
-/// 16-byte global load of data read exactly once (the stream kernel's weights): non-coherent path, not
-/// allocated in L1. (ptxas 13.0 accepts ld's .L2::evict_first only on 256-bit loads; NIBBLE_STREAM_L2_256B
-/// adds the .L2::256B prefetch-size hint, an experiment: benchmarks/NOTES.md.)
-NIBBLE_DEVICE uint4 ld_global_stream_v4(const void* p) {
-  uint4 r;
-#if defined(NIBBLE_STREAM_L2_256B)
-  asm volatile("ld.global.nc.L1::no_allocate.L2::256B.v4.u32 {%0,%1,%2,%3}, [%4];"
-               : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w)
-               : "l"(p));
-#else
-  asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];"
-               : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w)
-               : "l"(p));
-#endif
-  return r;
-}
-
-// ---- mbarrier + 1-D bulk copies (the TMA unit without a tensor map; sm_90+) ----------------------------
-#if defined(__CUDA_ARCH__) && (__CUDA_ARCH__ >= 900)
+// ---- mbarrier + 1-D bulk copies (the TMA unit without a tensor map; sm_90+, no-ops
+// elsewhere, like griddepcontrol above) ----------------------------
 /// Initializes the mbarrier at shared address `bar` for `count` arrivals.
 NIBBLE_DEVICE void mbarrier_init(std::uint32_t bar, int count) {
+#if defined(__CUDA_ARCH__) && (__CUDA_ARCH__ >= 900)
   asm volatile("mbarrier.init.shared.b64 [%0], %1;" ::"r"(bar), "r"(count) : "memory");
+#else
+  (void)bar, (void)count;
+#endif
 }
 /// Makes mbarrier initializations visible to the async proxy (the bulk copies) before their first use.
-NIBBLE_DEVICE void fence_mbarrier_init() { asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory"); }
+NIBBLE_DEVICE void fence_mbarrier_init() {
+#if defined(__CUDA_ARCH__) && (__CUDA_ARCH__ >= 900)
+  asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+#endif
+}
 /// Arrives at `bar` and adds `bytes` to the transaction count its current phase waits for.
 NIBBLE_DEVICE void mbarrier_arrive_expect_tx(std::uint32_t bar, std::uint32_t bytes) {
+#if defined(__CUDA_ARCH__) && (__CUDA_ARCH__ >= 900)
   asm volatile("mbarrier.arrive.expect_tx.shared.b64 _, [%0], %1;" ::"r"(bar), "r"(bytes) : "memory");
+#else
+  (void)bar, (void)bytes;
+#endif
 }
 /// Waits until the phase of `bar` with parity `parity` has completed.
 NIBBLE_DEVICE void mbarrier_wait_parity(std::uint32_t bar, std::uint32_t parity) {
+#if defined(__CUDA_ARCH__) && (__CUDA_ARCH__ >= 900)
   asm volatile(
       "{\n .reg .pred p;\n NIBBLE_WAIT_%=:\n mbarrier.try_wait.parity.shared.b64 p, [%0], %1;\n @!p bra "
       "NIBBLE_WAIT_%=;\n}" ::"r"(bar),
       "r"(parity)
       : "memory");
+#else
+  (void)bar, (void)parity;
+#endif
 }
 /// Bulk copy of `bytes` (a multiple of 16; both addresses 16-byte aligned) global -> shared, completing as
 /// transactions on the mbarrier `bar`.
 NIBBLE_DEVICE void cp_async_bulk_g2s(std::uint32_t smem, const void* gmem, std::uint32_t bytes, std::uint32_t bar) {
+#if defined(__CUDA_ARCH__) && (__CUDA_ARCH__ >= 900)
   asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::"r"(smem),
                "l"(gmem), "r"(bytes), "r"(bar)
                : "memory");
-}
+#else
+  (void)smem, (void)gmem, (void)bytes, (void)bar;
 #endif
+}
 
 /// 16-byte global load through the non-coherent path, not allocated in L1 (streamed data).
 NIBBLE_DEVICE uint4 ld_global_nc_v4(const void* p) {

@@ -81,6 +81,19 @@ inline Plan make_plan_for(const Arguments& args, const TileConfig& c, const Devi
                        detail::ctas_per_sm(c, is_codebook(args.w.format), d), args.max_workspace_bytes);
 }
 
+/// The plan of stream configuration c (mainloop_stream.cuh) for the arguments on a device with limits `d`:
+/// the activation slice gets what the shared-memory limit leaves after the kernel's static bytes, the
+/// partial-sum slots, the copy rings and (nf4 / fp4, whichever table runs, so that both give the same plan)
+/// the codebook table. False where that leaves no room or the workspace cap rules the plan out.
+inline bool make_stream_plan_for(const Arguments& args, const TileConfig& c, const DeviceLimits& d, Plan* out) {
+  const int limit = detail::smem_limit(args.max_smem_per_block, d.max_smem_per_block);
+  const int fixed = c.stream_fixed_bytes() + (is_codebook(args.w.format) ? c.table_bytes() : 0);
+  int act = TileConfig::kStreamActBytes;
+  if (limit > 0 && limit - kStreamStaticBytes - fixed < act) act = limit - kStreamStaticBytes - fixed;
+  return make_stream_plan(args.w.shape(), args.split_k, c, args.sm_count > 0 ? args.sm_count : d.sm_count, act, fixed,
+                          args.max_workspace_bytes, out);
+}
+
 /// The launch plan run() uses on a device with limits `d` for a resolved (non-auto) mainloop: the
 /// heuristic's tile for M, replaced by a smaller one (fit_tile) where it needs more shared memory than
 /// args.max_smem_per_block or d.max_smem_per_block (each ignored when 0) allow, then make_plan_for.
@@ -89,14 +102,8 @@ inline Plan make_plan(const Arguments& args, const DeviceLimits& d, Mainloop mai
   const int limit = detail::smem_limit(args.max_smem_per_block, d.max_smem_per_block);
   const TileConfig chosen = tile_config(kind);
   if (chosen.stream) {
-    // The activation slice gets what the limit leaves after the partial-sum slots, the weight rings and (nf4 / fp4,
-    // whichever table runs, so that both give the same plan) the codebook table; no fit: the mma.sync tiles.
-    const int fixed = chosen.stream_fixed_bytes() + (is_codebook(args.w.format) ? chosen.table_bytes() : 0);
-    int act = TileConfig::kStreamActBytes;
-    if (limit > 0 && limit - kStreamStaticBytes - fixed < act) act = limit - kStreamStaticBytes - fixed;
     Plan p;
-    if (make_stream_plan(args.m, args.w.shape(), args.split_k, chosen, args.sm_count > 0 ? args.sm_count : d.sm_count,
-                         act, fixed, args.max_workspace_bytes, &p)) {
+    if (make_stream_plan_for(args, chosen, d, &p)) {
       p.kind = kind;
       return p;
     }

@@ -189,9 +189,8 @@ inline std::size_t stream_workspace_bytes(const layout::GemmShape& s, int splits
 /// largest CTA's atoms plus (s > 1) the last CTA's read of every slice's partials for its columns, among
 /// the splits whose workspace fits the cap. Forced split_k is raised to that fewest. Returns false (no plan) where the
 /// workspace cap or the int indices of the kernel rule the stream tile out; the caller then takes another tile.
-inline bool make_stream_plan(std::int64_t m, const layout::GemmShape& s, int split_k, const TileConfig& c, int sm_count,
-                             int act_bytes, int red_and_table_bytes, std::size_t max_workspace_bytes, Plan* out) {
-  (void)m;
+inline bool make_stream_plan(const layout::GemmShape& s, int split_k, const TileConfig& c, int sm_count, int act_bytes,
+                             int red_and_table_bytes, std::size_t max_workspace_bytes, Plan* out) {
   const std::int64_t nc = s.n_pad / layout::kAtomN, ka = s.k_atoms();
   const int cap_atoms = act_bytes / c.stream_act_atom_bytes();
   if (cap_atoms < 1 || nc < 1 || ka < 1) return false;
