@@ -1,16 +1,21 @@
 // tests/quant/test_quant.cu — the quantizer (include/nibble/quant/): error bounds against bitsandbytes' own test
 // bounds, independent oracles for the encoders, double quantization, bit-exact GPU == CPU for every
-// format x input type x group x scale type, streaming, and the Status of every rejected input.
+// format x input type x group x scale type, streaming, the Status of every rejected input, and
+// QuantizeOptions::bnb_compatible against an oracle kernel written from bitsandbytes' published algorithm.
 #include <cuda_runtime.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <nibble/quant/quantize.cuh>
 #include <nibble/quant/streaming.cuh>  // quantize_streaming (quantize.cuh stops including it)
+#include <random>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "common/gpu.hpp"
@@ -671,6 +676,714 @@ TEST(Quant_streaming_u4_g128_f16, PinnedMatchesPlainQuantizer) {
 TEST(Quant_streaming_s4_perchannel_f16, PageableMatchesPlainQuantizer) {
   NIBBLE_REQUIRE_GPU();
   run_streaming({Format::kS4, kPerChannel, DType::kBF16, false}, false);
+}
+
+// ---- bitsandbytes-compatible quantization (QuantizeOptions::bnb_compatible) -------------------------------
+//
+// The oracle is bitsandbytes' CUDA kQuantizeBlockwise written here from its published algorithm
+// (csrc/kernels.cu: kQuantizeBlockwise, dQuantizeNF4, dQuantizeFP4, dQuantize<0>; bitsandbytes/functional.py:
+// quantize_4bit with compress_statistics = quantize_blockwise(absmax - absmax.mean(), blocksize=256)), not from
+// nibble's quant/group.cuh: one CUDA block per quantization block, a shared-memory max, the encoders as
+// bitsandbytes' decision trees, and every fp32 operation spelled as the PTX instruction that bitsandbytes'
+// --use_fast_math build makes of it (abs.ftz, max.ftz, rcp.approx.ftz for `1.0f / absmax`, mul.rn.ftz,
+// add.rn.ftz). Test data: N(0, 1) groups, and groups whose values sit exactly on (and one representable value
+// either side of) the decision thresholds times the group's absmax, in the input type; for fp32 / bf16 inputs
+// also fp32 subnormals and products below 2^-126, where ftz decides.
+
+__device__ __forceinline__ float ptx_abs_ftz(float x) {
+  float r;
+  asm("abs.ftz.f32 %0, %1;" : "=f"(r) : "f"(x));
+  return r;
+}
+__device__ __forceinline__ float ptx_max_ftz(float a, float b) {
+  float r;
+  asm("max.ftz.f32 %0, %1, %2;" : "=f"(r) : "f"(a), "f"(b));
+  return r;
+}
+__device__ __forceinline__ float ptx_rcp_approx_ftz(float x) {
+  float r;
+  asm("rcp.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(x));
+  return r;
+}
+__device__ __forceinline__ float ptx_mul_ftz(float a, float b) {
+  float r;
+  asm("mul.rn.ftz.f32 %0, %1, %2;" : "=f"(r) : "f"(a), "f"(b));
+  return r;
+}
+__device__ __forceinline__ float ptx_add_ftz(float a, float b) {
+  float r;
+  asm("add.rn.ftz.f32 %0, %1, %2;" : "=f"(r) : "f"(a), "f"(b));
+  return r;
+}
+
+/// bitsandbytes' NF4 decision tree (strict `>` at each of the 15 midpoints; NaN falls to code 0).
+__device__ unsigned oracle_bnb_nf4(float x) {
+  if (x > 0.03979014977812767f) {
+    if (x > 0.3893125355243683f) {
+      if (x > 0.6427869200706482f) return x > 0.8614784181118011f ? 15u : 14u;
+      return x > 0.5016634166240692f ? 13u : 12u;
+    }
+    if (x > 0.2035212516784668f) return x > 0.2920137718319893f ? 11u : 10u;
+    return x > 0.1202552504837513f ? 9u : 8u;
+  }
+  if (x > -0.33967943489551544f) {
+    if (x > -0.13791173323988914f) return x > -0.045525018125772476f ? 7u : 6u;
+    return x > -0.23460740596055984f ? 5u : 4u;
+  }
+  if (x > -0.6106329262256622f) return x > -0.4599952697753906f ? 3u : 2u;
+  return x > -0.8480964004993439f ? 1u : 0u;
+}
+
+/// bitsandbytes' FP4 decision tree: sign bit 8 from `x < 0`, then the magnitude code of |x| (0, 1/192: code 1,
+/// 1/6: 6, 1/4: 7, 1/3: 4, 1/2: 5, 2/3: 2, 1: 3).
+__device__ unsigned oracle_bnb_fp4(float x) {
+  const unsigned sign = x < 0.0f ? 8u : 0u;
+  const float a = ptx_abs_ftz(x);
+  unsigned c;
+  if (a > 0.29166667f) {
+    if (a > 0.583333f)
+      c = a > 0.8333333f ? 3u : 2u;
+    else
+      c = a > 0.4166667f ? 5u : 4u;
+  } else if (a > 0.0859375f) {
+    c = a > 0.20833333f ? 7u : 6u;
+  } else {
+    c = a > 0.00260417f ? 1u : 0u;
+  }
+  return c + sign;
+}
+
+/// bitsandbytes' dQuantize<0>: a 7-step binary search from entry 127 of the sorted 256-entry map, then the
+/// nearer of the final entry and its neighbour, the midpoint (a + b) * 0.5f compared strictly.
+__device__ int oracle_bnb_dynamic(const float* map, float x) {
+  int p = 127, hi = 255, lo = 0;
+  float hi_v = 1.0f, lo_v = -1.0f;
+  float v = map[p];
+  for (int step = 64; step >= 1; step /= 2) {
+    if (x > v) {
+      lo = p;
+      lo_v = v;
+      p += step;
+    } else {
+      hi = p;
+      hi_v = v;
+      p -= step;
+    }
+    v = map[p];
+  }
+  if (hi == 255) hi_v = map[255];
+  if (lo == 0) lo_v = map[0];
+  if (x > v) return x > ptx_mul_ftz(ptx_add_ftz(hi_v, v), 0.5f) ? hi : p;
+  return x < ptx_mul_ftz(ptx_add_ftz(lo_v, v), 0.5f) ? lo : p;
+}
+
+constexpr int kOracleThreads = 64;
+
+/// Oracle first level: grid (k / g, n), kOracleThreads threads; codes_o [n, k] one code per byte,
+/// absmax_o [n, k / g].
+template <class T>
+__global__ void oracle_bnb_quantize_4bit(const T* x, std::int64_t ld, std::int64_t k, int g, bool nf4,
+                                         std::uint8_t* codes_o, float* absmax_o) {
+  __shared__ float sMax[kOracleThreads];
+  __shared__ float sInv;
+  const std::int64_t r = blockIdx.y, j = blockIdx.x;
+  const T* gX = x + r * ld + j * g;
+  float m = -3.402823466e38f;  // bitsandbytes starts its per-thread max at -FLT_MAX
+  for (int e = int(threadIdx.x); e < g; e += kOracleThreads) m = ptx_max_ftz(m, ptx_abs_ftz(to_float(gX[e])));
+  sMax[threadIdx.x] = m;
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    float a = sMax[0];
+    for (int t = 1; t < kOracleThreads; ++t) a = ptx_max_ftz(a, sMax[t]);
+    absmax_o[r * (k / g) + j] = a;
+    sInv = ptx_rcp_approx_ftz(a);  // `1.0f / local_abs_max` under --use_fast_math
+  }
+  __syncthreads();
+  for (int e = int(threadIdx.x); e < g; e += kOracleThreads) {
+    const float xn = ptx_mul_ftz(to_float(gX[e]), sInv);
+    codes_o[r * k + j * g + e] = std::uint8_t(nf4 ? oracle_bnb_nf4(xn) : oracle_bnb_fp4(xn));
+  }
+}
+
+/// Oracle second level: quantize_blockwise(scales - offset, blocksize=256) with the signed dynamic map. One
+/// block of 256 threads per 256-block.
+__global__ void oracle_bnb_quantize_8bit(const float* scales, std::int64_t num_scales, float offset, DynamicMap map,
+                                         std::uint8_t* codes_o, float* absmax2_o) {
+  __shared__ float sMap[256];
+  __shared__ float sMax[256];
+  __shared__ float sInv;
+  const std::int64_t i = std::int64_t(blockIdx.x) * 256 + threadIdx.x;
+  const bool valid = i < num_scales;
+  const float v = valid ? __fsub_rn(scales[i], offset) : 0.0f;  // torch's `absmax - offset`: IEEE, no ftz
+  sMap[threadIdx.x] = map.v[threadIdx.x];
+  sMax[threadIdx.x] = ptx_max_ftz(-3.402823466e38f, ptx_abs_ftz(v));  // past the end: bitsandbytes loads 0
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    float a = sMax[0];
+    for (int t = 1; t < 256; ++t) a = ptx_max_ftz(a, sMax[t]);
+    absmax2_o[blockIdx.x] = a;
+    sInv = ptx_rcp_approx_ftz(a);
+  }
+  __syncthreads();
+  if (valid) codes_o[i] = std::uint8_t(oracle_bnb_dynamic(sMap, ptx_mul_ftz(v, sInv)));
+}
+
+/// bitsandbytes' decision thresholds, for building tie inputs (the FP4 ones apply to |x|).
+constexpr float kBnbNf4Thresholds[15] = {
+    -0.8480964004993439f,  -0.6106329262256622f,   -0.4599952697753906f, -0.33967943489551544f, -0.23460740596055984f,
+    -0.13791173323988914f, -0.045525018125772476f, 0.03979014977812767f, 0.1202552504837513f,   0.2035212516784668f,
+    0.2920137718319893f,   0.3893125355243683f,    0.5016634166240692f,  0.6427869200706482f,   0.8614784181118011f};
+constexpr float kBnbFp4Thresholds[7] = {0.00260417f, 0.0859375f, 0.20833333f, 0.29166667f,
+                                        0.4166667f,  0.583333f,  0.8333333f};
+
+/// `t` moved `steps` (-1, 0, 1) representable values of T away from zero (toward zero if negative).
+template <class T>
+T nudge(T t, int steps) {
+  using Bits = std::conditional_t<sizeof(T) == 4, std::uint32_t, std::uint16_t>;
+  static_assert(sizeof(T) == sizeof(Bits), "fp32, fp16 or bf16");
+  Bits b;
+  std::memcpy(&b, &t, sizeof b);
+  const Bits sign = Bits(Bits(1) << (8 * sizeof(Bits) - 1));
+  const Bits mag = Bits(b & Bits(~sign));
+  if (mag == 0) return t;
+  b = Bits((b & sign) | Bits(mag + Bits(steps)));
+  std::memcpy(&t, &b, sizeof b);
+  return t;
+}
+
+/// [n, ld] input in T for the bnb tests. Groups (r, j) by (r * groups + j) % 4: 0 N(0, 1); 1, 2 ties with an
+/// absmax from a fixed list (small fractions, so x / absmax is short: 1, 3, 12, ...); 3 ties with a random
+/// absmax. Each tie group: element 0 = +-absmax, the rest round_T(threshold * absmax) nudged by -1, 0 or +1
+/// representable values (FP4: random sign). For fp32 / bf16 (`wide`) the last two rows are special: row n-1
+/// holds fp32 subnormals only (bitsandbytes' ftz makes its absmax 0); row n-2 groups have absmax 2^100 and
+/// values -m * 2^-40, whose normalized value (about 2^-140) is subnormal and flushed to -0 (FP4 code 0, not 8),
+/// and one subnormal input per group next to a normal absmax.
+template <class T>
+std::vector<T> bnb_test_matrix(Format f, std::int64_t n, std::int64_t k, std::int64_t ld, std::int64_t g) {
+  auto rng = nibble_test_rng();
+  std::vector<T> x = convert<T>(nibble_test_normal(rng, std::size_t(n * ld)));
+  std::uniform_int_distribution<int> pick(0, 1 << 30);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  constexpr float kAbsmax[] = {1.0f, 3.0f, 12.0f, 6.0f, 10.0f, 7.0f, 0.75f, 2.5f, 0.1f, 5.5f, 0.3f, 1.5f, 2.0f, 0.5f};
+  constexpr int kAbsmaxCount = int(sizeof(kAbsmax) / sizeof(kAbsmax[0]));
+  const bool nf4 = f == Format::kNf4;
+  const float* th = nf4 ? kBnbNf4Thresholds : kBnbFp4Thresholds;
+  const int th_count = nf4 ? 15 : 7;
+  const bool wide = !std::is_same_v<T, __half>;
+  const std::int64_t groups = k / g;
+  for (std::int64_t r = 0; r < n; ++r) {
+    for (std::int64_t j = 0; j < groups; ++j) {
+      T* grp = x.data() + r * ld + j * g;
+      if (wide && r == n - 1) {  // fp32 subnormals only: +-m * 2^-133, m in [1, 127] (exact in bf16 too)
+        for (std::int64_t e = 0; e < g; ++e) {
+          const float v = std::ldexp(float(1 + pick(rng) % 127), -133);
+          grp[e] = from_float<T>(pick(rng) % 2 ? v : -v);
+        }
+        continue;
+      }
+      if (wide && r == n - 2) {  // absmax 2^100, products below 2^-126, one subnormal input
+        grp[0] = from_float<T>(std::ldexp(1.0f, 100));
+        for (std::int64_t e = 1; e < g; ++e) grp[e] = from_float<T>(-std::ldexp(float(1 + pick(rng) % 127), -40));
+        grp[1] = from_float<T>(-std::ldexp(1.0f, -130));
+        continue;
+      }
+      const int kind = int((r * groups + j) % 4);
+      if (kind == 0) continue;
+      float a = kind == 3 ? std::fabs(normal(rng)) * 4.0f + 0.05f : kAbsmax[pick(rng) % kAbsmaxCount];
+      a = to_float(from_float<T>(a));
+      grp[0] = from_float<T>(pick(rng) % 2 ? a : -a);
+      for (std::int64_t e = 1; e < g; ++e) {
+        float t = th[pick(rng) % th_count];
+        if (!nf4 && pick(rng) % 2) t = -t;
+        const T v = from_float<T>(static_cast<float>(double(t) * double(a)));
+        grp[e] = nudge(v, pick(rng) % 3 - 1);
+      }
+      if (wide && kind == 3) grp[g - 1] = from_float<T>(-std::ldexp(1.0f, -128));  // a subnormal input
+    }
+  }
+  return x;
+}
+
+/// 4-bit code (r, kk) of a plain-layout packed matrix (host memory).
+unsigned code_at(const PackedMatrix& m, std::int64_t r, std::int64_t kk) {
+  const std::uint8_t byte = m.codes[r * m.ld_codes + kk / 2];
+  return (kk % 2 == 0 ? byte : byte >> 4) & 0xFu;
+}
+
+std::uint32_t bits_of(float v) {
+  std::uint32_t b;
+  std::memcpy(&b, &v, 4);
+  return b;
+}
+
+struct BnbCase {
+  Format format;
+  DType input;
+  int group;
+};
+
+std::string bnb_case_name(const ::testing::TestParamInfo<BnbCase>& info) {
+  const BnbCase& c = info.param;
+  const char* in = c.input == DType::kF32 ? "f32" : c.input == DType::kF16 ? "f16" : "bf16";
+  return std::string(to_string(c.format)) + (c.group == kPerChannel ? "_perchannel" : "_g" + std::to_string(c.group)) +
+         "_in_" + in;
+}
+
+std::vector<BnbCase> all_bnb_cases() {
+  std::vector<BnbCase> v;
+  for (Format f : {Format::kNf4, Format::kFp4})
+    for (DType in : {DType::kF32, DType::kF16, DType::kBF16})
+      for (int g : {32, 64, 128, 256, kPerChannel}) v.push_back({f, in, g});
+  return v;
+}
+
+/// Quantizes x [n, k] (host, pitch ld) on the GPU with `opt` into a host copy of the packed matrix.
+template <class T>
+void gpu_quantize_to_host(const std::vector<T>& x, std::int64_t ld, const QuantParams& p, const QuantizeOptions& opt,
+                          HostPacked& out) {
+  const std::int64_t n = out.m.n, k = out.m.k;
+  const PackedBytes b = packed_bytes(n, k, p);
+  ASSERT_EQ(b.status, Status::kSuccess);
+  DeviceBuffer d_x(x.size() * sizeof(T)), d_packed(b.total);
+  ASSERT_EQ(cudaMemcpy(d_x.data, x.data(), d_x.bytes, cudaMemcpyHostToDevice), cudaSuccess);
+  ASSERT_EQ(cudaMemset(d_packed.data, 0xA5, b.total), cudaSuccess);
+  PackedMatrix dm;
+  ASSERT_EQ(carve_packed_matrix(n, k, p, d_packed.data, b.total, &dm), Status::kSuccess);
+  std::size_t ws_bytes = 0;
+  ASSERT_EQ(get_quantize_workspace_size(dm, &ws_bytes), Status::kSuccess);
+  DeviceBuffer d_ws(ws_bytes);
+  ASSERT_EQ(quantize(static_cast<const T*>(d_x.data), ld, dm, opt, d_ws.data, ws_bytes, nullptr), Status::kSuccess);
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  ASSERT_EQ(out.buf.bytes, b.total);
+  ASSERT_EQ(cudaMemcpy(out.buf.data, d_packed.data, b.total, cudaMemcpyDeviceToHost), cudaSuccess);
+}
+
+/// The oracle's first level on x [n, k] (host, pitch ld): codes [n * k] one per byte, absmax [n * k / g].
+template <class T>
+void oracle_first_level(const std::vector<T>& x, std::int64_t n, std::int64_t k, std::int64_t ld, std::int64_t g,
+                        Format f, std::vector<std::uint8_t>* codes, std::vector<float>* absmax) {
+  DeviceBuffer d_x(x.size() * sizeof(T)), d_codes{std::size_t(n * k)}, d_absmax(std::size_t(n * (k / g)) * 4);
+  ASSERT_EQ(cudaMemcpy(d_x.data, x.data(), d_x.bytes, cudaMemcpyHostToDevice), cudaSuccess);
+  ASSERT_EQ(cudaMemset(d_codes.data, 0xFF, d_codes.bytes), cudaSuccess);
+  oracle_bnb_quantize_4bit<T><<<dim3(unsigned(k / g), unsigned(n)), kOracleThreads>>>(
+      static_cast<const T*>(d_x.data), ld, k, int(g), f == Format::kNf4, static_cast<std::uint8_t*>(d_codes.data),
+      static_cast<float*>(d_absmax.data));
+  ASSERT_EQ(cudaGetLastError(), cudaSuccess);
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  codes->resize(d_codes.bytes);
+  absmax->resize(std::size_t(n * (k / g)));
+  ASSERT_EQ(cudaMemcpy(codes->data(), d_codes.data, d_codes.bytes, cudaMemcpyDeviceToHost), cudaSuccess);
+  ASSERT_EQ(cudaMemcpy(absmax->data(), d_absmax.data, d_absmax.bytes, cudaMemcpyDeviceToHost), cudaSuccess);
+}
+
+/// The oracle's second level on `scales` (host) with `offset`: codes [S], absmax2 [ceil(S / 256)].
+void oracle_second_level(const float* scales, std::int64_t num_scales, float offset, std::vector<std::uint8_t>* codes,
+                         std::vector<float>* absmax2) {
+  const std::int64_t blocks = (num_scales + 255) / 256;
+  DeviceBuffer d_s(std::size_t(num_scales) * 4), d_codes{std::size_t(num_scales)}, d_a2(std::size_t(blocks) * 4);
+  ASSERT_EQ(cudaMemcpy(d_s.data, scales, d_s.bytes, cudaMemcpyHostToDevice), cudaSuccess);
+  oracle_bnb_quantize_8bit<<<unsigned(blocks), 256>>>(static_cast<const float*>(d_s.data), num_scales, offset,
+                                                      dynamic_map(), static_cast<std::uint8_t*>(d_codes.data),
+                                                      static_cast<float*>(d_a2.data));
+  ASSERT_EQ(cudaGetLastError(), cudaSuccess);
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  codes->resize(std::size_t(num_scales));
+  absmax2->resize(std::size_t(blocks));
+  ASSERT_EQ(cudaMemcpy(codes->data(), d_codes.data, d_codes.bytes, cudaMemcpyDeviceToHost), cudaSuccess);
+  ASSERT_EQ(cudaMemcpy(absmax2->data(), d_a2.data, d_a2.bytes, cudaMemcpyDeviceToHost), cudaSuccess);
+}
+
+template <class T>
+void run_bnb_case(const BnbCase& c, std::int64_t n, std::int64_t k, std::int64_t ld) {
+  SCOPED_TRACE("n=" + std::to_string(n) + " k=" + std::to_string(k) + " ld=" + std::to_string(ld));
+  const std::int64_t g = effective_group(c.group, k);
+  const QuantParams p{c.format, c.group, DType::kF32, false};
+  const std::vector<T> x = bnb_test_matrix<T>(c.format, n, k, ld, g);
+  std::vector<std::uint8_t> want;
+  std::vector<float> want_absmax;
+  oracle_first_level<T>(x, n, k, ld, g, c.format, &want, &want_absmax);
+  if (::testing::Test::HasFatalFailure()) return;
+
+  QuantizeOptions bnb;
+  bnb.bnb_compatible = true;
+  HostPacked got(n, k, p), def(n, k, p), cpu_def(n, k, p), cpu_bnb(n, k, p);
+  gpu_quantize_to_host<T>(x, ld, p, bnb, got);
+  gpu_quantize_to_host<T>(x, ld, p, QuantizeOptions{}, def);
+  if (::testing::Test::HasFatalFailure()) return;
+  ASSERT_EQ(quantize_cpu(x.data(), ld, cpu_def.m), Status::kSuccess);
+  ASSERT_EQ(quantize_cpu(x.data(), ld, cpu_bnb.m, bnb), Status::kSuccess);
+
+  const std::int64_t groups = k / g;
+  int bad_scales = 0;
+  for (std::int64_t si = 0; si < n * groups; ++si) {
+    const float s = static_cast<const float*>(got.m.scales)[si];
+    if (bits_of(s) != bits_of(want_absmax[std::size_t(si)]) && bad_scales++ < 5)
+      ADD_FAILURE() << "absmax of group " << si << ": nibble " << s << ", bitsandbytes "
+                    << want_absmax[std::size_t(si)];
+  }
+  std::int64_t bad = 0, default_differs = 0, cpu_bnb_differs = 0;
+  for (std::int64_t r = 0; r < n; ++r) {
+    for (std::int64_t kk = 0; kk < k; ++kk) {
+      const unsigned w = want[std::size_t(r * k + kk)];
+      const unsigned gcode = code_at(got.m, r, kk);
+      if (gcode != w && bad++ < 8) {
+        const float xv = to_float(x[std::size_t(r * ld + kk)]);
+        const float a = want_absmax[std::size_t(r * groups + kk / g)];
+        ADD_FAILURE() << "code (" << r << ", " << kk << "): nibble bnb_compatible " << gcode << ", bitsandbytes " << w
+                      << "; x = " << xv << " (0x" << std::hex << bits_of(xv) << "), absmax = " << a << " (0x"
+                      << bits_of(a) << std::dec << ")";
+      }
+      default_differs += code_at(def.m, r, kk) != w;
+      cpu_bnb_differs += code_at(cpu_bnb.m, r, kk) != gcode;
+    }
+  }
+  EXPECT_EQ(bad, 0) << "codes differing from the bitsandbytes oracle, of " << n * k;
+  // The default rule is unchanged: the GPU equals the CPU reference bit for bit on the same (tie) data.
+  expect_packed_equal(def, cpu_def);
+  std::printf(
+      "[nibble] %s %s g%lld ld=%lld: bnb_compatible == oracle on %lld codes; default rule differs from "
+      "bitsandbytes on %lld codes, the CPU bnb path (IEEE reciprocal) from the GPU on %lld\n",
+      to_string(c.format),
+      c.input == DType::kF32   ? "f32"
+      : c.input == DType::kF16 ? "f16"
+                               : "bf16",
+      static_cast<long long>(g), static_cast<long long>(ld), static_cast<long long>(n * k - bad),
+      static_cast<long long>(default_differs), static_cast<long long>(cpu_bnb_differs));
+  // By construction (row n-2: products below 2^-126 of negative values) the default FP4 rule keeps the sign
+  // bit where bitsandbytes' ftz makes the code 0: the option matters for fp32 / bf16 inputs.
+  if (c.format == Format::kFp4 && c.input != DType::kF16) EXPECT_GT(default_differs, 0);
+}
+
+class QuantBnbGpu : public ::testing::TestWithParam<BnbCase> {};
+
+TEST_P(QuantBnbGpu, CodesMatchBitsandbytesOracle) {
+  NIBBLE_REQUIRE_GPU();
+  const BnbCase& c = GetParam();
+  const std::int64_t n = 64, k = c.group == kPerChannel ? 1024 : 768;
+  for (std::int64_t ld : {k + 8, k + 5}) {  // vector loads, then scalar ones
+    switch (c.input) {
+      case DType::kF32:
+        run_bnb_case<float>(c, n, k, ld);
+        break;
+      case DType::kF16:
+        run_bnb_case<__half>(c, n, k, ld);
+        break;
+      case DType::kBF16:
+        run_bnb_case<__nv_bfloat16>(c, n, k, ld);
+        break;
+    }
+    if (::testing::Test::HasFailure()) return;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Bnb, QuantBnbGpu, ::testing::ValuesIn(all_bnb_cases()), bnb_case_name);
+
+/// fp64 sum of `count` floats, in order (the tests' own; nibble's order is a tree).
+double sum_f64(const float* v, std::int64_t count) {
+  double s = 0.0;
+  for (std::int64_t i = 0; i < count; ++i) s += double(v[i]);
+  return s;
+}
+
+/// bitsandbytes' compress_statistics on the GPU, both ways of getting the offset, nf4 and fp4.
+TEST(QuantBnbGpu_dq, SecondLevelMatchesOracle) {
+  NIBBLE_REQUIRE_GPU();
+  const std::int64_t n = 300, k = 1024, ld = k + 8;  // 4800 scales: 19 blocks of 256, the last partial
+  for (Format f : {Format::kNf4, Format::kFp4}) {
+    SCOPED_TRACE(to_string(f));
+    const QuantParams p{f, 64, DType::kF32, true};
+    const std::vector<__half> x = bnb_test_matrix<__half>(f, n, k, ld, 64);
+    std::vector<std::uint8_t> want1;
+    std::vector<float> want_absmax;
+    oracle_first_level<__half>(x, n, k, ld, 64, f, &want1, &want_absmax);
+    if (::testing::Test::HasFatalFailure()) return;
+    const std::int64_t S = n * (k / 64);
+    const float* oracle_scales = want_absmax.data();
+
+    // (a) No override: offset = float(sum) * (1.0f / S), torch's last step, from the correctly rounded sum.
+    QuantizeOptions bnb;
+    bnb.bnb_compatible = true;
+    HostPacked got(n, k, p);
+    gpu_quantize_to_host<__half>(x, ld, p, bnb, got);
+    if (::testing::Test::HasFatalFailure()) return;
+    const float* scales = static_cast<const float*>(got.m.scales);  // the fp32 first level (scratch)
+    for (std::int64_t i = 0; i < S; ++i) ASSERT_EQ(bits_of(scales[i]), bits_of(oracle_scales[i])) << "scale " << i;
+    const float want_offset =
+        static_cast<float>(sum_f64(oracle_scales, S)) * (1.0f / static_cast<float>(S));  // fp32 multiply
+    EXPECT_EQ(bits_of(*got.m.dq.offset), bits_of(want_offset))
+        << "offset " << *got.m.dq.offset << ", want " << want_offset;
+    std::vector<std::uint8_t> want2;
+    std::vector<float> want_absmax2;
+    oracle_second_level(oracle_scales, S, *got.m.dq.offset, &want2, &want_absmax2);
+    if (::testing::Test::HasFatalFailure()) return;
+    int bad = 0;
+    for (std::int64_t i = 0; i < S; ++i)
+      if (got.m.dq.codes[i] != want2[std::size_t(i)] && bad++ < 5)
+        ADD_FAILURE() << "dq code " << i << ": nibble " << int(got.m.dq.codes[i]) << ", bitsandbytes "
+                      << int(want2[std::size_t(i)]);
+    for (std::size_t b = 0; b < want_absmax2.size(); ++b)
+      EXPECT_EQ(bits_of(got.m.dq.absmax2[b]), bits_of(want_absmax2[b])) << "absmax2 block " << b;
+    for (std::int64_t r = 0; r < n && bad == 0; ++r)
+      for (std::int64_t kk = 0; kk < k; ++kk)
+        if (code_at(got.m, r, kk) != want1[std::size_t(r * k + kk)] && bad++ < 5)
+          ADD_FAILURE() << "code (" << r << ", " << kk << ")";
+
+    // (b) With the caller's offset (here: a sequential fp32 sum times 1 / S, a value a torch mean could give;
+    // nudged by one ulp so that it differs from (a)): stored as given, and the second level uses it.
+    float seq = 0.0f;
+    for (std::int64_t i = 0; i < S; ++i) seq += oracle_scales[i];
+    const float override_offset = std::nextafter(seq * (1.0f / static_cast<float>(S)), 1.0f);
+    QuantizeOptions bnb_o = bnb;
+    bnb_o.dq_offset_override = override_offset;
+    HostPacked got_o(n, k, p);
+    gpu_quantize_to_host<__half>(x, ld, p, bnb_o, got_o);
+    if (::testing::Test::HasFatalFailure()) return;
+    EXPECT_EQ(bits_of(*got_o.m.dq.offset), bits_of(override_offset));
+    oracle_second_level(oracle_scales, S, override_offset, &want2, &want_absmax2);
+    if (::testing::Test::HasFatalFailure()) return;
+    bad = 0;
+    for (std::int64_t i = 0; i < S; ++i)
+      if (got_o.m.dq.codes[i] != want2[std::size_t(i)] && bad++ < 5)
+        ADD_FAILURE() << "dq code " << i << " (override): nibble " << int(got_o.m.dq.codes[i]) << ", bitsandbytes "
+                      << int(want2[std::size_t(i)]);
+    for (std::size_t b = 0; b < want_absmax2.size(); ++b)
+      EXPECT_EQ(bits_of(got_o.m.dq.absmax2[b]), bits_of(want_absmax2[b])) << "absmax2 block " << b << " (override)";
+  }
+}
+
+/// quantize_streaming passes the options through: bnb_compatible + double quant + override, fp4, fp16.
+TEST(QuantBnbGpu_streaming_fp4_b64_dq_f16, MatchesPlainQuantizer) {
+  NIBBLE_REQUIRE_GPU();
+  const std::int64_t n = 256, k = 1024, ld = k + 8;
+  const QuantParams p{Format::kFp4, 64, DType::kF32, true};
+  const std::vector<__half> x = bnb_test_matrix<__half>(p.format, n, k, ld, 64);
+  QuantizeOptions opt;
+  opt.bnb_compatible = true;
+  opt.dq_offset_override = 0.75f;
+  HostPacked plain(n, k, p);
+  gpu_quantize_to_host<__half>(x, ld, p, opt, plain);
+  if (::testing::Test::HasFatalFailure()) return;
+  const PackedBytes b = packed_bytes(n, k, p);
+  const std::size_t staging_bytes = 16 * 1024;  // two 8 KiB halves: 4 rows of 2 KiB per chunk
+  DeviceBuffer d_packed(b.total), d_staging(staging_bytes);
+  ASSERT_EQ(cudaMemset(d_packed.data, 0xA5, b.total), cudaSuccess);
+  PackedMatrix dm;
+  ASSERT_EQ(carve_packed_matrix(n, k, p, d_packed.data, b.total, &dm), Status::kSuccess);
+  ASSERT_EQ(quantize_streaming(x.data(), ld, dm, opt, d_staging.data, staging_bytes, nullptr), Status::kSuccess);
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  HostPacked streamed(n, k, p);
+  ASSERT_EQ(cudaMemcpy(streamed.buf.data, d_packed.data, b.total, cudaMemcpyDeviceToHost), cudaSuccess);
+  expect_packed_equal(streamed, plain);
+  EXPECT_EQ(*streamed.m.dq.offset, 0.75f);
+}
+
+// ---- CPU: bnb_compatible's API and the host side of its rule ------------------------------------------------
+
+TEST(Quant_bnb_api, RejectsBadOptionCombinations) {
+  const std::int64_t n = 8, k = 256;
+  std::vector<float> x(std::size_t(n * k), 0.5f);
+  const float* xp = x.data();
+  QuantizeOptions bnb;
+  bnb.bnb_compatible = true;
+  QuantizeOptions offset_only;
+  offset_only.dq_offset_override = 0.25f;
+  alignas(256) static unsigned char staging[1 << 16];
+  // Every entry point returns the same Status before any CUDA call.
+  auto all = [&](const PackedMatrix& m, const QuantizeOptions& o, Status want, const char* what) {
+    EXPECT_EQ(can_implement_quantize(xp, k, m, o), want) << what;
+    EXPECT_EQ(quantize_cpu(xp, k, m, o), want) << what;
+    EXPECT_EQ(quantize(xp, k, m, o, staging, sizeof staging, nullptr), want) << what;
+    EXPECT_EQ(quantize_streaming(xp, k, m, o, staging, sizeof staging, nullptr), want) << what;
+  };
+  for (Format f : {Format::kS4, Format::kU4}) {
+    HostPacked hp(n, k, {f, 64, DType::kF16, false});
+    all(hp.m, bnb, Status::kErrorUnsupportedFormat, "bnb_compatible with s4 / u4");
+  }
+  for (DType st : {DType::kF16, DType::kBF16}) {
+    HostPacked hp(n, k, {Format::kNf4, 64, st, false});
+    all(hp.m, bnb, Status::kErrorUnsupportedFormat, "bnb_compatible with 16-bit scales");
+  }
+  HostPacked plain(n, k, {Format::kFp4, 64, DType::kF32, false});
+  all(plain.m, offset_only, Status::kErrorInvalidArgument, "dq_offset_override without double quant");
+  QuantizeOptions bnb_offset = bnb;
+  bnb_offset.dq_offset_override = 0.25f;
+  all(plain.m, bnb_offset, Status::kErrorInvalidArgument, "dq_offset_override without double quant (bnb)");
+  HostPacked dq(n, k, {Format::kNf4, 64, DType::kF32, true});
+  for (float bad : {NAN, INFINITY, -INFINITY}) {
+    QuantizeOptions o = bnb;
+    o.dq_offset_override = bad;
+    all(dq.m, o, Status::kErrorInvalidArgument, "non-finite dq_offset_override");
+  }
+  // The matrix's own errors still come first (documented order), then the options'.
+  PackedMatrix broken = dq.m;
+  broken.codes = nullptr;
+  EXPECT_EQ(can_implement_quantize(xp, k, broken, offset_only), Status::kErrorNullPointer);
+  HostPacked s4(n, k, {Format::kS4, 64, DType::kF16, false});
+  EXPECT_EQ(can_implement_quantize(xp, k - 2, s4.m, bnb), Status::kErrorLeadingDimension);
+  // Valid combinations.
+  EXPECT_EQ(can_implement_quantize(xp, k, plain.m, bnb), Status::kSuccess);
+  EXPECT_EQ(can_implement_quantize(xp, k, dq.m, bnb_offset), Status::kSuccess);
+  EXPECT_EQ(can_implement_quantize(xp, k, dq.m, offset_only), Status::kSuccess);
+  EXPECT_EQ(quantize_cpu(xp, k, dq.m, bnb_offset), Status::kSuccess);
+  if (!nibble_test_has_gpu()) {
+    EXPECT_EQ(quantize(xp, k, plain.m, bnb, nullptr, 0, nullptr), Status::kErrorUnsupportedDevice);
+  }
+}
+
+TEST(Quant_bnb_cpu, DefaultOptionsAreTheDefaultRule) {
+  const std::int64_t n = 32, k = 512;
+  const auto x = randn_matrix(n, k);
+  for (Format f : {Format::kS4, Format::kU4, Format::kNf4, Format::kFp4}) {
+    for (bool dq : {false, true}) {
+      if (dq && !is_codebook(f)) continue;
+      const QuantParams p{f, 64, DType::kF32, dq};
+      HostPacked a(n, k, p), b(n, k, p);
+      ASSERT_EQ(quantize_cpu(x.data(), k, a.m), Status::kSuccess);
+      ASSERT_EQ(quantize_cpu(x.data(), k, b.m, QuantizeOptions{}), Status::kSuccess);
+      expect_packed_equal(a, b);
+    }
+  }
+}
+
+TEST(Quant_bnb_cpu, PowerOfTwoAbsmaxGivesTheDefaultCodes) {
+  // With an absmax that is a power of two, 1 / absmax is exact either way and normal inputs never meet ftz, so
+  // bnb_compatible's host path gives the default codes: the two rules differ only where they should.
+  const std::int64_t n = 64, k = 1024, g = 64;
+  auto x = randn_matrix(n, k);
+  for (std::int64_t r = 0; r < n; ++r)
+    for (std::int64_t j = 0; j < k / g; ++j) {
+      float* grp = x.data() + r * k + j * g;
+      float m = 0.0f;
+      for (std::int64_t e = 0; e < g; ++e) m = std::max(m, std::fabs(grp[e]));
+      grp[(r + j) % g] = std::exp2(std::ceil(std::log2(m)));  // the group's absmax, a power of two
+    }
+  for (Format f : {Format::kNf4, Format::kFp4}) {
+    const QuantParams p{f, int(g), DType::kF32, false};
+    QuantizeOptions bnb;
+    bnb.bnb_compatible = true;
+    HostPacked def(n, k, p), got(n, k, p);
+    ASSERT_EQ(quantize_cpu(x.data(), k, def.m), Status::kSuccess);
+    ASSERT_EQ(quantize_cpu(x.data(), k, got.m, bnb), Status::kSuccess);
+    expect_packed_equal(got, def);
+  }
+}
+
+TEST(Quant_bnb_cpu, FlushesSubnormalsLikeFastMath) {
+  // One row, four groups of 32, fp32 input:
+  //   group 0: absmax 1, x[1] = -1e-40 (subnormal): bnb flushes it to -0 (fp4 code 0), the default keeps the
+  //            sign (code 8); nf4 gives code 7 (zero) both ways.
+  //   group 1: subnormals only: bnb's absmax is 0 (all codes 0, bitsandbytes' NaN path); the default's is the
+  //            largest subnormal.
+  //   group 2: absmax 2^100, x[1] = -2^-40: x / absmax = -2^-140 is subnormal: bnb code 0, default code 8.
+  //   group 3: absmax 3, N(0, 1) / 2 values: the same scale either way.
+  const std::int64_t k = 128;
+  auto x = randn_matrix(1, k);
+  for (float& v : x) v = std::max(-0.9f, std::min(0.9f, 0.25f * v));
+  x[0] = 1.0f;
+  x[1] = -1e-40f;
+  for (int e = 32; e < 64; ++e) x[std::size_t(e)] = (e % 2 ? -1.0f : 1.0f) * std::ldexp(float(e), -140);
+  x[64] = std::ldexp(1.0f, 100);
+  for (int e = 65; e < 96; ++e) x[std::size_t(e)] = -std::ldexp(1.0f, -40);
+  x[96] = 3.0f;
+  ASSERT_EQ(std::fpclassify(x[1]), FP_SUBNORMAL);
+  QuantizeOptions bnb;
+  bnb.bnb_compatible = true;
+  for (Format f : {Format::kNf4, Format::kFp4}) {
+    SCOPED_TRACE(to_string(f));
+    const QuantParams p{f, 32, DType::kF32, false};
+    HostPacked def(1, k, p), got(1, k, p);
+    ASSERT_EQ(quantize_cpu(x.data(), k, def.m), Status::kSuccess);
+    ASSERT_EQ(quantize_cpu(x.data(), k, got.m, bnb), Status::kSuccess);
+    const float* sd = static_cast<const float*>(def.m.scales);
+    const float* sb = static_cast<const float*>(got.m.scales);
+    EXPECT_EQ(sb[0], 1.0f);
+    EXPECT_EQ(sb[1], 0.0f) << "ftz: an all-subnormal group has absmax 0";
+    EXPECT_EQ(sd[1], std::ldexp(63.0f, -140));
+    EXPECT_EQ(sb[2], std::ldexp(1.0f, 100));
+    EXPECT_EQ(sb[3], 3.0f);
+    EXPECT_EQ(sd[3], 3.0f);
+    const unsigned zero = f == Format::kNf4 ? 7u : 0u;
+    EXPECT_EQ(code_at(got.m, 0, 1), zero);
+    EXPECT_EQ(code_at(def.m, 0, 1), f == Format::kNf4 ? 7u : 8u);
+    for (int e = 32; e < 64; ++e) EXPECT_EQ(code_at(got.m, 0, e), 0u) << e;
+    for (int e = 65; e < 96; ++e) {
+      EXPECT_EQ(code_at(got.m, 0, e), zero) << e;
+      EXPECT_EQ(code_at(def.m, 0, e), f == Format::kNf4 ? 7u : 8u) << e;
+    }
+    // Normal inputs of group 3: only the reciprocal can differ (IEEE on the host either way here).
+    for (int e = 96; e < 128; ++e) EXPECT_EQ(code_at(got.m, 0, e), code_at(def.m, 0, e)) << e;
+    // All of these dequantize to what the default does up to the sign of zero.
+    std::vector<float> dd(k), db(k);
+    ASSERT_EQ(dequantize_cpu(def.m, dd.data(), k), Status::kSuccess);
+    ASSERT_EQ(dequantize_cpu(got.m, db.data(), k), Status::kSuccess);
+    EXPECT_EQ(db[1], 0.0f);
+    for (int e = 65; e < 96; ++e) EXPECT_EQ(db[std::size_t(e)], 0.0f) << e;
+  }
+}
+
+TEST(Quant_bnb_cpu, DoubleQuantOffset) {
+  const std::int64_t n = 300, k = 1024;  // 4800 scales, not a power of two
+  const auto x = randn_matrix(n, k);
+  const QuantParams p{Format::kNf4, 64, DType::kF32, true};
+  const std::int64_t S = n * (k / 64);
+  QuantizeOptions bnb;
+  bnb.bnb_compatible = true;
+  HostPacked def(n, k, p), got(n, k, p);
+  ASSERT_EQ(quantize_cpu(x.data(), k, def.m), Status::kSuccess);
+  ASSERT_EQ(quantize_cpu(x.data(), k, got.m, bnb), Status::kSuccess);
+  const float* s = static_cast<const float*>(got.m.scales);
+  const double sum = sum_f64(s, S);
+  // Default: float(sum / S). bnb_compatible: torch's MeanOps, float(sum) * (1.0f / float(S)).
+  EXPECT_EQ(*def.m.dq.offset, static_cast<float>(sum / double(S)));
+  EXPECT_EQ(*got.m.dq.offset, static_cast<float>(sum) * (1.0f / static_cast<float>(S)));
+  std::printf("[nibble] dq offset of %lld scales: default %.9g, bnb_compatible %.9g\n", static_cast<long long>(S),
+              double(*def.m.dq.offset), double(*got.m.dq.offset));
+
+  // An override is stored as given, in either rule, and the second level is computed from it.
+  for (bool with_bnb : {false, true}) {
+    QuantizeOptions o;
+    o.bnb_compatible = with_bnb;
+    o.dq_offset_override = 0.625f;
+    HostPacked hp(n, k, p);
+    ASSERT_EQ(quantize_cpu(x.data(), k, hp.m, o), Status::kSuccess);
+    EXPECT_EQ(*hp.m.dq.offset, 0.625f);
+    const float* hs = static_cast<const float*>(hp.m.scales);
+    const float* map = dynamic_map().v;
+    for (std::int64_t b = 0; b * kDoubleQuantBlock < S; ++b) {
+      float amax = 0.0f;
+      for (std::int64_t i = b * kDoubleQuantBlock; i < std::min(S, (b + 1) * kDoubleQuantBlock); ++i)
+        amax = std::max(amax, std::fabs(hs[i] - 0.625f));
+      ASSERT_EQ(hp.m.dq.absmax2[b], amax) << "block " << b;
+    }
+    for (std::int64_t i = 0; i < S; ++i) {
+      const float a2 = hp.m.dq.absmax2[i / kDoubleQuantBlock];
+      const int want = nearest_or_tie(map, 256, (hs[i] - 0.625f) * (1.0f / a2), 1e-9);
+      if (want >= 0) ASSERT_EQ(int(hp.m.dq.codes[i]), want) << "scale " << i;
+    }
+  }
+}
+
+TEST(Quant_group, BitsandbytesArithmeticOnTheHost) {
+  using A = QuantArithmetic;
+  EXPECT_EQ(detail::flush_subnormal(1e-40f), 0.0f);
+  EXPECT_TRUE(std::signbit(detail::flush_subnormal(-1e-40f)));
+  EXPECT_EQ(detail::flush_subnormal(std::ldexp(1.0f, -126)), std::ldexp(1.0f, -126));
+  EXPECT_TRUE(std::isnan(detail::flush_subnormal(NAN)));
+  EXPECT_EQ(detail::rcp_approx_ftz(0.0f), INFINITY);
+  EXPECT_EQ(detail::rcp_approx_ftz(std::ldexp(1.0f, 127)), 0.0f) << "2^-127 is subnormal: flushed";
+  EXPECT_EQ(detail::mul_rn_ftz(std::ldexp(1.0f, -70), -std::ldexp(1.0f, -70)), 0.0f);
+  GroupStats st;
+  st.add(12.0f);
+  const GroupQuantizer q = GroupQuantizer::make<A::kBitsandbytes>(Format::kFp4, DType::kF32, st);
+  EXPECT_EQ(q.scale, 12.0f);
+  EXPECT_EQ(q.inv, 1.0f / 12.0f);  // the host's reciprocal is IEEE
+  EXPECT_EQ(q.encode<A::kBitsandbytes>(-1e-40f), 0);
+  EXPECT_EQ(q.encode<A::kIeee>(-1e-40f), 8);
+  EXPECT_EQ(q.encode<A::kBitsandbytes>(NAN), 0);
+  EXPECT_EQ(q.encode<A::kBitsandbytes>(-12.0f), 0b1011);
+  GroupStats zero;
+  const GroupQuantizer z = GroupQuantizer::make<A::kBitsandbytes>(Format::kNf4, DType::kF32, zero);
+  EXPECT_EQ(z.encode<A::kBitsandbytes>(0.0f), 0) << "0 * inf = NaN: code 0, as bitsandbytes";
 }
 
 }  // namespace

@@ -18,6 +18,22 @@
 //   offset    = float(total / double(S)).
 // (fp64 makes the result within an ulp of the exact mean; torch's fp32 mean may differ from it by a few
 // ulps, which moves every dequantized scale by about that much: both are "the mean".)
+//
+// QuantizeOptions (packed_matrix.cuh) changes two things:
+//   * dq_offset_override: offset = that value; the sum is not taken.
+//   * bnb_compatible (QuantArithmetic::kBitsandbytes): the second level runs as bitsandbytes'
+//     quantize_blockwise(absmax - offset, blocksize=256) does, i.e. kQuantizeBlockwise<float, 256, 2, 0,
+//     General8bit> built with --use_fast_math:  v_i = scale_i - offset (torch's IEEE subtraction), then
+//     v_i' = ftz(v_i), absmax2_b = max |v_i'|, inv = rcp.approx.ftz(absmax2_b) (device; IEEE on the host),
+//     codes_i = dynamic_quantize(map, ftz(v_i' * inv)). Without an override the offset is
+//       offset = float(total) * (1.0f / float(S))        (fp32 multiply; 1.0f / float(S) IEEE)
+//     which is torch's last step of a CUDA fp32 mean (MeanOps: acc * factor, factor = 1.0f / numel computed
+//     on the host). torch's fp32 SUM is not reproduced: its order (Reduce.cuh: vectorized loads, per-thread
+//     accumulators, warp shuffles, then a cross-block pass whose split depends on the GPU's SM count and the
+//     torch version) is not a fixed function of the data. float(total) is the correctly rounded sum (but
+//     for fp64 rounding at an exact fp32 midpoint), so the offset equals torch's whenever torch's fp32 sum is
+//     correctly rounded, and is otherwise off by the ulps of torch's own rounding error; pass torch's value
+//     as dq_offset_override to remove that last difference.
 #pragma once
 
 #include <algorithm>
@@ -124,6 +140,12 @@ NIBBLE_HOST_DEVICE float dq_scale(const float* map, std::uint8_t code, float abs
 #endif
 }
 
+/// bitsandbytes' offset from an (fp64) sum of `count` scales: torch's MeanOps, `sum * (1.0f / count)` in fp32.
+NIBBLE_HOST_DEVICE float torch_mean_from_sum(double sum, std::int64_t count) {
+  const float factor = detail::div_rn(1.0f, static_cast<float>(count));  // torch: float(outputs) / numel
+  return detail::mul_rn(static_cast<float>(sum), factor);
+}
+
 /// Bytes of device workspace quantize() needs for double quantization of `num_scales` scales (0 if none):
 /// one double per 256-block for the partial sums of the mean.
 inline std::size_t double_quant_workspace_bytes(std::int64_t num_scales) {
@@ -140,9 +162,33 @@ inline void tree_sum_host(double* v, int n) {
     for (int t = 0; t < s; ++t) v[t] = v[t] + v[t + s];
 }
 
-/// CPU path of the whole double quantization (same order and arithmetic as the kernels below).
-inline void double_quantize_cpu(const float* scales, std::int64_t num_scales, std::uint8_t* codes, float* absmax2,
-                                float* offset_out) {
+/// The second level's value of scale `s`: s - offset (IEEE, as torch subtracts), flushed for kBitsandbytes.
+template <QuantArithmetic A>
+NIBBLE_HOST_DEVICE float dq_centered(float s, float offset) {
+  return quant_input<A>(sub_rn(s, offset));
+}
+/// The second level's reciprocal of a block's absmax2.
+template <QuantArithmetic A>
+NIBBLE_HOST_DEVICE float dq_inverse(float absmax2) {
+  if constexpr (A == QuantArithmetic::kBitsandbytes) {
+    return rcp_approx_ftz(absmax2);
+  } else {
+    return div_rn(1.0f, absmax2);
+  }
+}
+/// The second level's normalized value v * inv.
+template <QuantArithmetic A>
+NIBBLE_HOST_DEVICE float dq_normalize(float v, float inv) {
+  if constexpr (A == QuantArithmetic::kBitsandbytes) {
+    return mul_rn_ftz(v, inv);
+  } else {
+    return mul_rn(v, inv);
+  }
+}
+
+/// The mean of the scales in the fixed order of the file comment (fp64), as nibble (kIeee: float(total / S))
+/// or bitsandbytes (torch_mean_from_sum) takes its last step.
+inline float dq_mean_cpu(const float* scales, std::int64_t num_scales, QuantArithmetic a) {
   const std::int64_t blocks = (num_scales + kDoubleQuantBlock - 1) / kDoubleQuantBlock;
   double slots[kOffsetThreads];
   for (int t = 0; t < kOffsetThreads; ++t) slots[t] = 0.0;
@@ -156,17 +202,39 @@ inline void double_quantize_cpu(const float* scales, std::int64_t num_scales, st
     slots[b % kOffsetThreads] = slots[b % kOffsetThreads] + block[0];
   }
   tree_sum_host(slots, kOffsetThreads);
-  const float offset = float(slots[0] / double(num_scales));
-  *offset_out = offset;
+  if (a == QuantArithmetic::kBitsandbytes) return torch_mean_from_sum(slots[0], num_scales);
+  return float(slots[0] / double(num_scales));
+}
+
+/// CPU path of the second level with arithmetic A and a given offset (same order as the kernels below).
+template <QuantArithmetic A>
+void dq_quantize_cpu(const float* scales, std::int64_t num_scales, float offset, std::uint8_t* codes, float* absmax2) {
+  const std::int64_t blocks = (num_scales + kDoubleQuantBlock - 1) / kDoubleQuantBlock;
   const float* map = dynamic_map().v;
   for (std::int64_t b = 0; b < blocks; ++b) {
     const std::int64_t end = std::min<std::int64_t>(num_scales, (b + 1) * kDoubleQuantBlock);
     float amax = 0.0f;
-    for (std::int64_t i = b * kDoubleQuantBlock; i < end; ++i) amax = fmaxf(amax, fabsf(scales[i] - offset));
-    absmax2[b] = amax;
-    const float inv = 1.0f / amax;
     for (std::int64_t i = b * kDoubleQuantBlock; i < end; ++i)
-      codes[i] = std::uint8_t(dynamic_quantize(map, (scales[i] - offset) * inv));
+      amax = fmaxf(amax, fabsf(dq_centered<A>(scales[i], offset)));
+    absmax2[b] = amax;
+    const float inv = dq_inverse<A>(amax);
+    for (std::int64_t i = b * kDoubleQuantBlock; i < end; ++i)
+      codes[i] = std::uint8_t(dynamic_quantize(map, dq_normalize<A>(dq_centered<A>(scales[i], offset), inv)));
+  }
+}
+
+/// CPU path of the whole double quantization (same order and arithmetic as the kernels below; with
+/// bnb_compatible the reciprocal is IEEE here, see group.cuh).
+inline void double_quantize_cpu(const float* scales, std::int64_t num_scales, std::uint8_t* codes, float* absmax2,
+                                float* offset_out, const QuantizeOptions& options) {
+  const QuantArithmetic a = options.bnb_compatible ? QuantArithmetic::kBitsandbytes : QuantArithmetic::kIeee;
+  const float offset =
+      options.dq_offset_override.has_value() ? *options.dq_offset_override : dq_mean_cpu(scales, num_scales, a);
+  *offset_out = offset;
+  if (a == QuantArithmetic::kBitsandbytes) {
+    dq_quantize_cpu<QuantArithmetic::kBitsandbytes>(scales, num_scales, offset, codes, absmax2);
+  } else {
+    dq_quantize_cpu<QuantArithmetic::kIeee>(scales, num_scales, offset, codes, absmax2);
   }
 }
 
@@ -195,10 +263,12 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-/// Pass 2 (one block of kOffsetThreads): offset = float(sum of partials / S), in the fixed order above.
+/// Pass 2 (one block of kOffsetThreads): offset = float(sum of partials / S), in the fixed order above
+/// (`torch_last_step`: torch_mean_from_sum instead).
 template <int kThreads>
-__global__ void __launch_bounds__(kThreads) dq_offset_kernel(const double* __restrict__ partial, std::int64_t blocks,
-                                                             std::int64_t num_scales, float* __restrict__ offset) {
+__global__ void __launch_bounds__(kThreads)
+    dq_offset_kernel(const double* __restrict__ partial, std::int64_t blocks, std::int64_t num_scales,
+                     bool torch_last_step, float* __restrict__ offset) {
   __shared__ double sSum[kThreads];  // sSum: (1024,) double
   double acc = 0.0;
   for (std::int64_t b = threadIdx.x; b < blocks; b += kThreads) acc = __dadd_rn(acc, partial[b]);
@@ -208,11 +278,22 @@ __global__ void __launch_bounds__(kThreads) dq_offset_kernel(const double* __res
     if (int(threadIdx.x) < s) sSum[threadIdx.x] = __dadd_rn(sSum[threadIdx.x], sSum[threadIdx.x + s]);
     __syncthreads();
   }
-  if (threadIdx.x == 0) *offset = float(__ddiv_rn(sSum[0], double(num_scales)));
+  if (threadIdx.x == 0) {
+    *offset =
+        torch_last_step ? torch_mean_from_sum(sSum[0], num_scales) : float(__ddiv_rn(sSum[0], double(num_scales)));
+  }
 }
 
-/// Pass 3: per 256-block, absmax2 and the 8-bit codes of (scale - offset). One block per 256-block.
-template <int kThreads>
+/// Passes 1 and 2 replaced by the caller's offset (QuantizeOptions::dq_offset_override): one thread stores it.
+/// (A template only so that a header may define it without an ODR issue.)
+template <class F>
+__global__ void dq_store_offset_kernel(F value, F* __restrict__ offset) {
+  *offset = value;
+}
+
+/// Pass 3: per 256-block, absmax2 and the 8-bit codes of (scale - offset), arithmetic A. One block per
+/// 256-block.
+template <int kThreads, QuantArithmetic A>
 __global__ void __launch_bounds__(kThreads)
     dq_quantize_kernel(const float* __restrict__ scales, std::int64_t num_scales, const float* __restrict__ offset_ptr,
                        DynamicMap map, std::uint8_t* __restrict__ codes, float* __restrict__ absmax2) {
@@ -227,31 +308,43 @@ __global__ void __launch_bounds__(kThreads)
   for (std::int64_t b = blockIdx.x; b < blocks; b += gridDim.x) {
     const std::int64_t i = b * kThreads + threadIdx.x;
     const bool valid = i < num_scales;
-    const float v = valid ? __fsub_rn(scales[i], offset) : 0.0f;
+    const float v = valid ? dq_centered<A>(scales[i], offset) : 0.0f;
     const float amax = BlockReduce(sReduce).Reduce(valid ? fabsf(v) : 0.0f, MaxOp{});
     if (threadIdx.x == 0) {
       sAbsmax = amax;
       absmax2[b] = amax;
     }
     __syncthreads();  // also publishes sMap on the first iteration
-    const float inv = __fdiv_rn(1.0f, sAbsmax);
-    if (valid) codes[i] = std::uint8_t(dynamic_quantize(sMap, __fmul_rn(v, inv)));
+    const float inv = dq_inverse<A>(sAbsmax);
+    if (valid) codes[i] = std::uint8_t(dynamic_quantize(sMap, dq_normalize<A>(v, inv)));
     __syncthreads();  // sAbsmax and sReduce are reused by the next block
   }
 }
 
-/// Launches the three passes on `stream`. `workspace` holds double_quant_workspace_bytes(num_scales).
+/// Launches the three passes (or, with options.dq_offset_override, the store of the offset and pass 3) on
+/// `stream`. `workspace` holds double_quant_workspace_bytes(num_scales) (unused with an override).
 inline Status launch_double_quantize(const float* scales, std::int64_t num_scales, const DoubleQuantScales& dq,
-                                     void* workspace, cudaStream_t stream) {
+                                     void* workspace, const QuantizeOptions& options, cudaStream_t stream) {
   const std::int64_t blocks = (num_scales + kDoubleQuantBlock - 1) / kDoubleQuantBlock;
   const unsigned grid = unsigned(std::min<std::int64_t>(blocks, std::int64_t(1) << 20));
-  auto* partial = static_cast<double*>(workspace);
-  dq_partial_sums_kernel<kDoubleQuantBlock><<<grid, kDoubleQuantBlock, 0, stream>>>(scales, num_scales, partial);
-  NIBBLE_CHECK_LAUNCH();
-  dq_offset_kernel<kOffsetThreads><<<1, kOffsetThreads, 0, stream>>>(partial, blocks, num_scales, dq.offset);
-  NIBBLE_CHECK_LAUNCH();
-  dq_quantize_kernel<kDoubleQuantBlock>
-      <<<grid, kDoubleQuantBlock, 0, stream>>>(scales, num_scales, dq.offset, dynamic_map(), dq.codes, dq.absmax2);
+  if (options.dq_offset_override.has_value()) {
+    dq_store_offset_kernel<float><<<1, 1, 0, stream>>>(*options.dq_offset_override, dq.offset);
+    NIBBLE_CHECK_LAUNCH();
+  } else {
+    auto* partial = static_cast<double*>(workspace);
+    dq_partial_sums_kernel<kDoubleQuantBlock><<<grid, kDoubleQuantBlock, 0, stream>>>(scales, num_scales, partial);
+    NIBBLE_CHECK_LAUNCH();
+    dq_offset_kernel<kOffsetThreads>
+        <<<1, kOffsetThreads, 0, stream>>>(partial, blocks, num_scales, options.bnb_compatible, dq.offset);
+    NIBBLE_CHECK_LAUNCH();
+  }
+  if (options.bnb_compatible) {
+    dq_quantize_kernel<kDoubleQuantBlock, QuantArithmetic::kBitsandbytes>
+        <<<grid, kDoubleQuantBlock, 0, stream>>>(scales, num_scales, dq.offset, dynamic_map(), dq.codes, dq.absmax2);
+  } else {
+    dq_quantize_kernel<kDoubleQuantBlock, QuantArithmetic::kIeee>
+        <<<grid, kDoubleQuantBlock, 0, stream>>>(scales, num_scales, dq.offset, dynamic_map(), dq.codes, dq.absmax2);
+  }
   NIBBLE_CHECK_LAUNCH();
   return Status::kSuccess;
 }

@@ -25,6 +25,22 @@
 //           and its dequantized values are NaN or Inf. A scale that overflows a 16-bit S does the same.
 //   * An all-zero kNf4/kFp4 group has absmax 0, inv = +Inf, x * inv = NaN: code 0 (bitsandbytes' result),
 //     dequantized to -0 (nf4) or 0 (fp4), i.e. exactly 0.
+//
+// QuantArithmetic::kBitsandbytes (QuantizeOptions::bnb_compatible; kNf4 / kFp4 with fp32 scales only) is
+// instead the arithmetic bitsandbytes' CUDA kernel kQuantizeBlockwise actually runs: it is built with
+// --use_fast_math, so every fp32 operation flushes subnormal inputs and results to a zero of the same sign
+// (ftz) and its `1.0f / absmax` is `rcp.approx.ftz.f32`, an approximate reciprocal (NVIDIA specifies only
+// its error bound, at most 1 ulp):
+//   x'     = ftz(x)                                    (x converted exactly to fp32 first, as bnb's cast)
+//   absmax = max |x'|;  s = absmax (fp32)
+//   inv    = rcp.approx.ftz(s)                         (device);  ftz(1.0f / s), IEEE, on the host
+//   q      = encode_nf4 / encode_fp4(ftz(x' * inv))    (one round-to-nearest multiply)
+// It differs from kIeee where 1.0f / s is not the correctly rounded reciprocal (x * inv can then land on the
+// other side of a threshold: the "ties" of fp16 / bf16 inputs, whose x / s are short fractions) and where
+// ftz matters (fp32 / bf16 subnormal inputs; kFp4 of a product below 2^-126 keeps the sign bit in kIeee, is
+// +0, code 0, in bitsandbytes). On the host the reciprocal is IEEE: no host code reproduces the GPU's
+// rcp.approx bit for bit, so quantize_cpu with bnb_compatible equals the GPU only where rcp.approx(s) is the
+// correctly rounded 1/s (e.g. every power of two), and the GPU path is the one that equals bitsandbytes.
 #pragma once
 
 #include <cmath>
@@ -62,6 +78,39 @@ NIBBLE_HOST_DEVICE float add_rn(float a, float b) {
   return a + b;
 #endif
 }
+NIBBLE_HOST_DEVICE float sub_rn(float a, float b) {
+#if defined(__CUDA_ARCH__)
+  return __fsub_rn(a, b);
+#else
+  return a - b;
+#endif
+}
+/// `v`, or a zero of v's sign if v is subnormal: what an ftz fp32 operation does to its inputs and results.
+NIBBLE_HOST_DEVICE float flush_subnormal(float v) {
+  constexpr float kMinNormal = 1.17549435082228750797e-38f;  // 2^-126, FLT_MIN
+  return fabsf(v) < kMinNormal ? copysignf(0.0f, v) : v;     // NaN compares false: kept
+}
+/// bitsandbytes' `1.0f / s` under --use_fast_math. Device: rcp.approx.ftz.f32 itself. Host: the correctly
+/// rounded reciprocal, flushed (see the file comment: the GPU's approximation is not reproducible here).
+NIBBLE_HOST_DEVICE float rcp_approx_ftz(float s) {
+#if defined(__CUDA_ARCH__)
+  float r;
+  asm("rcp.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(s));
+  return r;
+#else
+  return flush_subnormal(1.0f / flush_subnormal(s));
+#endif
+}
+/// a * b, round to nearest, subnormal inputs and result flushed (mul.rn.ftz.f32: what fast-math's `*` is).
+NIBBLE_HOST_DEVICE float mul_rn_ftz(float a, float b) {
+#if defined(__CUDA_ARCH__)
+  float r;
+  asm("mul.rn.ftz.f32 %0, %1, %2;" : "=f"(r) : "f"(a), "f"(b));
+  return r;
+#else
+  return flush_subnormal(flush_subnormal(a) * flush_subnormal(b));
+#endif
+}
 /// Round half to even (the default rounding mode on the host).
 NIBBLE_HOST_DEVICE float rint_even(float v) {
 #if defined(__CUDA_ARCH__)
@@ -80,6 +129,22 @@ NIBBLE_HOST_DEVICE int round_clamp(float v, float add, int lo, int hi, int if_na
   return int(r);
 }
 }  // namespace detail
+
+/// The fp32 arithmetic of the codebook formats (see the file comment). kS4 / kU4 always use kIeee.
+enum class QuantArithmetic : std::uint8_t {
+  kIeee = 0,          ///< IEEE fp32, correctly rounded 1 / s: nibble's rule, identical on CPU and GPU
+  kBitsandbytes = 1,  ///< bitsandbytes' fast-math kernel: ftz, rcp.approx.ftz.f32 (QuantizeOptions::bnb_compatible)
+};
+
+/// An input value as the quantizer with arithmetic A sees it: `x` itself, or flushed if subnormal.
+template <QuantArithmetic A>
+NIBBLE_HOST_DEVICE float quant_input(float x) {
+  if constexpr (A == QuantArithmetic::kBitsandbytes) {
+    return detail::flush_subnormal(x);
+  } else {
+    return x;
+  }
+}
 
 /// fp32 `v` rounded to the scale type `t` and converted back (exact); `v` for kF32.
 NIBBLE_HOST_DEVICE float round_to(DType t, float v) {
@@ -147,7 +212,9 @@ struct GroupQuantizer {
   float inv = 0.0f;    ///< kNf4 / kFp4: 1.0f / scale (bitsandbytes multiplies by the reciprocal)
   int zero = 0;        ///< kU4: zero point 0..15 (0 for other formats)
 
-  /// The quantizer of a group with statistics `st`, scales stored as `scale_type`.
+  /// The quantizer of a group with statistics `st`, scales stored as `scale_type`. With A = kBitsandbytes
+  /// (kNf4 / kFp4 and fp32 scales only: the host API refuses the rest) `st` holds quant_input<A> values.
+  template <QuantArithmetic A = QuantArithmetic::kIeee>
   NIBBLE_HOST_DEVICE static GroupQuantizer make(Format format, DType scale_type, const GroupStats& st) {
     GroupQuantizer g;
     g.format = format;
@@ -163,24 +230,34 @@ struct GroupQuantizer {
       }
       default:  // kNf4, kFp4
         g.scale = round_to(scale_type, st.absmax);
-        g.inv = detail::div_rn(1.0f, g.scale);
+        if constexpr (A == QuantArithmetic::kBitsandbytes) {
+          g.inv = detail::rcp_approx_ftz(g.scale);
+        } else {
+          g.inv = detail::div_rn(1.0f, g.scale);
+        }
         break;
     }
     return g;
   }
 
   /// The 4-bit value of `x`: a signed int in [-8, 7] for kS4, an unsigned code in [0, 15] otherwise
-  /// (pack it with pack_x2, which keeps the low 4 bits).
+  /// (pack it with pack_x2, which keeps the low 4 bits). A: the arithmetic make() was called with.
+  template <QuantArithmetic A = QuantArithmetic::kIeee>
   NIBBLE_HOST_DEVICE int encode(float x) const {
-    switch (format) {
-      case Format::kS4:
-        return scale == 0.0f ? 0 : detail::round_clamp(detail::div_rn(x, scale), 0.0f, -8, 7, 0);
-      case Format::kU4:
-        return detail::round_clamp(detail::div_rn(x, scale), float(zero), 0, 15, zero);
-      case Format::kNf4:
-        return int(encode_nf4(detail::mul_rn(x, inv)));
-      default:
-        return int(encode_fp4(detail::mul_rn(x, inv)));
+    if constexpr (A == QuantArithmetic::kBitsandbytes) {
+      const float xn = detail::mul_rn_ftz(x, inv);  // ftz: flushes x and the product
+      return int(format == Format::kNf4 ? encode_nf4(xn) : encode_fp4(xn));
+    } else {
+      switch (format) {
+        case Format::kS4:
+          return scale == 0.0f ? 0 : detail::round_clamp(detail::div_rn(x, scale), 0.0f, -8, 7, 0);
+        case Format::kU4:
+          return detail::round_clamp(detail::div_rn(x, scale), float(zero), 0, 15, zero);
+        case Format::kNf4:
+          return int(encode_nf4(detail::mul_rn(x, inv)));
+        default:
+          return int(encode_fp4(detail::mul_rn(x, inv)));
+      }
     }
   }
 };

@@ -14,7 +14,9 @@
 //   dequantize_kernel<T>            8 values per thread (4 code bytes in, 16 or 32 bytes out) where the
 //                                   pitches and pointers allow it, else 2 values (one code byte) per thread.
 // Vector loads / stores are chosen on the host from the pointers' and pitches' alignment; otherwise the
-// kernels fall back to scalar accesses (same results).
+// kernels fall back to scalar accesses (same results). The quantize kernels take the arithmetic
+// (QuantArithmetic, group.cuh) as a template parameter, so the default kIeee code is unchanged by the
+// bitsandbytes-compatible variant.
 #pragma once
 
 #include <algorithm>
@@ -82,12 +84,13 @@ NIBBLE_DEVICE void load_values(const T* p, bool vec, float (&v)[E]) {
   for (int j = 0; j < E; ++j) v[j] = to_float(t[j]);
 }
 
-/// Encodes E values with `q` and stores their E/2 code bytes at `dst` (one store if `vec`: dst aligned to E/2).
-template <int E>
+/// Encodes E values with `q` (arithmetic A) and stores their E/2 code bytes at `dst` (one store if `vec`: dst
+/// aligned to E/2).
+template <int E, QuantArithmetic A>
 NIBBLE_DEVICE void store_codes(std::uint8_t* dst, bool vec, const GroupQuantizer& q, const float (&v)[E]) {
   std::uint8_t b[E / 2];
 #pragma unroll
-  for (int j = 0; j < E / 2; ++j) b[j] = pack_x2<Format::kU4>(q.encode(v[2 * j]), q.encode(v[2 * j + 1]));
+  for (int j = 0; j < E / 2; ++j) b[j] = pack_x2<Format::kU4>(q.encode<A>(v[2 * j]), q.encode<A>(v[2 * j + 1]));
   // pack_x2 keeps the low 4 bits of each value whatever the format (s4's two's complement included).
   if constexpr (E == 2) {
     *dst = b[0];
@@ -115,8 +118,9 @@ NIBBLE_DEVICE void store_group_params(const PackedMatrix& m, std::int64_t si, co
   if (m.format == Format::kU4) m.zeros[si] = std::uint8_t(q.zero);
 }
 
-/// Quantizes x [n, k] (row pitch ld) into m, groups of G along k. See the file comment for the split.
-template <class T, int G>
+/// Quantizes x [n, k] (row pitch ld) into m, groups of G along k, arithmetic A. See the file comment for the
+/// split.
+template <class T, int G, QuantArithmetic A>
 __global__ void __launch_bounds__(kQuantThreads)
     quantize_grouped_kernel(const T* __restrict__ x, std::int64_t ld, PackedMatrix m, bool vec_load, bool vec_store) {
   constexpr int E = GroupedShape<G>::kElems;
@@ -141,20 +145,22 @@ __global__ void __launch_bounds__(kQuantThreads)
       if (k0 >= m.k) continue;  // whole groups only (K % G == 0), so no logical warp is split
       float v[E];               // rV: this lane's 8 values, fp32
       load_values<T, E>(gRow + k0, vec_load, v);
+#pragma unroll
+      for (int e = 0; e < E; ++e) v[e] = quant_input<A>(v[e]);
       GroupStats st;
 #pragma unroll
       for (int e = 0; e < E; ++e) st.add(v[e]);
       st = WarpReduce(sReduce[threadIdx.x / L]).Reduce(st, MergeStats{});  // valid in the group's lane 0
       st = cub::ShuffleIndex<L>(st, 0, mask);
-      const GroupQuantizer q = GroupQuantizer::make(m.format, m.scale_type, st);
-      store_codes<E>(gCodes + k0 / 2, vec_store, q, v);
+      const GroupQuantizer q = GroupQuantizer::make<A>(m.format, m.scale_type, st);
+      store_codes<E, A>(gCodes + k0 / 2, vec_store, q, v);
       if (group_lane == 0) store_group_params(m, r * groups + k0 / G, q);
     }
   }
 }
 
-/// Quantizes x [n, k] into m with one group per row (kPerChannel, any even k): one block per row.
-template <class T>
+/// Quantizes x [n, k] into m with one group per row (kPerChannel, any even k), arithmetic A: one block per row.
+template <class T, QuantArithmetic A>
 __global__ void __launch_bounds__(kQuantThreads)
     quantize_row_kernel(const T* __restrict__ x, std::int64_t ld, PackedMatrix m) {
   using BlockReduce = cub::BlockReduce<GroupStats, kQuantThreads>;
@@ -165,17 +171,18 @@ __global__ void __launch_bounds__(kQuantThreads)
     const T* gRow = x + r * ld;
     GroupStats st;
     for (std::int64_t p = threadIdx.x; p < pairs; p += kQuantThreads) {
-      st.add(to_float(gRow[2 * p]));
-      st.add(to_float(gRow[2 * p + 1]));
+      st.add(quant_input<A>(to_float(gRow[2 * p])));
+      st.add(quant_input<A>(to_float(gRow[2 * p + 1])));
     }
     st = BlockReduce(sReduce).Reduce(st, MergeStats{});
     if (threadIdx.x == 0) sStats = st;
     __syncthreads();
-    const GroupQuantizer q = GroupQuantizer::make(m.format, m.scale_type, sStats);
+    const GroupQuantizer q = GroupQuantizer::make<A>(m.format, m.scale_type, sStats);
     if (threadIdx.x == 0) store_group_params(m, r, q);
     std::uint8_t* gCodes = m.codes + r * m.ld_codes;
     for (std::int64_t p = threadIdx.x; p < pairs; p += kQuantThreads) {
-      gCodes[p] = pack_x2<Format::kU4>(q.encode(to_float(gRow[2 * p])), q.encode(to_float(gRow[2 * p + 1])));
+      gCodes[p] = pack_x2<Format::kU4>(q.encode<A>(quant_input<A>(to_float(gRow[2 * p]))),
+                                       q.encode<A>(quant_input<A>(to_float(gRow[2 * p + 1]))));
     }
     __syncthreads();  // sStats / sReduce are reused for the next row
   }
@@ -253,9 +260,9 @@ inline dim3 grid_2d(std::int64_t rows, std::int64_t col_blocks) {
   return dim3(unsigned(x), unsigned(y), 1);
 }
 
-/// Launches the quantize kernel for x [m.n, m.k] (device) into m (device buffers) on `stream`.
-template <class T>
-Status launch_quantize(const T* x, std::int64_t ld, const PackedMatrix& m, cudaStream_t stream) {
+/// Launches the quantize kernel for x [m.n, m.k] (device) into m (device buffers), arithmetic A, on `stream`.
+template <class T, QuantArithmetic A>
+Status launch_quantize_with(const T* x, std::int64_t ld, const PackedMatrix& m, cudaStream_t stream) {
   const std::int64_t g = effective_group(m.group_size, m.k);
   auto grouped = [&](auto group_tag) -> Status {
     constexpr int G = decltype(group_tag)::value;
@@ -264,7 +271,7 @@ Status launch_quantize(const T* x, std::int64_t ld, const PackedMatrix& m, cudaS
     const bool vec_store = is_aligned(m.codes, 4) && m.ld_codes % 4 == 0;
     const std::int64_t tiles = (m.k + kTile - 1) / kTile;
     constexpr int kWarps = kQuantThreads / 32;
-    quantize_grouped_kernel<T, G>
+    quantize_grouped_kernel<T, G, A>
         <<<grid_2d(m.n, (tiles + kWarps - 1) / kWarps), kQuantThreads, 0, stream>>>(x, ld, m, vec_load, vec_store);
     NIBBLE_CHECK_LAUNCH();
     return Status::kSuccess;
@@ -280,11 +287,19 @@ Status launch_quantize(const T* x, std::int64_t ld, const PackedMatrix& m, cudaS
       return grouped(std::integral_constant<int, 256>{});
     default: {
       const unsigned grid = unsigned(std::min<std::int64_t>(m.n, std::int64_t(1) << 20));
-      quantize_row_kernel<T><<<grid, kQuantThreads, 0, stream>>>(x, ld, m);
+      quantize_row_kernel<T, A><<<grid, kQuantThreads, 0, stream>>>(x, ld, m);
       NIBBLE_CHECK_LAUNCH();
       return Status::kSuccess;
     }
   }
+}
+
+/// Launches the quantize kernel for x [m.n, m.k] (device) into m (device buffers) on `stream`:
+/// bitsandbytes' arithmetic if `bnb_compatible`, nibble's otherwise.
+template <class T>
+Status launch_quantize(const T* x, std::int64_t ld, const PackedMatrix& m, bool bnb_compatible, cudaStream_t stream) {
+  return bnb_compatible ? launch_quantize_with<T, QuantArithmetic::kBitsandbytes>(x, ld, m, stream)
+                        : launch_quantize_with<T, QuantArithmetic::kIeee>(x, ld, m, stream);
 }
 
 /// Launches the dequantize kernel: out [m.n, m.k] (row pitch ld_out, device) from m on `stream`.

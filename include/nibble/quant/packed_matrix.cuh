@@ -23,6 +23,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <limits>
+#include <optional>
 
 #include "../device.cuh"
 #include "../format/format.cuh"
@@ -42,6 +43,23 @@ struct QuantParams {
   int group_size = 64;  ///< 32, 64, 128, 256 or kPerChannel (one group per row)
   DType scale_type = DType::kF32;
   bool double_quant = false;  ///< compress the scales (requires scale_type == kF32)
+};
+
+/// How quantize() computes the codes; the layout (and so dequantize, repack, the GEMM) is the same either
+/// way. The defaults are nibble's own rule (quant/group.cuh, quant/double_quant.cuh).
+struct QuantizeOptions {
+  /// Reproduce bitsandbytes' CUDA quantize_4bit (and, with double quant, its compress_statistics) bit for
+  /// bit on the GPU: fast-math fp32 (ftz, rcp.approx.ftz.f32 for 1 / absmax) in both levels, and torch's
+  /// last step of the mean (sum * (1.0f / count)). kNf4 / kFp4 with fp32 scales only (kErrorUnsupportedFormat
+  /// otherwise). What stays different from bitsandbytes: the byte packing (nibble's plain layout puts the even
+  /// element in the LOW nibble, bitsandbytes in the high one) and, unless dq_offset_override is given, the
+  /// order of the fp32 sum behind the mean (see double_quant.cuh).
+  bool bnb_compatible = false;
+  /// Double quant only (kErrorInvalidArgument without it, or if not finite): use this value as the offset
+  /// (the mean of the scales) instead of computing it. Pass bitsandbytes' `quant_state.offset` (torch's fp32
+  /// `absmax.mean()`, whose summation order depends on the torch version and the GPU) to get its second-level
+  /// codes exactly.
+  std::optional<float> dq_offset_override;
 };
 
 /// Double-quantized scales (bitsandbytes' compress_statistics=True). All device pointers on the GPU path.

@@ -69,11 +69,11 @@ struct StreamingResources {
 /// device buffers of m, staging whole-row chunks through `staging` (device, 256-byte aligned,
 /// `staging_bytes` >= min_streaming_staging_bytes<T>(m)). Output identical to quantize() on the same data.
 /// Blocks until all host reads are done (see the file comment); kErrorWorkspaceTooSmall if one row does not
-/// fit half the staging buffer.
+/// fit half the staging buffer. `options` as for quantize() (quant/packed_matrix.cuh: QuantizeOptions).
 template <class T>
-Status quantize_streaming(const T* host_x, std::int64_t ld, const PackedMatrix& m, void* staging,
-                          std::size_t staging_bytes, cudaStream_t stream) {
-  NIBBLE_RETURN_IF_ERROR(can_implement_quantize(host_x, ld, m));
+Status quantize_streaming(const T* host_x, std::int64_t ld, const PackedMatrix& m, const QuantizeOptions& options,
+                          void* staging, std::size_t staging_bytes, cudaStream_t stream) {
+  NIBBLE_RETURN_IF_ERROR(can_implement_quantize(host_x, ld, m, options));
   if (staging == nullptr) return Status::kErrorNullPointer;
   if (!detail::is_aligned(staging, kPackedAlignment)) return Status::kErrorMisalignedPointer;
   const std::size_t row_bytes = std::size_t(m.k) * sizeof(T);
@@ -108,16 +108,23 @@ Status quantize_streaming(const T* host_x, std::int64_t ld, const PackedMatrix& 
     part.scales = static_cast<std::uint8_t*>(m.scales) + std::size_t(r0 * groups) * scale_bytes;
     if (m.zeros != nullptr) part.zeros = m.zeros + r0 * groups;
     part.dq = DoubleQuantScales{};
-    NIBBLE_RETURN_IF_ERROR(detail::launch_quantize<T>(sHalf[buf], m.k, part, stream));
+    NIBBLE_RETURN_IF_ERROR(detail::launch_quantize<T>(sHalf[buf], m.k, part, options.bnb_compatible, stream));
     NIBBLE_CUDA_TRY(cudaEventRecord(res.consumed[buf], stream));
   }
   if (m.dq.enabled) {
     // Every chunk's kernel precedes this on `stream`, so the staging buffer is free to hold the workspace.
-    NIBBLE_RETURN_IF_ERROR(
-        detail::launch_double_quantize(static_cast<const float*>(m.scales), m.num_scales(), m.dq, staging, stream));
+    NIBBLE_RETURN_IF_ERROR(detail::launch_double_quantize(static_cast<const float*>(m.scales), m.num_scales(), m.dq,
+                                                          staging, options, stream));
   }
   NIBBLE_CUDA_TRY(cudaStreamSynchronize(res.copy));
   return Status::kSuccess;
+}
+
+/// quantize_streaming() with the default QuantizeOptions (nibble's own rule).
+template <class T>
+Status quantize_streaming(const T* host_x, std::int64_t ld, const PackedMatrix& m, void* staging,
+                          std::size_t staging_bytes, cudaStream_t stream) {
+  return quantize_streaming(host_x, ld, m, QuantizeOptions{}, staging, staging_bytes, stream);
 }
 
 }  // namespace nibble
