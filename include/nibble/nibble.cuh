@@ -11,6 +11,7 @@
 #include "import/import.cuh"
 #include "layout/gemm_layout.cuh"
 #include "layout/repack.cuh"
+#include "layout/shard.cuh"
 #include "quant/quantize.cuh"
 #include "quant/streaming.cuh"
 #include "status.cuh"
