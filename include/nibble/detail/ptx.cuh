@@ -137,6 +137,15 @@ NIBBLE_DEVICE void mbarrier_arrive_expect_tx(std::uint32_t bar, std::uint32_t by
   (void)bar, (void)bytes;
 #endif
 }
+/// Arrives at `bar` once every cp.async this thread issued before has landed (the arrival is counted in the
+/// mbarrier's init count: .noinc).
+NIBBLE_DEVICE void cp_async_mbarrier_arrive_noinc(std::uint32_t bar) {
+#if defined(__CUDA_ARCH__) && (__CUDA_ARCH__ >= 900)
+  asm volatile("cp.async.mbarrier.arrive.noinc.shared.b64 [%0];" ::"r"(bar) : "memory");
+#else
+  (void)bar;
+#endif
+}
 /// Waits until the phase of `bar` with parity `parity` has completed.
 NIBBLE_DEVICE void mbarrier_wait_parity(std::uint32_t bar, std::uint32_t parity) {
 #if defined(__CUDA_ARCH__) && (__CUDA_ARCH__ >= 900)

@@ -82,76 +82,72 @@ __global__ void __launch_bounds__(Tile::kConfig.threads(), 1) gemm_stream_kernel
   const int chunks = (u1 - u0 + kChunk - 1) / kChunk;
   const std::int64_t n_pad = p.shape.n_pad;
 
-  // ---- the weight stream: the warp's run, kChunk atoms per stage of its own ring (sm_90: bulk copies
-  // completing on the stage's mbarrier, issued by lane 0; sm_80: cp.async by every lane) ----
-  // The copy cursor: the next atom to copy, and its scales' element offset (group * n_pad + column * 16); the
-  // group changes every `group / 64` atoms (kG32: two per atom; per-channel: never).
-  const int s_mask = kG32 || p.per_channel ? 0 : (1 << (p.group_log2 - 6)) - 1;
-  const std::int64_t s_step = p.per_channel ? 0 : (kG32 ? 2 * n_pad : n_pad);
+  // ---- the weight stream: the warp's run, kChunk atoms per stage of its own ring. The atoms: sm_90 one bulk
+  // copy per column run (lane 0), completing on the stage's mbarrier; sm_80 one cp.async per lane and atom.
+  // Their scales (and u4 zeros): 16-byte cp.async slots spread over the lanes, one instruction per chunk
+  // (per-atom 32-byte bulk copies were the TMA unit's bottleneck: NOTES.md, session 6); on sm_90 every
+  // lane then arrives on the mbarrier when its copies land (cp.async.mbarrier.arrive.noinc). ----
+  // The copy cursor (every lane): the next chunk's first atom.
+  int l_col = c0 + (units > 0 ? u0 / kas : 0), l_kb = a0 + (units > 0 ? u0 % kas : 0);
   auto scale_offset = [&](int col, int kb) {
     const std::int64_t gi = p.per_channel ? 0 : (std::int64_t(kb) * layout::kAtomK) >> p.group_log2;
     return gi * n_pad + std::int64_t(col) * layout::kAtomN;
   };
-  int l_col = c0 + (units > 0 ? u0 / kas : 0), l_kb = a0 + (units > 0 ? u0 % kas : 0);
-  const unsigned char* l_w = p.codes + layout::atom_offset(p.shape, l_col, l_kb);
-  std::int64_t l_so = scale_offset(l_col, l_kb);
-  auto advance = [&]() {
-    l_w += layout::kAtomBytes;
-    if (++l_kb == a1) {
-      l_kb = a0;
-      ++l_col;
-      l_w += std::int64_t(ka - kas) * layout::kAtomBytes;
-      l_so = scale_offset(l_col, l_kb);
-    } else if ((l_kb & s_mask) == 0) {
-      l_so += s_step;
-    }
-  };
+  // Slots of a chunk: scales first (atom i, scale row h, 16-byte half), then zeros (atom i, row h).
+  constexpr int kScaleSlots = kChunk * kPer * 2, kSlots = kScaleSlots + (kU4 ? kChunk * kPer : 0);
   // Copies chunk c into its stage (the cursor is at the chunk's first atom; chunks are copied in order).
   auto copy_chunk = [&](int c) {
     const int n = min(kChunk, u1 - (u0 + c * kChunk));
     unsigned char* st = ring + (c % kStages) * kStageBytes;
+#pragma unroll
+    for (int r = 0; r < (kSlots + 31) / 32; ++r) {
+      const int s = lane + 32 * r;
+      const bool zero = s >= kScaleSlots;
+      const int i = zero ? (s - kScaleSlots) / kPer : s / (2 * kPer);
+      if (s < kSlots && i < n) {
+        const int h = zero ? (s - kScaleSlots) % kPer : (s / 2) % kPer;
+        int kb = l_kb + i, col = l_col;
+        while (kb >= a1) kb -= kas, ++col;  // (at most kChunk / kas times)
+        const std::int64_t so = scale_offset(col, kb) + h * n_pad;
+        if (zero)
+          nibble::detail::cp_async_16(st + kZeroOff + (i * kPer + h) * 16, p.zeros + so, true);
+        else
+          nibble::detail::cp_async_16(st + kScaleOff + (i * kPer + h) * 32 + (s % 2) * 16, p.scales + so + (s % 2) * 8,
+                                      true);
+      }
+    }
 #if defined(__CUDA_ARCH__) && (__CUDA_ARCH__ >= 900)
     const std::uint32_t bar = nibble::detail::smem_addr(&bars[warp][c % kStages]);
-    const std::uint32_t sst = nibble::detail::smem_addr(st);
+    nibble::detail::cp_async_mbarrier_arrive_noinc(bar);
     if (lane == 0) {
-      nibble::detail::mbarrier_arrive_expect_tx(
-          bar, std::uint32_t(n * (layout::kAtomBytes + kPer * 32 + (kU4 ? kPer * 16 : 0))));
+      const std::uint32_t sst = nibble::detail::smem_addr(st);
+      nibble::detail::mbarrier_arrive_expect_tx(bar, std::uint32_t(n * layout::kAtomBytes));
+      int kb = l_kb, col = l_col;
       for (int i = 0; i < n;) {
-        const int run = min(n - i, a1 - l_kb);  // atoms left in this column: one contiguous copy
-        nibble::detail::cp_async_bulk_g2s(sst + i * layout::kAtomBytes, l_w, std::uint32_t(run * layout::kAtomBytes),
-                                          bar);
-        for (const int end = i + run; i < end; ++i) {
-#pragma unroll
-          for (int h = 0; h < kPer; ++h) {
-            nibble::detail::cp_async_bulk_g2s(sst + kScaleOff + (i * kPer + h) * 32, p.scales + l_so + h * n_pad, 32,
-                                              bar);
-            if constexpr (kU4)
-              nibble::detail::cp_async_bulk_g2s(sst + kZeroOff + (i * kPer + h) * 16, p.zeros + l_so + h * n_pad, 16,
-                                                bar);
-          }
-          advance();
-        }
+        const int run = min(n - i, a1 - kb);  // atoms left in this column: one contiguous copy
+        nibble::detail::cp_async_bulk_g2s(sst + i * layout::kAtomBytes, p.codes + layout::atom_offset(p.shape, col, kb),
+                                          std::uint32_t(run * layout::kAtomBytes), bar);
+        i += run, kb = a0, ++col;
       }
-    }  // (only lane 0 tracks the cursor)
+    }
 #else
-    for (int i = 0; i < n; ++i) {
-      nibble::detail::cp_async_16(st + i * layout::kAtomBytes + lane * 16, l_w + lane * 16, true);
-      if (lane < kPer * 2) {  // the scale rows: two 16-byte halves each
-        const int h = lane / 2, half = lane % 2;
-        nibble::detail::cp_async_16(st + kScaleOff + (i * kPer + h) * 32 + half * 16,
-                                    p.scales + l_so + h * n_pad + half * 8, true);
-      } else if (kU4 && lane >= 4 && lane < 4 + kPer) {
-        const int h = lane - 4;
-        nibble::detail::cp_async_16(st + kZeroOff + (i * kPer + h) * 16, p.zeros + l_so + h * n_pad, true);
+    {
+      int kb = l_kb, col = l_col;
+      for (int i = 0; i < n; ++i) {
+        nibble::detail::cp_async_16(st + i * layout::kAtomBytes + lane * 16,
+                                    p.codes + layout::atom_offset(p.shape, col, kb) + lane * 16, true);
+        if (++kb == a1) kb = a0, ++col;
       }
-      advance();
     }
     nibble::detail::cp_async_commit();
 #endif
+    l_kb += n;
+    while (l_kb >= a1) l_kb -= kas, ++l_col;
   };
 #if defined(__CUDA_ARCH__) && (__CUDA_ARCH__ >= 900)
   if (lane == 0)
-    for (int s = 0; s < kStages; ++s) nibble::detail::mbarrier_init(nibble::detail::smem_addr(&bars[warp][s]), 1);
+    for (int s = 0; s < kStages; ++s)
+      nibble::detail::mbarrier_init(nibble::detail::smem_addr(&bars[warp][s]), 33);  // 32 lanes' + expect_tx
   nibble::detail::fence_mbarrier_init();
   __syncwarp();
 #endif
