@@ -187,6 +187,8 @@ struct ImportedLinear {
   LinearKind kind = LinearKind::kGptq;
   std::string description;  ///< e.g. "gptq v1 sym, group 32, F16 scales"
   std::int64_t n = 0, k = 0;
+  std::int64_t group = 0;  ///< the checkpoint's group length along K (K for one group per row; bnb: blocksize)
+  bool gptq_v1 = false;    ///< GPTQ: the resolved format stores zero - 1
   nibble::PackedMatrix m;
   std::vector<std::int32_t> perm;
   std::vector<std::uint8_t> raw;  // the buffers of m
@@ -338,6 +340,8 @@ inline Result import_gptq(const Linear& l, const QuantConfig& cfg, ImportedLinea
   bool identity = true;
   for (std::int64_t i = 0; i < k; ++i) identity = identity && out->perm[std::size_t(i)] == i;
   if (identity) out->perm.clear();
+  out->group = k / groups;
+  out->gptq_v1 = resolved == nibble::GptqCheckpointFormat::kV1;
   out->description = std::string("gptq ") + (resolved == nibble::GptqCheckpointFormat::kV1 ? "v1" : "v2") +
                      (c.sym ? " sym" : " asym") + ", group " + std::to_string(c.group_size) + ", " + dtype_name(st) +
                      " scales" + (identity ? "" : ", act-order");
@@ -374,6 +378,7 @@ inline Result import_awq(const Linear& l, const QuantConfig& cfg, ImportedLinear
   if ((s = out->carve(n, k, p)) != nibble::Status::kSuccess) return nibble_error(l, "packed_bytes", s);
   if ((s = nibble::import_awq_host(c, t, out->m)) != nibble::Status::kSuccess)
     return nibble_error(l, "import_awq_host", s);
+  out->group = k / groups;
   out->description = "awq gemm, group " + std::to_string(c.group_size) + ", " + dtype_name(st) + " scales";
   return Result::success();
 }
@@ -448,6 +453,7 @@ inline Result import_ct(const Linear& l, const QuantConfig& cfg, ImportedLinear*
   bool identity = true;
   for (std::int64_t i = 0; i < k; ++i) identity = identity && out->perm[std::size_t(i)] == i;
   if (identity) out->perm.clear();
+  out->group = k / groups;
   static const char* const kStrategy[] = {"group", "channel", "tensor"};
   out->description = std::string("compressed-tensors ") + (c.symmetric ? "sym" : "asym") + ", " +
                      kStrategy[int(c.strategy)] +
@@ -539,6 +545,7 @@ inline Result import_bnb(const Linear& l, ImportedLinear* out) {
   if ((s = out->carve(st.n, st.k, p)) != nibble::Status::kSuccess) return nibble_error(l, "packed_bytes", s);
   if ((s = nibble::import_bnb_host(st, t, out->m)) != nibble::Status::kSuccess)
     return nibble_error(l, "import_bnb_host", s);
+  out->group = st.blocksize;
   out->description = std::string("bitsandbytes ") + (fp4 ? "fp4" : "nf4") + ", blocksize " +
                      std::to_string(st.blocksize) +
                      (st.nested ? (p.double_quant ? ", double quant kept" : ", double quant expanded to F32") : "");
