@@ -96,6 +96,34 @@ inline std::vector<double> reference_gemm(const std::vector<float>& a, const std
   return c;
 }
 
+/// The GEMM's CPU-side checks for this weight, without a GPU: repack_host into the GEMM layout (host buffers)
+/// and gemm::can_implement for `rows` rows of activations (fp32 output). kSuccess, or the first refusal
+/// (e.g. kErrorInvalidShape for K % 8 != 0, which the GEMM does not multiply).
+inline nibble::Status gemm_precheck(const nibble::PackedMatrix& m, std::int64_t rows) {
+  const nibble::DType act = m.scale_type == nibble::DType::kBF16 ? nibble::DType::kBF16 : nibble::DType::kF16;
+  const nibble::GemmWeightBytes gb = nibble::gemm_weight_bytes(m.format, m.n, m.k, m.group_size, act);
+  auto aligned16 = [](std::vector<std::uint64_t>& v, std::size_t bytes) {
+    v.assign(bytes / 8 + 4, 0);
+    const auto addr = reinterpret_cast<std::uintptr_t>(v.data());
+    return reinterpret_cast<void*>(addr + (16 - addr % 16) % 16);
+  };
+  std::vector<std::uint64_t> codes, scales, zeros, a, c;
+  nibble::GemmWeights gw;
+  NIBBLE_RETURN_IF_ERROR(nibble::repack_host(nibble::plain_view(m), act, aligned16(codes, gb.codes),
+                                             aligned16(scales, gb.scales), aligned16(zeros, gb.zeros), &gw));
+  nibble::gemm::Arguments args;
+  args.m = rows;
+  args.act_type = act;
+  args.lda = (m.k + 7) / 8 * 8;
+  args.a = aligned16(a, 16);  // only alignment and non-null are checked
+  args.w = gw;
+  args.ldc = (m.n + 7) / 8 * 8;
+  args.c = aligned16(c, 16);
+  args.out_type = nibble::DType::kF32;
+  args.sm_count = 132;  // no device query
+  return nibble::gemm::can_implement(args);
+}
+
 /// Whether a GPU the GEMM can use is present; otherwise *why says what is missing (it contains
 /// "no CUDA device" when there is none at all).
 inline bool usable_gpu(std::string* why) {
