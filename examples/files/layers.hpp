@@ -210,8 +210,6 @@ struct ImportedLinear {
     auto* base = raw.data() + (nibble::kPackedAlignment - addr % nibble::kPackedAlignment) % nibble::kPackedAlignment;
     return nibble::carve_packed_matrix(rows, cols, p, base, b.total, &m);
   }
-  /// The 256-aligned start of the buffers inside raw, and their total size (what a device copy needs).
-  const std::uint8_t* base() const { return m.codes; }
 };
 
 namespace detail {
