@@ -553,7 +553,8 @@ TEST(GemmPlan, StreamPlansFitBalanceAndFallBack) {
               const layout::GemmShape s = layout::make_gemm_shape(nk.first, nk.second, args.w.group_size);
               const int64_t nc = s.n_pad / 16, ka = s.k_atoms();
               if (!c.stream) {  // only where the forced split's partials exceed the workspace cap
-                const gemm::TileConfig sc = gemm::tile_config(gemm::choose_tile(m, gemm::Mainloop::kStream, f));
+                const gemm::TileConfig sc = gemm::tile_config(gemm::choose_tile(
+                    m, gemm::Mainloop::kStream, f, gemm::stream_atoms_per_sm(nk.first, nk.second, sms)));
                 const int fixed = sc.stream_fixed_bytes() + (is_codebook(f) ? sc.table_bytes() : 0);
                 const int act = limit > 0 ? std::min(limit - gemm::kStreamStaticBytes - fixed, sc.kStreamActBytes)
                                           : sc.kStreamActBytes;

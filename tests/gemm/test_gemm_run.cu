@@ -283,10 +283,16 @@ TEST(Gemm_Stream, PartitionsAgainstTheOracleAndEachOther) {
     Data data;
   };
   const std::vector<Config> configs = {
-      {16, 64, 32, kS4, kF16, Data::kExact},     {48, 640, 64, kU4, kBF16, Data::kExact},
-      {300, 1152, 128, kS4, kF16, Data::kExact}, {100, 200, kPC, kNf4, kF16, Data::kRandom},
-      {72, 992, 32, kU4, kF16, Data::kExact},    {136, 1024, 64, kFp4, kBF16, Data::kRandom},
-      {64, 4096, 128, kNf4, kF16, Data::kRandom}};  // a K slice above 48 atoms with the register table
+      {16, 64, 32, kS4, kF16, Data::kExact},
+      {48, 640, 64, kU4, kBF16, Data::kExact},
+      {300, 1152, 128, kS4, kF16, Data::kExact},
+      {100, 200, kPC, kNf4, kF16, Data::kRandom},
+      {72, 992, 32, kU4, kF16, Data::kExact},
+      {136, 1024, 64, kFp4, kBF16, Data::kRandom},
+      {64, 4096, 128, kNf4, kF16, Data::kRandom},  // a K slice above 48 atoms with the register table
+      // 1024 atoms: on one SM (part 2) M <= 8 runs stream_m8_l (chunks of 8), bit-identical to stream_m8
+      {512, 2048, 128, kS4, kF16, Data::kExact},
+      {256, 4096, 32, kU4, kBF16, Data::kExact}};
   const std::vector<int64_t> ms =
       quick ? std::vector<int64_t>{1, 9, 32} : std::vector<int64_t>{1, 3, 8, 9, 16, 17, 24, 32};
   struct Part {
@@ -315,10 +321,17 @@ TEST(Gemm_Stream, PartitionsAgainstTheOracleAndEachOther) {
         o.codebook_table = is_codebook(cfg.f) ? part.table : gemm::CodebookTable::kAuto;
         const RunResult r = run_and_check(p, dw, da, s, o);
         SCOPED_TRACE(p.name() + " " + o.name());
-        const gemm::TileConfig sc = gemm::tile_config(gemm::choose_tile(m, gemm::Mainloop::kStream, cfg.f));
-        const bool fits = part.max_smem == 0 || sc.stream_fixed_bytes() + (is_codebook(cfg.f) ? sc.table_bytes() : 0) +
-                                                        sc.stream_act_atom_bytes() <=
-                                                    part.max_smem;
+        int sms = part.sm_count;
+        if (sms == 0) ASSERT_EQ(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0), cudaSuccess);
+        // the stream tile run() picks (stream_m8_l on long runs: few SMs), or its Fewer tile where that fits
+        const gemm::TileKind sk =
+            gemm::choose_tile(m, gemm::Mainloop::kStream, cfg.f, gemm::stream_atoms_per_sm(cfg.n, cfg.k, sms));
+        auto fits_in = [&](const gemm::TileConfig& sc) {
+          return part.max_smem == 0 ||
+                 sc.stream_fixed_bytes() + (is_codebook(cfg.f) ? sc.table_bytes() : 0) + sc.stream_act_atom_bytes() <=
+                     part.max_smem;
+        };
+        const bool fits = fits_in(gemm::tile_config(sk)) || fits_in(gemm::tile_config(gemm::tile_fewer(sk)));
         if (fits)
           EXPECT_TRUE(gemm::tile_config(r.plan.kind).stream)
               << "not the stream kernel: " << gemm::tile_name(r.plan.kind);

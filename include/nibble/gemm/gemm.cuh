@@ -98,14 +98,18 @@ inline bool make_stream_plan_for(const Arguments& args, const TileConfig& c, con
 /// heuristic's tile for M, replaced by a smaller one (fit_tile) where it needs more shared memory than
 /// args.max_smem_per_block or d.max_smem_per_block (each ignored when 0) allow, then make_plan_for.
 inline Plan make_plan(const Arguments& args, const DeviceLimits& d, Mainloop mainloop = Mainloop::kMmaSync) {
-  TileKind kind = choose_tile(args.m, mainloop, args.w.format);
+  const int sms = args.sm_count > 0 ? args.sm_count : d.sm_count;
+  TileKind kind = choose_tile(args.m, mainloop, args.w.format, stream_atoms_per_sm(args.w.n, args.w.k, sms));
   const int limit = detail::smem_limit(args.max_smem_per_block, d.max_smem_per_block);
-  const TileConfig chosen = tile_config(kind);
-  if (chosen.stream) {
-    Plan p;
-    if (make_stream_plan_for(args, chosen, d, &p)) {
-      p.kind = kind;
-      return p;
+  if (tile_config(kind).stream) {
+    for (int i = 0; i < kTileCount; ++i) {  // the stream tile, else its Fewer chain, else the mma.sync tile
+      Plan p;
+      if (make_stream_plan_for(args, tile_config(kind), d, &p)) {
+        p.kind = kind;
+        return p;
+      }
+      if (tile_fewer(kind) == kind) break;
+      kind = tile_fewer(kind);
     }
     kind = choose_tile(args.m, Mainloop::kMmaSync, args.w.format);
   }

@@ -274,6 +274,14 @@ struct TileStream8 : TileStreamT<1, 2, 4, 16> {
   static constexpr const char* kName = "stream_m8";
   using Fewer = TileStream8;
 };
+/// M <= 8 with many atoms per SM (stream_atoms_per_sm >= kStreamLongRun): chunks of 8 atoms halve the per-chunk
+/// work (mbarrier wait, copy issue: ~165 instructions); H200, M = 1, s4 g128, same call (session 6): 8192 x 28672
+/// 48.3 vs 51.0 us, 28672 x 8192 46.5 vs 52.8; slower where warps have few chunks (4096 x 14336: 18.6 vs 16.5).
+/// Its ring leaves less room for A, so K slices are shorter.
+struct TileStream8L : TileStreamT<1, 2, 8, 16> {
+  static constexpr const char* kName = "stream_m8_l";
+  using Fewer = TileStream8;
+};
 struct TileStream16 : TileStreamT<2, 2, 4, 16> {
   static constexpr const char* kName = "stream_m16";
   using Fewer = TileStream16;
@@ -284,9 +292,9 @@ struct TileStream32 : TileStreamT<4, 2, 4, 8> {
 };
 
 /// Every tile, once. The index of a tag in this list is its TileKind.
-using TileList =
-    nibble::detail::TypeList<TileDecode, TileDecodeCodebook, TileSmall, TileSmallCompact, TileLarge, TileLargeCompact,
-                             TileWgSmall, TileWgMid, TileWgLarge, TileStream8, TileStream16, TileStream32>;
+using TileList = nibble::detail::TypeList<TileDecode, TileDecodeCodebook, TileSmall, TileSmallCompact, TileLarge,
+                                          TileLargeCompact, TileWgSmall, TileWgMid, TileWgLarge, TileStream8,
+                                          TileStream16, TileStream32, TileStream8L>;
 
 /// A tile of TileList, by index (what a Plan stores); tile_kind<Tag> names one.
 enum class TileKind : int {};
@@ -367,33 +375,46 @@ enum class Mainloop : int {
 
 /// Static shared memory of a stream kernel (its mbarriers and a flag), kept out of its dynamic budget.
 inline constexpr int kStreamStaticBytes = 1024;
-// Every stream tile with its nf4 / fp4 table fits the 227 KiB a block of an H100 / H200 may have.
-static_assert(TileStream8::kConfig.smem_bytes() + TileStream8::kConfig.table_bytes() + kStreamStaticBytes <= 232448 &&
-                  TileStream16::kConfig.smem_bytes() + TileStream16::kConfig.table_bytes() + kStreamStaticBytes <=
-                      232448 &&
-                  TileStream32::kConfig.smem_bytes() + TileStream32::kConfig.table_bytes() + kStreamStaticBytes <=
-                      232448,
+// Every stream tile with its nf4 / fp4 table and A for at least 16 atoms fits the 227 KiB a block of an H100 /
+// H200 may have (the launch gives A what is left, up to kStreamActBytes).
+template <class Tile>
+constexpr bool stream_tile_fits_227k() {
+  constexpr TileConfig c = Tile::kConfig;
+  return c.stream_fixed_bytes() + c.table_bytes() + 16 * c.stream_act_atom_bytes() + kStreamStaticBytes <= 232448;
+}
+static_assert(stream_tile_fits_227k<TileStream8>() && stream_tile_fits_227k<TileStream8L>() &&
+                  stream_tile_fits_227k<TileStream16>() && stream_tile_fits_227k<TileStream32>(),
               "stream tiles fit 227 KiB");
 
 /// The largest M the warp-streamed decode kernel serves.
 inline constexpr std::int64_t kStreamMaxM = 32;
 
 /// Where kAuto runs the stream kernel: where it measured faster than the mma.sync decode tile on the H200
-/// (benchmarks/RESULTS.md, session 5): small weights, where the fixed cost of a GEMM dominates (4096 x 4096:
-/// 9.7 vs 12.8 us at M = 1, 12.2 vs 13.8 at M = 16; 14336 x 4096 at M = 1: 20.2 vs 21.9). On the large
-/// shapes it is instruction-bound at 2.1 TB/s and the decode tile wins; above M = 16 the 64-token tiles do.
+/// (benchmarks/RESULTS.md, sessions 5 and 6): every shape at M <= 8 (session 6, M = 1: 4096 x 4096 9.4 vs
+/// 12.8 us, 8192 x 28672 48.3 (stream_m8_l) vs 55.4, 28672 x 8192 46.5 vs 53.0), and small weights at M <= 16
+/// (4096 x 4096: 12.2 vs 13.8); on large weights at M = 16 the decode tile wins (63 vs 54 us), above M = 16
+/// the 64-token tiles do.
 NIBBLE_HOST_DEVICE constexpr bool stream_preferred(std::int64_t m, std::int64_t n, std::int64_t k) {
-  const std::int64_t weights = n * k;
-  return (m <= 8 && weights <= (std::int64_t(64) << 20)) || (m <= 16 && weights <= (std::int64_t(16) << 20));
+  return m <= 8 || (m <= 16 && n * k <= (std::int64_t(16) << 20));
 }
+
+/// Weight atoms (16 x 64) per SM of an N x K weight on `sms` SMs: how long each warp's run is.
+NIBBLE_HOST_DEVICE constexpr std::int64_t stream_atoms_per_sm(std::int64_t n, std::int64_t k, int sms) {
+  return ((n + 15) / 16) * ((k + 63) / 64) / (sms > 0 ? sms : 1);
+}
+/// From this many atoms per SM on, M <= 8 runs stream_m8_l (chunks of 8 atoms) instead of stream_m8.
+inline constexpr std::int64_t kStreamLongRun = 1024;
 
 /// The tile for M rows of activations, a (resolved, non-auto) mainloop and the weight format. kWgmma /
 /// kTransposedMma use the transposed tiles above M = 16 (decode stays on the mma.sync tile, which is
 /// memory-bound and faster there); nf4 / fp4 decode uses the tile with room for the conflict-free table.
+/// `atoms_per_sm` (stream_atoms_per_sm; 0: unknown) picks the stream tile's chunk for M <= 8.
 inline constexpr TileKind choose_tile(std::int64_t m, Mainloop mainloop = Mainloop::kMmaSync,
-                                      Format format = Format::kS4) {
-  if (mainloop == Mainloop::kStream && m <= kStreamMaxM)
-    return m <= 8 ? tile_kind<TileStream8> : (m <= 16 ? tile_kind<TileStream16> : tile_kind<TileStream32>);
+                                      Format format = Format::kS4, std::int64_t atoms_per_sm = 0) {
+  if (mainloop == Mainloop::kStream && m <= kStreamMaxM) {
+    if (m <= 8) return atoms_per_sm >= kStreamLongRun ? tile_kind<TileStream8L> : tile_kind<TileStream8>;
+    return m <= 16 ? tile_kind<TileStream16> : tile_kind<TileStream32>;
+  }
   if (m <= 16) return is_codebook(format) ? tile_kind<TileDecodeCodebook> : tile_kind<TileDecode>;
   if (mainloop == Mainloop::kWgmma || mainloop == Mainloop::kTransposedMma)
     return m <= 64 ? tile_kind<TileWgSmall> : (m <= 256 ? tile_kind<TileWgMid> : tile_kind<TileWgLarge>);
