@@ -806,8 +806,9 @@ nibble::gemm::Plan run_plan(const nibble::gemm::Arguments& args, const Context& 
   (void)ctx;
   nibble::DeviceInfo info;
   NIBBLE_OK(nibble::current_device_info(&info));
-  return nibble::gemm::make_plan(args, nibble::gemm::device_limits(info),
-                                 nibble::gemm::resolve_mainloop(args.mainloop, args.m, args.w.n, args.w.k, info));
+  return nibble::gemm::make_plan(
+      args, nibble::gemm::device_limits(info),
+      nibble::gemm::resolve_mainloop(args.mainloop, args.m, args.w.n, args.w.k, info, args.w.format));
 }
 
 /// get_workspace_size of `args` (a failure is reported like any nibble error).

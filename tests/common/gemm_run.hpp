@@ -80,7 +80,8 @@ inline nibble::DeviceInfo device_info() {
 inline gemm::Plan plan_of(const gemm::Arguments& args) {
   const nibble::DeviceInfo info = device_info();
   return plan_for(args, args.sm_count > 0 ? args.sm_count : info.sm_count,
-                  gemm::resolve_mainloop(args.mainloop, args.m, args.w.n, args.w.k, info), info.max_smem_per_block);
+                  gemm::resolve_mainloop(args.mainloop, args.m, args.w.n, args.w.k, info, args.w.format),
+                  info.max_smem_per_block);
 }
 
 struct RunOpts {

@@ -243,10 +243,11 @@ inline Mainloop resolve_mainloop(Mainloop requested) {
   return resolve_mainloop(requested, info);
 }
 /// The mainloop run() uses for `requested` and an M x N x K GEMM: kAuto is the warp-streamed decode kernel
-/// where stream_preferred(m, n, k), else (and kStream above kStreamMaxM) what resolve_mainloop(kAuto) gives.
+/// where stream_preferred(m, n, k, format), else (and kStream above kStreamMaxM) what resolve_mainloop(kAuto)
+/// gives.
 inline Mainloop resolve_mainloop(Mainloop requested, std::int64_t m, std::int64_t n, std::int64_t k,
-                                 const DeviceInfo& info) {
-  if (requested == Mainloop::kAuto && stream_preferred(m, n, k)) return Mainloop::kStream;
+                                 const DeviceInfo& info, Format format = Format::kS4) {
+  if (requested == Mainloop::kAuto && stream_preferred(m, n, k, format)) return Mainloop::kStream;
   if (requested == Mainloop::kStream && m > kStreamMaxM) return resolve_mainloop(Mainloop::kAuto, info);
   return resolve_mainloop(requested, info);
 }
@@ -264,7 +265,7 @@ struct Launch {
 inline Status prepare(const Arguments& args, const DeviceInfo& info, Launch* out) {
   NIBBLE_RETURN_IF_ERROR(check_arguments(args));
   NIBBLE_RETURN_IF_ERROR(check_device(info));
-  const Mainloop mainloop = resolve_mainloop(args.mainloop, args.m, args.w.n, args.w.k, info);
+  const Mainloop mainloop = resolve_mainloop(args.mainloop, args.m, args.w.n, args.w.k, info, args.w.format);
   // Shared memory: the device's opt-in limit, or the caller's smaller one.
   const int smem_optin = smem_limit(args.max_smem_per_block, info.max_smem_per_block);
   const Plan plan = make_plan(args, device_limits(info), mainloop);
