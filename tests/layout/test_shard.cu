@@ -643,6 +643,69 @@ TEST(ShardPlan, CanImplementNamesWhatIsWrong) {
   }
 }
 
+TEST(ShardCopy, CarvedCopyAtAnotherAddressGivesTheSameShards) {
+  // What the GPU case does with its device whole matrix, on the CPU: the bytes of hp copied to another 256-byte
+  // aligned buffer and carved there give the same buffer offsets as hp.m (carving depends only on the
+  // shape, not on the base address), and repack_shard_host / copy_plain_shard_host from that carve give the
+  // bytes they give from hp.m; every 2-D copy of copy_plain_shard is legal for cudaMemcpy2D (width <= pitches).
+  auto rng = nibble_test_rng();
+  const int64_t N = 72, K = 1024;
+  for (const Config& c : all_configs()) {
+    SCOPED_TRACE(c.name());
+    HostPacked hp(N, K, c.params());
+    quantize_random(rng, hp);
+    std::vector<uint8_t> other(hp.total + 3 * nibble::kPackedAlignment);
+    uint8_t* base = other.data() + nibble::kPackedAlignment -
+                    reinterpret_cast<std::uintptr_t>(other.data()) % nibble::kPackedAlignment +
+                    nibble::kPackedAlignment;  // 256-aligned, a different address modulo 512
+    std::memcpy(base, hp.storage.data() + hp.offset, hp.total);
+    PackedMatrix dm;
+    NIBBLE_CHECK(nibble::carve_packed_matrix(N, K, c.params(), base, hp.total, &dm));
+    const uint8_t* hb = hp.storage.data() + hp.offset;
+    auto off = [](const void* p, const uint8_t* b) { return p == nullptr ? -1 : static_cast<const uint8_t*>(p) - b; };
+    EXPECT_EQ(off(dm.codes, base), off(hp.m.codes, hb));
+    EXPECT_EQ(off(dm.scales, base), off(hp.m.scales, hb));
+    EXPECT_EQ(off(dm.zeros, base), off(hp.m.zeros, hb));
+    EXPECT_EQ(off(dm.dq.codes, base), off(hp.m.dq.codes, hb));
+    EXPECT_EQ(off(dm.dq.absmax2, base), off(hp.m.dq.absmax2, hb));
+    EXPECT_EQ(off(dm.dq.offset, base), off(hp.m.dq.offset, hb));
+    EXPECT_EQ(dm.ld_codes, hp.m.ld_codes);
+    EXPECT_EQ(dm.ld_codes, K / 2);
+    const int64_t kc = c.group == kPC ? 512 : std::min<int64_t>(4 * c.group, 512);
+    for (const ShardRange& r : {ShardRange{0, N, kc, K}, ShardRange{16, 48, 0, kc}, ShardRange{1, 70, kc, K},
+                                nibble::column_shard_range(32, 72, K)}) {
+      SCOPED_TRACE(range_name(r));
+      for (DType act : {kF16, kBF16}) {
+        HostGemm a, b;
+        alloc_gemm(a, c.format, r.n(), r.k(), c.group, act);
+        alloc_gemm(b, c.format, r.n(), r.k(), c.group, act);
+        NIBBLE_CHECK(nibble::repack_shard_host(nibble::plain_view(hp.m), r, act, a.codes.data(), a.scales.data(),
+                                               a.zeros.data(), &a.w));
+        NIBBLE_CHECK(nibble::repack_shard_host(nibble::plain_view(dm), r, act, b.codes.data(), b.scales.data(),
+                                               b.zeros.data(), &b.w));
+        EXPECT_TRUE(a.codes == b.codes) << "codes differ";
+        EXPECT_TRUE(a.scales == b.scales) << "scales differ";
+        EXPECT_TRUE(a.zeros == b.zeros) << "zero points differ";
+      }
+      if (c.dq && !dq_rule(c.group, K, r)) continue;
+      HostPacked x(r.n(), r.k(), c.params()), y(r.n(), r.k(), c.params());
+      NIBBLE_CHECK(nibble::copy_plain_shard_host(hp.m, r, x.m));
+      NIBBLE_CHECK(nibble::detail::copy_plain_shard_with(
+          dm, r, y.m, [](void* d, int64_t dpitch, const void* s, int64_t spitch, int64_t width, int64_t rows) {
+            EXPECT_GT(width, 0);
+            EXPECT_GE(rows, 1);
+            EXPECT_LE(width, dpitch);
+            EXPECT_LE(width, spitch);
+            for (int64_t i = 0; i < rows; ++i)
+              std::memcpy(static_cast<uint8_t*>(d) + i * dpitch, static_cast<const uint8_t*>(s) + i * spitch,
+                          std::size_t(width));
+            return Status::kSuccess;
+          }));
+      EXPECT_EQ(std::memcmp(x.storage.data() + x.offset, y.storage.data() + y.offset, x.total), 0);
+    }
+  }
+}
+
 // ================================== GPU: device paths ==========================================================
 
 TEST(ShardDevice, RepackShardAndCopyPlainShardMatchTheHost) {
@@ -653,8 +716,14 @@ TEST(ShardDevice, RepackShardAndCopyPlainShardMatchTheHost) {
     SCOPED_TRACE(c.name());
     HostPacked hp(N, K, c.params());
     quantize_random(rng, hp);
+    // `stream` is non-blocking: it does not wait for the legacy default stream, on which the upload below (a
+    // pageable H2D copy may return before its DMA lands) and a plain cudaMemset (asynchronous to the host) run.
+    // So every fill goes on `stream` (cudaMemsetAsync) and the upload is followed by a device sync; without that
+    // the 0xCD / 0xAB fills can race the kernels and copies on `stream` (the likely cause of the H200 failures at
+    // e80ff64; the CPU case CarvedCopyAtAnotherAddressGivesTheSameShards rules out the views and offsets).
     DevBuf dwhole(hp.total);
     dwhole.upload(hp.storage.data() + hp.offset, hp.total);
+    CUDA_CHECK(cudaDeviceSynchronize());
     PackedMatrix dm;
     NIBBLE_CHECK(nibble::carve_packed_matrix(N, K, c.params(), dwhole.get(), hp.total, &dm));
     Stream stream;
@@ -668,9 +737,9 @@ TEST(ShardDevice, RepackShardAndCopyPlainShardMatchTheHost) {
         NIBBLE_CHECK(nibble::repack_shard_host(nibble::plain_view(hp.m), r, act, h.codes.data(), h.scales.data(),
                                                h.zeros.data(), &h.w));
         DevBuf dc(h.codes.size()), ds(h.scales.size()), dz(h.zeros.size());
-        CUDA_CHECK(cudaMemset(dc.get(), 0xCD, dc.size()));
-        CUDA_CHECK(cudaMemset(ds.get(), 0xCD, ds.size()));
-        CUDA_CHECK(cudaMemset(dz.get(), 0xCD, dz.size()));
+        CUDA_CHECK(cudaMemsetAsync(dc.get(), 0xCD, dc.size(), stream.s));
+        CUDA_CHECK(cudaMemsetAsync(ds.get(), 0xCD, ds.size(), stream.s));
+        CUDA_CHECK(cudaMemsetAsync(dz.get(), 0xCD, dz.size(), stream.s));
         GemmWeights dv;
         NIBBLE_CHECK(nibble::repack_shard(nibble::plain_view(dm), r, act, dc.get(), ds.get(), dz.get(), &dv, stream.s));
         CUDA_CHECK(cudaStreamSynchronize(stream.s));
@@ -684,7 +753,7 @@ TEST(ShardDevice, RepackShardAndCopyPlainShardMatchTheHost) {
       HostPacked hcopy(r.n(), r.k(), c.params()), dback(r.n(), r.k(), c.params());
       NIBBLE_CHECK(nibble::copy_plain_shard_host(hp.m, r, hcopy.m));
       DevBuf dcopy(hcopy.total);
-      CUDA_CHECK(cudaMemset(dcopy.get(), 0xAB, hcopy.total));
+      CUDA_CHECK(cudaMemsetAsync(dcopy.get(), 0xAB, hcopy.total, stream.s));
       PackedMatrix dcm;
       NIBBLE_CHECK(nibble::carve_packed_matrix(r.n(), r.k(), c.params(), dcopy.get(), hcopy.total, &dcm));
       NIBBLE_CHECK(nibble::copy_plain_shard(dm, r, dcm, stream.s));
