@@ -17,7 +17,8 @@
 //      order) against the unsharded blocks, and gemm::run on GEMM-layout views (gemm_column_shard of a
 //      per-channel weight writing C + n0; gemm_row_shard of a 16-row weight reading A + k0) against the whole;
 //   2. the NCCL run on `world` GPUs against the unsharded blocks on GPU 0.
-// The fp32 outputs must agree within 1e-5 (relative Frobenius norm). The checked runs pin the K order of every
+// The fp32 outputs must agree within 1e-5 (relative Frobenius norm; blocks with a row-parallel GEMM within
+// row_parallel_tolerance(K), 2.7e-5 for the MLP: see there). The checked runs pin the K order of every
 // GEMM (Mainloop::kMmaSync, split_k = 1): column-parallel outputs are then bit-identical to the whole's
 // columns, so the fp16 intermediates (h, the q columns) are too, and only the row-parallel sums differ (fp32
 // reassociation). With the default kAuto choice shards and the whole may take different kernels or K splits, a
@@ -81,6 +82,23 @@ constexpr std::int64_t kHidden = 4096, kInter = 14336, kQ = 4096, kKv = 1024;  /
 constexpr std::int64_t kMaxM = 2048;
 constexpr std::int64_t kMs[] = {1, 16, 256, 2048};
 constexpr double kTolerance = 1e-5;
+/// Relative tolerance of a block whose row-parallel GEMM sums K terms in fp32, shards against the whole. The
+/// checked runs give both sides the same fp16 operands (see the header), so they differ only in where the fp32
+/// sums are rounded. Along K the kMmaSync mainloop adds one m16n8k16 product per 16 columns into its fp32
+/// accumulator: K / 16 roundings on the whole's chain, K / (16 * shards) on each shard's plus the sum of the
+/// partials. The tensor cores' fp32 accumulation truncates (Fasi et al., "Numerical behavior of NVIDIA tensor
+/// cores", PeerJ CS 2021), so these errors do not cancel like round-to-nearest ones (~ u * sqrt(K / 16)); each
+/// step leaves up to u = 2^-24 of the accumulator, on average u / 2 toward zero, and the accumulator stays
+/// below the final |C| on average, so the two sums differ by about (K / 16) * u / 2 relative to C:
+/// 2^-24 * K / 32 = 2.7e-5 for down (K = 14336), 7.6e-6 for o (K = 4096). Observed on an H200 at e80ff64:
+/// down 1.0e-5 (2 shards) .. 1.37e-5 (4 shards), o 3e-6 — linear in K (ratio 3.4 for 3.5x the K), as this
+/// model says, not sqrt(K). Never below the 1e-5 of the other checks.
+constexpr double row_parallel_tolerance(std::int64_t k) {
+  const double bound = double(k) / 32.0 / 16777216.0;
+  return bound > kTolerance ? bound : kTolerance;
+}
+constexpr double kMlpTolerance = row_parallel_tolerance(kInter);  // down: K = intermediate
+constexpr double kAttnTolerance = row_parallel_tolerance(kQ);     // o: K = q columns
 const nibble::QuantParams kParams{Format::kS4, 128, DType::kF16, false};
 
 // ---- device helpers ----------------------------------------------------------------------------------------
@@ -309,8 +327,8 @@ double rel_error(const std::vector<float>& x, const std::vector<float>& ref) {
   }
   return den > 0 ? std::sqrt(num / den) : std::sqrt(num);
 }
-bool report(const char* what, double err, bool checked) {
-  const bool ok = !checked || err <= kTolerance;
+bool report(const char* what, double err, bool checked, double tolerance = kTolerance) {
+  const bool ok = !checked || err <= tolerance;
   std::printf("  %-58s rel. error %.3g%s\n", what, err, checked ? (ok ? "  ok" : "  FAILED") : "  (not checked)");
   return ok;
 }
@@ -349,9 +367,9 @@ bool check_on_one_gpu(const Model& model, Rank& whole) {
       }
       char label[96];
       std::snprintf(label, sizeof(label), "MLP, %d shards, M = %lld", shards, (long long)m);
-      ok &= report(label, rel_error(sum_mlp, ref_mlp), true);
+      ok &= report(label, rel_error(sum_mlp, ref_mlp), true, kMlpTolerance);
       std::snprintf(label, sizeof(label), "attention projections, %d shards, M = %lld", shards, (long long)m);
-      ok &= report(label, rel_error(sum_attn, ref_attn), true);
+      ok &= report(label, rel_error(sum_attn, ref_attn), true, kAttnTolerance);
     }
     for (Rank& p : parts) free_rank(p);
   }
@@ -574,9 +592,9 @@ int main(int argc, char** argv) {
       char label[96];
       const char* mode = deterministic ? "kMmaSync, split_k 1" : "kAuto";
       std::snprintf(label, sizeof(label), "MLP, %s, M = %lld", mode, (long long)m);
-      ok &= report(label, rel_error(got_mlp, ref_mlp), deterministic);
+      ok &= report(label, rel_error(got_mlp, ref_mlp), deterministic, kMlpTolerance);
       std::snprintf(label, sizeof(label), "attention projections, %s, M = %lld", mode, (long long)m);
-      ok &= report(label, rel_error(got_attn, ref_attn), deterministic);
+      ok &= report(label, rel_error(got_attn, ref_attn), deterministic, kAttnTolerance);
     }
   }
   whole.deterministic = false;
