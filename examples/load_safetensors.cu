@@ -238,39 +238,7 @@ int main(int argc, char** argv) {
         break;
       }
     }
-    double max_abs = 0;
-    const std::int64_t bad = compare_dequant(imp.m, imp.perm, ref, &max_abs, &err);
-    bool ok = bad == 0;
-    if (bad < 0)
-      std::printf("  FAIL import check: %s\n", err.c_str());
-    else if (bad > 0)
-      std::printf("  FAIL import check: %lld of %lld weights differ from the reference (max |diff| %.3g)\n",
-                  (long long)bad, (long long)(imp.n * imp.k), max_abs);
-    else
-      std::printf("  import: bit-exact against the reference dequantization (%lld weights)%s\n",
-                  (long long)(imp.n * imp.k), imp.perm.empty() ? "" : ", act-order permutation applied");
-    const nibble::Status pre = gemm_precheck(imp.m, rows);
-    if (pre != nibble::Status::kSuccess) {
-      // Not a failure of the import: nibble's GEMM does not take every shape the formats allow.
-      std::printf("  GEMM: not run: nibble's GEMM refuses this weight (%s; it needs K %% 8 == 0)\n",
-                  nibble::to_string(pre));
-    } else if (gpu) {
-      const std::vector<float> a = make_activations(rows, imp.k, 20261202 + li);
-      const std::vector<double> c_ref = reference_gemm(a, ref, rows, imp.n, imp.k);
-      double rel = 0;
-      const double tol = gemm_tolerance(imp.m.scale_type);
-      if (!gpu_gemm_check(imp.m, imp.perm, a, rows, c_ref, &rel, &err)) {
-        std::printf("  FAIL GEMM: %s\n", err.c_str());
-        ok = false;
-      } else {
-        std::printf("  GEMM M = %lld: max relative error %.3e (tolerance %.0e)  %s\n", (long long)rows, rel, tol,
-                    rel <= tol ? "PASS" : "FAIL");
-        ok = ok && rel <= tol;
-      }
-    } else {
-      std::printf("  GEMM: skipped without a GPU (repack_host + can_implement accept the weight)\n");
-    }
-    std::printf("  %s\n", ok ? "PASS" : "FAIL");
+    const bool ok = check_layer(imp.m, imp.perm, imp.n, imp.k, ref, rows, gpu, 20261202 + li);
     (ok ? passed : failed)++;
   }
 

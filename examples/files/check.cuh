@@ -262,4 +262,48 @@ inline bool gpu_gemm_check(const nibble::PackedMatrix& m, const std::vector<std:
 /// gives errors of order 1.
 inline double gemm_tolerance(nibble::DType scale_type) { return scale_type == nibble::DType::kBF16 ? 3e-2 : 1e-2; }
 
+/// The two checks both examples run on one imported [n, k] layer, printed: the dequantized import (`m`, act-order
+/// `perm`) against `ref` (float64, bit-exact expected), then, where the GEMM takes the weight, one GEMM of `rows`
+/// activations (seeded by `seed`) against the float64 product on the GPU (skipped, and said so, without one).
+/// Returns whether the layer passed.
+inline bool check_layer(const nibble::PackedMatrix& m, const std::vector<std::int32_t>& perm, std::int64_t n,
+                        std::int64_t k, const std::vector<double>& ref, std::int64_t rows, bool gpu,
+                        std::uint64_t seed) {
+  std::string err;
+  double max_abs = 0;
+  const std::int64_t bad = compare_dequant(m, perm, ref, &max_abs, &err);
+  bool ok = bad == 0;
+  if (bad < 0)
+    std::printf("  FAIL import check: %s\n", err.c_str());
+  else if (bad > 0)
+    std::printf("  FAIL import check: %lld of %lld weights differ from the reference (max |diff| %.3g)\n",
+                (long long)bad, (long long)(n * k), max_abs);
+  else
+    std::printf("  import: bit-exact against the reference dequantization (%lld weights)%s\n", (long long)(n * k),
+                perm.empty() ? "" : ", act-order permutation applied");
+  const nibble::Status pre = gemm_precheck(m, rows);
+  if (pre != nibble::Status::kSuccess) {
+    // Not a failure of the import: nibble's GEMM does not take every shape the formats allow.
+    std::printf("  GEMM: not run: nibble's GEMM refuses this weight (%s; it needs K %% 8 == 0)\n",
+                nibble::to_string(pre));
+  } else if (gpu) {
+    const std::vector<float> a = make_activations(rows, k, seed);
+    const std::vector<double> c_ref = reference_gemm(a, ref, rows, n, k);
+    double rel = 0;
+    const double tol = gemm_tolerance(m.scale_type);
+    if (!gpu_gemm_check(m, perm, a, rows, c_ref, &rel, &err)) {
+      std::printf("  FAIL GEMM: %s\n", err.c_str());
+      ok = false;
+    } else {
+      std::printf("  GEMM M = %lld: max relative error %.3e (tolerance %.0e)  %s\n", (long long)rows, rel, tol,
+                  rel <= tol ? "PASS" : "FAIL");
+      ok = ok && rel <= tol;
+    }
+  } else {
+    std::printf("  GEMM: skipped without a GPU (repack_host + can_implement accept the weight)\n");
+  }
+  std::printf("  %s\n", ok ? "PASS" : "FAIL");
+  return ok;
+}
+
 }  // namespace nibble_files
