@@ -199,6 +199,14 @@ struct ImportedLinear {
   ImportedLinear(ImportedLinear&&) = default;  // moving a vector keeps its buffer: m stays valid
   ImportedLinear& operator=(ImportedLinear&&) = default;
 
+  /// Clears perm when the importer's act-order permutation is 0, 1, ..., k-1 (no activation permutation
+  /// needed); returns whether it was.
+  bool drop_identity_perm() {
+    for (std::size_t i = 0; i < perm.size(); ++i)
+      if (perm[i] != std::int32_t(i)) return false;
+    perm.clear();
+    return true;
+  }
   /// Carves m for (n, k, p) in `raw`.
   nibble::Status carve(std::int64_t rows, std::int64_t cols, const nibble::QuantParams& p) {
     n = rows;
@@ -335,9 +343,7 @@ inline Result import_gptq(const Linear& l, const QuantConfig& cfg, ImportedLinea
   out->perm.assign(std::size_t(k), 0);
   if ((s = nibble::import_gptq_host(c, t, out->m, out->perm.data())) != nibble::Status::kSuccess)
     return nibble_error(l, "import_gptq_host", s);
-  bool identity = true;
-  for (std::int64_t i = 0; i < k; ++i) identity = identity && out->perm[std::size_t(i)] == i;
-  if (identity) out->perm.clear();
+  const bool identity = out->drop_identity_perm();
   out->group = k / groups;
   out->gptq_v1 = resolved == nibble::GptqCheckpointFormat::kV1;
   out->description = std::string("gptq ") + (resolved == nibble::GptqCheckpointFormat::kV1 ? "v1" : "v2") +
@@ -448,9 +454,7 @@ inline Result import_ct(const Linear& l, const QuantConfig& cfg, ImportedLinear*
   out->perm.assign(std::size_t(k), 0);
   if ((s = nibble::import_compressed_tensors_host(c, t, out->m, out->perm.data())) != nibble::Status::kSuccess)
     return nibble_error(l, "import_compressed_tensors_host", s);
-  bool identity = true;
-  for (std::int64_t i = 0; i < k; ++i) identity = identity && out->perm[std::size_t(i)] == i;
-  if (identity) out->perm.clear();
+  const bool identity = out->drop_identity_perm();
   out->group = k / groups;
   static const char* const kStrategy[] = {"group", "channel", "tensor"};
   out->description = std::string("compressed-tensors ") + (c.symmetric ? "sym" : "asym") + ", " +
