@@ -37,12 +37,8 @@ template <class T, Format F, class Tile, bool kUseWgmma, bool kSmemTable>
 Status launch_tile(const KernelParams<T>& p, const Plan& plan, cudaStream_t stream, int device) {
   constexpr TileConfig c = Tile::kConfig;
   using Family = FamilyKernel<typename Tile::Kernel>;
-  auto* kernel = Family::template kernel<T, F, Tile, kUseWgmma, kSmemTable>();
   int variant = 0;
-  if constexpr (c.stream) {
-    if (!p.per_channel && p.group_log2 == 5)
-      kernel = Family::template kernel_g32<T, F, Tile, kUseWgmma, kSmemTable>(), variant = 1;
-  }
+  auto* kernel = Family::template kernel<T, F, Tile, kUseWgmma, kSmemTable>(p, &variant);
   // (A stream plan keeps room for the nf4 / fp4 table whichever table runs, so that both give the same plan:
   // its cap counts the table in both variants.)
   constexpr int kMaxSmem = kernel_smem_bytes(F, kSmemTable || (c.stream && is_codebook(F)), c);
@@ -57,8 +53,8 @@ Status launch_tile(const KernelParams<T>& p, const Plan& plan, cudaStream_t stre
   }
   const int smem = plan.smem_bytes > 0 ? plan.smem_bytes : kMaxSmem;
   if (smem > attribute) return Status::kErrorUnsupportedDevice;
-  // one flag set per kernel (this function is instantiated once per kernel, or variant of it)
-  static std::atomic<bool> attribute_set[2][nibble::detail::kMaxCachedDevices] = {};
+  // one flag set per kernel (this function is instantiated once per tile, and picks one of its variants)
+  static std::atomic<bool> attribute_set[Family::kVariants][nibble::detail::kMaxCachedDevices] = {};
   NIBBLE_RETURN_IF_ERROR(set_smem_attribute_once(kernel, attribute, device, attribute_set[variant]));
   const std::int64_t grid = std::int64_t(plan.tiles_m) * plan.tiles_n * plan.splits;
   if (p.dependent_launch) {

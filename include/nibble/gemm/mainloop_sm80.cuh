@@ -119,8 +119,10 @@ __global__ void __launch_bounds__(Tile::kConfig.threads()) gemm_kernel(const Ker
 template <>
 struct FamilyKernel<MmaSyncKernel> {
   static constexpr bool kHasWgmmaBody = false;
+  static constexpr int kVariants = 1;
   template <class T, Format F, class Tile, bool kUseWgmma, bool kSmemTable>
-  static constexpr auto kernel() {
+  static auto kernel(const KernelParams<T>&, int* variant) {
+    *variant = 0;
     return &gemm_kernel<T, F, Tile, kSmemTable>;
   }
 };

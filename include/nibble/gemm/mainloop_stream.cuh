@@ -87,33 +87,49 @@ __global__ void __launch_bounds__(Tile::kConfig.threads(), 1) gemm_stream_kernel
   // Their scales (and u4 zeros): 16-byte cp.async slots spread over the lanes, one instruction per chunk
   // (per-atom 32-byte bulk copies were the TMA unit's bottleneck: NOTES.md, session 6); on sm_90 every
   // lane then arrives on the mbarrier when its copies land (cp.async.mbarrier.arrive.noinc). ----
+  // The warp's first atom (column, atom of K); both cursors below start there.
+  const int first_col = c0 + (units > 0 ? u0 / kas : 0), first_kb = a0 + (units > 0 ? u0 % kas : 0);
+  // Moves a cursor whose atom index kb ran past the slice into the following columns.
+  auto wrap = [&](int& kb, int& col) {
+    while (kb >= a1) kb -= kas, ++col;  // (at most kChunk / kas times)
+  };
   // The copy cursor (every lane): the next chunk's first atom.
-  int l_col = c0 + (units > 0 ? u0 / kas : 0), l_kb = a0 + (units > 0 ? u0 % kas : 0);
+  int l_col = first_col, l_kb = first_kb;
   auto scale_offset = [&](int col, int kb) {
     const std::int64_t gi = p.per_channel ? 0 : (std::int64_t(kb) * layout::kAtomK) >> p.group_log2;
     return gi * n_pad + std::int64_t(col) * layout::kAtomN;
   };
   // Slots of a chunk: scales first (atom i, scale row h, 16-byte half), then zeros (atom i, row h).
   constexpr int kScaleSlots = kChunk * kPer * 2, kSlots = kScaleSlots + (kU4 ? kChunk * kPer : 0);
+  // Copies one slot (scale half or zero row) of atom i of the chunk whose first atom is (col, kb); kb + i may
+  // run past the slice (the chunk then continues in the next column).
+  auto copy_slot = [&](unsigned char* st, int s, int i, int col, int kb, bool may_wrap) {
+    const bool zero = s >= kScaleSlots;
+    const int h = zero ? (s - kScaleSlots) % kPer : (s / 2) % kPer;
+    kb += i;
+    if (may_wrap) wrap(kb, col);
+    const std::int64_t so = scale_offset(col, kb) + h * n_pad;
+    if (zero)
+      nibble::detail::cp_async_16(st + kZeroOff + (i * kPer + h) * 16, p.zeros + so, true);
+    else
+      nibble::detail::cp_async_16(st + kScaleOff + (i * kPer + h) * 32 + (s % 2) * 16, p.scales + so + (s % 2) * 8,
+                                  true);
+  };
+  auto slot_atom = [&](int s) { return s >= kScaleSlots ? (s - kScaleSlots) / kPer : s / (2 * kPer); };
   // Copies chunk c into its stage (the cursor is at the chunk's first atom; chunks are copied in order).
+  // A full chunk inside one column (the common case) is one bulk copy and one slot per lane, no wrap.
   auto copy_chunk = [&](int c) {
     const int n = min(kChunk, u1 - (u0 + c * kChunk));
+    const bool simple = n == kChunk && l_kb + kChunk <= a1;
     unsigned char* st = ring + (c % kStages) * kStageBytes;
 #pragma unroll
     for (int r = 0; r < (kSlots + 31) / 32; ++r) {
       const int s = lane + 32 * r;
-      const bool zero = s >= kScaleSlots;
-      const int i = zero ? (s - kScaleSlots) / kPer : s / (2 * kPer);
-      if (s < kSlots && i < n) {
-        const int h = zero ? (s - kScaleSlots) % kPer : (s / 2) % kPer;
-        int kb = l_kb + i, col = l_col;
-        while (kb >= a1) kb -= kas, ++col;  // (at most kChunk / kas times)
-        const std::int64_t so = scale_offset(col, kb) + h * n_pad;
-        if (zero)
-          nibble::detail::cp_async_16(st + kZeroOff + (i * kPer + h) * 16, p.zeros + so, true);
-        else
-          nibble::detail::cp_async_16(st + kScaleOff + (i * kPer + h) * 32 + (s % 2) * 16, p.scales + so + (s % 2) * 8,
-                                      true);
+      if (s < kSlots) {
+        if (simple)
+          copy_slot(st, s, slot_atom(s), l_col, l_kb, false);
+        else if (slot_atom(s) < n)
+          copy_slot(st, s, slot_atom(s), l_col, l_kb, true);
       }
     }
 #if defined(__CUDA_ARCH__) && (__CUDA_ARCH__ >= 900)
@@ -122,16 +138,27 @@ __global__ void __launch_bounds__(Tile::kConfig.threads(), 1) gemm_stream_kernel
     if (lane == 0) {
       const std::uint32_t sst = nibble::detail::smem_addr(st);
       nibble::detail::mbarrier_arrive_expect_tx(bar, std::uint32_t(n * layout::kAtomBytes));
-      int kb = l_kb, col = l_col;
-      for (int i = 0; i < n;) {
-        const int run = min(n - i, a1 - kb);  // atoms left in this column: one contiguous copy
-        nibble::detail::cp_async_bulk_g2s(sst + i * layout::kAtomBytes, p.codes + layout::atom_offset(p.shape, col, kb),
-                                          std::uint32_t(run * layout::kAtomBytes), bar);
-        i += run, kb = a0, ++col;
+      if (simple) {
+        nibble::detail::cp_async_bulk_g2s(sst, p.codes + layout::atom_offset(p.shape, l_col, l_kb),
+                                          std::uint32_t(kChunk * layout::kAtomBytes), bar);
+      } else {
+        int kb = l_kb, col = l_col;
+        for (int i = 0; i < n;) {
+          const int run = min(n - i, a1 - kb);  // atoms left in this column: one contiguous copy
+          nibble::detail::cp_async_bulk_g2s(sst + i * layout::kAtomBytes,
+                                            p.codes + layout::atom_offset(p.shape, col, kb),
+                                            std::uint32_t(run * layout::kAtomBytes), bar);
+          i += run, kb = a0, ++col;
+        }
       }
     }
 #else
-    {
+    if (simple) {
+      const unsigned char* src = p.codes + layout::atom_offset(p.shape, l_col, l_kb) + lane * 16;
+#pragma unroll
+      for (int i = 0; i < kChunk; ++i)
+        nibble::detail::cp_async_16(st + i * layout::kAtomBytes + lane * 16, src + i * layout::kAtomBytes, true);
+    } else {
       int kb = l_kb, col = l_col;
       for (int i = 0; i < n; ++i) {
         nibble::detail::cp_async_16(st + i * layout::kAtomBytes + lane * 16,
@@ -142,7 +169,7 @@ __global__ void __launch_bounds__(Tile::kConfig.threads(), 1) gemm_stream_kernel
     nibble::detail::cp_async_commit();
 #endif
     l_kb += n;
-    while (l_kb >= a1) l_kb -= kas, ++l_col;
+    wrap(l_kb, l_col);
   };
 #if defined(__CUDA_ARCH__) && (__CUDA_ARCH__ >= 900)
   if (lane == 0)
@@ -211,11 +238,12 @@ __global__ void __launch_bounds__(Tile::kConfig.threads(), 1) gemm_stream_kernel
 
   // ---- mainloop ----
   float acc[TT][4] = {};
-  int c_col = c0 + (units > 0 ? u0 / kas : 0), c_kb = a0 + (units > 0 ? u0 % kas : 0);  // the atom multiplied
-  std::uint32_t c_addr = act_lane + std::uint32_t((c_kb - a0) * layout::kAtomK * 2);    // its A slice (this lane)
+  int c_col = first_col, c_kb = first_kb;                                             // the atom multiplied
+  std::uint32_t c_addr = act_lane + std::uint32_t((c_kb - a0) * layout::kAtomK * 2);  // its A slice (this lane)
   bool from_start = c_kb == a0, first = true;
 
-  auto consume = [&](const StreamAtom& at) {
+  // Multiplies one atom (its A slice at addr) into acc.
+  auto consume = [&](const StreamAtom& at, std::uint32_t addr) {
     float part[TT][4];
     std::uint32_t bf[TT][4];
     auto apply = [&](std::uint32_t s) {
@@ -238,7 +266,7 @@ __global__ void __launch_bounds__(Tile::kConfig.threads(), 1) gemm_stream_kernel
       if (j % 2 == 0) {
 #pragma unroll
         for (int tt = 0; tt < TT; ++tt)
-          nibble::detail::ldmatrix_x4(bf[tt], c_addr + std::uint32_t(tt * 8 * pitch * 2) + xo[j / 2]);
+          nibble::detail::ldmatrix_x4(bf[tt], addr + std::uint32_t(tt * 8 * pitch * 2) + xo[j / 2]);
       }
       std::uint32_t o[4];
       decode_fragments<T, F>(atom_word(at.w, j), q[j / 2], ctx, o);
@@ -255,6 +283,39 @@ __global__ void __launch_bounds__(Tile::kConfig.threads(), 1) gemm_stream_kernel
     }
     apply(at.s1);
   };
+  // Atom i of stage st, as this lane holds it.
+  auto load_atom = [&](const unsigned char* st, int i) {
+    StreamAtom at;
+    at.w = *reinterpret_cast<const uint4*>(st + i * layout::kAtomBytes + lane * 16);
+    const unsigned short* ss = reinterpret_cast<const unsigned short*>(st + kScaleOff + i * kPer * 32);
+    at.s0 = std::uint32_t(ss[g]) | (std::uint32_t(ss[g + 8]) << 16);
+    at.s1 = kG32 ? (std::uint32_t(ss[16 + g]) | (std::uint32_t(ss[16 + g + 8]) << 16)) : at.s0;
+    at.z = 0;
+    if constexpr (kU4) {
+      const std::uint8_t* zz = st + kZeroOff + i * kPer * 16;
+      const std::uint32_t z0 = std::uint32_t(zz[g]) | (std::uint32_t(zz[g + 8]) << 8);
+      const std::uint32_t z1 = kG32 ? (std::uint32_t(zz[16 + g]) | (std::uint32_t(zz[16 + g + 8]) << 8)) : z0;
+      at.z = z0 | (z1 << 16);
+    }
+    return at;
+  };
+  // The end of a column segment (the column's last atom, or the run's): the whole column goes out, a part
+  // of one to the warp's slot.
+  auto segment_end = [&](bool col_end) {
+    if (from_start && col_end) {
+      finish(c_col, acc);  // the whole column: this warp's alone
+    } else {
+      float* slot = red + (warp * 2 + (first ? 0 : 1)) * kFrag;
+#pragma unroll
+      for (int tt = 0; tt < TT; ++tt)
+#pragma unroll
+        for (int i2 = 0; i2 < 4; ++i2) slot[(tt * 4 + i2) * 32 + lane] = acc[tt][i2];
+    }
+#pragma unroll
+    for (int tt = 0; tt < TT; ++tt) acc[tt][0] = acc[tt][1] = acc[tt][2] = acc[tt][3] = 0.0f;
+    first = false;
+    from_start = true;
+  };
 
   for (int c = 0; c < chunks; ++c) {
     const unsigned char* st = ring + (c % kStages) * kStageBytes;
@@ -266,43 +327,29 @@ __global__ void __launch_bounds__(Tile::kConfig.threads(), 1) gemm_stream_kernel
     __syncwarp();  // the scale rows were copied by other lanes
 #endif
     const int n = min(kChunk, u1 - (u0 + c * kChunk));
+    if (n == kChunk && c_kb + kChunk <= a1) {
+      // The common case: a full chunk inside one column, no per-atom segment checks (so the compiler may
+      // interleave the atoms); a segment can end only at its last atom.
 #pragma unroll
-    for (int i = 0; i < kChunk; ++i) {
-      if (i < n) {
-        StreamAtom at;
-        at.w = *reinterpret_cast<const uint4*>(st + i * layout::kAtomBytes + lane * 16);
-        const unsigned short* ss = reinterpret_cast<const unsigned short*>(st + kScaleOff + i * kPer * 32);
-        at.s0 = std::uint32_t(ss[g]) | (std::uint32_t(ss[g + 8]) << 16);
-        at.s1 = kG32 ? (std::uint32_t(ss[16 + g]) | (std::uint32_t(ss[16 + g + 8]) << 16)) : at.s0;
-        at.z = 0;
-        if constexpr (kU4) {
-          const std::uint8_t* zz = st + kZeroOff + i * kPer * 16;
-          const std::uint32_t z0 = std::uint32_t(zz[g]) | (std::uint32_t(zz[g + 8]) << 8);
-          const std::uint32_t z1 = kG32 ? (std::uint32_t(zz[16 + g]) | (std::uint32_t(zz[16 + g + 8]) << 8)) : z0;
-          at.z = z0 | (z1 << 16);
-        }
-        consume(at);
-        const bool col_end = c_kb == a1 - 1;
-        if (col_end || u0 + c * kChunk + i == u1 - 1) {  // the end of a column segment
-          if (from_start && col_end) {
-            finish(c_col, acc);  // the whole column: this warp's alone
-          } else {
-            float* slot = red + (warp * 2 + (first ? 0 : 1)) * kFrag;
+      for (int i = 0; i < kChunk; ++i) consume(load_atom(st, i), c_addr + std::uint32_t(i * layout::kAtomK * 2));
+      c_kb += kChunk;
+      c_addr += kChunk * layout::kAtomK * 2;
+      const bool col_end = c_kb == a1;
+      if (col_end || c == chunks - 1) segment_end(col_end);
+      if (col_end) c_kb = a0, ++c_col, c_addr = act_lane;
+    } else {
 #pragma unroll
-            for (int tt = 0; tt < TT; ++tt)
-#pragma unroll
-              for (int i2 = 0; i2 < 4; ++i2) slot[(tt * 4 + i2) * 32 + lane] = acc[tt][i2];
+      for (int i = 0; i < kChunk; ++i) {
+        if (i < n) {
+          consume(load_atom(st, i), c_addr);
+          const bool col_end = c_kb == a1 - 1;
+          if (col_end || u0 + c * kChunk + i == u1 - 1) segment_end(col_end);
+          c_addr += layout::kAtomK * 2;
+          if (++c_kb == a1) {
+            c_kb = a0;
+            ++c_col;
+            c_addr = act_lane;
           }
-#pragma unroll
-          for (int tt = 0; tt < TT; ++tt) acc[tt][0] = acc[tt][1] = acc[tt][2] = acc[tt][3] = 0.0f;
-          first = false;
-          from_start = true;
-        }
-        c_addr += layout::kAtomK * 2;
-        if (++c_kb == a1) {
-          c_kb = a0;
-          ++c_col;
-          c_addr = act_lane;
         }
       }
     }
@@ -366,14 +413,12 @@ __global__ void __launch_bounds__(Tile::kConfig.threads(), 1) gemm_stream_kernel
 template <>
 struct FamilyKernel<StreamKernel> {
   static constexpr bool kHasWgmmaBody = false;
+  static constexpr int kVariants = 2;  // 1: groups of 32 (two scale rows per atom)
   template <class T, Format F, class Tile, bool kUseWgmma, bool kSmemTable>
-  static constexpr auto kernel() {
-    return &gemm_stream_kernel<T, F, Tile, kSmemTable, false>;
-  }
-  /// The variant for groups of 32 (launch_tile picks it from the parameters).
-  template <class T, Format F, class Tile, bool kUseWgmma, bool kSmemTable>
-  static constexpr auto kernel_g32() {
-    return &gemm_stream_kernel<T, F, Tile, kSmemTable, true>;
+  static auto kernel(const KernelParams<T>& p, int* variant) {
+    *variant = !p.per_channel && p.group_log2 == 5 ? 1 : 0;
+    return *variant == 1 ? &gemm_stream_kernel<T, F, Tile, kSmemTable, true>
+                         : &gemm_stream_kernel<T, F, Tile, kSmemTable, false>;
   }
 };
 

@@ -153,8 +153,10 @@ __global__ void __launch_bounds__(Tile::kConfig.threads(), (kWgMinBlocks<Tile, F
 template <>
 struct FamilyKernel<TransposedKernel> {
   static constexpr bool kHasWgmmaBody = true;
+  static constexpr int kVariants = 1;
   template <class T, Format F, class Tile, bool kUseWgmma, bool kSmemTable>
-  static constexpr auto kernel() {
+  static auto kernel(const KernelParams<T>&, int* variant) {
+    *variant = 0;
     return &gemm_transposed_kernel<T, F, Tile, kUseWgmma, kSmemTable>;
   }
 };

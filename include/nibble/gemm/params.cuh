@@ -32,7 +32,9 @@ struct KernelParams {
 
 NIBBLE_ARCH_NAMESPACE_BEGIN
 /// The kernel that runs a tile of kernel family Family (a tag of tile_registry.cuh); each mainloop header
-/// specializes it for its family: `kernel<T, F, Tile, kUseWgmma, kSmemTable>()` and `kHasWgmmaBody`.
+/// specializes it for its family: `kernel<T, F, Tile, kUseWgmma, kSmemTable>(p, &variant)` (the kernel for the
+/// parameters p, and which of the family's kVariants compile-time variants it is), `kVariants` and
+/// `kHasWgmmaBody`.
 template <class Family>
 struct FamilyKernel;
 NIBBLE_ARCH_NAMESPACE_END
