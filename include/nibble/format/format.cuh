@@ -9,6 +9,10 @@
 //   kU4     unsigned int4 [0, 15] + uint8 zero point  (q - zero) * scale
 //   kNf4    index into the NF4 codebook (bitsandbytes) nf4_value[q] * absmax
 //   kFp4    index into the FP4 codebook (bitsandbytes) fp4_value[q] * absmax
+//   kAffineU4  unsigned int4 [0, 15] + float offset      q * scale + offset   (GGUF Q4_1 / Q4_K style)
+//
+// kAffineU4 carries a second per-group value, the offset (of the scale type): it exists in the plain layout
+// (quant/packed_matrix.cuh) only. The GEMM layout and the GEMM do not take it yet (has_gemm_layout()).
 #pragma once
 
 #include "../config.cuh"
@@ -16,7 +20,7 @@
 namespace nibble {
 
 /// The 4-bit formats. Runtime value, for host APIs; kernels take the tags below.
-enum class Format : std::uint8_t { kS4 = 0, kU4 = 1, kNf4 = 2, kFp4 = 3 };
+enum class Format : std::uint8_t { kS4 = 0, kU4 = 1, kNf4 = 2, kFp4 = 3, kAffineU4 = 4 };
 
 /// Group size that means "one scale per whole row of K" (per-channel quantization).
 inline constexpr int kPerChannel = 0;
@@ -41,6 +45,8 @@ NIBBLE_HOST_DEVICE constexpr const char* to_string(Format f) {
       return "nf4";
     case Format::kFp4:
       return "fp4";
+    case Format::kAffineU4:
+      return "affine_u4";
   }
   return "unknown";
 }
@@ -49,16 +55,25 @@ NIBBLE_HOST_DEVICE constexpr const char* to_string(Format f) {
 NIBBLE_HOST_DEVICE constexpr bool is_codebook(Format f) { return f == Format::kNf4 || f == Format::kFp4; }
 /// True for the formats that carry a zero point per group.
 NIBBLE_HOST_DEVICE constexpr bool has_zero_point(Format f) { return f == Format::kU4; }
+/// True for the formats that carry a float offset per group (w = q * scale + offset).
+NIBBLE_HOST_DEVICE constexpr bool has_offset(Format f) { return f == Format::kAffineU4; }
+/// True for the formats the GEMM layout (layout/gemm_layout.cuh), repack and the GEMM support. kAffineU4 is a
+/// plain-layout format only for now: every GEMM-layout entry point refuses it (kErrorUnsupportedFormat).
+NIBBLE_HOST_DEVICE constexpr bool has_gemm_layout(Format f) {
+  return f == Format::kS4 || f == Format::kU4 || f == Format::kNf4 || f == Format::kFp4;
+}
 
 /// Compile-time format tag: a format, a group size (or kPerChannel) and whether scales are double-quantized.
 template <Format F, int GroupSize, bool DoubleQuant = false>
 struct QuantFormat {
   static_assert(is_supported_group_size(GroupSize), "group size must be 32, 64, 128, 256 or kPerChannel");
+  static_assert(!(DoubleQuant && has_offset(F)), "affine u4 has no double quantization");
   static constexpr Format kFormat = F;
   static constexpr int kGroupSize = GroupSize;
   static constexpr bool kDoubleQuant = DoubleQuant;
   static constexpr bool kHasZero = has_zero_point(F);
   static constexpr bool kCodebook = is_codebook(F);
+  static constexpr bool kHasOffset = has_offset(F);
 };
 
 template <int G, bool DQ = false>
@@ -69,6 +84,8 @@ template <int G, bool DQ = false>
 using Nf4 = QuantFormat<Format::kNf4, G, DQ>;
 template <int G, bool DQ = false>
 using Fp4 = QuantFormat<Format::kFp4, G, DQ>;
+template <int G>
+using AffineU4 = QuantFormat<Format::kAffineU4, G>;
 
 /// Element types nibble reads and writes, as a runtime tag for host APIs.
 enum class DType : std::uint8_t { kF32 = 0, kF16 = 1, kBF16 = 2 };

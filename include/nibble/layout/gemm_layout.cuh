@@ -150,13 +150,15 @@ struct GemmWeights {
   NIBBLE_HOST_DEVICE layout::GemmShape shape() const { return layout::make_gemm_shape(n, k, group_size); }
 };
 
-/// Bytes of the three GEMM-layout buffers for an [N, K] weight.
+/// Bytes of the three GEMM-layout buffers for an [N, K] weight (all 0 for a format without a GEMM layout,
+/// kAffineU4: repack refuses it).
 struct GemmWeightBytes {
   std::size_t codes = 0, scales = 0, zeros = 0;
 };
 inline GemmWeightBytes gemm_weight_bytes(Format f, std::int64_t n, std::int64_t k, int group_size, DType act) {
-  const layout::GemmShape s = layout::make_gemm_shape(n, k, group_size);
   GemmWeightBytes b;
+  if (!has_gemm_layout(f)) return b;
+  const layout::GemmShape s = layout::make_gemm_shape(n, k, group_size);
   b.codes = std::size_t(s.code_bytes());
   b.scales = std::size_t(s.scale_count()) * size_of(act);
   b.zeros = has_zero_point(f) ? std::size_t(s.scale_count()) : 0;

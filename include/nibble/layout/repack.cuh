@@ -114,7 +114,9 @@ namespace detail {
 /// The shape checks of repack, in the order every entry point uses (quantize, repack, GEMM): format / type,
 /// group size supported, shape (>= 1, K even), K a multiple of the group.
 inline Status validate_repack_shape(const PlainWeights& src, DType act) {
-  if (!is_valid(src.format) || (act != DType::kF16 && act != DType::kBF16)) return Status::kErrorUnsupportedFormat;
+  // kAffineU4: the GEMM layout has no offsets yet (has_gemm_layout), so it cannot be repacked.
+  if (!is_valid(src.format) || !has_gemm_layout(src.format) || (act != DType::kF16 && act != DType::kBF16))
+    return Status::kErrorUnsupportedFormat;
   if (!is_supported_group_size(src.group_size)) return Status::kErrorGroupSize;
   if (src.n < 1 || src.k < 2 || src.k % 2 != 0) return Status::kErrorInvalidShape;
   if (src.group_size != kPerChannel && src.k % src.group_size != 0) return Status::kErrorGroupSize;

@@ -146,7 +146,8 @@ inline bool dq_shard_blocks(std::int64_t n0, std::int64_t rows, const ShardGroup
 
 /// Checks of a GemmWeights view (what repack() writes): format, group, shape, pointers.
 inline Status validate_gemm_weights(const GemmWeights& w) {
-  if (!is_valid(w.format) || (w.scale_type != DType::kF16 && w.scale_type != DType::kBF16))
+  if (!is_valid(w.format) || !has_gemm_layout(w.format) ||
+      (w.scale_type != DType::kF16 && w.scale_type != DType::kBF16))
     return Status::kErrorUnsupportedFormat;
   if (!is_supported_group_size(w.group_size)) return Status::kErrorGroupSize;
   if (w.n < 1 || w.k < 2 || w.k % 2 != 0) return Status::kErrorInvalidShape;
@@ -166,6 +167,7 @@ inline PackedMatrix plain_shard_unchecked(const PackedMatrix& m, const ShardRang
   s.codes = m.codes + r.n0 * m.ld_codes + r.k0 / 2;
   s.scales = static_cast<std::uint8_t*>(m.scales) + first * size_of(m.scale_type);
   if (has_zero_point(m.format)) s.zeros = m.zeros + first;
+  if (has_offset(m.format)) s.offsets = static_cast<std::uint8_t*>(m.offsets) + first * size_of(m.scale_type);
   if (m.dq.enabled) {
     s.dq.codes = m.dq.codes + first;
     s.dq.absmax2 = m.dq.absmax2 + first / kDoubleQuantBlock;
@@ -234,6 +236,11 @@ Status copy_plain_shard_with(const PackedMatrix& src, const ShardRange& r, const
   }
   if (has_zero_point(src.format))
     NIBBLE_RETURN_IF_ERROR(copy(dst.zeros, g.count, src.zeros + first, g.groups, g.count, rows));
+  if (has_offset(src.format)) {
+    const std::int64_t es = size_of(src.scale_type);
+    NIBBLE_RETURN_IF_ERROR(copy(dst.offsets, g.count * es, static_cast<const std::uint8_t*>(src.offsets) + first * es,
+                                g.groups * es, g.count * es, rows));
+  }
   if (src.dq.enabled) {
     NIBBLE_RETURN_IF_ERROR(copy(dst.dq.codes, g.count, src.dq.codes + first, g.groups, g.count, rows));
     DqBlocks b;

@@ -17,10 +17,19 @@
 //                     float, s == absmax and this IS bitsandbytes; with a 16-bit S the codes are chosen for
 //                     the rounded scale, so dequantization with the stored scale is what was intended.
 //                     dequant: codebook[q] * s
+//   kAffineU4         lo = min x, hi = max x (the true extremes: 0 need not be in range; statistics start
+//   (min/max affine,  from GroupStats::start(kAffineU4));  s = round((hi - lo) / 15);  m = round(lo) (the
+//    GGUF Q4_1 style) offset, same type S);  q = clamp(rint((x - m) / s), 0, 15).
+//                     Degenerate group: s == 0 (hi == lo, a constant group, or a range whose s rounds to 0
+//                     in S) stores s = 0, m = round(lo) and q = 0: every element dequantizes to m exactly.
+//                     An empty / all-NaN group has lo = hi = 0 (s = 0, m = 0).    dequant: q * s + m
+//                     (fp32 product, then fp32 sum: two roundings, never an FMA). Error per element of a
+//                     finite group: <= s / 2 plus the roundings of s and m to S and the fp32 arithmetic.
 //
 // The statistics use fmaxf / fminf, which skip NaN. Special inputs (no crash, no UB, same on CPU and GPU):
 //   * NaN:  excluded from the group's statistics; encoded as 0 (kS4), as `zero` (kU4: value 0), as code 0
-//           for kNf4 (-1.0 * s, bitsandbytes' behaviour: NaN compares false) and code 0 (+0) for kFp4.
+//           for kNf4 (-1.0 * s, bitsandbytes' behaviour: NaN compares false), code 0 (+0) for kFp4 and
+//           code 0 (value m) for kAffineU4.
 //   * ±Inf: the group's scale becomes +Inf (or the format's NaN path); its finite values encode to 0 / zero
 //           and its dequantized values are NaN or Inf. A scale that overflows a 16-bit S does the same.
 //   * An all-zero kNf4/kFp4 group has absmax 0, inv = +Inf, x * inv = NaN: code 0 (bitsandbytes' result),
@@ -193,6 +202,17 @@ struct GroupStats {
   float min = 0.0f;     ///< min(x, 0): starts at 0 because kU4 includes 0 in its range anyway
   float max = 0.0f;     ///< max(x, 0)
 
+  /// The statistics of an empty group for `format`: GroupStats{} (min, max include 0), except kAffineU4,
+  /// which needs the true extremes: min = +Inf, max = -Inf (min > max then means "no finite-or-Inf value").
+  NIBBLE_HOST_DEVICE static GroupStats start(Format format) {
+    GroupStats st;
+    if (has_offset(format)) {
+      st.min = INFINITY;
+      st.max = -INFINITY;
+    }
+    return st;
+  }
+
   NIBBLE_HOST_DEVICE void add(float x) {
     absmax = fmaxf(absmax, fabsf(x));
     min = fminf(min, x);
@@ -208,9 +228,10 @@ struct GroupStats {
 /// The quantizer of one group: its stored scale and zero point, and the encoder of its values.
 struct GroupQuantizer {
   Format format = Format::kS4;
-  float scale = 0.0f;  ///< the scale as stored (rounded to the scale type), as fp32
-  float inv = 0.0f;    ///< kNf4 / kFp4: 1.0f / scale (bitsandbytes multiplies by the reciprocal)
-  int zero = 0;        ///< kU4: zero point 0..15 (0 for other formats)
+  float scale = 0.0f;   ///< the scale as stored (rounded to the scale type), as fp32
+  float inv = 0.0f;     ///< kNf4 / kFp4: 1.0f / scale (bitsandbytes multiplies by the reciprocal)
+  int zero = 0;         ///< kU4: zero point 0..15 (0 for other formats)
+  float offset = 0.0f;  ///< kAffineU4: the offset as stored (rounded to the scale type), as fp32
 
   /// The quantizer of a group with statistics `st`, scales stored as `scale_type`. With A = kBitsandbytes
   /// (kNf4 / kFp4 and fp32 scales only: the host API refuses the rest) `st` holds quant_input<A> values.
@@ -226,6 +247,13 @@ struct GroupQuantizer {
         const float s = round_to(scale_type, detail::div_rn(st.max - st.min, 15.0f));
         g.scale = s == 0.0f ? 1.0f : s;
         g.zero = detail::round_clamp(detail::div_rn(-st.min, g.scale), 0.0f, 0, 15, 0);
+        break;
+      }
+      case Format::kAffineU4: {
+        const bool empty = !(st.min <= st.max);  // started at (+Inf, -Inf) and saw no value but NaN
+        const float lo = empty ? 0.0f : st.min, hi = empty ? 0.0f : st.max;
+        g.scale = round_to(scale_type, detail::div_rn(detail::sub_rn(hi, lo), 15.0f));
+        g.offset = round_to(scale_type, lo);
         break;
       }
       default:  // kNf4, kFp4
@@ -253,6 +281,9 @@ struct GroupQuantizer {
           return scale == 0.0f ? 0 : detail::round_clamp(detail::div_rn(x, scale), 0.0f, -8, 7, 0);
         case Format::kU4:
           return detail::round_clamp(detail::div_rn(x, scale), float(zero), 0, 15, zero);
+        case Format::kAffineU4:
+          return scale == 0.0f ? 0
+                               : detail::round_clamp(detail::div_rn(detail::sub_rn(x, offset), scale), 0.0f, 0, 15, 0);
         case Format::kNf4:
           return int(encode_nf4(detail::mul_rn(x, inv)));
         default:
@@ -263,15 +294,18 @@ struct GroupQuantizer {
 };
 
 /// Dequantized fp32 value of 4-bit pattern `nib` (low 4 bits) in `format`, with fp32 scale `s`, zero point
-/// `zero` (kU4) and `book` = the 16-entry codebook of kNf4 / kFp4 (codebook(format).v on the host, a copy
-/// in shared memory on the device; unused for kS4 / kU4). One multiply: exactly the value the quantizer
-/// intended for that code.
-NIBBLE_HOST_DEVICE float dequantize_value(Format format, std::uint32_t nib, float s, int zero, const float* book) {
+/// `zero` (kU4), `book` = the 16-entry codebook of kNf4 / kFp4 (codebook(format).v on the host, a copy
+/// in shared memory on the device; unused for kS4 / kU4 / kAffineU4) and `offset` (kAffineU4). One multiply
+/// (kAffineU4: one multiply, then one add): exactly the value the quantizer intended for that code.
+NIBBLE_HOST_DEVICE float dequantize_value(Format format, std::uint32_t nib, float s, int zero, const float* book,
+                                          float offset = 0.0f) {
   switch (format) {
     case Format::kS4:
       return detail::mul_rn(float(from_nibble<Format::kS4>(nib)), s);
     case Format::kU4:
       return detail::mul_rn(float(int(nib & 0xFu) - zero), s);
+    case Format::kAffineU4:
+      return detail::add_rn(detail::mul_rn(float(nib & 0xFu), s), offset);
     default:
       return detail::mul_rn(book[nib & 0xFu], s);
   }

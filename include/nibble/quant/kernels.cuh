@@ -112,10 +112,17 @@ NIBBLE_DEVICE void store_codes(std::uint8_t* dst, bool vec, const GroupQuantizer
   }
 }
 
-/// Writes group (row, j)'s scale and zero point (the first lane / thread of the group calls it).
-NIBBLE_DEVICE void store_group_params(const PackedMatrix& m, std::int64_t si, const GroupQuantizer& q) {
+/// The fp32 offset of group `si` of m (host or device memory): the stored offset for kAffineU4, else 0.
+NIBBLE_HOST_DEVICE float group_offset(const PackedMatrix& m, std::int64_t si) {
+  return has_offset(m.format) ? load_scale(m.offsets, m.scale_type, si) : 0.0f;
+}
+
+/// Writes group (row, j)'s scale, zero point (kU4) and offset (kAffineU4): the first lane / thread of the
+/// group calls it on the GPU, quantize_cpu on the host.
+NIBBLE_HOST_DEVICE void store_group_params(const PackedMatrix& m, std::int64_t si, const GroupQuantizer& q) {
   store_scale(m.scales, m.scale_type, si, q.scale);
   if (m.format == Format::kU4) m.zeros[si] = std::uint8_t(q.zero);
+  if (has_offset(m.format)) store_scale(m.offsets, m.scale_type, si, q.offset);
 }
 
 /// Quantizes x [n, k] (row pitch ld) into m, groups of G along k, arithmetic A. See the file comment for the
@@ -147,7 +154,7 @@ __global__ void __launch_bounds__(kQuantThreads)
       load_values<T, E>(gRow + k0, vec_load, v);
 #pragma unroll
       for (int e = 0; e < E; ++e) v[e] = quant_input<A>(v[e]);
-      GroupStats st;
+      GroupStats st = GroupStats::start(m.format);
 #pragma unroll
       for (int e = 0; e < E; ++e) st.add(v[e]);
       st = WarpReduce(sReduce[threadIdx.x / L]).Reduce(st, MergeStats{});  // valid in the group's lane 0
@@ -169,7 +176,7 @@ __global__ void __launch_bounds__(kQuantThreads)
   const std::int64_t pairs = m.k / 2;
   for (std::int64_t r = blockIdx.x; r < m.n; r += gridDim.x) {
     const T* gRow = x + r * ld;
-    GroupStats st;
+    GroupStats st = GroupStats::start(m.format);
     for (std::int64_t p = threadIdx.x; p < pairs; p += kQuantThreads) {
       st.add(quant_input<A>(to_float(gRow[2 * p])));
       st.add(quant_input<A>(to_float(gRow[2 * p + 1])));
@@ -230,18 +237,19 @@ __global__ void __launch_bounds__(kQuantThreads)
       const float s = m.dq.enabled ? dq_scale(sMap, m.dq.codes[si], m.dq.absmax2[si / kDoubleQuantBlock], offset)
                                    : load_scale(m.scales, m.scale_type, si);
       const int zero = m.format == Format::kU4 ? int(m.zeros[si]) : 0;
+      const float off = group_offset(m, si);
       const std::uint8_t* gCodes = m.codes + r * m.ld_codes + k0 / 2;
       T* gOut = out + r * ld_out + k0;
       if constexpr (kVec) {
         const std::uint32_t w = *reinterpret_cast<const std::uint32_t*>(gCodes);  // 8 codes, sequential
         float v[8];
 #pragma unroll
-        for (int j = 0; j < 8; ++j) v[j] = dequantize_value(m.format, w >> (4 * j), s, zero, sBook);
+        for (int j = 0; j < 8; ++j) v[j] = dequantize_value(m.format, w >> (4 * j), s, zero, sBook, off);
         store8_vec<T>(gOut, v);
       } else {
         const std::uint8_t byte = *gCodes;
-        gOut[0] = from_float<T>(dequantize_value(m.format, byte, s, zero, sBook));
-        gOut[1] = from_float<T>(dequantize_value(m.format, byte >> 4, s, zero, sBook));
+        gOut[0] = from_float<T>(dequantize_value(m.format, byte, s, zero, sBook, off));
+        gOut[1] = from_float<T>(dequantize_value(m.format, byte >> 4, s, zero, sBook, off));
       }
     }
   }

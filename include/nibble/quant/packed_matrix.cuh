@@ -10,14 +10,19 @@
 //   codes       uint8 [N, ld_codes], ld >= K/2    byte n*ld_codes + k/2; even k in the LOW nibble (pack_x2)
 //   scales      ScaleT [N, G] row-major, dense     n*G + j; ScaleT = float, __half or __nv_bfloat16 (runtime)
 //   zeros       uint8 [N, G] (kU4 only)            n*G + j; one zero point 0..15 per byte
+//   offsets     ScaleT [N, G] (kAffineU4 only)     n*G + j; the group's float offset, same type as the scales
 //   dq.codes    uint8 [N*G]       (double quant)   i = n*G + j: 8-bit code of (fp32 scale_i - offset)
 //   dq.absmax2  float [ceil(N*G / 256)]            i / 256: absmax of (scale - offset) over its 256-block
 //   dq.offset   float [1]                          mean of all N*G fp32 scales
 //
 // The dequantized weight is  value(code) * scale  (kS4), (code - zero) * scale (kU4), codebook[code] * scale
-// (kNf4, kFp4), in fp32, rounded to the output type. With double quantization the scale used there is
+// (kNf4, kFp4), code * scale + offset (kAffineU4: two fp32 roundings, product then sum, no FMA), in fp32,
+// rounded to the output type. With double quantization the scale used there is
 //   scale_i = dynamic_map[dq.codes[i]] * dq.absmax2[i / 256] + *dq.offset    (two fp32 roundings, no FMA)
 // and `scales` is only the quantizer's fp32 scratch for the exact first-level scales (see double_quant.cuh).
+// kAffineU4 has no double quantization (kErrorUnsupportedFormat), and no GEMM layout yet (repack refuses it).
+// Its offsets use the scale type: fp16 holds GGUF Q4_1's (d, m) exactly, fp32 Q4_K's expanded (d * sc,
+// -dmin * m) (import/gguf.cuh). The other formats' buffers, sizes and carving are unchanged (offsets 0 bytes).
 #pragma once
 
 #include <cstddef>
@@ -81,6 +86,7 @@ struct PackedMatrix {
   void* scales = nullptr;     ///< [N, G] of scale_type; with dq.enabled: fp32 scratch, read by nobody
   DType scale_type = DType::kF32;
   std::uint8_t* zeros = nullptr;  ///< [N, G], kU4 only (ignored otherwise)
+  void* offsets = nullptr;        ///< [N, G] of scale_type, kAffineU4 only (ignored otherwise)
   DoubleQuantScales dq{};
 
   NIBBLE_HOST_DEVICE QuantParams params() const { return {format, group_size, scale_type, dq.enabled}; }
@@ -96,6 +102,7 @@ struct PackedBytes {
   std::size_t codes = 0;
   std::size_t scales = 0;  ///< with double quant: the fp32 scratch (N*G*4), needed while quantizing
   std::size_t zeros = 0;
+  std::size_t offsets = 0;  ///< kAffineU4: N*G of the scale type
   std::size_t dq_codes = 0;
   std::size_t dq_absmax2 = 0;
   std::size_t dq_offset = 0;
@@ -119,7 +126,8 @@ inline bool checked_add(std::int64_t a, std::int64_t b, std::int64_t* out) {
   return true;
 }
 
-inline bool is_valid(Format f) { return static_cast<unsigned>(f) <= static_cast<unsigned>(Format::kFp4); }
+/// Any Format value (the plain layout holds every format; has_gemm_layout() says which the GEMM takes).
+inline bool is_valid(Format f) { return static_cast<unsigned>(f) <= static_cast<unsigned>(Format::kAffineU4); }
 inline bool is_valid(DType t) { return static_cast<unsigned>(t) <= static_cast<unsigned>(DType::kBF16); }
 
 /// Shape and parameter checks shared by every entry point (CPU only, no CUDA call). Order: format,
@@ -129,7 +137,7 @@ inline Status validate_params(std::int64_t n, std::int64_t k, const QuantParams&
   if (!is_supported_group_size(p.group_size)) return Status::kErrorGroupSize;
   if (n <= 0 || k <= 0 || k % 2 != 0) return Status::kErrorInvalidShape;
   if (k % effective_group(p.group_size, k) != 0) return Status::kErrorGroupSize;
-  if (p.double_quant && p.scale_type != DType::kF32) return Status::kErrorUnsupportedFormat;
+  if (p.double_quant && (p.scale_type != DType::kF32 || has_offset(p.format))) return Status::kErrorUnsupportedFormat;
   return Status::kSuccess;
 }
 
@@ -154,12 +162,13 @@ inline PackedBytes packed_bytes(std::int64_t n, std::int64_t k, const QuantParam
     return b;
   }
   const std::int64_t zeros = has_zero_point(p.format) ? scales : 0;
+  const std::int64_t offsets = has_offset(p.format) ? scale_bytes : 0;
   const std::int64_t dq_codes = p.double_quant ? scales : 0;
   const std::int64_t dq_absmax2 =
       p.double_quant ? (scales + kDoubleQuantBlock - 1) / kDoubleQuantBlock * std::int64_t(sizeof(float)) : 0;
   const std::int64_t dq_offset = p.double_quant ? std::int64_t(sizeof(float)) : 0;
   std::int64_t total = 0;
-  for (std::int64_t part : {codes, scale_bytes, zeros, dq_codes, dq_absmax2, dq_offset}) {
+  for (std::int64_t part : {codes, scale_bytes, zeros, offsets, dq_codes, dq_absmax2, dq_offset}) {
     const std::int64_t a = std::int64_t(kPackedAlignment);
     if (part > std::numeric_limits<std::int64_t>::max() - a || !detail::checked_add(total, round_up(part, a), &total)) {
       b.status = Status::kErrorSizeOverflow;
@@ -169,6 +178,7 @@ inline PackedBytes packed_bytes(std::int64_t n, std::int64_t k, const QuantParam
   b.codes = std::size_t(codes);
   b.scales = std::size_t(scale_bytes);
   b.zeros = std::size_t(zeros);
+  b.offsets = std::size_t(offsets);
   b.dq_codes = std::size_t(dq_codes);
   b.dq_absmax2 = std::size_t(dq_absmax2);
   b.dq_offset = std::size_t(dq_offset);
@@ -177,8 +187,9 @@ inline PackedBytes packed_bytes(std::int64_t n, std::int64_t k, const QuantParam
 }
 
 /// Fills `*out` with a view of an [n, k] matrix whose buffers are carved, in the order codes, scales,
-/// zeros, dq codes, dq absmax2, dq offset, from one caller-owned buffer of `buffer_bytes` bytes (host or
-/// device; nothing is dereferenced). Needs packed_bytes(n, k, p, ld_codes).total bytes, 256-byte aligned.
+/// zeros, offsets, dq codes, dq absmax2, dq offset (a buffer the format does not use takes no room), from one
+/// caller-owned buffer of `buffer_bytes` bytes (host or device; nothing is dereferenced). Needs packed_bytes(n, k, p,
+/// ld_codes).total bytes, 256-byte aligned.
 inline Status carve_packed_matrix(std::int64_t n, std::int64_t k, const QuantParams& p, void* buffer,
                                   std::size_t buffer_bytes, PackedMatrix* out, std::int64_t ld_codes = 0) {
   if (out == nullptr || buffer == nullptr) return Status::kErrorNullPointer;
@@ -204,6 +215,7 @@ inline Status carve_packed_matrix(std::int64_t n, std::int64_t k, const QuantPar
   m.codes = take(b.codes);
   m.scales = take(b.scales);
   m.zeros = take(b.zeros);
+  m.offsets = take(b.offsets);
   m.dq.codes = take(b.dq_codes);
   m.dq.absmax2 = reinterpret_cast<float*>(take(b.dq_absmax2));
   m.dq.offset = reinterpret_cast<float*>(take(b.dq_offset));
@@ -221,9 +233,12 @@ inline Status validate_packed(const PackedMatrix& m) {
   if (m.ld_codes < m.k / 2) return Status::kErrorLeadingDimension;
   if (m.codes == nullptr || m.scales == nullptr) return Status::kErrorNullPointer;
   if (has_zero_point(m.format) && m.zeros == nullptr) return Status::kErrorNullPointer;
+  if (has_offset(m.format) && m.offsets == nullptr) return Status::kErrorNullPointer;
   if (m.dq.enabled && (m.dq.codes == nullptr || m.dq.absmax2 == nullptr || m.dq.offset == nullptr))
     return Status::kErrorNullPointer;
   if (!is_aligned(m.scales, std::size_t(size_of(m.scale_type)))) return Status::kErrorMisalignedPointer;
+  if (has_offset(m.format) && !is_aligned(m.offsets, std::size_t(size_of(m.scale_type))))
+    return Status::kErrorMisalignedPointer;
   if (m.dq.enabled && (!is_aligned(m.dq.absmax2, alignof(float)) || !is_aligned(m.dq.offset, alignof(float))))
     return Status::kErrorMisalignedPointer;
   return packed_bytes(m.n, m.k, m.params(), m.ld_codes).status;

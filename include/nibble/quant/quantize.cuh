@@ -146,12 +146,11 @@ void quantize_groups_cpu(const T* x, std::int64_t ld, const PackedMatrix& m) {
   for (std::int64_t r = 0; r < m.n; ++r) {
     const T* row = x + r * ld;
     for (std::int64_t j = 0; j < groups; ++j) {
-      GroupStats st;
+      GroupStats st = GroupStats::start(m.format);
       for (std::int64_t e = 0; e < g; ++e) st.add(quant_input<A>(to_float(row[j * g + e])));
       const GroupQuantizer q = GroupQuantizer::make<A>(m.format, m.scale_type, st);
       const std::int64_t si = r * groups + j;
-      store_scale(m.scales, m.scale_type, si, q.scale);
-      if (m.format == Format::kU4) m.zeros[si] = std::uint8_t(q.zero);
+      store_group_params(m, si, q);
       for (std::int64_t e = 0; e < g; e += 2) {
         const std::int64_t kk = j * g + e;
         m.codes[r * m.ld_codes + kk / 2] = pack_x2<Format::kU4>(q.encode<A>(quant_input<A>(to_float(row[kk]))),
@@ -216,11 +215,12 @@ Status dequantize_cpu(const PackedMatrix& m, T* out, std::int64_t ld_out) {
       const std::int64_t si = r * groups + j;
       const float s = effective_scale_cpu(m, si);
       const int zero = m.format == Format::kU4 ? int(m.zeros[si]) : 0;
+      const float off = detail::group_offset(m, si);
       for (std::int64_t e = 0; e < g; e += 2) {
         const std::int64_t kk = j * g + e;
         const std::uint8_t byte = m.codes[r * m.ld_codes + kk / 2];
-        out[r * ld_out + kk] = from_float<T>(dequantize_value(m.format, byte, s, zero, book.v));
-        out[r * ld_out + kk + 1] = from_float<T>(dequantize_value(m.format, byte >> 4u, s, zero, book.v));
+        out[r * ld_out + kk] = from_float<T>(dequantize_value(m.format, byte, s, zero, book.v, off));
+        out[r * ld_out + kk + 1] = from_float<T>(dequantize_value(m.format, byte >> 4u, s, zero, book.v, off));
       }
     }
   }

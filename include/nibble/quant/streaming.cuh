@@ -107,6 +107,8 @@ Status quantize_streaming(const T* host_x, std::int64_t ld, const PackedMatrix& 
     part.codes = m.codes + r0 * m.ld_codes;
     part.scales = static_cast<std::uint8_t*>(m.scales) + std::size_t(r0 * groups) * scale_bytes;
     if (m.zeros != nullptr) part.zeros = m.zeros + r0 * groups;
+    if (has_offset(m.format))
+      part.offsets = static_cast<std::uint8_t*>(m.offsets) + std::size_t(r0 * groups) * scale_bytes;
     part.dq = DoubleQuantScales{};
     NIBBLE_RETURN_IF_ERROR(detail::launch_quantize<T>(sHalf[buf], m.k, part, options.bnb_compatible, stream));
     NIBBLE_CUDA_TRY(cudaEventRecord(res.consumed[buf], stream));
