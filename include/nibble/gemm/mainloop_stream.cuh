@@ -61,6 +61,9 @@ __global__ void __launch_bounds__(Tile::kConfig.threads(), 1) gemm_stream_kernel
   constexpr int kZeroOff = kScaleOff + kChunk * 2 * 32;   // then u4 zeros
   static_assert(kZeroOff + kChunk * 2 * 16 <= kStageBytes, "stage layout");
   constexpr bool kU4 = F == Format::kU4;
+  // Atoms of a fast-path chunk unrolled together: all of them where the registers allow (ptxas spills the
+  // nf4 / fp4 table kernels and the 16-token s4 one otherwise).
+  constexpr int kFastUnroll = (is_codebook(F) || TT > 1) ? 2 : kChunk;
   extern __shared__ __align__(128) unsigned char smem_raw[];
   __shared__ int s_is_last;
 #if defined(__CUDA_ARCH__) && (__CUDA_ARCH__ >= 900)
@@ -330,7 +333,7 @@ __global__ void __launch_bounds__(Tile::kConfig.threads(), 1) gemm_stream_kernel
     if (n == kChunk && c_kb + kChunk <= a1) {
       // The common case: a full chunk inside one column, no per-atom segment checks (so the compiler may
       // interleave the atoms); a segment can end only at its last atom.
-#pragma unroll
+#pragma unroll kFastUnroll
       for (int i = 0; i < kChunk; ++i) consume(load_atom(st, i), c_addr + std::uint32_t(i * layout::kAtomK * 2));
       c_kb += kChunk;
       c_addr += kChunk * layout::kAtomK * 2;
