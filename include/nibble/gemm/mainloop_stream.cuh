@@ -356,11 +356,13 @@ __global__ void __launch_bounds__(Tile::kConfig.threads(), 1) gemm_stream_kernel
         }
       }
     }
-    __syncwarp();  // every lane has read the stage
     if (c + kStages < chunks) {
 #if defined(__CUDA_ARCH__) && (__CUDA_ARCH__ >= 900)
+      // This lane's generic-proxy reads of the stage are ordered before the bulk copy (async proxy) that
+      // refills it: each reading lane fences, then the warp synchronizes, then lane 0 issues the copy.
       nibble::detail::fence_proxy_async_shared();
 #endif
+      __syncwarp();  // every lane has read the stage
       copy_chunk(c + kStages);
     } else {
 #if !(defined(__CUDA_ARCH__) && (__CUDA_ARCH__ >= 900))
