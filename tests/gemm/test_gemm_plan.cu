@@ -558,8 +558,8 @@ TEST(GemmPlan, StreamPlansFitBalanceAndFallBack) {
                 const int fixed = sc.stream_fixed_bytes() + (is_codebook(f) ? sc.table_bytes() : 0);
                 const int act = limit > 0 ? std::min(limit - gemm::kStreamStaticBytes - fixed, sc.kStreamActBytes)
                                           : sc.kStreamActBytes;
-                if (act < sc.stream_act_atom_bytes()) continue;  // no room for one atom of A: the fallback is right
-                const int64_t cap_atoms = act / sc.stream_act_atom_bytes(), fewest = (ka + cap_atoms - 1) / cap_atoms;
+                if (act < sc.stream_act_atom_bytes(m)) continue;  // no room for one atom of A: the fallback is right
+                const int64_t cap_atoms = act / sc.stream_act_atom_bytes(m), fewest = (ka + cap_atoms - 1) / cap_atoms;
                 const int64_t forced = std::min<int64_t>(std::max<int64_t>(split, fewest), ka);
                 EXPECT_GT(gemm::stream_workspace_bytes(s, int(forced), sc), args.max_workspace_bytes)
                     << name << ": stream plan expected";
@@ -573,7 +573,7 @@ TEST(GemmPlan, StreamPlansFitBalanceAndFallBack) {
               EXPECT_LE(p.tiles_n, nc) << name;
               EXPECT_EQ(p.k_tiles_per_split, (ka + p.splits - 1) / p.splits) << name;
               const int table = is_codebook(f) ? c.table_bytes() : 0;
-              EXPECT_EQ(p.smem_bytes, c.stream_fixed_bytes() + table + p.k_tiles_per_split * c.stream_act_atom_bytes())
+              EXPECT_EQ(p.smem_bytes, c.stream_fixed_bytes() + table + p.k_tiles_per_split * c.stream_act_atom_bytes(m))
                   << name;
               EXPECT_LE(p.smem_bytes - table, c.smem_bytes()) << name;
               if (limit > 0) EXPECT_LE(p.smem_bytes + gemm::kStreamStaticBytes, limit) << name;
@@ -584,7 +584,7 @@ TEST(GemmPlan, StreamPlansFitBalanceAndFallBack) {
                     (limit > 0 ? std::min<int>(limit - gemm::kStreamStaticBytes - c.stream_fixed_bytes() - table,
                                                c.kStreamActBytes)
                                : c.kStreamActBytes);
-                EXPECT_GT(ka * c.stream_act_atom_bytes(), act) << name << ": split raised without need";
+                EXPECT_GT(ka * c.stream_act_atom_bytes(m), act) << name << ": split raised without need";
               }
               if (p.splits <= sms) EXPECT_LE(int64_t(p.tiles_n) * p.splits, sms) << name << ": more than one wave";
               EXPECT_EQ(p.workspace_bytes, p.splits > 1 ? gemm::stream_workspace_bytes(s, p.splits, c) : 0u) << name;
@@ -597,11 +597,19 @@ TEST(GemmPlan, StreamPlansFitBalanceAndFallBack) {
               ++checked;
             }
   EXPECT_GT(checked, 1000);
-  // A workspace cap that rules out the split the slice needs: the mma.sync decode tile instead.
-  gemm::Arguments args = fake_args(kS4, 128, 1, 4096, 28672);
+  // A workspace cap that rules out the split the slice needs: the mma.sync decode tile instead (8 tokens:
+  // 8 rows x 448 atoms of A do not fit one CTA).
+  gemm::Arguments args = fake_args(kS4, 128, 8, 4096, 28672);
   args.max_workspace_bytes = 0;
   const gemm::Plan p = plan_for(args, 132, gemm::Mainloop::kStream);
-  EXPECT_FALSE(gemm::tile_config(p.kind).stream) << "K = 28672 needs several slices, the cap allows none";
+  EXPECT_FALSE(gemm::tile_config(p.kind).stream) << "K = 28672 needs several slices at M = 8, the cap allows none";
+  // One token: the slice holds row 0 alone (128 bytes per atom), so all of K fits one slice and no workspace.
+  gemm::Arguments one = fake_args(kS4, 128, 1, 4096, 28672);
+  one.max_workspace_bytes = 0;
+  const gemm::Plan p1 = plan_for(one, 132, gemm::Mainloop::kStream);
+  EXPECT_TRUE(gemm::tile_config(p1.kind).stream) << "M = 1, K = 28672: one slice of 448 atoms x 128 B fits";
+  EXPECT_EQ(p1.splits, 1);
+  EXPECT_EQ(p1.workspace_bytes, 0u);
   EXPECT_EQ(p.workspace_bytes, 0u);
   // M above kStreamMaxM: never the stream tile.
   EXPECT_FALSE(

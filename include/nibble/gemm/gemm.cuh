@@ -90,8 +90,8 @@ inline bool make_stream_plan_for(const Arguments& args, const TileConfig& c, con
   const int fixed = c.stream_fixed_bytes() + (is_codebook(args.w.format) ? c.table_bytes() : 0);
   int act = TileConfig::kStreamActBytes;
   if (limit > 0 && limit - kStreamStaticBytes - fixed < act) act = limit - kStreamStaticBytes - fixed;
-  return make_stream_plan(args.w.shape(), args.split_k, c, args.sm_count > 0 ? args.sm_count : d.sm_count, act, fixed,
-                          args.max_workspace_bytes, out);
+  return make_stream_plan(args.w.shape(), args.m, args.split_k, c, args.sm_count > 0 ? args.sm_count : d.sm_count, act,
+                          fixed, args.max_workspace_bytes, out);
 }
 
 /// The launch plan run() uses on a device with limits `d` for a resolved (non-auto) mainloop: the

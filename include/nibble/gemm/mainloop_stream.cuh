@@ -174,6 +174,25 @@ __global__ void __launch_bounds__(Tile::kConfig.threads(), 1) gemm_stream_kernel
     l_kb += n;
     wrap(l_kb, l_col);
   };
+  // ---- A's K slice -> shared memory: rows < M only (a 1-token-tile kernel stores just those and points
+  // the ldmatrix rows >= M at row M - 1: they feed C columns of tokens >= M, never stored), 16-byte chunk
+  // c of row r at chunk (c & ~7) | ((c ^ r) & 7): conflict-free ldmatrix ----
+  const int pitch = kas * layout::kAtomK;  // elements per token row
+  const int act_rows = p.m < kTok ? p.m : kTok;
+  auto load_act = [&] {
+    const int chunks16 = kas * (layout::kAtomK / 8);
+    const int k_base = a0 * layout::kAtomK;
+    for (int idx = tid; idx < act_rows * chunks16; idx += kThreads) {
+      const int row = idx / chunks16, ch = idx % chunks16, k = k_base + ch * 8;
+      const bool ok = k < p.k;
+      const int phys = (ch & ~7) | ((ch ^ row) & 7);
+      nibble::detail::cp_async_16(act + row * pitch + phys * 8, ok ? p.a + std::int64_t(row) * p.lda + k : p.a, ok);
+    }
+    nibble::detail::cp_async_commit();
+  };
+  // Without a dependent launch A goes first, so that its few bytes do not queue behind the first stages'
+  // weights (the wait for A below was 3-5 us of a 6-45 us kernel when A came last: NOTES.md, session 7).
+  if (!p.dependent_launch) load_act();
 #if defined(__CUDA_ARCH__) && (__CUDA_ARCH__ >= 900)
   if (lane == 0)
     for (int s = 0; s < kStages; ++s)
@@ -191,31 +210,30 @@ __global__ void __launch_bounds__(Tile::kConfig.threads(), 1) gemm_stream_kernel
 #endif
     }
   }
-  if (p.dependent_launch) nibble::detail::griddepcontrol_wait();
-
-  // ---- A's K slice -> shared memory: rows < M only (rows >= M feed C columns of tokens >= M, never
-  // stored), 16-byte chunk c of row r at chunk (c & ~7) | ((c ^ r) & 7): conflict-free ldmatrix ----
-  const int pitch = kas * layout::kAtomK;  // elements per token row
-  {
-    const int rows = p.m < kTok ? p.m : kTok, chunks16 = kas * (layout::kAtomK / 8);
-    const int k_base = a0 * layout::kAtomK;
-    for (int idx = tid; idx < rows * chunks16; idx += kThreads) {
-      const int row = idx / chunks16, ch = idx % chunks16, k = k_base + ch * 8;
-      const bool ok = k < p.k;
-      const int phys = (ch & ~7) | ((ch ^ row) & 7);
-      nibble::detail::cp_async_16(act + row * pitch + phys * 8, ok ? p.a + std::int64_t(row) * p.lda + k : p.a, ok);
-    }
-    nibble::detail::cp_async_commit();
+  if (p.dependent_launch) {
+    nibble::detail::griddepcontrol_wait();
+    load_act();
   }
   const KernelDequantContext<F, T, kSmemTable, Tile> ctx =
       make_kernel_dequant_context<F, T, kSmemTable, Tile>(smem_raw, tid);
-  nibble::detail::cp_async_wait<0>();  // (sm_80: the weight stages too)
+  // Wait for A alone where it went first: on sm_90 the stages' scale slots are never committed (they
+  // complete on the mbarriers), on sm_80 the kStages stage groups came after it.
+#if defined(__CUDA_ARCH__) && (__CUDA_ARCH__ >= 900)
+  nibble::detail::cp_async_wait<0>();
+#else
+  if (p.dependent_launch)
+    nibble::detail::cp_async_wait<0>();
+  else
+    nibble::detail::cp_async_wait<kStages>();
+#endif
   __syncthreads();
 
   // ldmatrix.x4 of k-steps (j, j + 1), j even: lane l addresses row l % 8 of matrix l / 8 = chunk 2j + l / 8.
-  const std::uint32_t act_lane = nibble::detail::smem_addr(act) + std::uint32_t((lane % 8) * pitch * 2);
-  const std::uint32_t xo[2] = {std::uint32_t((((lane / 8)) ^ (lane % 8)) * 16),
-                               std::uint32_t((((4 + lane / 8)) ^ (lane % 8)) * 16)};
+  // (One token tile: rows >= M read row M - 1, which is all the slice holds.)
+  const int lrow = TT == 1 && lane % 8 >= act_rows ? act_rows - 1 : lane % 8;
+  const std::uint32_t act_lane = nibble::detail::smem_addr(act) + std::uint32_t(lrow * pitch * 2);
+  const std::uint32_t xo[2] = {std::uint32_t((((lane / 8)) ^ lrow) * 16),
+                               std::uint32_t((((4 + lane / 8)) ^ lrow) * 16)};
 
   // Output of one finished column (fragment order v[tt][i]: weight row g + 8 (i / 2), token 8 tt + 2 t + i % 2).
   auto token_of = [&](int tt, int i) { return tt * 8 + 2 * t + (i % 2); };

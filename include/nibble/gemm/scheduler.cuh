@@ -185,14 +185,15 @@ inline std::size_t stream_workspace_bytes(const layout::GemmShape& s, int splits
 /// The plan of a stream tile (mainloop_stream.cuh): one CTA per SM, `splits` K slices x tiles_n ranges of
 /// weight columns. Every CTA's work is (columns of its range) x (atoms of its slice), spread evenly over its
 /// warps at atom granularity, so the grid is balanced when the ranges and slices are: pick the split s >=
-/// the fewest whose slice fits `act_bytes` of shared memory, and the ranges R = SMs / s, minimizing the
-/// largest CTA's atoms plus (s > 1) the last CTA's read of every slice's partials for its columns, among
-/// the splits whose workspace fits the cap. Forced split_k is raised to that fewest. Returns false (no plan) where the
-/// workspace cap or the int indices of the kernel rule the stream tile out; the caller then takes another tile.
-inline bool make_stream_plan(const layout::GemmShape& s, int split_k, const TileConfig& c, int sm_count, int act_bytes,
-                             int red_and_table_bytes, std::size_t max_workspace_bytes, Plan* out) {
+/// the fewest whose slice (M tokens: stream_act_atom_bytes(m) per atom) fits `act_bytes` of shared memory, and the
+/// ranges R = SMs / s, minimizing the largest CTA's atoms plus (s > 1) the last CTA's read of every slice's partials
+/// for its columns, among the splits whose workspace fits the cap. Forced split_k is raised to that fewest. Returns
+/// false (no plan) where the workspace cap or the int indices of the kernel rule the stream tile out; the caller then
+/// takes another tile.
+inline bool make_stream_plan(const layout::GemmShape& s, std::int64_t m, int split_k, const TileConfig& c, int sm_count,
+                             int act_bytes, int red_and_table_bytes, std::size_t max_workspace_bytes, Plan* out) {
   const std::int64_t nc = s.n_pad / layout::kAtomN, ka = s.k_atoms();
-  const int cap_atoms = act_bytes / c.stream_act_atom_bytes();
+  const int cap_atoms = act_bytes / c.stream_act_atom_bytes(m);
   if (cap_atoms < 1 || nc < 1 || ka < 1) return false;
   const std::int64_t min_splits = (ka + cap_atoms - 1) / cap_atoms;
   const int sms = sm_count > 0 ? sm_count : 1;
@@ -225,7 +226,7 @@ inline bool make_stream_plan(const layout::GemmShape& s, int split_k, const Tile
   p.k_tiles = int(ka);
   p.k_tiles_per_split = int(slice);
   p.workspace_bytes = ws;
-  p.smem_bytes = red_and_table_bytes + int(slice) * c.stream_act_atom_bytes();
+  p.smem_bytes = red_and_table_bytes + int(slice) * c.stream_act_atom_bytes(m);
   *out = p;
   return true;
 }

@@ -122,6 +122,10 @@ struct TileConfig {
   NIBBLE_HOST_DEVICE constexpr int stream_ring_bytes() const { return warps() * stages * stream_stage_bytes(); }
   /// Bytes of one K atom (64 k) of the activation slice: tile_m() tokens x 64 x 2 bytes.
   NIBBLE_HOST_DEVICE constexpr int stream_act_atom_bytes() const { return tile_m() * layout::kAtomK * 2; }
+  /// The same for M tokens: a one-token-tile kernel stores only rows < M (mainloop_stream.cuh).
+  NIBBLE_HOST_DEVICE constexpr int stream_act_atom_bytes(std::int64_t m) const {
+    return (warp_m16 == 1 && m >= 1 && m < tile_m() ? int(m) : tile_m()) * layout::kAtomK * 2;
+  }
   /// Per-warp fp32 partial sums of two column segments (the warp's first and last), in fragment order.
   NIBBLE_HOST_DEVICE constexpr int stream_red_bytes() const { return warps() * 2 * (warp_m16 * 4 * 32) * 4; }
   /// Shared memory of a stream kernel besides its activation slice (and the codebook table).
