@@ -18,6 +18,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "common/check.hpp"
 #include "common/gpu.hpp"
 #include "common/random.hpp"
 
@@ -280,12 +281,212 @@ TEST(Quant_s4_g32_f32, AllZeroGroupEncodesZero) {
   const std::int64_t n = 2, k = 128;
   auto x = randn_matrix(n, k);
   for (int i = 32; i < 64; ++i) x[std::size_t(i)] = 0.0f;
-  for (Format f : {Format::kS4, Format::kU4, Format::kNf4, Format::kFp4}) {
+  for (Format f : {Format::kS4, Format::kU4, Format::kNf4, Format::kFp4, Format::kAffineU4}) {
     HostPacked hp(n, k, {f, 32, DType::kF32, false});
     ASSERT_EQ(quantize_cpu(x.data(), k, hp.m), Status::kSuccess);
     std::vector<float> dq(std::size_t(n * k));
     ASSERT_EQ(dequantize_cpu(hp.m, dq.data(), k), Status::kSuccess);
     for (int i = 32; i < 64; ++i) EXPECT_EQ(dq[std::size_t(i)], 0.0f) << to_string(f) << " at " << i;
+  }
+}
+
+// ---- CPU: affine u4 (kAffineU4: w = q * s + m, min / max rule) --------------------------------------------------
+
+/// Code of element (r, kk) of a plain matrix.
+unsigned plain_code(const PackedMatrix& m, std::int64_t r, std::int64_t kk) {
+  const std::uint8_t byte = m.codes[r * m.ld_codes + kk / 2];
+  return (kk % 2 == 0 ? byte : byte >> 4) & 0xFu;
+}
+
+/// Every element of N(0, 1) rows (seed printed by nibble_test_rng): (1) dequantized within the bound of
+/// quant/group.cuh, s / 2 + 15 |s - (max - min) / 15| + |m - min| (the roundings of s and m to the scale type)
+/// + a few fp32 ulps; (2) its code is rint((x - m) / s) computed in float64 and clamped to [0, 15], except within
+/// 1e-4 of a tie (where fp32 and float64 may round differently); (3) m is the group's min rounded to the scale
+/// type and s its range / 15 rounded; (4) with fp32 scales the group's min has code 0 and its max code 15.
+void check_affine_bound(int g, DType st) {
+  SCOPED_TRACE(std::string("group ") + std::to_string(g) + " scale type " + std::to_string(int(st)));
+  const std::int64_t n = 48, k = 1024, ge = g == kPerChannel ? k : g, groups = k / ge;
+  const auto x = randn_matrix(n, k);
+  HostPacked hp(n, k, {Format::kAffineU4, g, st, false});
+  ASSERT_EQ(quantize_cpu(x.data(), k, hp.m), Status::kSuccess);
+  std::vector<float> dq(std::size_t(n * k));
+  ASSERT_EQ(dequantize_cpu(hp.m, dq.data(), k), Status::kSuccess);
+  std::int64_t ties = 0;
+  for (std::int64_t r = 0; r < n; ++r)
+    for (std::int64_t j = 0; j < groups; ++j) {
+      const std::int64_t si = r * groups + j;
+      const double s = load_scale(hp.m.scales, st, si), m = load_scale(hp.m.offsets, st, si);
+      double lo = INFINITY, hi = -INFINITY;
+      std::int64_t at_lo = 0, at_hi = 0;
+      for (std::int64_t e = 0; e < ge; ++e) {
+        const double v = x[std::size_t(r * k + j * ge + e)];
+        if (v < lo) lo = v, at_lo = j * ge + e;
+        if (v > hi) hi = v, at_hi = j * ge + e;
+      }
+      ASSERT_EQ(m, double(round_to(st, float(lo))));
+      // fp32 (hi - lo) (the float64 difference of two floats is exact, float() rounds it once), then fp32 / 15.
+      ASSERT_EQ(s, double(round_to(st, float(hi - lo) / 15.0f)));
+      ASSERT_GT(s, 0.0);
+      if (st == DType::kF32) {
+        EXPECT_EQ(plain_code(hp.m, r, at_lo), 0u);
+        EXPECT_EQ(plain_code(hp.m, r, at_hi), 15u);
+      }
+      const double bound = 0.5 * s + 15.0 * std::fabs(s - (hi - lo) / 15.0) + std::fabs(m - lo);
+      for (std::int64_t e = 0; e < ge; ++e) {
+        const std::int64_t kk = j * ge + e;
+        const double v = x[std::size_t(r * k + kk)], got = dq[std::size_t(r * k + kk)];
+        const double ulps = 4.0 * std::ldexp(1.0, -24) * (std::fabs(v) + std::fabs(m) + 15.0 * s);
+        ASSERT_LE(std::fabs(v - got), bound + ulps) << "at " << r << "," << kk;
+        const double t = (v - m) / s;
+        const double want = std::min(15.0, std::max(0.0, std::nearbyint(t)));
+        if (std::fabs(t - std::floor(t) - 0.5) < 1e-4) {
+          ++ties;
+          continue;
+        }
+        ASSERT_EQ(plain_code(hp.m, r, kk), unsigned(want)) << "at " << r << "," << kk << " (x - m) / s = " << t;
+      }
+    }
+  std::printf("[nibble] affine_u4 %s, scale type %d: %lld near-tie codes not compared\n", group_name(g).c_str(),
+              int(st), (long long)ties);
+}
+
+TEST(Quant_affine_u4, DequantErrorWithinBoundAndCodesNearest) {
+  for (int g : {32, 64, 128, 256, kPerChannel})
+    for (DType st : {DType::kF32, DType::kF16, DType::kBF16}) check_affine_bound(g, st);
+}
+
+TEST(Quant_affine_u4, GroupQuantizerRule) {
+  GroupStats st = GroupStats::start(Format::kAffineU4);
+  EXPECT_EQ(st.min, INFINITY);
+  EXPECT_EQ(st.max, -INFINITY);
+  st.add(7.0f);
+  st.add(-3.0f);
+  st.add(NAN);  // skipped
+  const GroupQuantizer q = GroupQuantizer::make(Format::kAffineU4, DType::kF32, st);
+  EXPECT_EQ(q.scale, 10.0f / 15.0f);
+  EXPECT_EQ(q.offset, -3.0f);
+  EXPECT_EQ(q.encode(-3.0f), 0);
+  EXPECT_EQ(q.encode(7.0f), 15);
+  EXPECT_EQ(q.encode(1e6f), 15);
+  EXPECT_EQ(q.encode(-1e6f), 0);
+  EXPECT_EQ(q.encode(INFINITY), 15);
+  EXPECT_EQ(q.encode(-INFINITY), 0);
+  EXPECT_EQ(q.encode(NAN), 0);
+  EXPECT_EQ(q.encode(-2.0f), 2);  // (x - m) / s = 1.5: half to even
+  EXPECT_EQ(q.encode(-1.0f), 3);  // 3.0000002: nearest
+  EXPECT_EQ(dequantize_value(Format::kAffineU4, 15, q.scale, 0, nullptr, q.offset), 15.0f * (10.0f / 15.0f) - 3.0f);
+  // A range that does not hold 0: min / max are the true extremes, not min(x, 0) / max(x, 0) as for kU4.
+  GroupStats pos = GroupStats::start(Format::kAffineU4);
+  pos.add(2.0f);
+  pos.add(5.0f);
+  const GroupQuantizer qp = GroupQuantizer::make(Format::kAffineU4, DType::kF16, pos);
+  EXPECT_EQ(qp.offset, 2.0f);
+  EXPECT_EQ(qp.scale, round_to(DType::kF16, 3.0f / 15.0f));
+  // Empty / all-NaN group: s = 0, m = 0, code 0, value 0.
+  GroupStats nan = GroupStats::start(Format::kAffineU4);
+  nan.add(NAN);
+  const GroupQuantizer qn = GroupQuantizer::make(Format::kAffineU4, DType::kF32, nan);
+  EXPECT_EQ(qn.scale, 0.0f);
+  EXPECT_EQ(qn.offset, 0.0f);
+  EXPECT_EQ(qn.encode(NAN), 0);
+  // The other formats start from GroupStats{} as before.
+  for (Format f : {Format::kS4, Format::kU4, Format::kNf4, Format::kFp4}) {
+    const GroupStats z = GroupStats::start(f);
+    EXPECT_EQ(z.min, 0.0f);
+    EXPECT_EQ(z.max, 0.0f);
+    EXPECT_EQ(z.absmax, 0.0f);
+  }
+}
+
+/// Degenerate groups (max == min, a range whose scale rounds to 0, all NaN, one NaN, Inf) among random ones.
+TEST(Quant_affine_u4, DegenerateGroups) {
+  const std::int64_t n = 2, k = 256, g = 32;
+  for (DType st : {DType::kF32, DType::kF16, DType::kBF16}) {
+    SCOPED_TRACE("scale type " + std::to_string(int(st)));
+    auto x = randn_matrix(n, k);
+    auto group = [&](int j) { return x.begin() + j * g; };
+    std::fill(group(0), group(1), 0.3f);   // constant, not representable in fp16 / bf16
+    std::fill(group(1), group(2), -2.5f);  // constant, exact in every scale type
+    std::fill(group(2), group(3), 0.0f);   // all zero
+    for (int e = 0; e < g; ++e) *(group(3) + e) = e % 2 ? 1.0f : 1.0f + std::ldexp(1.0f, -23);  // fp16: s -> 0
+    std::fill(group(4), group(5), NAN);                                                         // all NaN
+    *(group(5) + 7) = NAN;       // one NaN in a random group
+    *(group(6) + 3) = INFINITY;  // an Inf: no UB, non-finite results allowed
+    HostPacked hp(n, k, {Format::kAffineU4, int(g), st, false});
+    ASSERT_EQ(quantize_cpu(x.data(), k, hp.m), Status::kSuccess);
+    std::vector<float> dq(std::size_t(n * k));
+    ASSERT_EQ(dequantize_cpu(hp.m, dq.data(), k), Status::kSuccess);
+    auto scale = [&](int j) { return load_scale(hp.m.scales, st, j); };
+    auto offset = [&](int j) { return load_scale(hp.m.offsets, st, j); };
+    for (int j : {0, 1, 2, 4}) {
+      EXPECT_EQ(scale(j), 0.0f) << "group " << j;
+      for (int e = 0; e < g; ++e) EXPECT_EQ(plain_code(hp.m, 0, j * g + e), 0u) << "group " << j;
+    }
+    if (st == DType::kF16) EXPECT_EQ(scale(3), 0.0f) << "2^-23 / 15 is below fp16's smallest subnormal / 2";
+    EXPECT_EQ(offset(0), round_to(st, 0.3f));
+    for (int e = 0; e < g; ++e) {
+      EXPECT_EQ(dq[std::size_t(e)], round_to(st, 0.3f));
+      EXPECT_EQ(dq[std::size_t(g + e)], -2.5f);
+      EXPECT_EQ(dq[std::size_t(2 * g + e)], 0.0f);
+      EXPECT_LE(std::fabs(dq[std::size_t(3 * g + e)] - x[std::size_t(3 * g + e)]), std::ldexp(1.0f, -23));
+      EXPECT_EQ(dq[std::size_t(4 * g + e)], 0.0f) << "all-NaN group: m = 0";
+    }
+    EXPECT_EQ(dq[std::size_t(5 * g + 7)], offset(5)) << "NaN encodes to code 0, value m";
+    for (int e = 0; e < g; ++e)
+      if (e != 7) {
+        const double s = scale(5), m = offset(5);
+        EXPECT_LE(std::fabs(double(dq[std::size_t(5 * g + e)]) - x[std::size_t(5 * g + e)]),
+                  0.5 * s + 20 * s * std::ldexp(1.0, -8) + std::fabs(m) * std::ldexp(1.0, -8) + 1e-6);
+      }
+    EXPECT_TRUE(std::isinf(scale(6)));
+  }
+}
+
+TEST(Quant_affine_u4, LayoutAndRefusals) {
+  const std::int64_t n = 8, k = 256;
+  // The offsets buffer: N * G of the scale type, carved after the zeros; no other format gets one and their
+  // sizes are unchanged.
+  for (DType st : {DType::kF32, DType::kF16, DType::kBF16}) {
+    const PackedBytes b = packed_bytes(n, k, {Format::kAffineU4, 64, st, false});
+    ASSERT_EQ(b.status, Status::kSuccess);
+    EXPECT_EQ(b.offsets, std::size_t(n * 4 * size_of(st)));
+    EXPECT_EQ(b.offsets, b.scales);
+    EXPECT_EQ(b.zeros, 0u);
+    EXPECT_EQ(b.total, 6 * kPackedAlignment);  // codes 1024 bytes (4 x 256), scales and offsets 256 each
+  }
+  for (Format f : {Format::kS4, Format::kU4, Format::kNf4, Format::kFp4}) {
+    const PackedBytes b = packed_bytes(n, k, {f, 64, DType::kF16, false});
+    EXPECT_EQ(b.offsets, 0u) << to_string(f);
+    EXPECT_EQ(b.total, 4 * kPackedAlignment + kPackedAlignment + (f == Format::kU4 ? kPackedAlignment : 0))
+        << to_string(f);
+    HostPacked hp(n, k, {f, 64, DType::kF16, false});
+    EXPECT_EQ(hp.m.offsets, nullptr) << to_string(f);
+  }
+  const QuantParams p{Format::kAffineU4, 64, DType::kF16, false};
+  HostPacked hp(n, k, p);
+  EXPECT_EQ(static_cast<std::uint8_t*>(hp.m.offsets), static_cast<std::uint8_t*>(hp.m.scales) + kPackedAlignment);
+  std::vector<float> x(std::size_t(n * k), 1.0f);
+  PackedMatrix m = hp.m;
+  m.offsets = nullptr;
+  EXPECT_STATUS(Status::kErrorNullPointer, quantize_cpu(x.data(), k, m));
+  m = hp.m, m.offsets = static_cast<std::uint8_t*>(m.offsets) + 1;
+  EXPECT_STATUS(Status::kErrorMisalignedPointer, quantize_cpu(x.data(), k, m));
+  m = hp.m, m.zeros = nullptr;  // not used by the format
+  EXPECT_STATUS(Status::kSuccess, quantize_cpu(x.data(), k, m));
+  // No double quantization, no bitsandbytes arithmetic.
+  EXPECT_STATUS(Status::kErrorUnsupportedFormat, packed_bytes(n, k, {Format::kAffineU4, 64, DType::kF32, true}).status);
+  QuantizeOptions bnb;
+  bnb.bnb_compatible = true;
+  EXPECT_STATUS(Status::kErrorUnsupportedFormat, quantize_cpu(x.data(), k, hp.m, bnb));
+  EXPECT_STREQ(to_string(Format::kAffineU4), "affine_u4");
+  EXPECT_TRUE(has_offset(Format::kAffineU4));
+  EXPECT_FALSE(has_gemm_layout(Format::kAffineU4));
+  EXPECT_FALSE(has_zero_point(Format::kAffineU4));
+  EXPECT_FALSE(is_codebook(Format::kAffineU4));
+  static_assert(AffineU4<32>::kHasOffset && !AffineU4<32>::kHasZero && !AffineU4<32>::kCodebook, "tag traits");
+  // Valid arguments on a machine without a GPU: kErrorUnsupportedDevice, never a crash.
+  if (!nibble_test_has_gpu()) {
+    EXPECT_STATUS(Status::kErrorUnsupportedDevice, quantize(x.data(), k, hp.m, nullptr, 0, nullptr));
   }
 }
 
@@ -461,7 +662,7 @@ std::vector<GpuCase> all_gpu_cases() {
   const bool quick = quick_env != nullptr && std::string(quick_env) == "1";
   std::vector<GpuCase> v;
   if (quick) {
-    for (Format f : {Format::kS4, Format::kU4, Format::kNf4, Format::kFp4})
+    for (Format f : {Format::kS4, Format::kU4, Format::kNf4, Format::kFp4, Format::kAffineU4})
       for (DType in : {DType::kF32, DType::kF16, DType::kBF16})
         for (int g : {32, 256, kPerChannel}) {
           const bool codebook_format = is_codebook(f);
@@ -470,11 +671,11 @@ std::vector<GpuCase> all_gpu_cases() {
         }
     return v;
   }
-  for (Format f : {Format::kS4, Format::kU4, Format::kNf4, Format::kFp4})
+  for (Format f : {Format::kS4, Format::kU4, Format::kNf4, Format::kFp4, Format::kAffineU4})
     for (DType in : {DType::kF32, DType::kF16, DType::kBF16})
       for (int g : {32, 64, 128, 256, kPerChannel}) {
         for (DType st : {DType::kF32, DType::kF16, DType::kBF16}) v.push_back({f, in, g, st, false});
-        v.push_back({f, in, g, DType::kF32, true});
+        if (!has_offset(f)) v.push_back({f, in, g, DType::kF32, true});  // affine u4: no double quant
       }
   return v;
 }
@@ -504,6 +705,7 @@ void expect_packed_equal(const HostPacked& gpu, const HostPacked& cpu) {
   expect_bytes_equal<std::uint8_t>(gpu.m.codes, cpu.m.codes, b.codes, "codes (incl. row padding)");
   expect_bytes_equal<std::uint8_t>(gpu.m.scales, cpu.m.scales, b.scales, "scales");
   if (b.zeros) expect_bytes_equal<std::uint8_t>(gpu.m.zeros, cpu.m.zeros, b.zeros, "zeros");
+  if (b.offsets) expect_bytes_equal<std::uint8_t>(gpu.m.offsets, cpu.m.offsets, b.offsets, "offsets");
   if (b.dq_codes) {
     expect_bytes_equal<std::uint8_t>(gpu.m.dq.codes, cpu.m.dq.codes, b.dq_codes, "dq codes");
     expect_bytes_equal<std::uint8_t>(gpu.m.dq.absmax2, cpu.m.dq.absmax2, b.dq_absmax2, "dq absmax2");
@@ -672,6 +874,10 @@ TEST(Quant_streaming_nf4_b64_dq_f16, PageableMatchesPlainQuantizer) {
 TEST(Quant_streaming_u4_g128_f16, PinnedMatchesPlainQuantizer) {
   NIBBLE_REQUIRE_GPU();
   run_streaming({Format::kU4, 128, DType::kF16, false}, true);
+}
+TEST(Quant_streaming_affine_u4_g32_f16, PinnedMatchesPlainQuantizer) {
+  NIBBLE_REQUIRE_GPU();
+  run_streaming({Format::kAffineU4, 32, DType::kF16, false}, true);
 }
 TEST(Quant_streaming_s4_perchannel_f16, PageableMatchesPlainQuantizer) {
   NIBBLE_REQUIRE_GPU();
