@@ -1,9 +1,10 @@
 // tests/import/test_files.cu — the example file readers (examples/files/: safetensors.hpp, gguf.hpp,
 // layers.hpp) on the committed fixtures of fixtures/make_files.py and on hand-made malformed buffers.
 // Oracles: the fixtures' tensor listings as the safetensors / gguf Python packages wrote them; every
-// imported layer against the weights of the project's reader (<file>.oracle.safetensors); GGUF Q4_0 against
-// gguf-py's numpy dequantizer (gguf_q4.oracle.gguf), bit for bit. Every malformed input must be refused with
-// the right message, never crash (these run under the fuzz targets' ASan too).
+// imported layer against the weights of the project's reader (<file>.oracle.safetensors); GGUF Q4_0, Q4_1 and
+// Q4_K against gguf-py's numpy dequantizer (gguf_q4.oracle.gguf, gguf_affine.oracle.gguf), bit for bit. Every
+// malformed input must be refused with the right message, never crash (these run under the fuzz targets' ASan
+// too).
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -13,6 +14,7 @@
 #include <vector>
 
 #include "../../examples/files/gguf.hpp"
+#include "../../examples/files/gguf_import.hpp"
 #include "../../examples/files/layers.hpp"
 #include "../../examples/files/safetensors.hpp"
 
@@ -360,32 +362,66 @@ TEST(Files_gguf, FixtureListingAndValues) {
   EXPECT_EQ(nested.items[1].count, 1u);
 }
 
-/// Q4_0 imported by nibble equals gguf-py's numpy dequantize bit for bit (both Q4_0 tensors; the second
-/// starts after a Q4_1 and an F16 tensor, so the offsets are exercised too).
-TEST(Files_gguf, Q4_0EqualsGgufPyDequantize) {
-  const std::vector<std::uint8_t> b = load("gguf_q4.gguf"), ob = load("gguf_q4.oracle.gguf");
+/// Every 4-bit tensor of `file` that nibble imports (examples/files/gguf_import.hpp) equals gguf-py's numpy
+/// dequantize (the tensor of the same name in `oracle_file`) bit for bit; returns how many of each type
+/// (Q4_0, Q4_1, Q4_K) were checked.
+std::vector<int> check_against_gguf_py(const std::string& file, const std::string& oracle_file) {
+  std::vector<int> checked(3, 0);
+  const std::vector<std::uint8_t> b = load(file), ob = load(oracle_file);
   GgufFile f, oracle;
-  ASSERT_TRUE(parse_gguf(b.data(), b.size(), &f).ok);
-  ASSERT_TRUE(parse_gguf(ob.data(), ob.size(), &oracle).ok);
-  int checked = 0;
+  EXPECT_TRUE(parse_gguf(b.data(), b.size(), &f).ok);
+  EXPECT_TRUE(parse_gguf(ob.data(), ob.size(), &oracle).ok);
   for (const GgufTensor& t : f.tensors) {
-    if (t.type != kGgmlQ4_0) continue;
+    const GgufImporter* imp_fn = gguf_importer(t.type);
+    if (imp_fn == nullptr) continue;
+    SCOPED_TRACE(t.name + " " + imp_fn->name);
     const std::int64_t k = t.ne[0], n = t.ne[1];
     nibble::QuantParams p;
-    ASSERT_EQ(nibble::gguf_q4_0_import_params(n, k, &p), nibble::Status::kSuccess);
+    EXPECT_EQ(imp_fn->params(n, k, &p), nibble::Status::kSuccess);
     ImportedLinear imp;
-    ASSERT_EQ(imp.carve(n, k, p), nibble::Status::kSuccess);
-    ASSERT_EQ(nibble::import_gguf_q4_0_host(t.data, t.bytes, n, k, imp.m), nibble::Status::kSuccess);
+    EXPECT_EQ(imp.carve(n, k, p), nibble::Status::kSuccess);
+    EXPECT_EQ(imp_fn->import_host(t.data, t.bytes, n, k, imp.m), nibble::Status::kSuccess);
     std::vector<float> w(std::size_t(n * k));
-    ASSERT_EQ(nibble::dequantize_cpu<float>(imp.m, w.data(), k), nibble::Status::kSuccess);
+    EXPECT_EQ(nibble::dequantize_cpu<float>(imp.m, w.data(), k), nibble::Status::kSuccess);
     const GgufTensor* want = oracle.find_tensor(t.name);
-    ASSERT_NE(want, nullptr);
-    ASSERT_EQ(want->type, 0u);
-    ASSERT_EQ(want->bytes, w.size() * 4);
-    EXPECT_EQ(std::memcmp(want->data, w.data(), want->bytes), 0) << t.name;
-    ++checked;
+    if (want == nullptr) {
+      ADD_FAILURE() << "no oracle tensor";
+      continue;
+    }
+    EXPECT_EQ(want->type, 0u);
+    EXPECT_EQ(want->bytes, w.size() * 4);
+    if (want->bytes == w.size() * 4) EXPECT_EQ(std::memcmp(want->data, w.data(), want->bytes), 0);
+    ++checked[t.type == kGgmlQ4_0 ? 0 : t.type == kGgmlQ4_1 ? 1 : 2];
   }
-  EXPECT_EQ(checked, 2);
+  return checked;
+}
+
+/// Q4_0 and Q4_1 imported by nibble equal gguf-py's numpy dequantize bit for bit (the second Q4_0 starts
+/// after a Q4_1 and an F16 tensor, so the offsets are exercised too).
+TEST(Files_gguf, Q4_0AndQ4_1EqualGgufPyDequantize) {
+  EXPECT_EQ(check_against_gguf_py("gguf_q4.gguf", "gguf_q4.oracle.gguf"), (std::vector<int>{2, 1, 0}));
+}
+
+/// The affine u4 fixture: Q4_1 (gguf-py's quantizer, one constant block), Q4_K (random super-blocks, one with
+/// d = dmin = 0, one with every 6-bit scale and min 63) and Q4_0, each equal to gguf-py's dequantize bit for bit.
+TEST(Files_gguf, AffineQ4_1AndQ4_KEqualGgufPyDequantize) {
+  EXPECT_EQ(check_against_gguf_py("gguf_affine.gguf", "gguf_affine.oracle.gguf"), (std::vector<int>{1, 1, 1}));
+  // The Q4_K oracle is not trivial: its weights are not all on one grid, and some are negative.
+  const std::vector<std::uint8_t> ob = load("gguf_affine.oracle.gguf");
+  GgufFile oracle;
+  ASSERT_TRUE(parse_gguf(ob.data(), ob.size(), &oracle).ok);
+  const GgufTensor* q4k = oracle.find_tensor("blk.0.ffn_down.weight");
+  ASSERT_NE(q4k, nullptr);
+  ASSERT_EQ(q4k->ne, (std::vector<std::int64_t>{512, 4}));
+  int negative = 0, zero = 0;
+  for (std::size_t i = 0; i < 512 * 4; ++i) {
+    float v;
+    std::memcpy(&v, q4k->data + 4 * i, 4);
+    negative += v < 0;
+    zero += v == 0;
+  }
+  EXPECT_GT(negative, 100);
+  EXPECT_GE(zero, 256) << "the super-block with d = dmin = 0";
 }
 
 TEST(Files_gguf, VersionsAndMagic) {

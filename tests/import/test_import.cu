@@ -10,7 +10,9 @@
 #include <cstring>
 #include <map>
 #include <memory>
+#include <nibble/gemm/gemm.cuh>  // can_implement only (CPU): no gemm::run, so no GEMM kernel is compiled here
 #include <nibble/import/import.cuh>
+#include <nibble/layout/repack.cuh>
 #include <nibble/quant/quantize.cuh>
 #include <numeric>
 #include <random>
@@ -302,6 +304,147 @@ TEST(Import_gguf_hand, OneBlock) {
   ASSERT_EQ(import_gguf_q4_0_host(block, sizeof block, 1, 32, out.m), Status::kSuccess);
   expect_weights(dequant(out.m), expected, 1, 32);
   EXPECT_EQ(import_gguf_q4_0_host(block, sizeof block - 1, 1, 32, out.m), Status::kErrorWorkspaceTooSmall);
+}
+
+// GGUF Q4_1, one block: d = 0.5 (fp16 0x3800), m = -1 (0xBC00), qs[j] = j | (15 - j) << 4: element j = j / 2 - 1
+// (j < 16), element j + 16 = (15 - j) / 2 - 1.
+TEST(Import_gguf_hand, Q4_1OneBlock) {
+  std::uint8_t block[20] = {0x00, 0x38, 0x00, 0xBC};
+  for (int j = 0; j < 16; ++j) block[4 + j] = std::uint8_t(j | ((15 - j) << 4));
+  const float expected[32] = {-1,  -0.5, 0,   0.5, 1,   1.5, 2,   2.5, 3,   3.5, 4,   4.5, 5,   5.5, 6,    6.5,
+                              6.5, 6,    5.5, 5,   4.5, 4,   3.5, 3,   2.5, 2,   1.5, 1,   0.5, 0,   -0.5, -1};
+  QuantParams p;
+  ASSERT_EQ(gguf_q4_1_import_params(1, 32, &p), Status::kSuccess);
+  EXPECT_EQ(p.format, Format::kAffineU4);
+  EXPECT_EQ(p.scale_type, DType::kF16);
+  HostPacked out(1, 32, p);
+  ASSERT_EQ(import_gguf_q4_1_host(block, sizeof block, 1, 32, out.m), Status::kSuccess);
+  expect_weights(dequant(out.m), expected, 1, 32);
+  EXPECT_EQ(static_cast<const std::uint16_t*>(out.m.scales)[0], 0x3800);  // d and m copied bit for bit
+  EXPECT_EQ(static_cast<const std::uint16_t*>(out.m.offsets)[0], 0xBC00);
+  EXPECT_EQ(out.m.codes[0], 0x10);  // elements 0 and 1: codes 0, 1 (no XOR: unsigned codes as stored)
+  EXPECT_EQ(import_gguf_q4_1_host(block, sizeof block - 1, 1, 32, out.m), Status::kErrorWorkspaceTooSmall);
+}
+
+// GGUF Q4_K, one super-block of 256 by hand: d = 0.5 (fp16 0x3800), dmin = 0.25 (0x3400); the 8 sub-blocks'
+// 6-bit scales sc = {1, 2, 3, 63, 16, 33, 5, 48} and mins mn = {0, 1, 2, 4, 8, 20, 63, 0}, packed as
+//   bytes 0-3: sc[0..3] | high 2 bits of sc[4..7] << 6 = 0x41 0x82 0x03 0xFF
+//   bytes 4-7: mn[0..3] | high 2 bits of mn[4..7] << 6 = 0x00 0x41 0xC2 0x04
+//   bytes 8-11: low 4 bits of sc[4..7] | low 4 bits of mn[4..7] << 4 = 0x80 0x41 0xF5 0x00
+// (sub-blocks 4..7 use the high bits); qs[32c + l] = (l % 16) | (15 - l % 16) << 4, so sub-block 2c has codes
+// l % 16 and sub-block 2c + 1 codes 15 - l % 16. weight = 0.5 * sc * q - 0.25 * mn. Element l + 16 of a
+// sub-block equals element l; the first 16 of each sub-block are written out below (the same values gguf-py
+// 0.19.0's quants.dequantize gives for this block).
+TEST(Import_gguf_hand, Q4_KOneSuperBlock) {
+  std::uint8_t block[144] = {0x00, 0x38, 0x00, 0x34, 0x41, 0x82, 0x03, 0xFF,
+                             0x00, 0x41, 0xC2, 0x04, 0x80, 0x41, 0xF5, 0x00};
+  for (int c = 0; c < 4; ++c)
+    for (int l = 0; l < 32; ++l) block[16 + 32 * c + l] = std::uint8_t((l % 16) | ((15 - l % 16) << 4));
+  const float first16[8][16] = {
+      {0, 0.5, 1, 1.5, 2, 2.5, 3, 3.5, 4, 4.5, 5, 5.5, 6, 6.5, 7, 7.5},
+      {14.75, 13.75, 12.75, 11.75, 10.75, 9.75, 8.75, 7.75, 6.75, 5.75, 4.75, 3.75, 2.75, 1.75, 0.75, -0.25},
+      {-0.5, 1, 2.5, 4, 5.5, 7, 8.5, 10, 11.5, 13, 14.5, 16, 17.5, 19, 20.5, 22},
+      {471.5, 440, 408.5, 377, 345.5, 314, 282.5, 251, 219.5, 188, 156.5, 125, 93.5, 62, 30.5, -1},
+      {-2, 6, 14, 22, 30, 38, 46, 54, 62, 70, 78, 86, 94, 102, 110, 118},
+      {242.5, 226, 209.5, 193, 176.5, 160, 143.5, 127, 110.5, 94, 77.5, 61, 44.5, 28, 11.5, -5},
+      {-15.75, -13.25, -10.75, -8.25, -5.75, -3.25, -0.75, 1.75, 4.25, 6.75, 9.25, 11.75, 14.25, 16.75, 19.25, 21.75},
+      {360, 336, 312, 288, 264, 240, 216, 192, 168, 144, 120, 96, 72, 48, 24, 0},
+  };
+  float expected[256];
+  for (int j = 0; j < 8; ++j)
+    for (int l = 0; l < 32; ++l) expected[32 * j + l] = first16[j][l % 16];
+  QuantParams p;
+  ASSERT_EQ(gguf_q4_k_import_params(1, 256, &p), Status::kSuccess);
+  EXPECT_EQ(p.format, Format::kAffineU4);
+  EXPECT_EQ(p.group_size, 32);
+  EXPECT_EQ(p.scale_type, DType::kF32);
+  HostPacked out(1, 256, p);
+  ASSERT_EQ(import_gguf_q4_k_host(block, sizeof block, 1, 256, out.m), Status::kSuccess);
+  expect_weights(dequant(out.m), expected, 1, 256);
+  // The expanded per-32 scale d * sc and offset -(dmin * mn).
+  const float* sc = static_cast<const float*>(out.m.scales);
+  const float* off = static_cast<const float*>(out.m.offsets);
+  const float want_sc[8] = {0.5, 1, 1.5, 31.5, 8, 16.5, 2.5, 24};
+  const float want_off[8] = {-0.0f, -0.25, -0.5, -1, -2, -5, -15.75, -0.0f};
+  for (int j = 0; j < 8; ++j) {
+    EXPECT_EQ(sc[j], want_sc[j]) << j;
+    EXPECT_EQ(off[j], want_off[j]) << j;
+  }
+  EXPECT_EQ(import_gguf_q4_k_host(block, sizeof block - 1, 1, 256, out.m), Status::kErrorWorkspaceTooSmall);
+}
+
+/// Every refusal of the Q4_1 / Q4_K importers, with its Status.
+TEST(Import_gguf_hand, AffineRefusals) {
+  std::vector<std::uint8_t> data(4096, 0);  // more than any shape below needs
+  QuantParams p;
+  EXPECT_EQ(gguf_q4_1_import_params(4, 48, &p), Status::kErrorGroupSize);   // K % 32
+  EXPECT_EQ(gguf_q4_k_import_params(2, 128, &p), Status::kErrorGroupSize);  // K % 256
+  EXPECT_EQ(gguf_q4_k_import_params(2, 288, &p), Status::kErrorGroupSize);
+  EXPECT_EQ(gguf_q4_k_import_params(0, 256, &p), Status::kErrorInvalidShape);
+  EXPECT_EQ(gguf_q4_k_import_params(2, -256, &p), Status::kErrorInvalidShape);
+  EXPECT_EQ(gguf_q4_1_import_params(-1, 32, &p), Status::kErrorInvalidShape);
+  EXPECT_EQ(gguf_q4_k_import_params(std::int64_t(1) << 60, 256, &p), Status::kErrorSizeOverflow);
+  EXPECT_EQ(gguf_q4_k_import_params(2, 256, nullptr), Status::kErrorNullPointer);
+  EXPECT_EQ(gguf_q4_k_bytes(2, 512), std::size_t(4 * 144));
+  EXPECT_EQ(gguf_q4_1_bytes(2, 64), std::size_t(4 * 20));
+  EXPECT_EQ(gguf_q4_k_bytes(2, 100), 0u);
+  EXPECT_EQ(gguf_q4_1_bytes(std::int64_t(1) << 62, 1 << 20), 0u);
+  ASSERT_EQ(gguf_q4_k_import_params(2, 512, &p), Status::kSuccess);
+  HostPacked k4(2, 512, p);
+  EXPECT_EQ(import_gguf_q4_k_host(nullptr, data.size(), 2, 512, k4.m), Status::kErrorNullPointer);
+  EXPECT_EQ(import_gguf_q4_k_host(data.data(), 4 * 144 - 1, 2, 512, k4.m), Status::kErrorWorkspaceTooSmall);
+  EXPECT_EQ(import_gguf_q4_k_host(data.data(), data.size(), 2, 256, k4.m), Status::kErrorInvalidArgument);  // shape
+  PackedMatrix no_offsets = k4.m;
+  no_offsets.offsets = nullptr;
+  EXPECT_EQ(import_gguf_q4_k_host(data.data(), data.size(), 2, 512, no_offsets), Status::kErrorNullPointer);
+  // An output carved for Q4_1 (fp16) is not a Q4_K view (fp32), and a Q4_0 view is not a Q4_1 one.
+  ASSERT_EQ(gguf_q4_1_import_params(2, 512, &p), Status::kSuccess);
+  HostPacked q1(2, 512, p);
+  EXPECT_EQ(import_gguf_q4_k_host(data.data(), data.size(), 2, 512, q1.m), Status::kErrorInvalidArgument);
+  ASSERT_EQ(gguf_q4_0_import_params(2, 512, &p), Status::kSuccess);
+  HostPacked q0(2, 512, p);
+  EXPECT_EQ(import_gguf_q4_1_host(data.data(), data.size(), 2, 512, q0.m), Status::kErrorInvalidArgument);
+  EXPECT_EQ(import_gguf_q4_0_host(data.data(), data.size(), 2, 512, q1.m), Status::kErrorInvalidArgument);
+}
+
+/// The GEMM cannot run kAffineU4 yet, and every GEMM-layout entry point says so: repack (CPU and the shape
+/// query) refuses the plain weight, gemm_weight_bytes gives no sizes, and gemm::can_implement /
+/// get_workspace_size return kErrorUnsupportedFormat for a GemmWeights that claims the format (while the same
+/// arguments with kU4 are accepted, so it is the format that is refused).
+TEST(Import_gguf_hand, GemmRefusesAffineU4) {
+  QuantParams p;
+  ASSERT_EQ(gguf_q4_k_import_params(16, 256, &p), Status::kSuccess);
+  HostPacked w(16, 256, p);
+  alignas(16) static std::uint8_t codes[4096], scales[4096], zeros[4096], a[4096], c[4096];
+  GemmWeights gw;
+  EXPECT_EQ(repack_host(plain_view(w.m), DType::kF16, codes, scales, zeros, &gw), Status::kErrorUnsupportedFormat);
+  std::size_t ws = 1;
+  EXPECT_EQ(get_repack_workspace_size(plain_view(w.m), DType::kF16, &ws), Status::kErrorUnsupportedFormat);
+  const GemmWeightBytes gb = gemm_weight_bytes(Format::kAffineU4, 16, 256, 32, DType::kF16);
+  EXPECT_EQ(gb.codes + gb.scales + gb.zeros, 0u);
+
+  gemm::Arguments args;
+  args.m = 4;
+  args.act_type = DType::kF16;
+  args.a = a;
+  args.lda = 256;
+  args.c = c;
+  args.ldc = 16;
+  args.out_type = DType::kF32;
+  args.sm_count = 132;  // no device query
+  args.w.group_size = 32;
+  args.w.n = 16;
+  args.w.k = 256;
+  args.w.scale_type = DType::kF16;
+  args.w.codes = codes;
+  args.w.scales = scales;
+  args.w.zeros = zeros;
+  args.w.format = Format::kU4;
+  EXPECT_EQ(gemm::can_implement(args), Status::kSuccess);
+  args.w.format = Format::kAffineU4;
+  EXPECT_EQ(gemm::can_implement(args), Status::kErrorUnsupportedFormat);
+  std::size_t bytes = 0;
+  EXPECT_EQ(gemm::get_workspace_size(args, &bytes), Status::kErrorUnsupportedFormat);
 }
 
 // ---- fixtures: each project's writer, each project's reader -------------------------------------------
