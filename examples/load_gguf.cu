@@ -1,20 +1,21 @@
-// examples/load_gguf.cu — reads a GGUF file (v2 / v3), imports every Q4_0 matrix with
-// nibble::import_gguf_q4_0_host and checks each one twice: the import against an independent float64
-// dequantization written here from ggml's definition (must be exact), and nibble::gemm on the GPU against a
-// float64 CPU product A * dequant(W)^T.
+// examples/load_gguf.cu — reads a GGUF file (v2 / v3), imports every Q4_0, Q4_1 and Q4_K matrix with nibble's
+// GGUF importers (nibble::import_gguf_q4_0_host / _q4_1_host / _q4_k_host) and checks each one: the import
+// against an independent dequantization written here from ggml's definition (must be exact), and, for Q4_0,
+// nibble::gemm on the GPU against a float64 CPU product A * dequant(W)^T. Q4_1 and Q4_K import into the affine
+// u4 format, which nibble's GEMM does not run yet: for those the example prints "import checked; GEMM for
+// affine u4 not implemented yet" and runs no GEMM (the layer passes on its import check alone).
 //
 //   load_gguf MODEL.gguf [--m ROWS]
 //
-//   MODEL.gguf   any GGUF v2 / v3 file (one shard of a split model works too). Q4_0 2-D tensors are checked;
-//                Q4_1 and Q4_K are listed as "skipped: needs the affine u4 format (issue 10, not yet
-//                implemented)"; every other tensor is listed as skipped with its ggml type name.
+//   MODEL.gguf   any GGUF v2 / v3 file (one shard of a split model works too). Q4_0 / Q4_1 / Q4_K 2-D tensors
+//                are checked; every other tensor is listed as skipped with its ggml type name.
 //   --m ROWS     rows of the random activations of the GEMM check (default 5).
 //
-// Exit status: 0 every Q4_0 tensor passed; 1 one failed; 2 usage error or a malformed / unreadable file
-// (the reason is printed); 3 no Q4_0 matrix found. Without a usable GPU (cudaGetDeviceCount fails or finds
-// none, or the device is older than sm_80) it prints a line with "no CUDA device" (or the device's
-// shortcoming), runs the import checks and the GEMM's CPU-side checks (repack_host + gemm::can_implement)
-// only, says the GEMM was skipped, and its exit status reflects those.
+// Exit status: 0 every checked tensor passed; 1 one failed; 2 usage error or a malformed / unreadable file
+// (the reason is printed); 3 no Q4_0 / Q4_1 / Q4_K matrix found. Without a usable GPU (cudaGetDeviceCount fails or
+// finds none, or the device is older than sm_80) it prints a line with "no CUDA device" (or the device's shortcoming),
+// runs the import checks and the GEMM's CPU-side checks (repack_host + gemm::can_implement) only, says the GEMM was
+// skipped, and its exit status reflects those.
 #include <cstdio>
 #include <cstdlib>
 #include <string>
@@ -22,6 +23,7 @@
 
 #include "files/check.cuh"
 #include "files/gguf.hpp"
+#include "files/gguf_import.hpp"
 #include "files/layers.hpp"  // ImportedLinear: host storage for the imported weight
 
 using namespace nibble_files;
@@ -41,6 +43,57 @@ std::vector<double> ref_q4_0(const GgufTensor& t) {
       for (int j = 0; j < 16; ++j) {
         w[std::size_t(r * k + b * 32 + j)] = (double(blk[2 + j] & 0xF) - 8) * d;
         w[std::size_t(r * k + b * 32 + j + 16)] = (double(blk[2 + j] >> 4) - 8) * d;
+      }
+    }
+  return w;
+}
+
+/// fp16 bits to float (exact).
+float half_bits_to_float(std::uint16_t h) { return float(half_bits_to_double(h)); }
+
+/// ggml's Q4_1 (block_q4_1, dequantize_row_q4_1): blocks of 32, 20 bytes: fp16 d, fp16 m, qs[16] (element j in
+/// the low nibble of qs[j], element j + 16 in its high nibble); x = nibble * d + m in float (ggml's arithmetic:
+/// the float product, then the float sum; this file is built without FMA contraction on the host).
+std::vector<double> ref_q4_1(const GgufTensor& t) {
+  const std::int64_t k = t.ne[0], n = t.ne[1], blocks = k / 32;
+  std::vector<double> w(std::size_t(n * k));
+  for (std::int64_t r = 0; r < n; ++r)
+    for (std::int64_t b = 0; b < blocks; ++b) {
+      const std::uint8_t* blk = t.data + (r * blocks + b) * 20;
+      const float d = half_bits_to_float(std::uint16_t(blk[0] | (blk[1] << 8)));
+      const float m = half_bits_to_float(std::uint16_t(blk[2] | (blk[3] << 8)));
+      for (int j = 0; j < 16; ++j) {
+        const float lo = d * float(blk[4 + j] & 0xF), hi = d * float(blk[4 + j] >> 4);
+        w[std::size_t(r * k + b * 32 + j)] = lo + m;
+        w[std::size_t(r * k + b * 32 + j + 16)] = hi + m;
+      }
+    }
+  return w;
+}
+
+/// ggml's Q4_K (block_q4_K, get_scale_min_k4, dequantize_row_q4_K): super-blocks of 256, 144 bytes: fp16 d,
+/// fp16 dmin, 12 bytes of 6-bit sub-block scales and mins, 128 bytes of codes (4 runs of 32 bytes: sub-block
+/// 2c in the low nibbles, 2c + 1 in the high ones); x = (d * sc) * nibble - dmin * mn in float.
+std::vector<double> ref_q4_k(const GgufTensor& t) {
+  const std::int64_t k = t.ne[0], n = t.ne[1], blocks = k / 256;
+  std::vector<double> w(std::size_t(n * k));
+  for (std::int64_t r = 0; r < n; ++r)
+    for (std::int64_t b = 0; b < blocks; ++b) {
+      const std::uint8_t* blk = t.data + (r * blocks + b) * 144;
+      const float d = half_bits_to_float(std::uint16_t(blk[0] | (blk[1] << 8)));
+      const float dmin = half_bits_to_float(std::uint16_t(blk[2] | (blk[3] << 8)));
+      const std::uint8_t* q = blk + 4;  // the 12 scale bytes
+      for (int sub = 0; sub < 8; ++sub) {
+        // sub-blocks 0-3: the low 6 bits of bytes sub and sub + 4; 4-7: a nibble of byte sub + 4 plus the top 2
+        // bits of bytes sub - 4 (scale) and sub (min)
+        const int sc = sub < 4 ? q[sub] & 63 : (q[sub + 4] & 15) | ((q[sub - 4] >> 6) << 4);
+        const int mn = sub < 4 ? q[sub + 4] & 63 : (q[sub + 4] >> 4) | ((q[sub] >> 6) << 4);
+        const float scale = d * float(sc), min = dmin * float(mn);
+        for (int l = 0; l < 32; ++l) {
+          const int code = (blk[16 + 32 * (sub / 2) + l] >> (4 * (sub % 2))) & 0xF;
+          const float prod = scale * float(code);
+          w[std::size_t(r * k + b * 256 + sub * 32 + l)] = prod - min;
+        }
       }
     }
   return w;
@@ -99,39 +152,35 @@ int main(int argc, char** argv) {
   for (std::size_t ti = 0; ti < file.tensors.size(); ++ti) {
     const GgufTensor& t = file.tensors[ti];
     const GgmlTypeInfo* info = ggml_type_info(t.type);  // known: the parser refuses unknown types
-    if (t.type == kGgmlQ4_1 || t.type == kGgmlQ4_K) {
-      std::printf("\n%s  %s %s  skipped: needs the affine u4 format (issue 10, not yet implemented)\n", t.name.c_str(),
-                  info->name, dims(t).c_str());
-      ++skipped;
-      continue;
-    }
-    if (t.type != kGgmlQ4_0 || t.ne.size() != 2) {
+    const GgufImporter* importer = gguf_importer(t.type);
+    if (importer == nullptr || t.ne.size() != 2) {
       std::printf("\n%s  %s %s  skipped: %s\n", t.name.c_str(), info->name, dims(t).c_str(),
-                  t.type == kGgmlQ4_0 ? "not a matrix" : info->name);
+                  importer != nullptr ? "not a matrix" : info->name);
       ++skipped;
       continue;
     }
     const std::int64_t k = t.ne[0], n = t.ne[1];
-    std::printf("\n%s  Q4_0 [N %lld, K %lld]  -> nibble s4, group 32, F16 scales\n", t.name.c_str(), (long long)n,
-                (long long)k);
+    std::printf("\n%s  %s [N %lld, K %lld]  -> %s\n", t.name.c_str(), importer->name, (long long)n, (long long)k,
+                importer->description);
     nibble::QuantParams p;
     ImportedLinear imp;
-    nibble::Status s = nibble::gguf_q4_0_import_params(n, k, &p);
+    nibble::Status s = importer->params(n, k, &p);
     if (s == nibble::Status::kSuccess) s = imp.carve(n, k, p);
-    if (s == nibble::Status::kSuccess) s = nibble::import_gguf_q4_0_host(t.data, t.bytes, n, k, imp.m);
+    if (s == nibble::Status::kSuccess) s = importer->import_host(t.data, t.bytes, n, k, imp.m);
     if (s != nibble::Status::kSuccess) {
       std::printf("  FAIL import: %s\n", nibble::to_string(s));
       ++failed;
       continue;
     }
-    const bool ok = check_layer(imp.m, imp.perm, n, k, ref_q4_0(t), rows, gpu, 20261202 + ti);
+    const std::vector<double> ref = t.type == kGgmlQ4_0 ? ref_q4_0(t) : t.type == kGgmlQ4_1 ? ref_q4_1(t) : ref_q4_k(t);
+    const bool ok = check_layer(imp.m, imp.perm, n, k, ref, rows, gpu, 20261202 + ti);
     (ok ? passed : failed)++;
   }
-  std::printf("\n%d Q4_0 tensors passed, %d failed, %d tensors skipped%s\n", passed, failed, skipped,
+  std::printf("\n%d Q4_0 / Q4_1 / Q4_K tensors passed, %d failed, %d tensors skipped%s\n", passed, failed, skipped,
               gpu ? "" : " (import checks only: the GEMM check was skipped without a GPU)");
   if (failed) return 1;
   if (passed == 0) {
-    std::printf("no Q4_0 matrix found\n");
+    std::printf("no Q4_0 / Q4_1 / Q4_K matrix found\n");
     return 3;
   }
   return 0;

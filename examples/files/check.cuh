@@ -265,7 +265,8 @@ inline double gemm_tolerance(nibble::DType scale_type) { return scale_type == ni
 /// The two checks both examples run on one imported [n, k] layer, printed: the dequantized import (`m`, act-order
 /// `perm`) against `ref` (float64, bit-exact expected), then, where the GEMM takes the weight, one GEMM of `rows`
 /// activations (seeded by `seed`) against the float64 product on the GPU (skipped, and said so, without one).
-/// Returns whether the layer passed.
+/// A format the GEMM does not take yet (affine u4) gets the import check only, and says so. Returns whether the
+/// layer passed.
 inline bool check_layer(const nibble::PackedMatrix& m, const std::vector<std::int32_t>& perm, std::int64_t n,
                         std::int64_t k, const std::vector<double>& ref, std::int64_t rows, bool gpu,
                         std::uint64_t seed) {
@@ -281,6 +282,12 @@ inline bool check_layer(const nibble::PackedMatrix& m, const std::vector<std::in
   else
     std::printf("  import: bit-exact against the reference dequantization (%lld weights)%s\n", (long long)(n * k),
                 perm.empty() ? "" : ", act-order permutation applied");
+  if (!nibble::has_gemm_layout(m.format)) {
+    // Affine u4 (GGUF Q4_1 / Q4_K): imported and checked, but nibble's GEMM does not take the format yet.
+    std::printf("  import checked; GEMM for affine u4 not implemented yet (no GEMM run for this layer)\n");
+    std::printf("  %s\n", ok ? "PASS (import only)" : "FAIL");
+    return ok;
+  }
   const nibble::Status pre = gemm_precheck(m, rows);
   if (pre != nibble::Status::kSuccess) {
     // Not a failure of the import: nibble's GEMM does not take every shape the formats allow.
