@@ -30,42 +30,28 @@ using namespace nibble_files;
 
 namespace {
 
-/// ggml's Q4_0 (ggml-common.h block_q4_0, ggml-quants.c dequantize_row_q4_0): blocks of 32 along the row,
-/// 18 bytes each: fp16 d, then qs[16] with element j in the low nibble of qs[j] and element j + 16 in its
-/// high nibble; x = (nibble - 8) * d.
-std::vector<double> ref_q4_0(const GgufTensor& t) {
-  const std::int64_t k = t.ne[0], n = t.ne[1], blocks = k / 32;
-  std::vector<double> w(std::size_t(n * k));
-  for (std::int64_t r = 0; r < n; ++r)
-    for (std::int64_t b = 0; b < blocks; ++b) {
-      const std::uint8_t* blk = t.data + (r * blocks + b) * 18;
-      const double d = half_bits_to_double(std::uint16_t(blk[0] | (blk[1] << 8)));
-      for (int j = 0; j < 16; ++j) {
-        w[std::size_t(r * k + b * 32 + j)] = (double(blk[2 + j] & 0xF) - 8) * d;
-        w[std::size_t(r * k + b * 32 + j + 16)] = (double(blk[2 + j] >> 4) - 8) * d;
-      }
-    }
-  return w;
-}
-
 /// fp16 bits to float (exact).
 float half_bits_to_float(std::uint16_t h) { return float(half_bits_to_double(h)); }
 
-/// ggml's Q4_1 (block_q4_1, dequantize_row_q4_1): blocks of 32, 20 bytes: fp16 d, fp16 m, qs[16] (element j in
-/// the low nibble of qs[j], element j + 16 in its high nibble); x = nibble * d + m in float (ggml's arithmetic:
-/// the float product, then the float sum; this file is built without FMA contraction on the host).
-std::vector<double> ref_q4_1(const GgufTensor& t) {
+/// ggml's Q4_0 and Q4_1 (ggml-common.h block_q4_0 / block_q4_1, ggml-quants.c dequantize_row_q4_0 / _q4_1):
+/// blocks of 32 along the row: fp16 d (Q4_1: then fp16 m), then qs[16] with element j in the low nibble of qs[j]
+/// and element j + 16 in its high nibble; Q4_0: x = (nibble - 8) * d (exact), Q4_1: x = nibble * d + m, in float
+/// (ggml's arithmetic: the float product, then the float sum; this file is built without FMA contraction on the
+/// host).
+std::vector<double> ref_block32(const GgufTensor& t, bool q4_1) {
+  const int block_bytes = q4_1 ? 20 : 18;
   const std::int64_t k = t.ne[0], n = t.ne[1], blocks = k / 32;
   std::vector<double> w(std::size_t(n * k));
   for (std::int64_t r = 0; r < n; ++r)
     for (std::int64_t b = 0; b < blocks; ++b) {
-      const std::uint8_t* blk = t.data + (r * blocks + b) * 20;
+      const std::uint8_t* blk = t.data + (r * blocks + b) * block_bytes;
       const float d = half_bits_to_float(std::uint16_t(blk[0] | (blk[1] << 8)));
-      const float m = half_bits_to_float(std::uint16_t(blk[2] | (blk[3] << 8)));
+      const float m = q4_1 ? half_bits_to_float(std::uint16_t(blk[2] | (blk[3] << 8))) : 0.0f;
+      const std::uint8_t* qs = blk + (q4_1 ? 4 : 2);
+      auto value = [&](int nib) { return q4_1 ? d * float(nib) + m : float(nib - 8) * d; };
       for (int j = 0; j < 16; ++j) {
-        const float lo = d * float(blk[4 + j] & 0xF), hi = d * float(blk[4 + j] >> 4);
-        w[std::size_t(r * k + b * 32 + j)] = lo + m;
-        w[std::size_t(r * k + b * 32 + j + 16)] = hi + m;
+        w[std::size_t(r * k + b * 32 + j)] = value(qs[j] & 0xF);
+        w[std::size_t(r * k + b * 32 + j + 16)] = value(qs[j] >> 4);
       }
     }
   return w;
@@ -172,7 +158,7 @@ int main(int argc, char** argv) {
       ++failed;
       continue;
     }
-    const std::vector<double> ref = t.type == kGgmlQ4_0 ? ref_q4_0(t) : t.type == kGgmlQ4_1 ? ref_q4_1(t) : ref_q4_k(t);
+    const std::vector<double> ref = t.type == kGgmlQ4_K ? ref_q4_k(t) : ref_block32(t, t.type == kGgmlQ4_1);
     const bool ok = check_layer(imp.m, imp.perm, n, k, ref, rows, gpu, 20261202 + ti);
     (ok ? passed : failed)++;
   }

@@ -105,6 +105,22 @@ inline void gguf_block32_codes(const std::uint8_t* qs, std::uint32_t flip, std::
   for (int e = 0; e < 32; e += 2) dst[e / 2] = std::uint8_t((element(e) ^ flip) | ((element(e + 1) ^ flip) << 4));
 }
 
+/// The body of the Q4_0 / Q4_1 importers (checked arguments): blocks of 32 of `block_bytes` bytes, each d (fp16
+/// bits into out.scales), with `has_m` m (fp16 bits into out.offsets), then qs[16] (codes XOR `flip`).
+inline void import_gguf_block32(const std::uint8_t* src, std::int64_t n, std::int64_t k, int block_bytes, bool has_m,
+                                std::uint32_t flip, const PackedMatrix& out) {
+  const std::int64_t blocks = k / 32;
+  auto* scales = static_cast<std::uint16_t*>(out.scales);
+  auto* offsets = static_cast<std::uint16_t*>(out.offsets);
+  for (std::int64_t r = 0; r < n; ++r)
+    for (std::int64_t b = 0; b < blocks; ++b) {
+      const std::uint8_t* blk = src + (r * blocks + b) * block_bytes;
+      scales[r * blocks + b] = gguf_half_bits(blk);                  // d, bits as they are
+      if (has_m) offsets[r * blocks + b] = gguf_half_bits(blk + 2);  // m
+      gguf_block32_codes(blk + (has_m ? 4 : 2), flip, out.codes + r * out.ld_codes + b * 16);
+    }
+}
+
 }  // namespace detail
 
 // ---- Q4_0 -------------------------------------------------------------------------------------------------
@@ -129,15 +145,7 @@ inline Status import_gguf_q4_0_host(const void* data, std::size_t bytes, std::in
   QuantParams p;
   NIBBLE_RETURN_IF_ERROR(gguf_q4_0_import_params(n, k, &p));
   NIBBLE_RETURN_IF_ERROR(detail::check_gguf_import(data, bytes, n, k, kGgufQ4_0Block, kGgufQ4_0BlockBytes, p, out));
-  const auto* src = static_cast<const std::uint8_t*>(data);
-  const std::int64_t blocks = k / kGgufQ4_0Block;
-  auto* scales = static_cast<std::uint16_t*>(out.scales);
-  for (std::int64_t r = 0; r < n; ++r)
-    for (std::int64_t b = 0; b < blocks; ++b) {
-      const std::uint8_t* blk = src + (r * blocks + b) * kGgufQ4_0BlockBytes;
-      scales[r * blocks + b] = detail::gguf_half_bits(blk);  // fp16 bits as they are
-      detail::gguf_block32_codes(blk + 2, 8u, out.codes + r * out.ld_codes + b * (kGgufQ4_0Block / 2));
-    }
+  detail::import_gguf_block32(static_cast<const std::uint8_t*>(data), n, k, kGgufQ4_0BlockBytes, false, 8u, out);
   return Status::kSuccess;
 }
 
@@ -162,17 +170,7 @@ inline Status import_gguf_q4_1_host(const void* data, std::size_t bytes, std::in
   QuantParams p;
   NIBBLE_RETURN_IF_ERROR(gguf_q4_1_import_params(n, k, &p));
   NIBBLE_RETURN_IF_ERROR(detail::check_gguf_import(data, bytes, n, k, kGgufQ4_1Block, kGgufQ4_1BlockBytes, p, out));
-  const auto* src = static_cast<const std::uint8_t*>(data);
-  const std::int64_t blocks = k / kGgufQ4_1Block;
-  auto* scales = static_cast<std::uint16_t*>(out.scales);
-  auto* offsets = static_cast<std::uint16_t*>(out.offsets);
-  for (std::int64_t r = 0; r < n; ++r)
-    for (std::int64_t b = 0; b < blocks; ++b) {
-      const std::uint8_t* blk = src + (r * blocks + b) * kGgufQ4_1BlockBytes;
-      scales[r * blocks + b] = detail::gguf_half_bits(blk);       // d
-      offsets[r * blocks + b] = detail::gguf_half_bits(blk + 2);  // m
-      detail::gguf_block32_codes(blk + 4, 0u, out.codes + r * out.ld_codes + b * (kGgufQ4_1Block / 2));
-    }
+  detail::import_gguf_block32(static_cast<const std::uint8_t*>(data), n, k, kGgufQ4_1BlockBytes, true, 0u, out);
   return Status::kSuccess;
 }
 
