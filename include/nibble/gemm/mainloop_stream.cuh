@@ -119,26 +119,29 @@ __global__ void __launch_bounds__(Tile::kConfig.threads(), 1) gemm_stream_kernel
                                   true);
   };
   auto slot_atom = [&](int s) { return s >= kScaleSlots ? (s - kScaleSlots) / kPer : s / (2 * kPer); };
-  // Copies chunk c into its stage (the cursor is at the chunk's first atom; chunks are copied in order).
-  // A full chunk inside one column (the common case) is one bulk copy and one slot per lane, no wrap.
-  auto copy_chunk = [&](int c) {
+  // Copies chunk c into its stage (the cursor is at the chunk's first atom; chunks are copied in order):
+  // its scale / zero slots and (sm_90) their mbarrier arrivals, and its atoms; advance() then moves the
+  // cursor on. A full chunk inside one column (the common case) is one bulk copy and one slot per lane.
+  auto copy_chunk = [&](int c, bool slots, bool atoms) {
     const int n = min(kChunk, u1 - (u0 + c * kChunk));
     const bool simple = n == kChunk && l_kb + kChunk <= a1;
     unsigned char* st = ring + (c % kStages) * kStageBytes;
+    if (slots) {
 #pragma unroll
-    for (int r = 0; r < (kSlots + 31) / 32; ++r) {
-      const int s = lane + 32 * r;
-      if (s < kSlots) {
-        if (simple)
-          copy_slot(st, s, slot_atom(s), l_col, l_kb, false);
-        else if (slot_atom(s) < n)
-          copy_slot(st, s, slot_atom(s), l_col, l_kb, true);
+      for (int r = 0; r < (kSlots + 31) / 32; ++r) {
+        const int s = lane + 32 * r;
+        if (s < kSlots) {
+          if (simple)
+            copy_slot(st, s, slot_atom(s), l_col, l_kb, false);
+          else if (slot_atom(s) < n)
+            copy_slot(st, s, slot_atom(s), l_col, l_kb, true);
+        }
       }
     }
 #if defined(__CUDA_ARCH__) && (__CUDA_ARCH__ >= 900)
     const std::uint32_t bar = nibble::detail::smem_addr(&bars[warp][c % kStages]);
-    nibble::detail::cp_async_mbarrier_arrive_noinc(bar);
-    if (lane == 0) {
+    if (slots) nibble::detail::cp_async_mbarrier_arrive_noinc(bar);
+    if (atoms && lane == 0) {
       const std::uint32_t sst = nibble::detail::smem_addr(st);
       nibble::detail::mbarrier_arrive_expect_tx(bar, std::uint32_t(n * layout::kAtomBytes));
       if (simple) {
@@ -156,7 +159,8 @@ __global__ void __launch_bounds__(Tile::kConfig.threads(), 1) gemm_stream_kernel
       }
     }
 #else
-    if (simple) {
+    if (!atoms) {
+    } else if (simple) {
       const unsigned char* src = p.codes + layout::atom_offset(p.shape, l_col, l_kb) + lane * 16;
 #pragma unroll
       for (int i = 0; i < kChunk; ++i)
@@ -169,9 +173,11 @@ __global__ void __launch_bounds__(Tile::kConfig.threads(), 1) gemm_stream_kernel
         if (++kb == a1) kb = a0, ++col;
       }
     }
-    nibble::detail::cp_async_commit();
+    if (atoms) nibble::detail::cp_async_commit();
 #endif
-    l_kb += n;
+  };
+  auto advance = [&](int c) {
+    l_kb += min(kChunk, u1 - (u0 + c * kChunk));
     wrap(l_kb, l_col);
   };
   // ---- A's K slice -> shared memory: rows < M only (a 1-token-tile kernel stores just those and points
@@ -190,34 +196,43 @@ __global__ void __launch_bounds__(Tile::kConfig.threads(), 1) gemm_stream_kernel
     }
     nibble::detail::cp_async_commit();
   };
-  // Without a dependent launch A goes first, so that its few bytes do not queue behind the first stages'
-  // weights (the wait for A below was 3-5 us of a 6-45 us kernel when A came last: NOTES.md, session 7).
-  if (!p.dependent_launch) load_act();
+  // Without a dependent launch A is requested before the first stages' weights, so that its few bytes do not
+  // queue behind them (the wait for A below was 3-5 us of a 6-45 us kernel when A came last: NOTES.md,
+  // session 7). On sm_90 the stages' small scale slots (with their mbarrier arrivals, which track every
+  // earlier cp.async of the lane) go first, then A, then the weights' bulk copies.
 #if defined(__CUDA_ARCH__) && (__CUDA_ARCH__ >= 900)
   if (lane == 0)
     for (int s = 0; s < kStages; ++s)
       nibble::detail::mbarrier_init(nibble::detail::smem_addr(&bars[warp][s]), 33);  // 32 lanes' + expect_tx
   nibble::detail::fence_mbarrier_init();
   __syncwarp();
-#endif
+  const int first_stages = min(kStages, chunks);
+  if (!p.dependent_launch) {
+    for (int c = 0; c < first_stages; ++c) copy_chunk(c, true, false), advance(c);
+    load_act();
+    l_col = first_col, l_kb = first_kb;
+    for (int c = 0; c < first_stages; ++c) copy_chunk(c, false, true), advance(c);
+  } else {
+    for (int c = 0; c < first_stages; ++c) copy_chunk(c, true, true), advance(c);
+  }
+#else
+  if (!p.dependent_launch) load_act();
   // The weights never depend on the previous kernel: the first stages are requested before the wait.
   for (int c = 0; c < kStages; ++c) {
-    if (c < chunks) {
-      copy_chunk(c);
-    } else {
-#if !(defined(__CUDA_ARCH__) && (__CUDA_ARCH__ >= 900))
+    if (c < chunks)
+      copy_chunk(c, true, true), advance(c);
+    else
       nibble::detail::cp_async_commit();  // one group per stage, so that wait_group counts stages
-#endif
-    }
   }
+#endif
   if (p.dependent_launch) {
     nibble::detail::griddepcontrol_wait();
     load_act();
   }
   const KernelDequantContext<F, T, kSmemTable, Tile> ctx =
       make_kernel_dequant_context<F, T, kSmemTable, Tile>(smem_raw, tid);
-  // Wait for A alone where it went first: on sm_90 the stages' scale slots are never committed (they
-  // complete on the mbarriers), on sm_80 the kStages stage groups came after it.
+  // Wait for A (on sm_90 with the first stages' scale slots, committed with it; without a dependent launch
+  // on sm_80 the kStages stage groups came after it and may stay in flight).
 #if defined(__CUDA_ARCH__) && (__CUDA_ARCH__ >= 900)
   nibble::detail::cp_async_wait<0>();
 #else
@@ -381,7 +396,8 @@ __global__ void __launch_bounds__(Tile::kConfig.threads(), 1) gemm_stream_kernel
       nibble::detail::fence_proxy_async_shared();
 #endif
       __syncwarp();  // every lane has read the stage
-      copy_chunk(c + kStages);
+      copy_chunk(c + kStages, true, true);
+      advance(c + kStages);
     } else {
 #if !(defined(__CUDA_ARCH__) && (__CUDA_ARCH__ >= 900))
       nibble::detail::cp_async_commit();

@@ -398,12 +398,13 @@ inline constexpr std::int64_t kStreamMaxM = 32;
 /// 12.8 us, 8192 x 28672 48.3 (stream_m8_l) vs 55.4, 28672 x 8192 46.5 vs 53.0), and small weights at M <= 16
 /// (4096 x 4096: 12.2 vs 13.8); on large weights at M = 16 the decode tile wins (63 vs 54 us), above M = 16
 /// the 64-token tiles do.
-/// nf4 / fp4 keep the stream kernel to N*K <= 64 Mi at M <= 8: on 28672 x 8192 its codebook decode made it slower
-/// than the decode_codebook tile (71.8 vs about 60 us, session 6 bench_gemm).
+/// nf4 / fp4 likewise at M <= 8 since session 7 (the kernel waits for A alone and needs no K split at M = 1:
+/// 28672 x 8192 nf4 47.5 us, 8192 x 28672 43.9, where decode_codebook took about 61 and 64); at M <= 16 on
+/// small weights only for the integer formats.
 NIBBLE_HOST_DEVICE constexpr bool stream_preferred(std::int64_t m, std::int64_t n, std::int64_t k,
                                                    Format format = Format::kS4) {
   const std::int64_t weights = n * k;
-  if (is_codebook(format)) return m <= 8 && weights <= (std::int64_t(64) << 20);
+  if (is_codebook(format)) return m <= 8;
   return m <= 8 || (m <= 16 && weights <= (std::int64_t(16) << 20));
 }
 
