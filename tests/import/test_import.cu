@@ -1,11 +1,13 @@
 // tests/import/test_import.cu — the checkpoint importers (include/nibble/import/): hand-written 8x8 cases
 // whose weights are written out literally, fixtures packed by fixtures/make_fixtures.py the way each
 // project's writer does (the expected weights are that project's reader's), act-order, every refusal,
-// and the GPU paths (GPTQ import, permute_columns) against the CPU ones, bit for bit.
+// and the GPU paths (GPTQ, AWQ, compressed-tensors, bitsandbytes, GGUF imports, permute_columns) against
+// the CPU ones, bit for bit, with their refusals (the same Status as the CPU entries) and data-error flags.
 #include <cuda_runtime.h>
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <map>
@@ -19,6 +21,7 @@
 #include <string>
 #include <vector>
 
+#include "common/device_buffer.hpp"
 #include "common/gpu.hpp"
 #include "common/random.hpp"
 
@@ -407,21 +410,29 @@ TEST(Import_gguf_hand, AffineRefusals) {
   EXPECT_EQ(import_gguf_q4_0_host(data.data(), data.size(), 2, 512, q1.m), Status::kErrorInvalidArgument);
 }
 
-/// The GEMM cannot run kAffineU4 yet, and every GEMM-layout entry point says so: repack (CPU and the shape
-/// query) refuses the plain weight, gemm_weight_bytes gives no sizes, and gemm::can_implement /
-/// get_workspace_size return kErrorUnsupportedFormat for a GemmWeights that claims the format (while the same
-/// arguments with kU4 are accepted, so it is the format that is refused).
-TEST(Import_gguf_hand, GemmRefusesAffineU4) {
+/// A Q4_K import (kAffineU4 g32, fp32 scales and offsets) goes through every GEMM-layout entry point on the CPU:
+/// repack_host with an offsets buffer (the overload without one says kErrorNullPointer), the shape query,
+/// gemm_weight_bytes (offsets of the scales' size), gemm::can_implement (null / misaligned offsets refused like
+/// u4's zeros; a forced kStream refused: the stream kernel does not take affine u4 yet) and get_workspace_size
+/// (the arguments' own error first, then, without a GPU, kErrorUnsupportedDevice).
+TEST(Import_gguf_hand, GemmTakesAffineU4) {
   QuantParams p;
   ASSERT_EQ(gguf_q4_k_import_params(16, 256, &p), Status::kSuccess);
   HostPacked w(16, 256, p);
-  alignas(16) static std::uint8_t codes[4096], scales[4096], zeros[4096], a[4096], c[4096];
+  alignas(16) static std::uint8_t codes[4096], scales[4096], zeros[4096], offsets[4096], a[4096], c[4096];
   GemmWeights gw;
-  EXPECT_EQ(repack_host(plain_view(w.m), DType::kF16, codes, scales, zeros, &gw), Status::kErrorUnsupportedFormat);
+  EXPECT_EQ(repack_host(plain_view(w.m), DType::kF16, codes, scales, zeros, &gw), Status::kErrorNullPointer);
+  EXPECT_EQ(repack_host(plain_view(w.m), DType::kF16, codes, scales, nullptr, offsets, &gw), Status::kSuccess);
+  EXPECT_EQ(gw.offsets, static_cast<const void*>(offsets));
+  EXPECT_EQ(gw.zeros, nullptr);
   std::size_t ws = 1;
-  EXPECT_EQ(get_repack_workspace_size(plain_view(w.m), DType::kF16, &ws), Status::kErrorUnsupportedFormat);
+  EXPECT_EQ(get_repack_workspace_size(plain_view(w.m), DType::kF16, &ws), Status::kSuccess);
+  EXPECT_EQ(ws, 0u);
   const GemmWeightBytes gb = gemm_weight_bytes(Format::kAffineU4, 16, 256, 32, DType::kF16);
-  EXPECT_EQ(gb.codes + gb.scales + gb.zeros, 0u);
+  EXPECT_EQ(gb.codes, 16u * 256 / 2);
+  EXPECT_EQ(gb.scales, 16u * 8 * 2);
+  EXPECT_EQ(gb.zeros, 0u);
+  EXPECT_EQ(gb.offsets, gb.scales);
 
   gemm::Arguments args;
   args.m = 4;
@@ -432,19 +443,19 @@ TEST(Import_gguf_hand, GemmRefusesAffineU4) {
   args.ldc = 16;
   args.out_type = DType::kF32;
   args.sm_count = 132;  // no device query
-  args.w.group_size = 32;
-  args.w.n = 16;
-  args.w.k = 256;
-  args.w.scale_type = DType::kF16;
-  args.w.codes = codes;
-  args.w.scales = scales;
-  args.w.zeros = zeros;
-  args.w.format = Format::kU4;
+  args.w = gw;
   EXPECT_EQ(gemm::can_implement(args), Status::kSuccess);
-  args.w.format = Format::kAffineU4;
-  EXPECT_EQ(gemm::can_implement(args), Status::kErrorUnsupportedFormat);
   std::size_t bytes = 0;
+  const Status st = gemm::get_workspace_size(args, &bytes);
+  EXPECT_TRUE(st == Status::kSuccess || st == Status::kErrorUnsupportedDevice) << to_string(st);
+  args.mainloop = gemm::Mainloop::kStream;
+  EXPECT_EQ(gemm::can_implement(args), Status::kErrorUnsupportedFormat);
   EXPECT_EQ(gemm::get_workspace_size(args, &bytes), Status::kErrorUnsupportedFormat);
+  args.mainloop = gemm::Mainloop::kAuto;
+  args.w.offsets = offsets + 2;
+  EXPECT_EQ(gemm::can_implement(args), Status::kErrorMisalignedPointer);
+  args.w.offsets = nullptr;
+  EXPECT_EQ(gemm::can_implement(args), Status::kErrorNullPointer);
 }
 
 // ---- fixtures: each project's writer, each project's reader -------------------------------------------
@@ -966,6 +977,651 @@ TEST(Import_permute_gpu, MatchesHost_bf16_M33_K1000) {
   ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
   cudaMemcpy(got.data(), dout.p, got.size() * 2, cudaMemcpyDeviceToHost);
   EXPECT_EQ(std::memcmp(got.data(), want.data(), got.size() * 2), 0);
+}
+
+// ---- GPU paths of AWQ, compressed-tensors, bitsandbytes, GGUF: the CPU path's bytes ----------------------
+// Each case draws a random checkpoint (printed seed), imports it on the CPU and on the GPU into outputs
+// poisoned with 0xA5, and compares every buffer the format uses byte for byte. Scales and GGUF d / dmin are
+// random finite bit patterns (NaN results of arithmetic may differ in encoding between CPU and GPU).
+
+/// One output view twice: host buffers and device buffers, same parameters and ld_codes, both poisoned.
+struct PackedPair {
+  std::int64_t n, k, ld;
+  PackedBytes pb;
+  std::vector<std::uint8_t> host_raw;
+  std::uint8_t* hbase = nullptr;
+  PackedMatrix hm, dm;
+  DevBuf dev;
+  PackedPair(std::int64_t n_, std::int64_t k_, const QuantParams& p, std::int64_t ld_extra)
+      : n(n_), k(k_), ld(k_ / 2 + ld_extra), pb(packed_bytes(n_, k_, p, k_ / 2 + ld_extra)) {
+    EXPECT_EQ(pb.status, Status::kSuccess);
+    host_raw.assign(pb.total + 256, 0xA5);
+    hbase =
+        reinterpret_cast<std::uint8_t*>(round_up(std::int64_t(reinterpret_cast<std::uintptr_t>(host_raw.data())), 256));
+    EXPECT_EQ(carve_packed_matrix(n, k, p, hbase, pb.total, &hm, ld), Status::kSuccess);
+    dev = DevBuf(pb.total);
+    poison(nullptr);
+    CUDA_CHECK(cudaDeviceSynchronize());
+    EXPECT_EQ(carve_packed_matrix(n, k, p, dev.get(), pb.total, &dm, ld), Status::kSuccess);
+  }
+  void poison(cudaStream_t s) { CUDA_CHECK(cudaMemsetAsync(dev.get(), 0xA5, pb.total, s)); }
+  /// Every buffer the format uses, device == host (ld padding bytes: neither path writes them).
+  void expect_same() const {
+    const auto back = dev.download<std::uint8_t>();
+    int bad_rows = 0;
+    for (std::int64_t r = 0; r < n; ++r)
+      if (std::memcmp(back.data() + r * ld, hbase + r * ld, std::size_t(k / 2)) != 0 && ++bad_rows <= 3)
+        ADD_FAILURE() << "codes row " << r << " differ";
+    EXPECT_EQ(bad_rows, 0);
+    const auto same = [&](const void* dptr, std::size_t bytes, const char* what) {
+      if (bytes == 0) return;
+      const std::size_t off = std::size_t(static_cast<const std::uint8_t*>(dptr) - dev.as<std::uint8_t>());
+      EXPECT_EQ(std::memcmp(back.data() + off, hbase + off, bytes), 0) << what;
+    };
+    same(dm.scales, pb.scales, "scales");
+    same(dm.zeros, pb.zeros, "zeros");
+    same(dm.offsets, pb.offsets, "offsets");
+    same(dm.dq.codes, pb.dq_codes, "dq codes");
+    same(dm.dq.absmax2, pb.dq_absmax2, "dq absmax2");
+    same(dm.dq.offset, pb.dq_offset, "dq offset");
+  }
+};
+
+std::vector<std::int32_t> random_words(std::mt19937_64& rng, std::int64_t count) {
+  std::vector<std::int32_t> v(static_cast<std::size_t>(count));
+  for (auto& w : v) w = std::int32_t(std::uint32_t(rng()));
+  return v;
+}
+/// Random fp16 / bf16 bit patterns with the exponent kept off all-ones (finite).
+std::vector<std::uint16_t> random_halves(std::mt19937_64& rng, std::int64_t count, DType t) {
+  const std::uint16_t exp_mask = t == DType::kF16 ? 0x7C00 : 0x7F80;
+  std::vector<std::uint16_t> v(static_cast<std::size_t>(count));
+  for (auto& h : v) {
+    h = std::uint16_t(rng());
+    if ((h & exp_mask) == exp_mask) h = std::uint16_t(h ^ 0x4000);
+  }
+  return v;
+}
+/// Random positive floats in [2^-8, 2^8).
+std::vector<float> random_floats(std::mt19937_64& rng, std::int64_t count) {
+  std::vector<float> v(static_cast<std::size_t>(count));
+  std::uniform_real_distribution<float> e(-8.0f, 8.0f);
+  for (auto& f : v) f = std::exp2(e(rng));
+  return v;
+}
+
+/// Runs host(hm) and dev(dm, stream) on a fresh PackedPair and expects the same bytes; a non-null
+/// error word must stay 0.
+template <class Host, class Dev>
+void expect_gpu_matches_host(PackedPair& pp, Host host, Dev dev, std::uint32_t* dflags = nullptr) {
+  ASSERT_EQ(host(pp.hm), Status::kSuccess);
+  Stream stream;
+  ASSERT_EQ(dev(pp.dm, stream.s), Status::kSuccess);
+  CUDA_CHECK(cudaStreamSynchronize(stream.s));
+  pp.expect_same();
+  if (dflags != nullptr) {
+    std::uint32_t flags = 1234;
+    CUDA_CHECK(cudaMemcpy(&flags, dflags, 4, cudaMemcpyDeviceToHost));
+    EXPECT_EQ(flags, 0u);
+  }
+}
+
+/// A random AWQ checkpoint (host vectors and their device copies).
+struct AwqCase {
+  AwqConfig cfg;
+  std::vector<std::int32_t> qweight, qzeros;
+  std::vector<std::uint16_t> scales;
+  AwqTensors host, dev;
+  DevBuf dq, dz, ds;
+  AwqCase(std::mt19937_64& rng, std::int64_t n, std::int64_t k, int g) {
+    cfg.group_size = g;
+    const std::int64_t groups = k / (g == kCheckpointPerChannel ? k : g);
+    qweight = random_words(rng, k * n / 8);
+    qzeros = random_words(rng, groups * n / 8);
+    scales = random_halves(rng, groups * n, DType::kF16);
+    host.k = dev.k = k;
+    host.n = dev.n = n;
+    host.qweight = qweight.data();
+    host.qzeros = qzeros.data();
+    host.scales = scales.data();
+    dq = to_device(qweight);
+    dz = to_device(qzeros);
+    ds = to_device(scales);
+    dev.qweight = dq.as<std::int32_t>();
+    dev.qzeros = dz.as<std::int32_t>();
+    dev.scales = ds.get();
+  }
+  QuantParams params() const {
+    QuantParams p;
+    EXPECT_EQ(awq_import_params(cfg, host, &p), Status::kSuccess);
+    return p;
+  }
+};
+
+void awq_gpu_case(std::int64_t n, std::int64_t k, int g, std::int64_t ld_extra) {
+  auto rng = nibble_test_rng();
+  AwqCase c(rng, n, k, g);
+  PackedPair pp(n, k, c.params(), ld_extra);
+  expect_gpu_matches_host(
+      pp, [&](const PackedMatrix& m) { return import_awq_host(c.cfg, c.host, m); },
+      [&](const PackedMatrix& m, cudaStream_t s) { return import_awq(c.cfg, c.dev, m, s); });
+}
+
+TEST(Import_awq_gpu, U4g128_N256_K512) {
+  NIBBLE_REQUIRE_GPU();
+  awq_gpu_case(256, 512, 128, 0);
+}
+TEST(Import_awq_gpu, U4g32_N72_K96_ld3) {  // K % 32 = 0 but rows unaligned: the byte-store path
+  NIBBLE_REQUIRE_GPU();
+  awq_gpu_case(72, 96, 32, 3);
+}
+TEST(Import_awq_gpu, U4PerChannel_N40_K10) {  // K % 8 = 2: a partial transposed block
+  NIBBLE_REQUIRE_GPU();
+  awq_gpu_case(40, 10, kCheckpointPerChannel, 0);
+}
+TEST(Import_awq_gpu, U4g64_N1000_K4160) {
+  NIBBLE_REQUIRE_GPU();
+  awq_gpu_case(1000, 4160, 64, 0);
+}
+
+/// A random compressed-tensors checkpoint; act_order shuffles a g_idx (host) and uploads its permutation.
+struct CtCase {
+  CtConfig cfg;
+  std::vector<std::int32_t> packed, zp_words, g_idx, perm;
+  std::vector<std::int8_t> zp_i8;
+  std::vector<std::uint32_t> scales;  // fp32 bits, or two fp16 / bf16 per element (first half used)
+  CtTensors host, dev;
+  DevBuf dpacked, dscales, dzp, dperm, dflags;
+  bool act_order = false;
+  CtCase(std::mt19937_64& rng, std::int64_t n, std::int64_t k, CtStrategy strategy, int g, CtZeroPoint zp,
+         DType scale_type, bool act_order_)
+      : act_order(act_order_) {
+    cfg.strategy = strategy;
+    cfg.group_size = g;
+    cfg.symmetric = zp == CtZeroPoint::kNone;
+    cfg.zero_point = zp;
+    const std::int64_t ge = strategy == CtStrategy::kGroup ? g : k, groups = k / ge;
+    packed = random_words(rng, n * ((k + 7) / 8));
+    const std::int64_t n_scales = strategy == CtStrategy::kTensor ? 1 : n * groups;
+    scales.assign(std::size_t(n_scales), 0);
+    if (scale_type == DType::kF32) {
+      const auto f = random_floats(rng, n_scales);
+      std::memcpy(scales.data(), f.data(), f.size() * 4);
+    } else {
+      const auto h = random_halves(rng, n_scales, scale_type);
+      std::memcpy(scales.data(), h.data(), h.size() * 2);
+    }
+    host.n = dev.n = n;
+    host.k = dev.k = k;
+    host.scale_type = dev.scale_type = scale_type;
+    host.weight_packed = packed.data();
+    host.weight_scale = scales.data();
+    dpacked = to_device(packed);
+    dscales = to_device(scales);
+    dev.weight_packed = dpacked.as<std::int32_t>();
+    dev.weight_scale = dscales.get();
+    if (zp == CtZeroPoint::kPackedInt32) {
+      zp_words = random_words(rng, (n + 7) / 8 * groups);
+      host.weight_zero_point = zp_words.data();
+      dzp = to_device(zp_words);
+    } else if (zp == CtZeroPoint::kInt8) {
+      zp_i8.resize(std::size_t(n * groups));
+      for (auto& z : zp_i8) z = std::int8_t(int(rng() % 16) - 8);
+      host.weight_zero_point = zp_i8.data();
+      dzp = to_device(zp_i8);
+    }
+    dev.weight_zero_point = dzp.get();
+    g_idx.resize(std::size_t(k));
+    for (std::int64_t c = 0; c < k; ++c) g_idx[std::size_t(c)] = std::int32_t(c / ge);
+    if (act_order) std::shuffle(g_idx.begin(), g_idx.end(), rng);
+    host.weight_g_idx = g_idx.data();
+    perm.assign(std::size_t(k), -1);
+    EXPECT_EQ(act_order_permutation(g_idx.data(), k, ge, perm.data(), nullptr), Status::kSuccess);
+    dperm = to_device(perm);
+    dflags = DevBuf(4);
+    CUDA_CHECK(cudaMemset(dflags.get(), 0, 4));
+  }
+  QuantParams params() const {
+    QuantParams p;
+    EXPECT_EQ(compressed_tensors_import_params(cfg, host, &p), Status::kSuccess);
+    return p;
+  }
+  Status run_host(const PackedMatrix& m) { return import_compressed_tensors_host(cfg, host, m, perm.data()); }
+  Status run_dev(const PackedMatrix& m, cudaStream_t s) {
+    return import_compressed_tensors(cfg, dev, act_order ? dperm.as<std::int32_t>() : nullptr, m,
+                                     dflags.as<std::uint32_t>(), s);
+  }
+};
+
+void ct_gpu_case(std::int64_t n, std::int64_t k, CtStrategy strategy, int g, CtZeroPoint zp, DType scale_type,
+                 bool act_order, std::int64_t ld_extra) {
+  auto rng = nibble_test_rng();
+  CtCase c(rng, n, k, strategy, g, zp, scale_type, act_order);
+  PackedPair pp(n, k, c.params(), ld_extra);
+  expect_gpu_matches_host(
+      pp, [&](const PackedMatrix& m) { return c.run_host(m); },
+      [&](const PackedMatrix& m, cudaStream_t s) { return c.run_dev(m, s); }, c.dflags.as<std::uint32_t>());
+}
+
+TEST(Import_ct_gpu, S4g128_bf16_N256_K1024) {
+  NIBBLE_REQUIRE_GPU();
+  ct_gpu_case(256, 1024, CtStrategy::kGroup, 128, CtZeroPoint::kNone, DType::kBF16, false, 0);
+}
+TEST(Import_ct_gpu, U4g32_PackedZp_f16_ActOrder_N100_K512_ld5) {
+  NIBBLE_REQUIRE_GPU();
+  ct_gpu_case(100, 512, CtStrategy::kGroup, 32, CtZeroPoint::kPackedInt32, DType::kF16, true, 5);
+}
+TEST(Import_ct_gpu, U4Channel_Int8Zp_f32_N33_K60) {  // K = 60: padded last word, rows of 30 bytes
+  NIBBLE_REQUIRE_GPU();
+  ct_gpu_case(33, 60, CtStrategy::kChannel, 0, CtZeroPoint::kInt8, DType::kF32, false, 0);
+}
+TEST(Import_ct_gpu, S4Tensor_bf16_ActOrderChannel_N64_K200) {
+  NIBBLE_REQUIRE_GPU();
+  ct_gpu_case(64, 200, CtStrategy::kTensor, 0, CtZeroPoint::kNone, DType::kBF16, true, 0);
+}
+TEST(Import_ct_gpu, S4g64_f16_ActOrder_N500_K4096) {
+  NIBBLE_REQUIRE_GPU();
+  ct_gpu_case(500, 4096, CtStrategy::kGroup, 64, CtZeroPoint::kNone, DType::kF16, true, 0);
+}
+
+/// Data errors of the compressed-tensors GPU path: a permutation entry outside [0, K) and an int8 zero point
+/// outside [-8, 7] set their flags (the CPU path refuses the same data with kErrorInvalidArgument).
+TEST(Import_ct_gpu, FlagsBadPermutationAndZeroPoint) {
+  NIBBLE_REQUIRE_GPU();
+  auto rng = nibble_test_rng();
+  CtCase c(rng, 16, 64, CtStrategy::kGroup, 32, CtZeroPoint::kInt8, DType::kF16, true);
+  PackedPair pp(16, 64, c.params(), 0);
+  auto flags_of = [&]() {
+    CUDA_CHECK(cudaMemset(c.dflags.get(), 0, 4));
+    EXPECT_EQ(c.run_dev(pp.dm, nullptr), Status::kSuccess);
+    CUDA_CHECK(cudaDeviceSynchronize());
+    std::uint32_t f = 0;
+    CUDA_CHECK(cudaMemcpy(&f, c.dflags.get(), 4, cudaMemcpyDeviceToHost));
+    return f;
+  };
+  EXPECT_EQ(flags_of(), 0u);
+  std::vector<std::int32_t> bad_perm = c.perm;
+  bad_perm[7] = 64;
+  c.dperm.upload(bad_perm.data(), bad_perm.size() * 4);
+  EXPECT_EQ(flags_of(), std::uint32_t(kImportBadPermutation));
+  c.dperm.upload(c.perm.data(), c.perm.size() * 4);
+  c.zp_i8[3] = 8;
+  c.dzp.upload(c.zp_i8.data(), c.zp_i8.size());
+  EXPECT_EQ(flags_of(), std::uint32_t(kImportBadZeroPoint));
+  EXPECT_EQ(c.run_host(pp.hm), Status::kErrorInvalidArgument);
+  bad_perm[1] = -1;
+  c.dperm.upload(bad_perm.data(), bad_perm.size() * 4);
+  EXPECT_EQ(flags_of(), std::uint32_t(kImportBadPermutation | kImportBadZeroPoint));
+}
+
+/// A random bitsandbytes checkpoint: nf4 / fp4, plain fp32 absmax or nested (dynamic map: kept as dq;
+/// `custom_map`: a perturbed map, expanded to fp32).
+struct BnbCase {
+  BnbQuantState st;
+  std::vector<std::uint8_t> weight, absmax_u8;
+  std::vector<float> absmax, nested_absmax, nested_map;
+  Codebook16 book;
+  BnbTensors host, dev;
+  DevBuf dweight, dabsmax, dnested;
+  BnbCase(std::mt19937_64& rng, BnbQuantType type, std::int64_t n, std::int64_t k, std::int64_t blocksize, bool nested,
+          std::int64_t nested_blocksize, bool custom_map)
+      : book(type == BnbQuantType::kNf4 ? nf4_codebook() : fp4_codebook()) {
+    st.quant_type = type;
+    st.blocksize = blocksize;
+    st.n = n;
+    st.k = k;
+    st.nested = nested;
+    st.nested_blocksize = nested_blocksize;
+    weight.resize(std::size_t(n * k / 2));
+    for (auto& b : weight) b = std::uint8_t(rng());
+    dweight = to_device(weight);
+    host.weight = weight.data();
+    dev.weight = dweight.as<std::uint8_t>();
+    host.quant_map = dev.quant_map = book.v;
+    const std::int64_t nb = n * k / blocksize;
+    if (!nested) {
+      absmax = random_floats(rng, nb);
+      host.absmax = absmax.data();
+      dabsmax = to_device(absmax);
+    } else {
+      absmax_u8.resize(std::size_t(nb));
+      for (auto& b : absmax_u8) b = std::uint8_t(rng());
+      host.absmax = absmax_u8.data();
+      dabsmax = to_device(absmax_u8);
+      nested_absmax = random_floats(rng, (nb + nested_blocksize - 1) / nested_blocksize);
+      host.nested_absmax = nested_absmax.data();
+      dnested = to_device(nested_absmax);
+      dev.nested_absmax = dnested.as<float>();
+      nested_map.assign(dynamic_map().v, dynamic_map().v + 256);
+      if (custom_map) nested_map[17] = std::nextafter(nested_map[17], 0.0f);
+      host.nested_quant_map = dev.nested_quant_map = nested_map.data();
+      st.nested_offset = std::ldexp(float(rng() % 1000), -7);
+    }
+    dev.absmax = dabsmax.get();
+  }
+  QuantParams params() const {
+    QuantParams p;
+    EXPECT_EQ(bnb_import_params(st, host, &p), Status::kSuccess);
+    return p;
+  }
+};
+
+void bnb_gpu_case(BnbQuantType type, std::int64_t n, std::int64_t k, std::int64_t blocksize, bool nested,
+                  std::int64_t nested_blocksize, bool custom_map, bool expect_dq, std::int64_t ld_extra) {
+  auto rng = nibble_test_rng();
+  BnbCase c(rng, type, n, k, blocksize, nested, nested_blocksize, custom_map);
+  const QuantParams p = c.params();
+  EXPECT_EQ(p.double_quant, expect_dq);
+  PackedPair pp(n, k, p, ld_extra);
+  expect_gpu_matches_host(
+      pp, [&](const PackedMatrix& m) { return import_bnb_host(c.st, c.host, m); },
+      [&](const PackedMatrix& m, cudaStream_t s) { return import_bnb(c.st, c.dev, m, s); });
+}
+
+TEST(Import_bnb_gpu, Nf4B64_N256_K1024) {
+  NIBBLE_REQUIRE_GPU();
+  bnb_gpu_case(BnbQuantType::kNf4, 256, 1024, 64, false, 256, false, false, 0);
+}
+TEST(Import_bnb_gpu, Fp4B32_N77_K96_ld7) {  // rows of 48 bytes, unaligned output rows
+  NIBBLE_REQUIRE_GPU();
+  bnb_gpu_case(BnbQuantType::kFp4, 77, 96, 32, false, 256, false, false, 7);
+}
+TEST(Import_bnb_gpu, Nf4B64_DoubleQuantKept_N300_K1024) {
+  NIBBLE_REQUIRE_GPU();
+  bnb_gpu_case(BnbQuantType::kNf4, 300, 1024, 64, true, 256, false, true, 0);
+}
+TEST(Import_bnb_gpu, Nf4PerChannelK40_NestedCustomMapExpanded_N50) {  // rows of 20 bytes; nested block 128
+  NIBBLE_REQUIRE_GPU();
+  bnb_gpu_case(BnbQuantType::kNf4, 50, 40, 40, true, 128, true, false, 0);
+}
+
+/// Random GGUF blocks of one type (d / m / dmin finite fp16), one byte past a 16-byte boundary on the
+/// device: the importers need no alignment.
+void gguf_gpu_case(detail::GgufQ4 type, std::int64_t n, std::int64_t k, std::int64_t ld_extra) {
+  auto rng = nibble_test_rng();
+  const detail::GgufTypeInfo info = detail::gguf_type_info(type);
+  const std::size_t bytes = std::size_t(n * (k / info.block) * info.block_bytes);
+  std::vector<std::uint8_t> data(bytes);
+  for (auto& b : data) b = std::uint8_t(rng());
+  const int halves = type == detail::GgufQ4::kQ4_0 ? 1 : 2;  // d (and m / dmin) at the start of each block
+  for (std::size_t b = 0; b < bytes; b += std::size_t(info.block_bytes))
+    for (int h = 0; h < halves; ++h)
+      if ((data[b + 2 * h + 1] & 0x7C) == 0x7C) data[b + 2 * h + 1] ^= 0x40;  // exponent off all-ones
+  DevBuf ddata(bytes + 1);
+  CUDA_CHECK(cudaMemcpy(ddata.as<std::uint8_t>() + 1, data.data(), bytes, cudaMemcpyHostToDevice));
+  const void* dsrc = ddata.as<std::uint8_t>() + 1;
+  QuantParams p;
+  using Host = Status (*)(const void*, std::size_t, std::int64_t, std::int64_t, const PackedMatrix&);
+  using Dev = Status (*)(const void*, std::size_t, std::int64_t, std::int64_t, const PackedMatrix&, cudaStream_t);
+  Host host = nullptr;
+  Dev dev = nullptr;
+  if (type == detail::GgufQ4::kQ4_0) {
+    ASSERT_EQ(gguf_q4_0_import_params(n, k, &p), Status::kSuccess);
+    host = import_gguf_q4_0_host;
+    dev = import_gguf_q4_0;
+  } else if (type == detail::GgufQ4::kQ4_1) {
+    ASSERT_EQ(gguf_q4_1_import_params(n, k, &p), Status::kSuccess);
+    host = import_gguf_q4_1_host;
+    dev = import_gguf_q4_1;
+  } else {
+    ASSERT_EQ(gguf_q4_k_import_params(n, k, &p), Status::kSuccess);
+    host = import_gguf_q4_k_host;
+    dev = import_gguf_q4_k;
+  }
+  PackedPair pp(n, k, p, ld_extra);
+  expect_gpu_matches_host(
+      pp, [&](const PackedMatrix& m) { return host(data.data(), bytes, n, k, m); },
+      [&](const PackedMatrix& m, cudaStream_t s) { return dev(dsrc, bytes, n, k, m, s); });
+}
+
+TEST(Import_gguf_gpu, Q4_0_N96_K4096) {
+  NIBBLE_REQUIRE_GPU();
+  gguf_gpu_case(detail::GgufQ4::kQ4_0, 96, 4096, 0);
+}
+TEST(Import_gguf_gpu, Q4_1_N33_K160_ld1) {
+  NIBBLE_REQUIRE_GPU();
+  gguf_gpu_case(detail::GgufQ4::kQ4_1, 33, 160, 1);
+}
+TEST(Import_gguf_gpu, Q4_K_N70_K2048) {
+  NIBBLE_REQUIRE_GPU();
+  gguf_gpu_case(detail::GgufQ4::kQ4_K, 70, 2048, 0);
+}
+
+/// The four new GPU imports captured in one CUDA graph on a non-blocking stream, replayed twice with the
+/// outputs poisoned again before each replay: each replay gives the CPU path's bytes.
+TEST(Import_graph_gpu, CapturedImportsReplay) {
+  NIBBLE_REQUIRE_GPU();
+  auto rng = nibble_test_rng();
+  AwqCase awq(rng, 64, 256, 32);
+  CtCase ct(rng, 48, 512, CtStrategy::kGroup, 128, CtZeroPoint::kPackedInt32, DType::kBF16, true);
+  BnbCase bnb(rng, BnbQuantType::kNf4, 40, 512, 64, true, 256, false);
+  const std::int64_t gn = 24, gk = 512;
+  std::vector<std::uint8_t> q4k(gguf_q4_k_bytes(gn, gk));
+  for (auto& b : q4k) b = std::uint8_t(rng());
+  for (std::size_t b = 0; b < q4k.size(); b += kGgufQ4_KBlockBytes) {
+    q4k[b + 1] &= 0x3F;  // d and dmin finite
+    q4k[b + 3] &= 0x3F;
+  }
+  DevBuf dq4k = to_device(q4k);
+  QuantParams pk;
+  ASSERT_EQ(gguf_q4_k_import_params(gn, gk, &pk), Status::kSuccess);
+  PackedPair pa(64, 256, awq.params(), 0), pc(48, 512, ct.params(), 0), pb(40, 512, bnb.params(), 0), pg(gn, gk, pk, 0);
+  ASSERT_EQ(import_awq_host(awq.cfg, awq.host, pa.hm), Status::kSuccess);
+  ASSERT_EQ(ct.run_host(pc.hm), Status::kSuccess);
+  ASSERT_EQ(import_bnb_host(bnb.st, bnb.host, pb.hm), Status::kSuccess);
+  ASSERT_EQ(import_gguf_q4_k_host(q4k.data(), q4k.size(), gn, gk, pg.hm), Status::kSuccess);
+  Stream stream;
+  GraphExec graph;
+  capture(stream.s, graph, [&](cudaStream_t s) {
+    NIBBLE_RETURN_IF_ERROR(import_awq(awq.cfg, awq.dev, pa.dm, s));
+    NIBBLE_RETURN_IF_ERROR(ct.run_dev(pc.dm, s));
+    NIBBLE_RETURN_IF_ERROR(import_bnb(bnb.st, bnb.dev, pb.dm, s));
+    return import_gguf_q4_k(dq4k.get(), q4k.size(), gn, gk, pg.dm, s);
+  });
+  for (int replay = 0; replay < 2; ++replay) {
+    for (PackedPair* pp : {&pa, &pc, &pb, &pg}) pp->poison(stream.s);
+    CUDA_CHECK(cudaGraphLaunch(graph.exec, stream.s));
+    CUDA_CHECK(cudaStreamSynchronize(stream.s));
+    SCOPED_TRACE("replay " + std::to_string(replay));
+    for (PackedPair* pp : {&pa, &pc, &pb, &pg}) pp->expect_same();
+  }
+  std::uint32_t flags = 1234;
+  CUDA_CHECK(cudaMemcpy(&flags, ct.dflags.get(), 4, cudaMemcpyDeviceToHost));
+  EXPECT_EQ(flags, 0u);
+}
+
+// ---- the GPU entries refuse what the CPU entries refuse, with the same Status (CPU: no launch) ----------
+// The refusals come before any CUDA call, so these run without a GPU too; pointers are host pointers that
+// the refused calls never read. A valid call without a GPU returns kErrorUnsupportedDevice.
+
+/// The CPU entry refuses (a Status other than kSuccess) and the GPU entry returns that same Status.
+template <class Host, class Dev>
+void expect_same_refusal(const char* what, Host host, Dev dev) {
+  SCOPED_TRACE(what);
+  const Status h = host();
+  ASSERT_NE(h, Status::kSuccess);
+  EXPECT_STATUS(h, dev());
+}
+
+TEST(Import_gpu_refuse, AwqSameStatusAsHost) {
+  auto rng = nibble_test_rng(1);
+  std::vector<std::int32_t> words = random_words(rng, 64 * 16);
+  std::vector<std::uint16_t> scales(64 * 16, 0x3C00);
+  AwqConfig cfg;
+  cfg.group_size = 32;
+  AwqTensors t;
+  t.k = 64;
+  t.n = 32;
+  t.qweight = words.data();
+  t.qzeros = words.data();
+  t.scales = scales.data();
+  QuantParams p;
+  ASSERT_EQ(awq_import_params(cfg, t, &p), Status::kSuccess);
+  HostPacked out(32, 64, p);
+  const auto expect_same = [&](const AwqConfig& c, const AwqTensors& x, const PackedMatrix& m, const char* what) {
+    expect_same_refusal(
+        what, [&] { return import_awq_host(c, x, m); }, [&] { return import_awq(c, x, m, nullptr); });
+  };
+  AwqConfig c = cfg;
+  c.bits = 8;
+  expect_same(c, t, out.m, "bits");
+  c = cfg;
+  c.zero_point = false;
+  expect_same(c, t, out.m, "zero_point");
+  c = cfg;
+  c.group_size = 48;
+  expect_same(c, t, out.m, "group");
+  AwqTensors x = t;
+  x.n = 36;
+  expect_same(cfg, x, out.m, "n % 8");
+  x = t;
+  x.scales = nullptr;
+  expect_same(cfg, x, out.m, "null scales");
+  x = t;
+  x.qweight = reinterpret_cast<const std::int32_t*>(reinterpret_cast<const char*>(words.data()) + 2);
+  expect_same(cfg, x, out.m, "misaligned");
+  x = t;
+  x.scale_type = DType::kBF16;  // the view was carved for fp16
+  expect_same(cfg, x, out.m, "view");
+  if (!nibble_test_has_gpu()) EXPECT_STATUS(Status::kErrorUnsupportedDevice, import_awq(cfg, t, out.m, nullptr));
+}
+
+TEST(Import_gpu_refuse, CtSameStatusAsHost) {
+  std::vector<std::int32_t> packed(16 * 8, 0x12345678), zw(2 * 2, 0x01234567), g_idx(64);
+  for (int c = 0; c < 64; ++c) g_idx[std::size_t(c)] = c / 32;
+  std::vector<std::uint16_t> scales(16 * 2, 0x3F80);
+  CtConfig cfg;
+  cfg.group_size = 32;
+  cfg.symmetric = false;
+  cfg.zero_point = CtZeroPoint::kPackedInt32;
+  CtTensors t;
+  t.n = 16;
+  t.k = 64;
+  t.weight_packed = packed.data();
+  t.weight_scale = scales.data();
+  t.weight_zero_point = zw.data();
+  QuantParams p;
+  ASSERT_EQ(compressed_tensors_import_params(cfg, t, &p), Status::kSuccess);
+  HostPacked out(16, 64, p);
+  std::uint32_t flags = 0;
+  std::vector<std::int32_t> perm(64);
+  const auto expect_same = [&](const CtConfig& c, const CtTensors& x, const PackedMatrix& m, const char* what) {
+    expect_same_refusal(
+        what, [&] { return import_compressed_tensors_host(c, x, m, perm.data()); },
+        [&] { return import_compressed_tensors(c, x, nullptr, m, &flags, nullptr); });
+  };
+  CtConfig c = cfg;
+  c.num_bits = 8;
+  expect_same(c, t, out.m, "bits");
+  c = cfg;
+  c.symmetric = true;  // with a zero point
+  expect_same(c, t, out.m, "symmetric + zero point");
+  c = cfg;
+  c.strategy = CtStrategy::kTensor;  // asymmetric tensor-wide
+  expect_same(c, t, out.m, "asym tensor");
+  c = cfg;
+  c.group_size = 24;
+  expect_same(c, t, out.m, "group");
+  CtTensors x = t;
+  x.k = 63;
+  expect_same(cfg, x, out.m, "odd k");
+  x = t;
+  x.weight_zero_point = nullptr;
+  expect_same(cfg, x, out.m, "null zero point");
+  x = t;
+  x.weight_scale = reinterpret_cast<const char*>(scales.data()) + 1;
+  expect_same(cfg, x, out.m, "misaligned scale");
+  x = t;
+  x.n = 8;
+  expect_same(cfg, x, out.m, "view");
+  // GPU-only refusals: a host g_idx (pass perm), no error word, a misaligned error word or perm.
+  x = t;
+  x.weight_g_idx = g_idx.data();
+  EXPECT_STATUS(Status::kErrorInvalidArgument, import_compressed_tensors(cfg, x, nullptr, out.m, &flags, nullptr));
+  EXPECT_STATUS(Status::kErrorNullPointer, import_compressed_tensors(cfg, t, nullptr, out.m, nullptr, nullptr));
+  EXPECT_STATUS(Status::kErrorMisalignedPointer,
+                import_compressed_tensors(
+                    cfg, t, reinterpret_cast<const std::int32_t*>(reinterpret_cast<const char*>(perm.data()) + 2),
+                    out.m, &flags, nullptr));
+  if (!nibble_test_has_gpu())
+    EXPECT_STATUS(Status::kErrorUnsupportedDevice, import_compressed_tensors(cfg, t, nullptr, out.m, &flags, nullptr));
+}
+
+TEST(Import_gpu_refuse, BnbSameStatusAsHost) {
+  std::vector<std::uint8_t> weight(8 * 64, 0x5A);
+  std::vector<float> absmax(8, 1.0f);
+  static const Codebook16 kNf4Book = nf4_codebook();
+  BnbQuantState st;
+  st.n = 8;
+  st.k = 128;
+  st.blocksize = 128;
+  BnbTensors t;
+  t.weight = weight.data();
+  t.absmax = absmax.data();
+  t.quant_map = kNf4Book.v;
+  QuantParams p;
+  ASSERT_EQ(bnb_import_params(st, t, &p), Status::kSuccess);
+  HostPacked out(8, 128, p);
+  const auto expect_same = [&](const BnbQuantState& s, const BnbTensors& x, const PackedMatrix& m, const char* what) {
+    expect_same_refusal(
+        what, [&] { return import_bnb_host(s, x, m); }, [&] { return import_bnb(s, x, m, nullptr); });
+  };
+  BnbQuantState s = st;
+  s.blocksize = 96;
+  expect_same(s, t, out.m, "blocksize");
+  s = st;
+  s.quant_type = BnbQuantType::kFp4;  // the NF4 table under fp4
+  expect_same(s, t, out.m, "quant_map");
+  s = st;
+  s.nested = true;  // no nested tensors
+  expect_same(s, t, out.m, "nested without tensors");
+  BnbTensors x = t;
+  x.absmax = reinterpret_cast<const char*>(absmax.data()) + 2;
+  expect_same(st, x, out.m, "misaligned absmax");
+  x = t;
+  x.weight = nullptr;
+  expect_same(st, x, out.m, "null weight");
+  s = st;
+  s.k = 256;
+  expect_same(s, t, out.m, "view");
+  if (!nibble_test_has_gpu()) EXPECT_STATUS(Status::kErrorUnsupportedDevice, import_bnb(st, t, out.m, nullptr));
+}
+
+TEST(Import_gpu_refuse, GgufSameStatusAsHost) {
+  std::vector<std::uint8_t> data(8192, 0);
+  QuantParams p0, p1, pk;
+  ASSERT_EQ(gguf_q4_0_import_params(4, 256, &p0), Status::kSuccess);
+  ASSERT_EQ(gguf_q4_1_import_params(4, 256, &p1), Status::kSuccess);
+  ASSERT_EQ(gguf_q4_k_import_params(4, 256, &pk), Status::kSuccess);
+  HostPacked o0(4, 256, p0), o1(4, 256, p1), ok(4, 256, pk);
+  struct Entry {
+    const char* name;
+    Status (*host)(const void*, std::size_t, std::int64_t, std::int64_t, const PackedMatrix&);
+    Status (*dev)(const void*, std::size_t, std::int64_t, std::int64_t, const PackedMatrix&, cudaStream_t);
+    const PackedMatrix* right;
+    const PackedMatrix* wrong;
+  };
+  const Entry entries[] = {{"q4_0", import_gguf_q4_0_host, import_gguf_q4_0, &o0.m, &o1.m},
+                           {"q4_1", import_gguf_q4_1_host, import_gguf_q4_1, &o1.m, &ok.m},
+                           {"q4_k", import_gguf_q4_k_host, import_gguf_q4_k, &ok.m, &o0.m}};
+  for (const Entry& e : entries) {
+    SCOPED_TRACE(e.name);
+    struct Call {
+      const void* data;
+      std::size_t bytes;
+      std::int64_t n, k;
+      const PackedMatrix* out;
+    };
+    const Call calls[] = {{nullptr, data.size(), 4, 256, e.right},     {data.data(), 10, 4, 256, e.right},
+                          {data.data(), data.size(), 4, 48, e.right},  {data.data(), data.size(), 0, 256, e.right},
+                          {data.data(), data.size(), 4, 256, e.wrong}, {data.data(), data.size(), 2, 256, e.right}};
+    for (const Call& c : calls)
+      expect_same_refusal(
+          "call", [&] { return e.host(c.data, c.bytes, c.n, c.k, *c.out); },
+          [&] { return e.dev(c.data, c.bytes, c.n, c.k, *c.out, nullptr); });
+    if (!nibble_test_has_gpu())
+      EXPECT_STATUS(Status::kErrorUnsupportedDevice, e.dev(data.data(), data.size(), 4, 256, *e.right, nullptr));
+  }
 }
 
 }  // namespace

@@ -19,6 +19,14 @@ namespace nibble {
 /// The checkpoint spelling of "one group per row" used by GPTQ, AWQ and llm-compressor configs.
 inline constexpr int kCheckpointPerChannel = -1;
 
+/// Bits a GPU importer ORs into the caller's error word when the data (not the metadata) is invalid: the
+/// CPU paths refuse the same data with a Status (kErrorInvalidArgument) before writing anything.
+enum ImportErrorFlag : std::uint32_t {
+  kImportBadZeroWord = 1u,     ///< GPTQ: a qzeros word disagrees with sym / the checkpoint format (gptq.cuh)
+  kImportBadPermutation = 2u,  ///< GPTQ, compressed-tensors: a permutation entry is outside [0, K)
+  kImportBadZeroPoint = 4u,    ///< compressed-tensors: an unpacked int8 zero point outside [-8, 7]
+};
+
 namespace detail {
 
 /// nibble's group size for a checkpoint group of `g` columns along K (kCheckpointPerChannel or g == k mean
@@ -47,17 +55,111 @@ inline Status check_import_output(const PackedMatrix& out, std::int64_t n, std::
 }
 
 /// Little-endian 32-bit word `i` of a buffer of int32 (the checkpoints' qweight / qzeros tensors).
-inline std::uint32_t word_at(const std::int32_t* p, std::int64_t i) { return static_cast<std::uint32_t>(p[i]); }
+NIBBLE_HOST_DEVICE std::uint32_t word_at(const std::int32_t* p, std::int64_t i) {
+  return static_cast<std::uint32_t>(p[i]);
+}
 
 /// Nibble `i` (0..7) of a word, lowest first.
 NIBBLE_HOST_DEVICE constexpr std::uint32_t nibble_of(std::uint32_t w, int i) { return (w >> (4 * i)) & 0xFu; }
 
 /// Raw bits of scale element `i` of a `t`-typed array copied to element `j` of another (bit-exact: no
-/// float conversion, so NaN payloads and -0 survive).
-inline void copy_scale_bits(const void* src, std::int64_t i, void* dst, std::int64_t j, DType t) {
-  const std::size_t b = std::size_t(size_of(t));
+/// float conversion, so NaN payloads and -0 survive). Both arrays aligned to their element size.
+NIBBLE_HOST_DEVICE void copy_scale_bits(const void* src, std::int64_t i, void* dst, std::int64_t j, DType t) {
+#if defined(__CUDA_ARCH__)
+  if (size_of(t) == 4)
+    static_cast<std::uint32_t*>(dst)[j] = static_cast<const std::uint32_t*>(src)[i];
+  else
+    static_cast<std::uint16_t*>(dst)[j] = static_cast<const std::uint16_t*>(src)[i];
+#else
+  const std::size_t b = std::size_t(size_of(t));  // memcpy: the host arrays may be of any 2- / 4-byte type
   std::memcpy(static_cast<std::uint8_t*>(dst) + j * std::int64_t(b),
               static_cast<const std::uint8_t*>(src) + i * std::int64_t(b), b);
+#endif
+}
+
+// ---- code bytes, shared by the CPU loops and the GPU kernels ---------------------------------------------
+// The importers decode the checkpoint into words of nibble's code bytes (byte b of a word is code byte
+// 4i + b: little-endian, as everywhere in nibble) and store them with store_code_bytes, so the CPU path
+// and the kernel run the same decoding function on the same words.
+
+/// Loads `bytes` (0..16) code bytes at `src` into w[0..3] (bytes past `bytes` read as 0). The kernels take
+/// one 16-byte load when all 16 are wanted and `src` is 16-byte aligned.
+NIBBLE_HOST_DEVICE void load_code_bytes(const std::uint8_t* src, int bytes, std::uint32_t (&w)[4]) {
+#if defined(__CUDA_ARCH__)
+  if (bytes == 16 && reinterpret_cast<std::uintptr_t>(src) % 16 == 0) {
+    const uint4 v = *reinterpret_cast<const uint4*>(src);
+    w[0] = v.x;
+    w[1] = v.y;
+    w[2] = v.z;
+    w[3] = v.w;
+    return;
+  }
+#endif
+  // Unrolled with constant indices, so that w stays in registers in the kernels.
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    w[i] = 0;
+#pragma unroll
+    for (int b = 0; b < 4; ++b)
+      if (4 * i + b < bytes) w[i] |= std::uint32_t(src[4 * i + b]) << (8 * b);
+  }
+}
+
+/// Stores the first `bytes` (0..4 * kWords) code bytes of w at `dst`. The kernels store 16 bytes at a
+/// time where `dst` is 16-byte aligned and all 16 are wanted (one sector per 32 bytes: the transposing
+/// importers write scattered rows), bytes otherwise.
+template <int kWords>
+NIBBLE_HOST_DEVICE void store_code_bytes(std::uint8_t* dst, const std::uint32_t (&w)[kWords], int bytes) {
+  static_assert(kWords % 4 == 0, "whole 16-byte vectors");
+#if defined(__CUDA_ARCH__)
+  if (bytes == 4 * kWords && reinterpret_cast<std::uintptr_t>(dst) % 16 == 0) {
+#pragma unroll
+    for (int v = 0; v < kWords / 4; ++v)
+      reinterpret_cast<uint4*>(dst)[v] = make_uint4(w[4 * v], w[4 * v + 1], w[4 * v + 2], w[4 * v + 3]);
+    return;
+  }
+#endif
+#pragma unroll
+  for (int i = 0; i < kWords; ++i)
+#pragma unroll
+    for (int b = 0; b < 4; ++b)
+      if (4 * i + b < bytes) dst[4 * i + b] = std::uint8_t(w[i] >> (8 * b));
+}
+
+// ---- the GPU paths' launch ------------------------------------------------------------------------------
+
+/// Threads per block of the importers' one-dimensional kernels (one work item per thread).
+inline constexpr int kImportThreads = 256;
+/// At most this many blocks; a kernel with more items loops (grid stride). 2^16 blocks of 256 threads keep
+/// every SM of any current GPU full, and 8192 x 28672 imports need fewer.
+inline constexpr std::int64_t kImportMaxBlocks = std::int64_t(1) << 16;
+
+/// Blocks for `items` work items (items > 0).
+inline unsigned import_blocks(std::int64_t items) {
+  const std::int64_t blocks = (items + kImportThreads - 1) / kImportThreads;
+  return unsigned(blocks < kImportMaxBlocks ? blocks : kImportMaxBlocks);
+}
+
+/// The i-th work item of this thread's grid-stride loop starts at import_item() and steps import_stride().
+NIBBLE_DEVICE std::int64_t import_item() { return std::int64_t(blockIdx.x) * blockDim.x + threadIdx.x; }
+NIBBLE_DEVICE std::int64_t import_stride() { return std::int64_t(gridDim.x) * blockDim.x; }
+
+/// The checks of a GPU entry's error word and (optional) device permutation: kErrorNullPointer without a
+/// word, kErrorMisalignedPointer unless both are 4-byte aligned.
+inline Status check_import_flags(const std::uint32_t* error_flags, const std::int32_t* perm) {
+  if (error_flags == nullptr) return Status::kErrorNullPointer;
+  if (!is_aligned(error_flags, 4) || !is_aligned(perm, 4)) return Status::kErrorMisalignedPointer;
+  return Status::kSuccess;
+}
+
+/// Column `src` of a device permutation's entry, checked: an entry outside [0, k) sets
+/// kImportBadPermutation in *flags and reads column 0 instead (never out of bounds).
+NIBBLE_HOST_DEVICE std::int64_t checked_perm_entry(const std::int32_t* perm, std::int64_t p, std::int64_t k,
+                                                   std::uint32_t* flags) {
+  const std::int64_t src = perm[p];
+  if (src >= 0 && src < k) return src;
+  *flags |= kImportBadPermutation;
+  return 0;
 }
 
 }  // namespace detail

@@ -37,6 +37,10 @@
 // significant bits) round to fp16 (relative <= 2^-11, and out of range where |d * sc| > 65504 or below fp16's
 // subnormals) or bf16 (<= 2^-9).
 //
+// Paths: import_gguf_q4_{0,1,k}_host (host buffers) and import_gguf_q4_{0,1,k} (device buffers, one kernel on the
+// caller's stream, one (super-)block per work item). Both run the same checks and the same per-block decoding
+// (gguf_block32, gguf_q4_k_superblock), so the kernel writes the CPU path's bytes.
+//
 // Refused with a Status: N or K <= 0 (kErrorInvalidShape), K not a multiple of the block (kErrorGroupSize:
 // 32, or 256 for Q4_K), a size that overflows (kErrorSizeOverflow), a null pointer (kErrorNullPointer), fewer
 // bytes than the shape needs (kErrorWorkspaceTooSmall), an output view with other parameters
@@ -54,6 +58,17 @@ inline constexpr int kGgufQ4_1BlockBytes = 20;   ///< sizeof(block_q4_1) = 2 + 2
 inline constexpr int kGgufQ4_KBlock = 256;       ///< QK_K: elements of a Q4_K super-block
 inline constexpr int kGgufQ4_KSubBlock = 32;     ///< elements per 6-bit scale / min of Q4_K
 inline constexpr int kGgufQ4_KBlockBytes = 144;  ///< sizeof(block_q4_K) = 2 + 2 + 12 + 256 / 2
+
+/// The 6-bit scale and min of sub-block j (0..7) of a Q4_K super-block's 12 scale bytes (see the file comment).
+NIBBLE_HOST_DEVICE constexpr void gguf_q4_k_scale_min(const std::uint8_t* scales, int j, int* sc, int* mn) {
+  if (j < 4) {
+    *sc = scales[j] & 63;
+    *mn = scales[j + 4] & 63;
+  } else {
+    *sc = (scales[j + 4] & 15) | ((scales[j - 4] >> 6) << 4);
+    *mn = (scales[j + 4] >> 4) | ((scales[j] >> 6) << 4);
+  }
+}
 
 namespace detail {
 
@@ -94,31 +109,110 @@ inline Status check_gguf_import(const void* data, std::size_t bytes, std::int64_
   return check_import_output(out, n, k, p);
 }
 
+/// The GGUF 4-bit types nibble imports, and what each becomes.
+enum class GgufQ4 : std::uint8_t { kQ4_0, kQ4_1, kQ4_K };
+struct GgufTypeInfo {
+  int block;        ///< elements per block along K
+  int block_bytes;  ///< bytes per block
+  Format format;    ///< nibble's format (group 32)
+  DType scale_type;
+};
+constexpr GgufTypeInfo gguf_type_info(GgufQ4 t) {
+  switch (t) {
+    case GgufQ4::kQ4_0:
+      return {kGgufQ4_0Block, kGgufQ4_0BlockBytes, Format::kS4, DType::kF16};
+    case GgufQ4::kQ4_1:
+      return {kGgufQ4_1Block, kGgufQ4_1BlockBytes, Format::kAffineU4, DType::kF16};
+    default:
+      return {kGgufQ4_KBlock, kGgufQ4_KBlockBytes, Format::kAffineU4, DType::kF32};
+  }
+}
+
+/// The checks both paths of a kType importer run before writing (parameters for the shape, data pointer and
+/// size, output view).
+template <GgufQ4 kType>
+Status check_gguf(const void* data, std::size_t bytes, std::int64_t n, std::int64_t k, const PackedMatrix& out) {
+  constexpr GgufTypeInfo kInfo = gguf_type_info(kType);
+  QuantParams p;
+  NIBBLE_RETURN_IF_ERROR(gguf_import_params(n, k, kInfo.block, kInfo.format, kInfo.scale_type, &p));
+  return check_gguf_import(data, bytes, n, k, kInfo.block, kInfo.block_bytes, p, out);
+}
+
 /// Little-endian fp16 bits at `p`.
-inline std::uint16_t gguf_half_bits(const std::uint8_t* p) { return std::uint16_t(p[0] | (p[1] << 8)); }
+NIBBLE_HOST_DEVICE std::uint16_t gguf_half_bits(const std::uint8_t* p) { return std::uint16_t(p[0] | (p[1] << 8)); }
 
 /// The 32 codes of a Q4_0 / Q4_1 block (qs[16]: element e < 16 in the low nibble of qs[e], element e >= 16
 /// in the high nibble of qs[e - 16]) into 16 bytes of nibble's codes (even element in the low nibble),
 /// each code XOR `flip` (8 turns Q4_0's biased code into the s4 nibble, 0 keeps it).
-inline void gguf_block32_codes(const std::uint8_t* qs, std::uint32_t flip, std::uint8_t* dst) {
-  auto element = [&](int x) -> std::uint32_t { return x < 16 ? (qs[x] & 0xFu) : (qs[x - 16] >> 4); };
-  for (int e = 0; e < 32; e += 2) dst[e / 2] = std::uint8_t((element(e) ^ flip) | ((element(e + 1) ^ flip) << 4));
+NIBBLE_HOST_DEVICE void gguf_block32_codes(const std::uint8_t* qs, std::uint32_t flip, std::uint8_t* dst) {
+  std::uint32_t w[4] = {0, 0, 0, 0};
+#pragma unroll
+  for (int e = 0; e < 32; ++e) {
+    const std::uint32_t code = e < 16 ? (qs[e] & 0xFu) : (qs[e - 16] >> 4);
+    w[e / 8] |= (code ^ flip) << (4 * (e % 8));
+  }
+  store_code_bytes(dst, w, 16);
 }
 
-/// The body of the Q4_0 / Q4_1 importers (checked arguments): blocks of 32 of `block_bytes` bytes, each d (fp16
-/// bits into out.scales), with `has_m` m (fp16 bits into out.offsets), then qs[16] (codes XOR `flip`).
-inline void import_gguf_block32(const std::uint8_t* src, std::int64_t n, std::int64_t k, int block_bytes, bool has_m,
-                                std::uint32_t flip, const PackedMatrix& out) {
-  const std::int64_t blocks = k / 32;
-  auto* scales = static_cast<std::uint16_t*>(out.scales);
-  auto* offsets = static_cast<std::uint16_t*>(out.offsets);
-  for (std::int64_t r = 0; r < n; ++r)
-    for (std::int64_t b = 0; b < blocks; ++b) {
-      const std::uint8_t* blk = src + (r * blocks + b) * block_bytes;
-      scales[r * blocks + b] = gguf_half_bits(blk);                  // d, bits as they are
-      if (has_m) offsets[r * blocks + b] = gguf_half_bits(blk + 2);  // m
-      gguf_block32_codes(blk + (has_m ? 4 : 2), flip, out.codes + r * out.ld_codes + b * 16);
-    }
+/// Block b of row r of a Q4_0 / Q4_1 tensor (checked arguments): `block_bytes` bytes, d (fp16 bits into
+/// out.scales), with `has_m` m (fp16 bits into out.offsets), then qs[16] (codes XOR `flip`).
+NIBBLE_HOST_DEVICE void gguf_block32(const std::uint8_t* src, std::int64_t r, std::int64_t b, int block_bytes,
+                                     bool has_m, std::uint32_t flip, const PackedMatrix& out) {
+  const std::int64_t blocks = out.k / 32, g = r * blocks + b;
+  const std::uint8_t* blk = src + g * block_bytes;
+  static_cast<std::uint16_t*>(out.scales)[g] = gguf_half_bits(blk);                  // d, bits as they are
+  if (has_m) static_cast<std::uint16_t*>(out.offsets)[g] = gguf_half_bits(blk + 2);  // m
+  gguf_block32_codes(blk + (has_m ? 4 : 2), flip, out.codes + r * out.ld_codes + b * 16);
+}
+
+/// Super-block b of row r of a Q4_K tensor (checked arguments): per sub-block of 32, scale = d * sc and
+/// offset = -(dmin * mn) in fp32 (exact), codes as they are.
+NIBBLE_HOST_DEVICE void gguf_q4_k_superblock(const std::uint8_t* src, std::int64_t r, std::int64_t b,
+                                             const PackedMatrix& out) {
+  constexpr int kSubBlocks = kGgufQ4_KBlock / kGgufQ4_KSubBlock;  // 8
+  const std::int64_t blocks = out.k / kGgufQ4_KBlock, groups = out.k / kGgufQ4_KSubBlock;
+  const std::uint8_t* blk = src + (r * blocks + b) * kGgufQ4_KBlockBytes;
+  const float d = to_float(__half(__half_raw{gguf_half_bits(blk)}));
+  const float dmin = to_float(__half(__half_raw{gguf_half_bits(blk + 2)}));
+  const std::uint8_t* sb = blk + 4;   // scales[12]
+  const std::uint8_t* qs = blk + 16;  // qs[128]
+  for (int j = 0; j < kSubBlocks; ++j) {
+    int sc = 0, mn = 0;
+    gguf_q4_k_scale_min(sb, j, &sc, &mn);
+    const std::int64_t g = r * groups + b * kSubBlocks + j;
+    static_cast<float*>(out.scales)[g] = mul_rn(d, float(sc));
+    static_cast<float*>(out.offsets)[g] = -mul_rn(dmin, float(mn));
+    const std::uint8_t* chunk = qs + 32 * (j / 2);
+    const int shift = 4 * (j % 2);
+    std::uint32_t w[4] = {0, 0, 0, 0};
+#pragma unroll
+    for (int l = 0; l < kGgufQ4_KSubBlock; ++l) w[l / 8] |= ((chunk[l] >> shift) & 0xFu) << (4 * (l % 8));
+    store_code_bytes(out.codes + r * out.ld_codes + (b * kGgufQ4_KBlock + j * kGgufQ4_KSubBlock) / 2, w, 16);
+  }
+}
+
+/// Work item i (block i % blocks of row i / blocks) of a kType import: the CPU path runs the items in order,
+/// the kernel one per thread (consecutive items: consecutive blocks of a row, coalesced reads).
+template <GgufQ4 kType>
+NIBBLE_HOST_DEVICE void gguf_item(const std::uint8_t* src, std::int64_t blocks, const PackedMatrix& out,
+                                  std::int64_t i) {
+  if constexpr (kType == GgufQ4::kQ4_0) {
+    gguf_block32(src, i / blocks, i % blocks, kGgufQ4_0BlockBytes, false, 8u, out);
+  } else if constexpr (kType == GgufQ4::kQ4_1) {
+    gguf_block32(src, i / blocks, i % blocks, kGgufQ4_1BlockBytes, true, 0u, out);
+  } else {
+    gguf_q4_k_superblock(src, i / blocks, i % blocks, out);
+  }
+}
+
+/// The CPU entries: the checks, then every work item in order.
+template <GgufQ4 kType>
+Status import_gguf_host(const void* data, std::size_t bytes, std::int64_t n, std::int64_t k, const PackedMatrix& out) {
+  NIBBLE_RETURN_IF_ERROR(check_gguf<kType>(data, bytes, n, k, out));
+  const std::int64_t blocks = k / gguf_type_info(kType).block;
+  for (std::int64_t i = 0; i < n * blocks; ++i)
+    gguf_item<kType>(static_cast<const std::uint8_t*>(data), blocks, out, i);
+  return Status::kSuccess;
 }
 
 }  // namespace detail
@@ -127,7 +221,8 @@ inline void import_gguf_block32(const std::uint8_t* src, std::int64_t n, std::in
 
 /// Parameters of the PackedMatrix import_gguf_q4_0_host writes: kS4, group 32, fp16 scales.
 inline Status gguf_q4_0_import_params(std::int64_t n, std::int64_t k, QuantParams* out) {
-  return detail::gguf_import_params(n, k, kGgufQ4_0Block, Format::kS4, DType::kF16, out);
+  constexpr detail::GgufTypeInfo kInfo = detail::gguf_type_info(detail::GgufQ4::kQ4_0);
+  return detail::gguf_import_params(n, k, kInfo.block, kInfo.format, kInfo.scale_type, out);
 }
 
 /// Bytes of a Q4_0 tensor of N rows of K elements (0 if the shape is invalid or overflows).
@@ -142,18 +237,15 @@ inline std::size_t gguf_q4_0_bytes(std::int64_t n, std::int64_t k) {
 /// less than gguf_q4_0_bytes(n, k).
 inline Status import_gguf_q4_0_host(const void* data, std::size_t bytes, std::int64_t n, std::int64_t k,
                                     const PackedMatrix& out) {
-  QuantParams p;
-  NIBBLE_RETURN_IF_ERROR(gguf_q4_0_import_params(n, k, &p));
-  NIBBLE_RETURN_IF_ERROR(detail::check_gguf_import(data, bytes, n, k, kGgufQ4_0Block, kGgufQ4_0BlockBytes, p, out));
-  detail::import_gguf_block32(static_cast<const std::uint8_t*>(data), n, k, kGgufQ4_0BlockBytes, false, 8u, out);
-  return Status::kSuccess;
+  return detail::import_gguf_host<detail::GgufQ4::kQ4_0>(data, bytes, n, k, out);
 }
 
 // ---- Q4_1 -------------------------------------------------------------------------------------------------
 
 /// Parameters of the PackedMatrix import_gguf_q4_1_host writes: kAffineU4, group 32, fp16 scales and offsets.
 inline Status gguf_q4_1_import_params(std::int64_t n, std::int64_t k, QuantParams* out) {
-  return detail::gguf_import_params(n, k, kGgufQ4_1Block, Format::kAffineU4, DType::kF16, out);
+  constexpr detail::GgufTypeInfo kInfo = detail::gguf_type_info(detail::GgufQ4::kQ4_1);
+  return detail::gguf_import_params(n, k, kInfo.block, kInfo.format, kInfo.scale_type, out);
 }
 
 /// Bytes of a Q4_1 tensor of N rows of K elements (0 if the shape is invalid or overflows).
@@ -167,30 +259,16 @@ inline std::size_t gguf_q4_1_bytes(std::int64_t n, std::int64_t k) {
 /// `out` (host buffers carved with gguf_q4_1_import_params): codes as they are, scale = d, offset = m.
 inline Status import_gguf_q4_1_host(const void* data, std::size_t bytes, std::int64_t n, std::int64_t k,
                                     const PackedMatrix& out) {
-  QuantParams p;
-  NIBBLE_RETURN_IF_ERROR(gguf_q4_1_import_params(n, k, &p));
-  NIBBLE_RETURN_IF_ERROR(detail::check_gguf_import(data, bytes, n, k, kGgufQ4_1Block, kGgufQ4_1BlockBytes, p, out));
-  detail::import_gguf_block32(static_cast<const std::uint8_t*>(data), n, k, kGgufQ4_1BlockBytes, true, 0u, out);
-  return Status::kSuccess;
+  return detail::import_gguf_host<detail::GgufQ4::kQ4_1>(data, bytes, n, k, out);
 }
 
 // ---- Q4_K -------------------------------------------------------------------------------------------------
 
-/// The 6-bit scale and min of sub-block j (0..7) of a Q4_K super-block's 12 scale bytes (see the file comment).
-NIBBLE_HOST_DEVICE constexpr void gguf_q4_k_scale_min(const std::uint8_t* scales, int j, int* sc, int* mn) {
-  if (j < 4) {
-    *sc = scales[j] & 63;
-    *mn = scales[j + 4] & 63;
-  } else {
-    *sc = (scales[j + 4] & 15) | ((scales[j - 4] >> 6) << 4);
-    *mn = (scales[j + 4] >> 4) | ((scales[j] >> 6) << 4);
-  }
-}
-
 /// Parameters of the PackedMatrix import_gguf_q4_k_host writes: kAffineU4, group 32, fp32 scales and offsets.
 /// K must be a multiple of 256 (kErrorGroupSize).
 inline Status gguf_q4_k_import_params(std::int64_t n, std::int64_t k, QuantParams* out) {
-  return detail::gguf_import_params(n, k, kGgufQ4_KBlock, Format::kAffineU4, DType::kF32, out);
+  constexpr detail::GgufTypeInfo kInfo = detail::gguf_type_info(detail::GgufQ4::kQ4_K);
+  return detail::gguf_import_params(n, k, kInfo.block, kInfo.format, kInfo.scale_type, out);
 }
 
 /// Bytes of a Q4_K tensor of N rows of K elements (0 if the shape is invalid or overflows).
@@ -205,35 +283,53 @@ inline std::size_t gguf_q4_k_bytes(std::int64_t n, std::int64_t k) {
 /// -(dmin * mn) in fp32 (exact), codes as they are.
 inline Status import_gguf_q4_k_host(const void* data, std::size_t bytes, std::int64_t n, std::int64_t k,
                                     const PackedMatrix& out) {
-  QuantParams p;
-  NIBBLE_RETURN_IF_ERROR(gguf_q4_k_import_params(n, k, &p));
-  NIBBLE_RETURN_IF_ERROR(detail::check_gguf_import(data, bytes, n, k, kGgufQ4_KBlock, kGgufQ4_KBlockBytes, p, out));
-  constexpr int kSubBlocks = kGgufQ4_KBlock / kGgufQ4_KSubBlock;  // 8
-  const auto* src = static_cast<const std::uint8_t*>(data);
-  const std::int64_t blocks = k / kGgufQ4_KBlock, groups = k / kGgufQ4_KSubBlock;
-  auto* scales = static_cast<float*>(out.scales);
-  auto* offsets = static_cast<float*>(out.offsets);
-  for (std::int64_t r = 0; r < n; ++r)
-    for (std::int64_t b = 0; b < blocks; ++b) {
-      const std::uint8_t* blk = src + (r * blocks + b) * kGgufQ4_KBlockBytes;
-      const float d = to_float(__half(__half_raw{detail::gguf_half_bits(blk)}));
-      const float dmin = to_float(__half(__half_raw{detail::gguf_half_bits(blk + 2)}));
-      const std::uint8_t* sb = blk + 4;   // scales[12]
-      const std::uint8_t* qs = blk + 16;  // qs[128]
-      for (int j = 0; j < kSubBlocks; ++j) {
-        int sc = 0, mn = 0;
-        gguf_q4_k_scale_min(sb, j, &sc, &mn);
-        const std::int64_t g = r * groups + b * kSubBlocks + j;
-        scales[g] = detail::mul_rn(d, float(sc));
-        offsets[g] = -detail::mul_rn(dmin, float(mn));
-        const std::uint8_t* chunk = qs + 32 * (j / 2);
-        const int shift = 4 * (j % 2);
-        std::uint8_t* dst = out.codes + r * out.ld_codes + (b * kGgufQ4_KBlock + j * kGgufQ4_KSubBlock) / 2;
-        for (int l = 0; l < kGgufQ4_KSubBlock; l += 2)
-          dst[l / 2] = std::uint8_t(((chunk[l] >> shift) & 0xFu) | (((chunk[l + 1] >> shift) & 0xFu) << 4));
-      }
-    }
+  return detail::import_gguf_host<detail::GgufQ4::kQ4_K>(data, bytes, n, k, out);
+}
+
+// ---- GPU paths --------------------------------------------------------------------------------------------
+
+namespace detail {
+
+template <GgufQ4 kType>
+__global__ void __launch_bounds__(kImportThreads)
+    import_gguf_kernel(const std::uint8_t* __restrict__ gSrc, std::int64_t blocks, PackedMatrix out) {
+  const std::int64_t items = out.n * blocks;
+  for (std::int64_t i = import_item(); i < items; i += import_stride()) gguf_item<kType>(gSrc, blocks, out, i);
+}
+
+/// The GPU entries: the CPU path's checks, then kType's kernel for an [n, k] tensor.
+template <GgufQ4 kType>
+Status import_gguf_device(const void* data, std::size_t bytes, std::int64_t n, std::int64_t k, const PackedMatrix& out,
+                          cudaStream_t stream) {
+  NIBBLE_RETURN_IF_ERROR(check_gguf<kType>(data, bytes, n, k, out));
+  NIBBLE_RETURN_IF_ERROR(check_device());
+  const std::int64_t blocks = k / gguf_type_info(kType).block;
+  import_gguf_kernel<kType>
+      <<<import_blocks(n * blocks), kImportThreads, 0, stream>>>(static_cast<const std::uint8_t*>(data), blocks, out);
+  NIBBLE_CHECK_LAUNCH();
   return Status::kSuccess;
+}
+
+}  // namespace detail
+
+/// GPU path of import_gguf_q4_0_host: `data` (device, `bytes` bytes, no alignment needed) into `out` (device
+/// buffers carved with gguf_q4_0_import_params), one kernel on `stream`: no allocation, no synchronization,
+/// graph-capturable. Same checks and Status as the CPU path (no data is refused: no error word), same bytes.
+inline Status import_gguf_q4_0(const void* data, std::size_t bytes, std::int64_t n, std::int64_t k,
+                               const PackedMatrix& out, cudaStream_t stream) {
+  return detail::import_gguf_device<detail::GgufQ4::kQ4_0>(data, bytes, n, k, out, stream);
+}
+
+/// GPU path of import_gguf_q4_1_host (as import_gguf_q4_0; out carved with gguf_q4_1_import_params).
+inline Status import_gguf_q4_1(const void* data, std::size_t bytes, std::int64_t n, std::int64_t k,
+                               const PackedMatrix& out, cudaStream_t stream) {
+  return detail::import_gguf_device<detail::GgufQ4::kQ4_1>(data, bytes, n, k, out, stream);
+}
+
+/// GPU path of import_gguf_q4_k_host (as import_gguf_q4_0; out carved with gguf_q4_k_import_params).
+inline Status import_gguf_q4_k(const void* data, std::size_t bytes, std::int64_t n, std::int64_t k,
+                               const PackedMatrix& out, cudaStream_t stream) {
+  return detail::import_gguf_device<detail::GgufQ4::kQ4_K>(data, bytes, n, k, out, stream);
 }
 
 }  // namespace nibble

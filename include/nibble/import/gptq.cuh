@@ -67,12 +67,6 @@ struct GptqTensors {
   const std::int32_t* g_idx = nullptr;  ///< [k], HOST memory, CPU path only; null = k / group
 };
 
-/// Bits the GPU importer ORs into the caller's error word when the data (not the metadata) is invalid.
-enum ImportErrorFlag : std::uint32_t {
-  kImportBadZeroWord = 1u,     ///< a qzeros word disagrees with sym / the checkpoint format (see above)
-  kImportBadPermutation = 2u,  ///< a permutation entry is outside [0, K)
-};
-
 /// The parameters of the PackedMatrix that import_gptq* writes (carve it with carve_packed_matrix).
 /// Checks the metadata and shapes only (no data is read): kErrorUnsupportedFormat (bits != 4, scale
 /// type), kErrorGroupSize, kErrorInvalidShape (K or N not a positive multiple of 8), kErrorSizeOverflow.
@@ -237,11 +231,7 @@ __global__ void __launch_bounds__(kGptqTile* kGptqTileRows)
       w = 0;
 #pragma unroll
       for (int i = 0; i < 8; ++i) {
-        std::int64_t src = gPerm[r * 8 + i];
-        if (src < 0 || src >= k) {  // a bad entry must not read out of bounds
-          flags |= kImportBadPermutation;
-          src = 0;
-        }
+        const std::int64_t src = checked_perm_entry(gPerm, r * 8 + i, k, &flags);
         w |= nibble_of(gQweight[(src >> 3) * n + c], int(src & 7)) << (4 * i);
       }
     }
@@ -296,9 +286,7 @@ inline Status import_gptq(const GptqConfig& cfg, const GptqTensors& t, const std
   if (cfg.checkpoint_format == GptqCheckpointFormat::kDetect) return Status::kErrorInvalidArgument;
   if (t.g_idx != nullptr) return Status::kErrorInvalidArgument;  // host-only field: pass perm instead
   NIBBLE_RETURN_IF_ERROR(detail::check_gptq_buffers(t));
-  if (error_flags == nullptr) return Status::kErrorNullPointer;
-  if (!detail::is_aligned(error_flags, 4) || (perm != nullptr && !detail::is_aligned(perm, 4)))
-    return Status::kErrorMisalignedPointer;
+  NIBBLE_RETURN_IF_ERROR(detail::check_import_flags(error_flags, perm));
   NIBBLE_RETURN_IF_ERROR(detail::check_import_output(out, t.n, t.k, p));
   const std::int64_t tiles_n = (t.n + detail::kGptqTile - 1) / detail::kGptqTile;
   const std::int64_t tiles_k = (t.k / 8 + detail::kGptqTile - 1) / detail::kGptqTile;

@@ -1,5 +1,6 @@
 // nibble/import/import.cuh — every checkpoint importer (GPTQ, AWQ, compressed-tensors, bitsandbytes, GGUF
-// Q4_0) and the act-order activation permutation. Sits beside layout/: includes format/, thread/, quant/.
+// Q4_0 / Q4_1 / Q4_K; each with a CPU and a GPU path) and the act-order activation permutation. Sits beside
+// layout/: includes format/, thread/, quant/.
 #pragma once
 
 #include "awq.cuh"
