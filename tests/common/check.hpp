@@ -31,6 +31,8 @@ using std::uint8_t;
 
 inline constexpr int kPC = nibble::kPerChannel;
 inline constexpr Format kAllFormats[] = {kS4, kU4, kNf4, kFp4};
+/// Every format of the GEMM layout and the mma.sync / transposed GEMM (kAllFormats and affine u4).
+inline constexpr Format kGemmFormats[] = {kS4, kU4, kNf4, kFp4, kAU4};
 inline constexpr int kAllGroups[] = {32, 64, 128, 256, kPC};
 
 // A failed CUDA call or library call inside a helper aborts the test case (gtest reports the exception).

@@ -77,6 +77,7 @@ inline gemm::Arguments fake_args(Format f, int group, int64_t m, int64_t n, int6
   a.w.codes = static_cast<const uint8_t*>(fake(0x2000));
   a.w.scales = fake(0x3000);
   a.w.zeros = f == kU4 ? static_cast<const uint8_t*>(fake(0x4000)) : nullptr;
+  a.w.offsets = nibble::has_offset(f) ? fake(0x7000) : nullptr;
   a.bias = fake(0x5000);
   a.c = fake(0x6000);
   a.ldc = n;

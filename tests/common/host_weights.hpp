@@ -1,8 +1,8 @@
 // tests/common/host_weights.hpp — plain-layout weights and GEMM problems in host memory, and the
 // dequantization the references use: HostWeights / make_weights (random codes, power-of-two or random
-// scales, u4 zero points, poisoned row padding), HostProblem / make_problem (activations of T with NaN in
-// the lda padding, bias), code_value (a code as the kernel holds it in T), HostGemmBuffers (poisoned
-// GEMM-layout buffers for repack_host).
+// scales, u4 zero points, affine u4 offsets, poisoned row padding), HostProblem / make_problem (activations of T with
+// NaN in the lda padding, bias), code_value (a code as the kernel holds it in T), HostGemmBuffers (poisoned GEMM-layout
+// buffers for repack_host).
 #pragma once
 
 #include <cmath>
@@ -19,12 +19,13 @@
 using nibble::GemmWeights;
 using nibble::PlainWeights;
 
-/// The value of code `nib` of format f as the kernel holds it in T, before the zero point and the scale.
+/// The value of code `nib` of format f as the kernel holds it in T, before the zero point (offset) and the scale.
 inline double code_value(Format f, DType act, int nib) {
   switch (f) {
     case Format::kS4:
       return nib >= 8 ? nib - 16 : nib;
     case Format::kU4:
+    case Format::kAffineU4:
       return nib;
     default:
       return t_round(act, nibble::codebook(f)[unsigned(nib)]);
@@ -35,33 +36,36 @@ inline double code_value(Format f, DType act, int nib) {
 
 enum class Data { kExact, kRandom };
 
-/// A plain-layout weight ([N, K] codes, [N, K / g] scales and zeros) in host memory.
+/// A plain-layout weight ([N, K] codes, [N, K / g] scales, zeros and offsets) in host memory.
 struct HostWeights {
   Format format = kS4;
   int group = 128;
   int64_t n = 0, k = 0;
   DType scale_type = kF16;
   int64_t ld_codes = 0;
-  std::vector<uint8_t> codes;   // n * ld_codes, padding bytes 0xFF
-  std::vector<uint8_t> scales;  // n * groups of scale_type
-  std::vector<uint8_t> zeros;   // n * groups, u4 only
+  std::vector<uint8_t> codes;    // n * ld_codes, padding bytes 0xFF
+  std::vector<uint8_t> scales;   // n * groups of scale_type
+  std::vector<uint8_t> zeros;    // n * groups, u4 only
+  std::vector<uint8_t> offsets;  // n * groups of scale_type, affine u4 only
 
   int64_t groups() const { return src_groups(group, k); }
   int64_t group_of(int64_t kk) const { return group == kPC ? 0 : kk / group; }
   int code(int64_t nn, int64_t kk) const { return (codes[nn * ld_codes + kk / 2] >> (4 * (kk % 2))) & 0xF; }
-  float scale(int64_t nn, int64_t g) const {
+  float value_of(const std::vector<uint8_t>& v, int64_t nn, int64_t g) const {
     const int64_t i = nn * groups() + g;
     if (scale_type == kF32) {
       float f;
-      std::memcpy(&f, scales.data() + 4 * i, 4);
+      std::memcpy(&f, v.data() + 4 * i, 4);
       return f;
     }
     uint16_t b;
-    std::memcpy(&b, scales.data() + 2 * i, 2);
+    std::memcpy(&b, v.data() + 2 * i, 2);
     return from_bits(scale_type, b);
   }
+  float scale(int64_t nn, int64_t g) const { return value_of(scales, nn, g); }
+  float offset(int64_t nn, int64_t g) const { return offsets.empty() ? 0.0f : value_of(offsets, nn, g); }
   int zero(int64_t nn, int64_t g) const { return zeros.empty() ? 0 : zeros[nn * groups() + g]; }
-  PlainWeights view(const void* c, const void* s, const void* z) const {
+  PlainWeights view(const void* c, const void* s, const void* z, const void* o = nullptr) const {
     PlainWeights p;
     p.format = format;
     p.group_size = group;
@@ -72,13 +76,16 @@ struct HostWeights {
     p.scales = s;
     p.scale_type = scale_type;
     p.zeros = static_cast<const uint8_t*>(z);
+    p.offsets = o;
     return p;
   }
 };
 
 /// Random codes (uniform nibbles), scales (powers of two 2^-2..2^1 for Data::kExact, |N(0,1)| * 0.1 + 0.01
-/// otherwise, rounded to scale_type) and u4 zero points (uniform 0..15). Codes rows are `ld_pad` bytes
-/// longer than K / 2, the padding poisoned with 0xFF.
+/// otherwise, rounded to scale_type), u4 zero points (uniform 0..15) and affine u4 offsets, large against the
+/// scale as GGUF Q4_1 / Q4_K minima are: m = -c * s with c uniform in 0..15 for Data::kExact (q * s + m exact in
+/// T), m = (-8 + N(0,1) / 2) * s otherwise. Codes rows are `ld_pad` bytes longer than K / 2, the padding
+/// poisoned with 0xFF.
 inline HostWeights make_weights(std::mt19937_64& rng, Format f, int group, int64_t n, int64_t k, DType scale_type,
                                 Data data, int64_t ld_pad = 0) {
   HostWeights w;
@@ -99,14 +106,20 @@ inline HostWeights make_weights(std::mt19937_64& rng, Format f, int group, int64
   const int64_t count = n * w.groups();
   w.scales.assign(std::size_t(count * nibble::size_of(scale_type)), 0);
   std::normal_distribution<float> normal(0.0f, 1.0f);
+  auto store = [&](std::vector<uint8_t>& v, int64_t i, float x) {
+    if (scale_type == kF32) {
+      std::memcpy(v.data() + 4 * i, &x, 4);
+    } else {
+      const uint16_t b = to_bits(scale_type, x);
+      std::memcpy(v.data() + 2 * i, &b, 2);
+    }
+  };
+  if (nibble::has_offset(f)) w.offsets.assign(w.scales.size(), 0);
   for (int64_t i = 0; i < count; ++i) {
     const float s = data == Data::kExact ? std::ldexp(1.0f, int(rng() % 4) - 2) : std::fabs(normal(rng)) * 0.1f + 0.01f;
-    if (scale_type == kF32) {
-      std::memcpy(w.scales.data() + 4 * i, &s, 4);
-    } else {
-      const uint16_t b = to_bits(scale_type, s);
-      std::memcpy(w.scales.data() + 2 * i, &b, 2);
-    }
+    store(w.scales, i, s);
+    if (nibble::has_offset(f))
+      store(w.offsets, i, data == Data::kExact ? -float(rng() % 16) * s : (-8.0f + 0.5f * normal(rng)) * s);
   }
   if (nibble::has_zero_point(f)) {
     w.zeros.resize(std::size_t(count));
@@ -126,7 +139,7 @@ struct HostProblem {
 
   int64_t n() const { return w->n; }
   int64_t k() const { return w->k; }
-  bool exact() const { return data == Data::kExact && (w->format == kS4 || w->format == kU4); }
+  bool exact() const { return data == Data::kExact && (w->format == kS4 || w->format == kU4 || w->format == kAU4); }
   std::string name() const {
     return std::string("Gemm_") + dtype_name(act) + "_" + nibble::to_string(w->format) + "_" + group_name(w->group) +
            ".M" + std::to_string(m) + "_N" + std::to_string(n()) + "_K" + std::to_string(k());
@@ -160,6 +173,10 @@ struct RepackShape {
 /// Host buffers of the GEMM layout, pre-filled with a poison byte.
 struct HostGemmBuffers {
   std::vector<uint8_t> codes, scales, zeros;  // zeros always allocated (checked untouched when unused)
+  std::vector<uint8_t> offsets;               // likewise (b.offsets, or 2 * zero_bytes where b has none)
   HostGemmBuffers(const nibble::GemmWeightBytes& b, std::size_t zero_bytes)
-      : codes(b.codes + 16, 0xAB), scales(b.scales + 16, 0xAB), zeros(zero_bytes + 16, 0xAB) {}
+      : codes(b.codes + 16, 0xAB),
+        scales(b.scales + 16, 0xAB),
+        zeros(zero_bytes + 16, 0xAB),
+        offsets((b.offsets > 0 ? b.offsets : 2 * zero_bytes) + 16, 0xAB) {}
 };

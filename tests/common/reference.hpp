@@ -64,7 +64,13 @@ inline Samples reference(const HostProblem& p, std::mt19937_64& rng) {
       const double scale = t_round(p.act, w.scale(nn, g));  // the repack rounds scales to T
       const double zero = w.zero(nn, g);
       const int64_t k0 = g * (w.group == kPC ? k : w.group), k1 = w.group == kPC ? k : k0 + w.group;
-      for (int64_t kk = k0; kk < k1; ++kk) wrow[kk] = (value[w.code(nn, kk)] - zero) * scale;
+      if (nibble::has_offset(w.format)) {
+        // affine u4: the repack rounds m to T too, and the kernel's fma rounds q * s + m to T once
+        const double offset = t_round(p.act, w.offset(nn, g));
+        for (int64_t kk = k0; kk < k1; ++kk) wrow[kk] = t_round(p.act, float(value[w.code(nn, kk)] * scale + offset));
+      } else {
+        for (int64_t kk = k0; kk < k1; ++kk) wrow[kk] = (value[w.code(nn, kk)] - zero) * scale;
+      }
     }
     for (std::size_t ri = 0; ri < s.rows.size(); ++ri) {
       const double* a = &arows[ri * k];

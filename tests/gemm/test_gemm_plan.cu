@@ -155,7 +155,7 @@ TEST(GemmCanImplement, RejectsWithTheDocumentedStatus) {
 TEST(GemmCanImplement, AcceptsEveryFormatGroupTypeAndOutput) {
   for (DType act : {kF16, kBF16})
     for (DType out : {act, kF32})
-      for (Format f : kAllFormats)
+      for (Format f : kGemmFormats)
         for (int g : kAllGroups)
           for (int64_t m : {1, 17, 1024}) {
             const int64_t k = g == kPC ? 4304 : 4096;
@@ -313,7 +313,7 @@ TEST(GemmPlan, DecodeShapeSplitsKAndLargeShapeDoesNot) {
 // fits it, of the same family where one exists; without one, the plan is the heuristic's.
 TEST(GemmPlan, CompactTilesWhereSharedMemoryIsShort) {
   constexpr int k99KiB = 99 * 1024;
-  for (Format f : {kS4, kU4, kNf4, kFp4})
+  for (Format f : kGemmFormats)
     for (int64_t m : {1, 16, 17, 64, 65, 256, 257, 4096})
       for (gemm::Mainloop ml : {gemm::Mainloop::kMmaSync, gemm::Mainloop::kTransposedMma}) {
         gemm::Arguments args = fake_args(f, 128, m, 4096, 4096);
@@ -329,12 +329,76 @@ TEST(GemmPlan, CompactTilesWhereSharedMemoryIsShort) {
           EXPECT_EQ(int(a.kind), int(b.kind)) << name;
           EXPECT_EQ(a.splits, b.splits) << name;
           const gemm::TileConfig c = gemm::tile_config(a.kind);
-          EXPECT_LE(c.smem_bytes(), limit) << name;
-          if (gemm::tile_config(wide).smem_bytes() <= limit) EXPECT_EQ(int(a.kind), int(wide)) << name;
+          EXPECT_LE(c.smem_bytes(f), limit) << name;
+          if (gemm::tile_config(wide).smem_bytes(f) <= limit) EXPECT_EQ(int(a.kind), int(wide)) << name;
           EXPECT_EQ(c.transposed, gemm::tile_config(wide).transposed) << name << ": same kernel family";
           if (!c.transposed) EXPECT_EQ(c.tile_m(), gemm::tile_config(wide).tile_m()) << name;
         }
       }
+}
+
+// Affine u4 (w = q * s + m): kAuto never runs the stream kernel for it (which does not take it yet) and a
+// forced kStream up to kStreamMaxM is refused; its stages carry the offsets (sO, the shape of sS), so every
+// host-side size of an affine kernel (launch bytes, occupancy, the fit to a limit) is the format-aware one,
+// larger than every other format's, which stay exactly as tuned.
+TEST(GemmPlan, AffineU4NeverStreamsAndCountsItsOffsets) {
+  EXPECT_FALSE(gemm::stream_serves(kAU4));
+  for (Format f : kAllFormats) EXPECT_TRUE(gemm::stream_serves(f)) << to_string(f);
+  nibble::DeviceInfo h200;
+  h200.compute_capability = 90;
+  h200.sm_count = 132;
+  h200.max_smem_per_block = 232448;
+  h200.smem_per_sm = 233472;
+  h200.max_threads_per_sm = 2048;
+  for (int64_t m : {1, 4, 8, 16, 17, 32, 33, 300})
+    for (auto nk : {std::pair<int64_t, int64_t>{4096, 4096}, {28672, 8192}}) {
+      const std::string name = "M=" + std::to_string(m) + " N=" + std::to_string(nk.first);
+      const gemm::Mainloop ml = gemm::resolve_mainloop(gemm::Mainloop::kAuto, m, nk.first, nk.second, h200, kAU4);
+      EXPECT_NE(int(ml), int(gemm::Mainloop::kStream)) << name;
+      const gemm::Arguments args = fake_args(kAU4, 32, m, nk.first, nk.second);
+      const gemm::Plan p = plan_for(args, 132, ml, h200.max_smem_per_block);
+      EXPECT_FALSE(gemm::tile_config(p.kind).stream) << name;
+      EXPECT_TRUE(gemm::tile_serves(p.kind, kAU4)) << name;
+      EXPECT_EQ(int(p.kind), int(gemm::choose_tile(m, ml, kAU4))) << name;
+      // a forced kStream: refused up to kStreamMaxM, what kAuto runs above
+      gemm::Arguments forced = args;
+      forced.mainloop = gemm::Mainloop::kStream;
+      EXPECT_STATUS(m <= gemm::kStreamMaxM ? Status::kErrorUnsupportedFormat : Status::kSuccess,
+                    gemm::can_implement(forced));
+      EXPECT_FALSE(gemm::tile_config(gemm::choose_tile(m, gemm::Mainloop::kStream, kAU4)).stream) << name;
+    }
+  // kAuto still streams s4 at M = 1 (the format check changes nothing else)
+  EXPECT_EQ(int(gemm::resolve_mainloop(gemm::Mainloop::kAuto, 1, 4096, 4096, h200, kS4)), int(gemm::Mainloop::kStream));
+  const gemm::DeviceLimits d = gemm::device_limits(h200);
+  for (int i = 0; i < gemm::kTileCount; ++i) {
+    const gemm::TileKind kind = gemm::TileKind(i);
+    const gemm::TileConfig c = gemm::tile_config(kind);
+    if (c.stream) {
+      EXPECT_FALSE(gemm::tile_serves(kind, kAU4)) << gemm::tile_name(kind);
+      continue;
+    }
+    for (Format f : kAllFormats) {
+      EXPECT_EQ(c.smem_bytes(f), c.smem_bytes()) << gemm::tile_name(kind) << " " << to_string(f);
+      EXPECT_EQ(c.stage_bytes(f), c.stage_bytes()) << gemm::tile_name(kind) << " " << to_string(f);
+    }
+    EXPECT_EQ(gemm::tile_serves(kind, kAU4), gemm::tile_serves(kind, kU4)) << gemm::tile_name(kind);
+    if (!gemm::tile_serves(kind, kAU4)) continue;
+    EXPECT_GE(c.stage_bytes(kAU4), c.stage_bytes() + c.s_stage_bytes()) << gemm::tile_name(kind);
+    EXPECT_GT(c.smem_bytes(kAU4), c.smem_bytes()) << gemm::tile_name(kind);
+    EXPECT_EQ(gemm::detail::kernel_smem_bytes(kAU4, false, c), c.smem_bytes(kAU4)) << gemm::tile_name(kind);
+    EXPECT_EQ(gemm::detail::kernel_smem_bytes(kU4, false, c), c.smem_bytes()) << gemm::tile_name(kind);
+    EXPECT_LE(gemm::detail::ctas_per_sm(c, false, d, kAU4), gemm::detail::ctas_per_sm(c, false, d, kU4))
+        << gemm::tile_name(kind);
+    EXPECT_EQ(gemm::detail::ctas_per_sm(c, false, d, kAU4),
+              std::max(1, std::min(d.smem_per_sm / (c.smem_bytes(kAU4) + 1024), d.max_threads_per_sm / c.threads())))
+        << gemm::tile_name(kind);
+    // the fit to a limit between the two sizes: affine falls back along Fewer, u4 does not
+    const int limit = c.smem_bytes();
+    const gemm::TileKind fit = gemm::fit_tile(kind, limit, kAU4);
+    EXPECT_EQ(int(gemm::fit_tile(kind, limit, kU4)), int(kind)) << gemm::tile_name(kind);
+    if (gemm::tile_fewer(kind) != kind)
+      EXPECT_LE(gemm::tile_config(fit).smem_bytes(kAU4), limit) << gemm::tile_name(kind);
+  }
 }
 
 // nf4 / fp4 decode runs the tile with room for the 32-copy codebook table; its plan (split-K included)

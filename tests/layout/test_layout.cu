@@ -40,8 +40,8 @@ TEST(GemmLayout, AtomCoordFollowsTheMmaFragmentTableAndCodeLocationInvertsIt) {
   // k = 16 j + 2 t + 8 (i in {2, 3, 6, 7}) + i % 2; nibble i (sequential) or {0,4,1,5,2,6,3,7}[i]
   // (interleaved: even values low half-word, odd values high half-word).
   const int kInterleavedNibble[8] = {0, 4, 1, 5, 2, 6, 3, 7};
-  for (Format f : kAllFormats) {
-    const bool interleaved = f == kS4 || f == kU4;
+  for (Format f : kGemmFormats) {
+    const bool interleaved = f == kS4 || f == kU4 || f == kAU4;
     EXPECT_EQ(layout::gemm_nibble_order(f),
               interleaved ? nibble::NibbleOrder::kInterleaved : nibble::NibbleOrder::kSequential);
     const layout::GemmShape s = layout::make_gemm_shape(48, 192, 64);  // 3 x 3 atoms
@@ -91,11 +91,12 @@ TEST(GemmLayout, ShapesScaleIndexAndBufferSizes) {
     EXPECT_EQ(s.scale_count(), c.groups * c.n_pad);
     EXPECT_EQ(layout::scale_index(s, 5 % c.n, c.k - 1), (c.group == kPC ? 0 : (c.k - 1) / c.group) * c.n_pad + 5 % c.n);
     for (DType act : {kF16, kBF16})
-      for (Format f : kAllFormats) {
+      for (Format f : kGemmFormats) {
         const nibble::GemmWeightBytes b = nibble::gemm_weight_bytes(f, c.n, c.k, c.group, act);
         EXPECT_EQ(b.codes, std::size_t(c.n_pad * c.k_pad / 2));
         EXPECT_EQ(b.scales, std::size_t(c.groups * c.n_pad * 2));
         EXPECT_EQ(b.zeros, f == kU4 ? std::size_t(c.groups * c.n_pad) : 0u);
+        EXPECT_EQ(b.offsets, f == kAU4 ? std::size_t(c.groups * c.n_pad * 2) : 0u);  // affine u4: T like the scales
       }
   }
 }
@@ -114,7 +115,7 @@ std::string repack_label(const char* what, Format f, DType act, DType plain_scal
 TEST(GemmRepack, HostFollowsTheLayoutContract) {
   auto rng = nibble_test_rng();
   for (DType act : {kF16, kBF16})
-    for (Format f : kAllFormats)
+    for (Format f : kGemmFormats)
       for (DType plain_scale : {kF32, act})
         for (const RepackShape& sh : kRepackShapes) {
           SCOPED_TRACE(repack_label("repack_host", f, act, plain_scale, sh));
@@ -126,9 +127,10 @@ TEST(GemmRepack, HostFollowsTheLayoutContract) {
           HostGemmBuffers out(b, std::size_t(s.scale_count()));
           GemmWeights view;
           ASSERT_EQ(reinterpret_cast<std::uintptr_t>(out.codes.data()) % 16, 0u);
-          EXPECT_STATUS(Status::kSuccess,
-                        nibble::repack_host(w.view(w.codes.data(), w.scales.data(), w.zeros.data()), act,
-                                            out.codes.data(), out.scales.data(), out.zeros.data(), &view));
+          EXPECT_STATUS(
+              Status::kSuccess,
+              nibble::repack_host(w.view(w.codes.data(), w.scales.data(), w.zeros.data(), w.offsets.data()), act,
+                                  out.codes.data(), out.scales.data(), out.zeros.data(), out.offsets.data(), &view));
           EXPECT_EQ(view.format, f);
           EXPECT_EQ(view.group_size, sh.group);
           EXPECT_EQ(view.n, sh.n);
@@ -137,7 +139,8 @@ TEST(GemmRepack, HostFollowsTheLayoutContract) {
           EXPECT_EQ(static_cast<const void*>(view.codes), out.codes.data());
           EXPECT_EQ(view.scales, static_cast<const void*>(out.scales.data()));
           EXPECT_EQ(static_cast<const void*>(view.zeros), f == kU4 ? out.zeros.data() : nullptr);
-          int bad_codes = 0, bad_scales = 0, bad_zeros = 0;
+          EXPECT_EQ(view.offsets, f == kAU4 ? static_cast<const void*>(out.offsets.data()) : nullptr);
+          int bad_codes = 0, bad_scales = 0, bad_zeros = 0, bad_offsets = 0;
           for (int64_t n = 0; n < s.n_pad; ++n)
             for (int64_t k = 0; k < s.k_pad; ++k) {
               const layout::CodeLocation loc = layout::code_location(s, f, n, k);
@@ -153,15 +156,57 @@ TEST(GemmRepack, HostFollowsTheLayoutContract) {
               const uint16_t want = real ? to_bits(act, w.scale(n, g)) : uint16_t(0);
               bad_scales += got != want;
               if (f == kU4) bad_zeros += out.zeros[std::size_t(g * s.n_pad + n)] != (real ? w.zero(n, g) : 0);
+              if (f == kAU4) {  // at scale_index of every weight of the group, rounded to T like the scales
+                uint16_t m;
+                std::memcpy(&m, out.offsets.data() + 2 * layout::scale_index(s, n, g * s.group), 2);
+                bad_offsets += m != (real ? to_bits(act, w.offset(n, g)) : uint16_t(0));
+              }
             }
           if (f != kU4)
             bad_zeros += int(std::count_if(out.zeros.begin(), out.zeros.end(), [](uint8_t z) { return z != 0xAB; }));
+          if (f != kAU4)
+            bad_offsets +=
+                int(std::count_if(out.offsets.begin(), out.offsets.end(), [](uint8_t z) { return z != 0xAB; }));
+          else
+            for (std::size_t i = out.offsets.size() - 16; i < out.offsets.size(); ++i)
+              bad_offsets += out.offsets[i] != 0xAB;
           for (const auto* v : {&out.codes, &out.scales})  // the 16 bytes past each buffer are untouched
             for (std::size_t i = v->size() - 16; i < v->size(); ++i) bad_codes += (*v)[i] != 0xAB;
           EXPECT_EQ(bad_codes, 0) << "codes differ from the plain codes at code_location (0 in padding)";
           EXPECT_EQ(bad_scales, 0) << "scales differ from the plain scales rounded to T (0 in padding)";
           EXPECT_EQ(bad_zeros, 0) << "zero points differ from the plain ones (0 in padding / untouched)";
+          EXPECT_EQ(bad_offsets, 0)
+              << "affine offsets differ from the plain ones rounded to T (0 in padding / untouched)";
         }
+}
+
+/// Affine u4 needs the repack overload with an offsets buffer: the one without it, a plain weight without
+/// offsets or a misaligned offsets buffer are refused like u4's zeros.
+TEST(GemmRepack, AffineNeedsItsOffsets) {
+  auto rng = nibble_test_rng();
+  const HostWeights w = make_weights(rng, kAU4, 32, 32, 256, kF16, Data::kRandom);
+  const nibble::GemmWeightBytes b = nibble::gemm_weight_bytes(kAU4, 32, 256, 32, kF16);
+  HostGemmBuffers out(b, 0);
+  GemmWeights view;
+  const PlainWeights good = w.view(w.codes.data(), w.scales.data(), nullptr, w.offsets.data());
+  EXPECT_STATUS(Status::kSuccess, nibble::repack_host(good, kF16, out.codes.data(), out.scales.data(), nullptr,
+                                                      out.offsets.data(), &view));
+  EXPECT_STATUS(Status::kErrorNullPointer,
+                nibble::repack_host(good, kF16, out.codes.data(), out.scales.data(), nullptr, &view));
+  EXPECT_STATUS(Status::kErrorNullPointer,
+                nibble::repack_host(good, kF16, out.codes.data(), out.scales.data(), nullptr, nullptr, &view));
+  PlainWeights p = good;
+  p.offsets = nullptr;
+  EXPECT_STATUS(Status::kErrorNullPointer,
+                nibble::repack_host(p, kF16, out.codes.data(), out.scales.data(), nullptr, out.offsets.data(), &view));
+  EXPECT_STATUS(Status::kErrorMisalignedPointer, nibble::repack_host(good, kF16, out.codes.data(), out.scales.data(),
+                                                                     nullptr, out.offsets.data() + 2, &view));
+  // the other formats ignore an offsets buffer
+  const HostWeights s4 = make_weights(rng, kS4, 32, 32, 256, kF16, Data::kRandom);
+  EXPECT_STATUS(Status::kSuccess,
+                nibble::repack_host(s4.view(s4.codes.data(), s4.scales.data(), nullptr), kF16, out.codes.data(),
+                                    out.scales.data(), nullptr, out.offsets.data(), &view));
+  EXPECT_EQ(view.offsets, nullptr);
 }
 
 TEST(GemmRepack, RejectsInvalidArguments) {
@@ -227,7 +272,7 @@ TEST(GemmRepack, DeviceMatchesHostBitForBit) {
   std::vector<RepackShape> shapes(std::begin(kRepackShapes), std::end(kRepackShapes));
   if (!quick_mode()) shapes.push_back({2880, 4304, kPC});
   for (DType act : {kF16, kBF16})
-    for (Format f : kAllFormats)
+    for (Format f : kGemmFormats)
       for (DType plain_scale : {kF32, act})
         for (const RepackShape& sh : shapes) {
           SCOPED_TRACE(repack_label("repack", f, act, plain_scale, sh));
@@ -235,25 +280,28 @@ TEST(GemmRepack, DeviceMatchesHostBitForBit) {
           const nibble::GemmWeightBytes b = nibble::gemm_weight_bytes(f, sh.n, sh.k, sh.group, act);
           HostGemmBuffers host(b, b.zeros);
           GemmWeights hv;
-          NIBBLE_CHECK(nibble::repack_host(w.view(w.codes.data(), w.scales.data(), w.zeros.data()), act,
-                                           host.codes.data(), host.scales.data(), host.zeros.data(), &hv));
-          DevBuf pc = to_device(w.codes), ps = to_device(w.scales), pz = to_device(w.zeros);
-          DevBuf dc(b.codes), ds(b.scales), dz(b.zeros);
+          NIBBLE_CHECK(nibble::repack_host(w.view(w.codes.data(), w.scales.data(), w.zeros.data(), w.offsets.data()),
+                                           act, host.codes.data(), host.scales.data(), host.zeros.data(),
+                                           host.offsets.data(), &hv));
+          DevBuf pc = to_device(w.codes), ps = to_device(w.scales), pz = to_device(w.zeros), po = to_device(w.offsets);
+          DevBuf dc(b.codes), ds(b.scales), dz(b.zeros), dof(b.offsets);
           CUDA_CHECK(cudaMemset(dc.get(), 0xCD, b.codes));
           CUDA_CHECK(cudaMemset(ds.get(), 0xCD, b.scales));
           if (b.zeros > 0) CUDA_CHECK(cudaMemset(dz.get(), 0xCD, b.zeros));
+          if (b.offsets > 0) CUDA_CHECK(cudaMemset(dof.get(), 0xCD, b.offsets));
           CUDA_CHECK(cudaDeviceSynchronize());
           Stream stream;
           GemmWeights dv;
-          NIBBLE_CHECK(
-              nibble::repack(w.view(pc.get(), ps.get(), pz.get()), act, dc.get(), ds.get(), dz.get(), &dv, stream.s));
+          NIBBLE_CHECK(nibble::repack(w.view(pc.get(), ps.get(), pz.get(), po.get()), act, dc.get(), ds.get(), dz.get(),
+                                      dof.get(), &dv, stream.s));
           CUDA_CHECK(cudaStreamSynchronize(stream.s));
           CUDA_CHECK(cudaGetLastError());
           const std::vector<uint8_t> codes = dc.download<uint8_t>(), scales = ds.download<uint8_t>(),
-                                     zeros = dz.download<uint8_t>();
+                                     zeros = dz.download<uint8_t>(), offsets = dof.download<uint8_t>();
           EXPECT_TRUE(std::equal(codes.begin(), codes.end(), host.codes.begin())) << "codes differ";
           EXPECT_TRUE(std::equal(scales.begin(), scales.end(), host.scales.begin())) << "scales differ";
           EXPECT_TRUE(std::equal(zeros.begin(), zeros.end(), host.zeros.begin())) << "zero points differ";
+          EXPECT_TRUE(std::equal(offsets.begin(), offsets.end(), host.offsets.begin())) << "affine offsets differ";
           EXPECT_EQ(dv.format, hv.format);
           EXPECT_EQ(dv.group_size, hv.group_size);
           EXPECT_EQ(dv.n, hv.n);
@@ -262,6 +310,7 @@ TEST(GemmRepack, DeviceMatchesHostBitForBit) {
           EXPECT_EQ(static_cast<const void*>(dv.codes), dc.get());
           EXPECT_EQ(dv.scales, static_cast<const void*>(ds.get()));
           EXPECT_EQ(static_cast<const void*>(dv.zeros), f == kU4 ? dz.get() : nullptr);
+          EXPECT_EQ(dv.offsets, f == kAU4 ? dof.get() : nullptr);
         }
 }
 

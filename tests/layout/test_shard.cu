@@ -87,6 +87,10 @@ float gemm_value(const GemmWeights& w, int64_t n, int64_t k) {
     case kU4:
       v = float(nib - int(w.zeros[si]));
       break;
+    case kAU4: {  // q * s + m, the offset at scale_index like the scale
+      std::memcpy(&bits, static_cast<const uint8_t*>(w.offsets) + 2 * si, 2);
+      return float(nib) * scale + from_bits(w.scale_type, bits);
+    }
     default:
       v = nibble::codebook(w.format)[unsigned(nib)];
   }
@@ -95,7 +99,7 @@ float gemm_value(const GemmWeights& w, int64_t n, int64_t k) {
 
 /// The GEMM layout of a plain matrix in host vectors (16-byte aligned: operator new's alignment).
 struct HostGemm {
-  std::vector<uint8_t> codes, scales, zeros;
+  std::vector<uint8_t> codes, scales, zeros, offsets;
   GemmWeights w;
 };
 void alloc_gemm(HostGemm& g, Format f, int64_t n, int64_t k, int group, DType act) {
@@ -103,6 +107,7 @@ void alloc_gemm(HostGemm& g, Format f, int64_t n, int64_t k, int group, DType ac
   g.codes.assign(b.codes, 0xCD);
   g.scales.assign(b.scales, 0xCD);
   g.zeros.assign(std::max<std::size_t>(b.zeros, 16), 0xCD);
+  g.offsets.assign(std::max<std::size_t>(b.offsets, 16), 0xCD);
 }
 
 struct Config {
@@ -316,8 +321,8 @@ TEST(ShardPlain, ColumnShardsConcatenateToTheWhole) {
 /// The whole GEMM layout of hp (act type `act`), and a plain copy helper.
 void repack_whole(const HostPacked& hp, DType act, HostGemm& g) {
   alloc_gemm(g, hp.m.format, hp.m.n, hp.m.k, hp.m.group_size, act);
-  NIBBLE_CHECK(
-      nibble::repack_host(nibble::plain_view(hp.m), act, g.codes.data(), g.scales.data(), g.zeros.data(), &g.w));
+  NIBBLE_CHECK(nibble::repack_host(nibble::plain_view(hp.m), act, g.codes.data(), g.scales.data(), g.zeros.data(),
+                                   g.offsets.data(), &g.w));
 }
 
 int64_t count_gemm_mismatches(const GemmWeights& whole, const ShardRange& r, const GemmWeights& part) {
@@ -334,7 +339,7 @@ TEST(ShardGemm, ViewsWhereTheLayoutCanExpressThemElseRefused) {
   auto rng = nibble_test_rng();
   for (int64_t N : {int64_t(40), int64_t(16), int64_t(9)}) {
     const int64_t K = 512;
-    for (const Config& c : all_configs())
+    for (const Config& c : plain_configs())  // affine u4 included: its GEMM-layout offsets are viewed like the scales
       for (DType act : {kF16, kBF16}) {
         if (act == kBF16 && c.group != 32) continue;
         SCOPED_TRACE(c.name() + " act " + dtype_name(act) + " N" + std::to_string(N));
@@ -369,6 +374,8 @@ TEST(ShardGemm, ViewsWhereTheLayoutCanExpressThemElseRefused) {
                 EXPECT_EQ(reinterpret_cast<std::uintptr_t>(v.codes) % 16, 0u);
                 EXPECT_EQ(reinterpret_cast<std::uintptr_t>(v.scales) % 16, 0u);
                 if (v.zeros != nullptr) EXPECT_EQ(reinterpret_cast<std::uintptr_t>(v.zeros) % 16, 0u);
+                if (v.offsets != nullptr) EXPECT_EQ(reinterpret_cast<std::uintptr_t>(v.offsets) % 16, 0u);
+                EXPECT_EQ(v.offsets == nullptr, c.format != kAU4);
                 EXPECT_EQ(count_gemm_mismatches(g.w, r, v), 0);
               }
       }
@@ -379,7 +386,7 @@ TEST(ShardGemm, RepackShardEqualsTheWholeAndRepackOfAPlainCopy) {
   auto rng = nibble_test_rng();
   const int64_t N = 40, K = 512;
   const int64_t ncuts[] = {0, 1, 7, 16, 17, 32, 39, 40};
-  for (const Config& c : all_configs()) {
+  for (const Config& c : plain_configs()) {  // affine u4 included (offsets repacked like the scales)
     if (c.scale_type == kBF16) continue;
     const DType act = c.group == 64 ? kBF16 : kF16;
     SCOPED_TRACE(c.name() + " act " + dtype_name(act));
@@ -399,7 +406,7 @@ TEST(ShardGemm, RepackShardEqualsTheWholeAndRepackOfAPlainCopy) {
             HostGemm s;
             alloc_gemm(s, c.format, r.n(), r.k(), c.group, act);
             NIBBLE_CHECK(nibble::repack_shard_host(nibble::plain_view(hp.m), r, act, s.codes.data(), s.scales.data(),
-                                                   s.zeros.data(), &s.w));
+                                                   s.zeros.data(), s.offsets.data(), &s.w));
             ASSERT_EQ(s.w.n, r.n());
             ASSERT_EQ(s.w.k, r.k());
             EXPECT_EQ(count_gemm_mismatches(g.w, r, s.w), 0);
@@ -410,10 +417,11 @@ TEST(ShardGemm, RepackShardEqualsTheWholeAndRepackOfAPlainCopy) {
             HostGemm t;
             alloc_gemm(t, c.format, r.n(), r.k(), c.group, act);
             NIBBLE_CHECK(nibble::repack_host(nibble::plain_view(copy.m), act, t.codes.data(), t.scales.data(),
-                                             t.zeros.data(), &t.w));
+                                             t.zeros.data(), t.offsets.data(), &t.w));
             EXPECT_TRUE(s.codes == t.codes) << "codes differ";
             EXPECT_TRUE(s.scales == t.scales) << "scales differ";
             EXPECT_TRUE(s.zeros == t.zeros) << "zero points differ";
+            EXPECT_TRUE(s.offsets == t.offsets) << "affine offsets differ";
           }
   }
 }

@@ -480,7 +480,7 @@ TEST(Quant_affine_u4, LayoutAndRefusals) {
   EXPECT_STATUS(Status::kErrorUnsupportedFormat, quantize_cpu(x.data(), k, hp.m, bnb));
   EXPECT_STREQ(to_string(Format::kAffineU4), "affine_u4");
   EXPECT_TRUE(has_offset(Format::kAffineU4));
-  EXPECT_FALSE(has_gemm_layout(Format::kAffineU4));
+  EXPECT_TRUE(has_gemm_layout(Format::kAffineU4));
   EXPECT_FALSE(has_zero_point(Format::kAffineU4));
   EXPECT_FALSE(is_codebook(Format::kAffineU4));
   static_assert(AffineU4<32>::kHasOffset && !AffineU4<32>::kHasZero && !AffineU4<32>::kCodebook, "tag traits");

@@ -11,8 +11,8 @@
 //   kFp4    index into the FP4 codebook (bitsandbytes) fp4_value[q] * absmax
 //   kAffineU4  unsigned int4 [0, 15] + float offset      q * scale + offset   (GGUF Q4_1 / Q4_K style)
 //
-// kAffineU4 carries a second per-group value, the offset (of the scale type): it exists in the plain layout
-// (quant/packed_matrix.cuh) only. The GEMM layout and the GEMM do not take it yet (has_gemm_layout()).
+// kAffineU4 carries a second per-group value, the offset (of the scale type): in the plain layout
+// (quant/packed_matrix.cuh) and in the GEMM layout (layout/gemm_layout.cuh: a third buffer beside the scales).
 #pragma once
 
 #include "../config.cuh"
@@ -57,10 +57,9 @@ NIBBLE_HOST_DEVICE constexpr bool is_codebook(Format f) { return f == Format::kN
 NIBBLE_HOST_DEVICE constexpr bool has_zero_point(Format f) { return f == Format::kU4; }
 /// True for the formats that carry a float offset per group (w = q * scale + offset).
 NIBBLE_HOST_DEVICE constexpr bool has_offset(Format f) { return f == Format::kAffineU4; }
-/// True for the formats the GEMM layout (layout/gemm_layout.cuh), repack and the GEMM support. kAffineU4 is a
-/// plain-layout format only for now: every GEMM-layout entry point refuses it (kErrorUnsupportedFormat).
+/// True for the formats the GEMM layout (layout/gemm_layout.cuh), repack and the GEMM support: all five.
 NIBBLE_HOST_DEVICE constexpr bool has_gemm_layout(Format f) {
-  return f == Format::kS4 || f == Format::kU4 || f == Format::kNf4 || f == Format::kFp4;
+  return f == Format::kS4 || f == Format::kU4 || f == Format::kNf4 || f == Format::kFp4 || f == Format::kAffineU4;
 }
 
 /// Compile-time format tag: a format, a group size (or kPerChannel) and whether scales are double-quantized.

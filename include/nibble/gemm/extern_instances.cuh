@@ -7,7 +7,7 @@
 //   template nibble::Status nibble::gemm::run<__half, nibble::Format::kS4>(const nibble::gemm::Arguments&, void*,
 //                                                                          std::size_t, cudaStream_t);
 //
-// This splits the kernels' compilation over up to eight translation units that build in parallel and are
+// This splits the kernels' compilation over up to ten translation units that build in parallel and are
 // compiled once for many programs (nibble's own tests and benchmarks do this: cmake/nibble_instances.cmake).
 // The untyped run(args, ...) dispatches to these and compiles no kernel either.
 #pragma once
@@ -20,9 +20,11 @@ extern template Status run<__half, Format::kS4>(const Arguments&, void*, std::si
 extern template Status run<__half, Format::kU4>(const Arguments&, void*, std::size_t, cudaStream_t);
 extern template Status run<__half, Format::kNf4>(const Arguments&, void*, std::size_t, cudaStream_t);
 extern template Status run<__half, Format::kFp4>(const Arguments&, void*, std::size_t, cudaStream_t);
+extern template Status run<__half, Format::kAffineU4>(const Arguments&, void*, std::size_t, cudaStream_t);
 extern template Status run<__nv_bfloat16, Format::kS4>(const Arguments&, void*, std::size_t, cudaStream_t);
 extern template Status run<__nv_bfloat16, Format::kU4>(const Arguments&, void*, std::size_t, cudaStream_t);
 extern template Status run<__nv_bfloat16, Format::kNf4>(const Arguments&, void*, std::size_t, cudaStream_t);
 extern template Status run<__nv_bfloat16, Format::kFp4>(const Arguments&, void*, std::size_t, cudaStream_t);
+extern template Status run<__nv_bfloat16, Format::kAffineU4>(const Arguments&, void*, std::size_t, cudaStream_t);
 NIBBLE_ARCH_NAMESPACE_END
 }  // namespace nibble::gemm

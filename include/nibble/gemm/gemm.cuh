@@ -61,7 +61,7 @@ struct Arguments {
   std::size_t max_workspace_bytes = kDefaultMaxWorkspaceBytes;
   /// Opt-in programmatic dependent launch (sm_90+; ignored elsewhere): run() launches with
   /// cudaLaunchAttributeProgrammaticStreamSerialization, and the kernel fetches its weights (codes, scales,
-  /// zeros) before it waits for the previous kernel in the stream, reading A, bias, C and the workspace
+  /// zeros, offsets) before it waits for the previous kernel in the stream, reading A, bias, C and the workspace
   /// only after that. The weights must therefore not be written by the kernel just before on the stream.
   bool programmatic_launch = false;
 };
@@ -78,7 +78,7 @@ inline Plan make_plan_for(const Arguments& args, const TileConfig& c, const Devi
   // nf4 / fp4 count their shared-memory codebook table whichever table runs, so that both give the same
   // plan and bit-identical C
   return make_plan_for(args.m, args.w.shape(), args.split_k, c, sms,
-                       detail::ctas_per_sm(c, is_codebook(args.w.format), d), args.max_workspace_bytes);
+                       detail::ctas_per_sm(c, is_codebook(args.w.format), d, args.w.format), args.max_workspace_bytes);
 }
 
 /// The plan of stream configuration c (mainloop_stream.cuh) for the arguments on a device with limits `d`:
@@ -113,7 +113,7 @@ inline Plan make_plan(const Arguments& args, const DeviceLimits& d, Mainloop mai
     }
     kind = choose_tile(args.m, Mainloop::kMmaSync, args.w.format);
   }
-  if (limit > 0) kind = fit_tile(kind, limit);
+  if (limit > 0) kind = fit_tile(kind, limit, args.w.format);
   Plan p = make_plan_for(args, tile_config(kind), d);
   p.kind = kind;
   return p;
@@ -143,7 +143,8 @@ inline Status check_arguments(const Arguments& args) {
   if (args.act_type != DType::kF16 && args.act_type != DType::kBF16) return Status::kErrorUnsupportedFormat;
   if (args.out_type != args.act_type && args.out_type != DType::kF32) return Status::kErrorUnsupportedFormat;
   if (w.scale_type != args.act_type) return Status::kErrorUnsupportedFormat;  // repack for this act type
-  if (w.format != Format::kS4 && w.format != Format::kU4 && w.format != Format::kNf4 && w.format != Format::kFp4)
+  if (w.format != Format::kS4 && w.format != Format::kU4 && w.format != Format::kNf4 && w.format != Format::kFp4 &&
+      w.format != Format::kAffineU4)
     return Status::kErrorUnsupportedFormat;
   if (!is_supported_group_size(w.group_size)) return Status::kErrorGroupSize;
   if (args.m < 1 || w.n < 1 || w.k < 1 || w.k % 2 != 0) return Status::kErrorInvalidShape;
@@ -155,10 +156,12 @@ inline Status check_arguments(const Arguments& args) {
   if (args.a == nullptr || args.c == nullptr || w.codes == nullptr || w.scales == nullptr)
     return Status::kErrorNullPointer;
   if (w.format == Format::kU4 && w.zeros == nullptr) return Status::kErrorNullPointer;
+  if (has_offset(w.format) && w.offsets == nullptr) return Status::kErrorNullPointer;
   if (args.lda < w.k || args.ldc < w.n) return Status::kErrorLeadingDimension;
   if (!nibble::detail::is_aligned(args.a, 16) || args.lda % 8 != 0) return Status::kErrorMisalignedPointer;
   if (!nibble::detail::is_aligned(w.codes, 16) || !nibble::detail::is_aligned(w.scales, 16) ||
-      (w.zeros != nullptr && !nibble::detail::is_aligned(w.zeros, 16)))
+      (w.zeros != nullptr && !nibble::detail::is_aligned(w.zeros, 16)) ||
+      (has_offset(w.format) && !nibble::detail::is_aligned(w.offsets, 16)))
     return Status::kErrorMisalignedPointer;
   if (!nibble::detail::is_aligned(args.c, size_of(args.out_type)) ||
       (args.bias != nullptr && !nibble::detail::is_aligned(args.bias, 2)))
@@ -168,6 +171,10 @@ inline Status check_arguments(const Arguments& args) {
       args.mainloop != Mainloop::kTransposedMma && args.mainloop != Mainloop::kWgmma &&
       args.mainloop != Mainloop::kStream)
     return Status::kErrorInvalidArgument;
+  // The stream kernel does not take affine u4 yet (stream_serves): a forced kStream that would run it is refused
+  // (above kStreamMaxM kStream runs what kAuto runs, which is fine).
+  if (args.mainloop == Mainloop::kStream && args.m <= kStreamMaxM && !stream_serves(w.format))
+    return Status::kErrorUnsupportedFormat;
   if (args.codebook_table != CodebookTable::kAuto && args.codebook_table != CodebookTable::kSharedMemory &&
       args.codebook_table != CodebookTable::kRegisters)
     return Status::kErrorInvalidArgument;
@@ -189,6 +196,7 @@ KernelParams<T> make_kernel_params(const Arguments& args, const Plan& plan, void
   p.codes = w.codes;
   p.scales = static_cast<const T*>(w.scales);
   p.zeros = w.zeros;
+  p.offsets = static_cast<const T*>(w.offsets);
   p.shape = w.shape();
   p.per_channel = w.group_size == kPerChannel;
   p.group_log2 = p.per_channel ? 0 : log2_exact(w.group_size);
@@ -243,11 +251,12 @@ inline Mainloop resolve_mainloop(Mainloop requested) {
   return resolve_mainloop(requested, info);
 }
 /// The mainloop run() uses for `requested` and an M x N x K GEMM: kAuto is the warp-streamed decode kernel
-/// where stream_preferred(m, n, k, format), else (and kStream above kStreamMaxM) what resolve_mainloop(kAuto)
-/// gives.
+/// where it serves the format (stream_serves: not affine u4 yet) and stream_preferred(m, n, k, format), else
+/// (and kStream above kStreamMaxM) what resolve_mainloop(kAuto) gives.
 inline Mainloop resolve_mainloop(Mainloop requested, std::int64_t m, std::int64_t n, std::int64_t k,
                                  const DeviceInfo& info, Format format = Format::kS4) {
-  if (requested == Mainloop::kAuto && stream_preferred(m, n, k, format)) return Mainloop::kStream;
+  if (requested == Mainloop::kAuto && stream_serves(format) && stream_preferred(m, n, k, format))
+    return Mainloop::kStream;
   if (requested == Mainloop::kStream && m > kStreamMaxM) return resolve_mainloop(Mainloop::kAuto, info);
   return resolve_mainloop(requested, info);
 }
@@ -274,8 +283,8 @@ inline Status prepare(const Arguments& args, const DeviceInfo& info, Launch* out
   if (!launchable(plan)) return Status::kErrorSizeOverflow;
   // The tile must fit; the nf4 / fp4 table goes where it also fits (kAuto). A stream plan's shared memory
   // (plan.smem_bytes) already holds the table's room.
-  const int tile_smem =
-      tile.stream ? plan.smem_bytes - (is_codebook(args.w.format) ? tile.table_bytes() : 0) : tile.smem_bytes();
+  const int tile_smem = tile.stream ? plan.smem_bytes - (is_codebook(args.w.format) ? tile.table_bytes() : 0)
+                                    : tile.smem_bytes(args.w.format);
   if (tile_smem > smem_optin) return Status::kErrorUnsupportedDevice;
   bool table = false;
   if (is_codebook(args.w.format)) {
@@ -361,6 +370,9 @@ Status run(const Arguments& args, void* workspace, std::size_t workspace_bytes, 
     case Format::kFp4:
       return f16 ? run<__half, Format::kFp4>(args, workspace, workspace_bytes, stream)
                  : run<__nv_bfloat16, Format::kFp4>(args, workspace, workspace_bytes, stream);
+    case Format::kAffineU4:
+      return f16 ? run<__half, Format::kAffineU4>(args, workspace, workspace_bytes, stream)
+                 : run<__nv_bfloat16, Format::kAffineU4>(args, workspace, workspace_bytes, stream);
   }
   NIBBLE_RETURN_IF_ERROR(detail::check_arguments(args));
   return Status::kErrorUnsupportedFormat;

@@ -2,7 +2,7 @@
 // (+ bias), A / C row-major with leading dimensions, W in the GEMM layout.
 //
 // One CTA computes a tile_m x tile_n block of C over a contiguous range of k-tiles (its split of K; the
-// tile scheduler, scheduler.cuh). Mainloop: a `stages`-deep cp.async ring of {sA, sW, sS, sZ}
+// tile scheduler, scheduler.cuh). Mainloop: a `stages`-deep cp.async ring of {sA, sW, sS, sZ (, sO)}
 // (shared_storage.cuh, filled by producer.cuh); every warp reads its weight atoms with one 32-bit shared
 // load per lane and k-step, dequantizes them in registers right before mma.m16n8k16 (never writing a
 // dequantized tile anywhere) and accumulates in fp32 (rC). Split-K is deterministic (scheduler.cuh).
@@ -23,8 +23,8 @@ __global__ void __launch_bounds__(Tile::kConfig.threads()) gemm_kernel(const Ker
   constexpr int BM = C.tile_m(), BN = C.tile_n(), S = C.stages;
   constexpr int kThreads = C.threads();
   static_assert(!C.transposed, "transposed configurations run gemm_transposed_kernel");
-  using Stage = StageStorage<T, Tile>;
-  using Storage = MmaSharedStorage<T, Tile, is_codebook(F) && kSmemTable>;
+  using Stage = StageStorage<T, Tile, has_offset(F)>;
+  using Storage = MmaSharedStorage<T, Tile, is_codebook(F) && kSmemTable, has_offset(F)>;
   extern __shared__ __align__(128) unsigned char smem_raw[];
   __shared__ int s_is_last;
   Storage& smem = *reinterpret_cast<Storage*>(smem_raw);

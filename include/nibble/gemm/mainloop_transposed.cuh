@@ -54,8 +54,8 @@ __global__ void __launch_bounds__(Tile::kConfig.threads(), (kWgMinBlocks<Tile, F
   constexpr int kKSteps = C.atoms_k * 4;  // k16 steps per k-tile
   constexpr int kAcc = BT / 2;            // fp32 accumulators per thread: (16 x BT) / 32 lanes
   constexpr bool kWgmma = kUseWgmma && nibble::detail::kWgmmaCompiled;
-  using Stage = StageStorage<T, Tile>;
-  using Storage = TransposedSharedStorage<T, Tile, is_codebook(F) && kSmemTable>;
+  using Stage = StageStorage<T, Tile, has_offset(F)>;
+  using Storage = TransposedSharedStorage<T, Tile, is_codebook(F) && kSmemTable, has_offset(F)>;
   extern __shared__ __align__(128) unsigned char smem_raw[];
   __shared__ int s_is_last;
   // The 128-byte swizzle repeats every 1024 bytes: align the storage (smem_bytes() holds 1024 bytes extra).

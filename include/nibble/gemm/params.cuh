@@ -14,6 +14,7 @@ struct KernelParams {
   const std::uint8_t* codes;  // gW: weight codes in the GEMM layout (layout/gemm_layout.cuh)
   const T* scales;            // gS: [groups][n_pad]
   const std::uint8_t* zeros;  // gZ: [groups][n_pad], u4 only
+  const T* offsets;           // gO: [groups][n_pad], affine u4 only
   layout::GemmShape shape;
   int group_log2;  // log2(group) for grouped formats
   bool per_channel;

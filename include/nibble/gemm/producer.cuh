@@ -1,6 +1,7 @@
 // nibble/gemm/producer.cuh — the producer side of the GEMM mainloops: the cp.async copies of one k-tile of
-// activations (gA -> sA), weight atoms (gW -> sW), scales (gS -> sS) and u4 zero points (gZ -> sZ) into a
-// pipeline stage (shared_storage.cuh), and the read of a lane's scale pair back out of a stage.
+// activations (gA -> sA), weight atoms (gW -> sW), scales (gS -> sS), u4 zero points (gZ -> sZ) and affine u4
+// offsets (gO -> sO) into a pipeline stage (shared_storage.cuh), and the read of a lane's scale pair back out
+// of a stage.
 #pragma once
 
 #include "params.cuh"
@@ -24,7 +25,7 @@ NIBBLE_DEVICE int groups_per_tile(const KernelParams<T>& p) {
 template <class T, Format F, class Tile>
 struct StageLoader {
   static constexpr TileConfig C = Tile::kConfig;
-  using Stage = StageStorage<T, Tile>;
+  using Stage = StageStorage<T, Tile, has_offset(F)>;
   static constexpr int BM = C.tile_m(), BN = C.tile_n(), BK = C.tile_k(), kThreads = C.threads();
   static constexpr int kChunksK = BK / 8;                    // 16-byte chunks per A row
   static constexpr int kAChunks = BM * kChunksK / kThreads;  // A chunks per thread per k-tile
@@ -64,7 +65,7 @@ struct StageLoader {
     this->n0 = n0;
   }
 
-  /// The k-tile kt (all of it) as one commit group: sA, sW, sS, sZ.
+  /// The k-tile kt (all of it) as one commit group: sA, sW, sS, sZ, sO.
   NIBBLE_DEVICE void load(const KernelParams<T>& p, Stage& st, int kt, int kt_end, int tid) const {
     load_activations(p, st, kt, kt_end, tid);
     load_weights(p, st, kt, kt_end, tid);
@@ -86,7 +87,7 @@ struct StageLoader {
     }
   }
 
-  /// sW, sS and sZ of k-tile kt (no commit): what never depends on the previous kernel in the stream.
+  /// sW, sS, sZ and sO of k-tile kt (no commit): what never depends on the previous kernel in the stream.
   NIBBLE_DEVICE void load_weights(const KernelParams<T>& p, Stage& st, int kt, int kt_end, int tid) const {
     const bool valid = kt < kt_end;
     // sW: chunk j of this thread is lane slice `lane` of atom (nb0 + j * kWAtomStep, kt * atoms_k + w_kb);
@@ -104,7 +105,7 @@ struct StageLoader {
       const bool pred = w_k_ok && j * kWAtomStep < w_cols_left;
       nibble::detail::cp_async_16(sW + (tid + j * kThreads) * 16, pred ? gW_kt + j * w_atom_step : p.codes, pred);
     }
-    // sS (and sZ): gpt rows of BN values.
+    // sS (and sZ, sO): gpt rows of BN values.
     const std::int64_t g_first = p.per_channel ? 0 : (std::int64_t(kt) * BK) >> p.group_log2;
     for (int c = tid; c < gpt * (BN / 8); c += kThreads) {
       const int gi = c / (BN / 8), ch = c % (BN / 8);
@@ -112,6 +113,9 @@ struct StageLoader {
       const bool pred = valid && gg < p.shape.groups && gn < p.shape.n_pad;
       nibble::detail::cp_async_16(&st.s[gi][ch * 8],
                                   pred ? p.scales + layout::scale_row_offset(p.shape, gg) + gn : p.scales, pred);
+      if constexpr (has_offset(F))  // the offsets' rows have the scales' shape: the same chunk of sO
+        nibble::detail::cp_async_16(&st.o[gi][ch * 8],
+                                    pred ? p.offsets + layout::scale_row_offset(p.shape, gg) + gn : p.offsets, pred);
     }
     if constexpr (F == Format::kU4) {
       for (int c = tid; c < gpt * (BN / 16); c += kThreads) {
@@ -156,13 +160,17 @@ struct StageLoader {
 /// The scale (and zero) pair of the lane's weight rows `nl` and `nl + 8` (tile-local) for the k-step at
 /// tile-local k `kl` of a stage.
 template <class T, Format F, class Tile>
-NIBBLE_DEVICE ColumnPairQuant<T> stage_quant(const KernelParams<T>& p, const StageStorage<T, Tile>& st, int nl,
-                                             int kl) {
+NIBBLE_DEVICE ColumnPairQuant<T> stage_quant(const KernelParams<T>& p, const StageStorage<T, Tile, has_offset(F)>& st,
+                                             int nl, int kl) {
   const int gi = groups_per_tile<Tile>(p) > 1 ? (kl >> p.group_log2) : 0;
   ColumnPairQuant<T> q{st.s[gi][nl], st.s[gi][nl + 8]};
   if constexpr (F == Format::kU4) {
     q.zero_lo = st.z[gi][nl];
     q.zero_hi = st.z[gi][nl + 8];
+  }
+  if constexpr (has_offset(F)) {
+    q.offset_lo = st.o[gi][nl];
+    q.offset_hi = st.o[gi][nl + 8];
   }
   return q;
 }

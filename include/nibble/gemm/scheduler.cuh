@@ -94,10 +94,10 @@ NIBBLE_DEVICE bool split_k_reduce(const KernelParams<T>& p, int tile, int split,
   return true;
 }
 
-/// CTAs of configuration c that fit on one SM of `d` (by shared memory, with the nf4 / fp4 codebook table
-/// where `table` is true, plus the 1 KiB the runtime reserves per block, and by threads).
-inline int ctas_per_sm(const TileConfig& c, bool table, const DeviceLimits& d) {
-  const int by_smem = d.smem_per_sm / (c.smem_bytes() + (table ? c.table_bytes() : 0) + 1024);
+/// CTAs of configuration c for format f that fit on one SM of `d` (by shared memory, with the nf4 / fp4 codebook
+/// table where `table` is true, plus the 1 KiB the runtime reserves per block, and by threads).
+inline int ctas_per_sm(const TileConfig& c, bool table, const DeviceLimits& d, Format f = Format::kS4) {
+  const int by_smem = d.smem_per_sm / (c.smem_bytes(f) + (table ? c.table_bytes() : 0) + 1024);
   const int by_threads = d.max_threads_per_sm / c.threads();
   return std::max(1, std::min(by_smem, by_threads));
 }

@@ -10,13 +10,14 @@
 
 namespace nibble::gemm::detail {
 
-/// One pipeline stage: sA, sW, sS, sZ of one k-tile.
+/// One pipeline stage: sA, sW, sS, sZ of one k-tile (StageStorage<T, Tile, true>: and sO, the affine u4
+/// offsets).
 ///
 /// sA is stored as tile_k / 64 sub-tiles of [tile_m rows][64 k] (128-byte rows), 16-byte chunk c of row r at
 /// chunk c ^ (r % 8): conflict-free for ldmatrix, and exactly the 128-byte-swizzled K-major layout a wgmma
 /// descriptor describes (when the sub-tile is 1024-byte aligned: transposed stages are).
 template <class T, class Tile>
-struct alignas(Tile::kConfig.transposed ? 1024 : 16) StageStorage {
+struct alignas(Tile::kConfig.transposed ? 1024 : 16) StageCore {
   static constexpr TileConfig C = Tile::kConfig;
   T a[C.tile_m() * C.tile_k()];  // sA: (tile_k / 64, tile_m, 64) T, swizzled
   alignas(16) std::uint8_t w[C.tile_n() / layout::kAtomN][C.atoms_k][layout::kAtomBytes];  // sW: atoms
@@ -30,6 +31,14 @@ struct alignas(Tile::kConfig.transposed ? 1024 : 16) StageStorage {
   /// The atom (tile-local column nb, k-tile-local row kb) in sW.
   NIBBLE_DEVICE const std::uint8_t* atom(int nb, int kb) const { return w[nb][kb]; }
 };
+/// kOffsets (affine u4) appends sO after the stage every other format has (whose size and layout stay as
+/// tuned): TileConfig::stage_bytes(f) counts it.
+template <class T, class Tile, bool kOffsets = false>
+struct StageStorage : StageCore<T, Tile> {};
+template <class T, class Tile>
+struct StageStorage<T, Tile, true> : StageCore<T, Tile> {
+  alignas(16) T o[Tile::kConfig.max_groups_per_tile()][Tile::kConfig.tile_n()];  // sO: (groups, tile_n) offsets
+};
 
 /// The nf4 / fp4 byte -> pair table (warp_mma.cuh: fill_smem_codebook), kCopies copies.
 template <int kCopies>
@@ -37,35 +46,35 @@ struct alignas(16) CodebookStorage {  // a multiple of 1024 bytes: the ring afte
   std::uint32_t words[smem_codebook_bytes(kCopies) / 4];
 };
 
-/// The mma.sync kernel's shared memory: [table] + the stage ring.
-template <class T, class Tile, bool kTable>
+/// The mma.sync kernel's shared memory: [table] + the stage ring (kOffsets: affine u4's stages).
+template <class T, class Tile, bool kTable, bool kOffsets = false>
 struct MmaSharedStorage {
-  StageStorage<T, Tile> stages[Tile::kConfig.stages];
+  StageStorage<T, Tile, kOffsets> stages[Tile::kConfig.stages];
   NIBBLE_DEVICE const void* table() const { return nullptr; }
 };
-template <class T, class Tile>
-struct MmaSharedStorage<T, Tile, true> {
+template <class T, class Tile, bool kOffsets>
+struct MmaSharedStorage<T, Tile, true, kOffsets> {
   CodebookStorage<Tile::kConfig.table_copies> codebook;
-  StageStorage<T, Tile> stages[Tile::kConfig.stages];
+  StageStorage<T, Tile, kOffsets> stages[Tile::kConfig.stages];
   NIBBLE_DEVICE const void* table() const { return codebook.words; }
 };
 
 /// The transposed kernel's shared memory: [table] + the stage ring, which the fp32 output staging tile
 /// (tile_m tokens x tile_n + 4 weight rows) reuses after the mainloop.
-template <class T, class Tile>
+template <class T, class Tile, bool kOffsets = false>
 union TransposedRing {
-  StageStorage<T, Tile> stages[Tile::kConfig.stages];
+  StageStorage<T, Tile, kOffsets> stages[Tile::kConfig.stages];
   float staged_c[Tile::kConfig.tile_m()][Tile::kConfig.c_stage_pitch()];  // rC staged: (tokens, weights + 4)
 };
-template <class T, class Tile, bool kTable>
+template <class T, class Tile, bool kTable, bool kOffsets = false>
 struct TransposedSharedStorage {
-  TransposedRing<T, Tile> ring;
+  TransposedRing<T, Tile, kOffsets> ring;
   NIBBLE_DEVICE const void* table() const { return nullptr; }
 };
-template <class T, class Tile>
-struct TransposedSharedStorage<T, Tile, true> {
+template <class T, class Tile, bool kOffsets>
+struct TransposedSharedStorage<T, Tile, true, kOffsets> {
   CodebookStorage<Tile::kConfig.table_copies> codebook;
-  TransposedRing<T, Tile> ring;
+  TransposedRing<T, Tile, kOffsets> ring;
   NIBBLE_DEVICE const void* table() const { return codebook.words; }
 };
 
@@ -95,26 +104,36 @@ NIBBLE_HOST_DEVICE constexpr int kernel_smem_prefix(Format f, bool smem_table, c
   return is_codebook(f) && smem_table ? c.table_bytes() : 0;
 }
 
-/// The dynamic shared memory a kernel of configuration c launches with (the table where it has one).
+/// The dynamic shared memory a kernel of configuration c launches with for format f (the table where it has
+/// one; affine u4's larger stages).
 NIBBLE_HOST_DEVICE constexpr int kernel_smem_bytes(Format f, bool smem_table, const TileConfig& c) {
-  return c.smem_bytes() + kernel_smem_prefix(f, smem_table, c);
+  return c.smem_bytes(f) + kernel_smem_prefix(f, smem_table, c);
 }
 
+/// The stage ring of Tile without (kOffsets false: every format but affine u4) or with the offsets has
+/// exactly the sizes TileConfig gives for a format of that kind.
+template <class T, class Tile, bool kOffsets>
+constexpr bool storage_matches_config_for() {
+  constexpr TileConfig C = Tile::kConfig;
+  constexpr Format f = kOffsets ? Format::kAffineU4 : Format::kS4;
+  using Stage = StageStorage<T, Tile, kOffsets>;
+  if (sizeof(Stage) != std::size_t(C.stage_bytes(f))) return false;
+  if (C.transposed) {
+    // smem_bytes() holds 1024 bytes to align the ring at run time
+    return sizeof(TransposedSharedStorage<T, Tile, false, kOffsets>) + 1024 == std::size_t(C.smem_bytes(f)) &&
+           sizeof(TransposedSharedStorage<T, Tile, true, kOffsets>) + 1024 ==
+               std::size_t(C.smem_bytes(f) + C.table_bytes());
+  }
+  return sizeof(MmaSharedStorage<T, Tile, false, kOffsets>) == std::size_t(C.smem_bytes(f)) &&
+         sizeof(MmaSharedStorage<T, Tile, true, kOffsets>) == std::size_t(C.smem_bytes(f) + C.table_bytes());
+}
 template <class T, class Tile>
 constexpr bool storage_matches_config() {
   constexpr TileConfig C = Tile::kConfig;
   if constexpr (C.stream) {
     return true;  // mainloop_stream.cuh carves its shared memory from the plan's byte counts
   } else {
-    using Stage = StageStorage<T, Tile>;
-    if (sizeof(Stage) != std::size_t(C.stage_bytes())) return false;
-    if (C.transposed) {
-      // smem_bytes() holds 1024 bytes to align the ring at run time
-      return sizeof(TransposedSharedStorage<T, Tile, false>) + 1024 == std::size_t(C.smem_bytes()) &&
-             sizeof(TransposedSharedStorage<T, Tile, true>) + 1024 == std::size_t(C.smem_bytes() + C.table_bytes());
-    }
-    return sizeof(MmaSharedStorage<T, Tile, false>) == std::size_t(C.smem_bytes()) &&
-           sizeof(MmaSharedStorage<T, Tile, true>) == std::size_t(C.smem_bytes() + C.table_bytes());
+    return storage_matches_config_for<T, Tile, false>() && storage_matches_config_for<T, Tile, true>();
   }
 }
 template <class T, class... Tiles>

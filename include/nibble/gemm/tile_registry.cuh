@@ -100,14 +100,23 @@ struct TileConfig {
     const int raw = a_stage_bytes() + b_stage_bytes() + s_stage_bytes() + z_stage_bytes();
     return transposed ? int(round_up(raw, 1024)) : raw;
   }
+  /// The stage of format f: affine u4 appends its offsets (the shape of sS) after the stage of the other
+  /// formats, whose sizes stay what they were tuned at (shared_storage.cuh: StageStorage<..., true>).
+  NIBBLE_HOST_DEVICE constexpr int stage_bytes(Format f) const {
+    if (!has_offset(f)) return stage_bytes();
+    return stage_bytes() + (transposed ? int(round_up(s_stage_bytes(), 1024)) : s_stage_bytes());
+  }
   /// Row pitch (floats) of the transposed kernel's fp32 output staging tile [tile_m][tile_n + 4].
   NIBBLE_HOST_DEVICE constexpr int c_stage_pitch() const { return tile_n() + 4; }
   /// Dynamic shared memory of one CTA. Transposed: the larger of the stage ring and the output staging
   /// tile (which reuses the ring after the mainloop), plus 1024 bytes to align the ring at run time.
-  NIBBLE_HOST_DEVICE constexpr int smem_bytes() const {
+  NIBBLE_HOST_DEVICE constexpr int smem_bytes() const { return smem_bytes(Format::kS4); }
+  /// smem_bytes() of a kernel for format f: the same for every format but affine u4, whose stages are larger
+  /// (stage_bytes(f)). What the host side sizes launches, occupancy and the fit to a limit with.
+  NIBBLE_HOST_DEVICE constexpr int smem_bytes(Format f) const {
     if (stream) return stream_red_bytes() + stream_ring_bytes() + kStreamActBytes;
-    if (!transposed) return stages * stage_bytes();
-    const int ring = stages * stage_bytes(), staging = tile_m() * c_stage_pitch() * 4;
+    if (!transposed) return stages * stage_bytes(f);
+    const int ring = stages * stage_bytes(f), staging = tile_m() * c_stage_pitch() * 4;
     return (ring > staging ? ring : staging) + 1024;
   }
   // ---- stream configurations ----
@@ -150,7 +159,12 @@ using FormatSet = unsigned;
 NIBBLE_HOST_DEVICE constexpr FormatSet format_bit(Format f) { return 1u << unsigned(f); }
 inline constexpr FormatSet kIntegerFormats = format_bit(Format::kS4) | format_bit(Format::kU4);
 inline constexpr FormatSet kCodebookFormats = format_bit(Format::kNf4) | format_bit(Format::kFp4);
+/// Affine u4: served by the mma.sync and transposed tiles, not (yet) by the stream tiles.
+inline constexpr FormatSet kAffineFormats = format_bit(Format::kAffineU4);
+/// The formats the stream tiles serve (the stream kernel takes affine u4 later).
 inline constexpr FormatSet kAllFormats = kIntegerFormats | kCodebookFormats;
+/// The formats the mma.sync and transposed tiles serve: all five.
+inline constexpr FormatSet kGemmFormats = kAllFormats | kAffineFormats;
 
 namespace detail {
 // The kernel families (mainloops), as tags; each mainloop header maps its tag to its kernel
@@ -164,6 +178,7 @@ struct StreamKernel {};      // mainloop_stream.cuh: C^T = W A^T, weights stream
 // Members of a tag: kName, kConfig, Kernel (its family), Fewer (the tile that replaces it where its shared
 // memory does not fit: itself when there is none), kFormats (the formats it is compiled for).
 
+struct TileDecodeCompact;
 // Decode (M <= 16): one m16 tile; 8 warps x 2 atoms = 256 columns; 128-deep k-tiles so each stage moves
 // 16 KiB of weights, and 4 stages keep ~48 KiB of weight loads in flight per CTA (the H100 needs ~25 KiB
 // per SM in flight to approach its DRAM bandwidth). Chosen over 128-column / 256-deep variants by
@@ -174,8 +189,17 @@ struct TileDecode {
   static constexpr TileConfig kConfig =
       TileConfig{}.with_warps(1, 8).with_warp_tile(1, 2).with_atoms_k(2).with_stages(4);
   using Kernel = detail::MmaSyncKernel;
-  using Fewer = TileDecode;
-  static constexpr FormatSet kFormats = kIntegerFormats;
+  using Fewer = TileDecodeCompact;
+  static constexpr FormatSet kFormats = kIntegerFormats | kAffineFormats;
+};
+// The decode tile with one stage fewer, for a 99 KiB limit: affine u4's offsets make the 4-stage tile 100 KiB
+// (s4 / u4: 92 KiB, which fits); 3 stages: 75 KiB.
+struct TileDecodeCompact {
+  static constexpr const char* kName = "decode_compact";
+  static constexpr TileConfig kConfig = TileDecode::kConfig.with_stages(3);
+  using Kernel = detail::MmaSyncKernel;
+  using Fewer = TileDecodeCompact;
+  static constexpr FormatSet kFormats = kIntegerFormats | kAffineFormats;
 };
 // Decode for nf4 / fp4: the same CTA tile with one stage fewer, so that a conflict-free table (32 copies,
 // 32 KiB) still leaves room for two CTAs per SM (3 x 23 + 32 = 101 KiB). On the H100 at M = 1 / 16, nf4
@@ -197,7 +221,7 @@ struct TileSmallCompact {
       TileConfig{}.with_warps(1, 4).with_warp_tile(4, 2).with_atoms_k(2).with_stages(3);
   using Kernel = detail::MmaSyncKernel;
   using Fewer = TileSmallCompact;
-  static constexpr FormatSet kFormats = kAllFormats;
+  static constexpr FormatSet kFormats = kGemmFormats;
 };
 // Small batches (16 < M <= 64): four m16 tiles share each dequantized fragment. 102 KiB: above a 99 KiB
 // limit it becomes TileSmallCompact.
@@ -206,7 +230,7 @@ struct TileSmall {
   static constexpr TileConfig kConfig = TileSmallCompact::kConfig.with_stages(4);
   using Kernel = detail::MmaSyncKernel;
   using Fewer = TileSmallCompact;
-  static constexpr FormatSet kFormats = kAllFormats;
+  static constexpr FormatSet kFormats = kGemmFormats;
 };
 struct TileLargeCompact {
   static constexpr const char* kName = "large_compact";
@@ -214,7 +238,7 @@ struct TileLargeCompact {
       TileConfig{}.with_warps(2, 4).with_warp_tile(4, 2).with_atoms_k(2).with_stages(2);
   using Kernel = detail::MmaSyncKernel;
   using Fewer = TileLargeCompact;
-  static constexpr FormatSet kFormats = kAllFormats;
+  static constexpr FormatSet kFormats = kGemmFormats;
 };
 // Large batches (M > 64): 128 x 128 CTA tile, 2 x 4 warps of 64 x 32, so each dequantized fragment feeds
 // four m16 tiles and each A fragment four n8 tiles; 128-deep k-tiles, 3 stages (232 vs 205 TFLOP/s for
@@ -224,7 +248,7 @@ struct TileLarge {
   static constexpr TileConfig kConfig = TileLargeCompact::kConfig.with_stages(3);
   using Kernel = detail::MmaSyncKernel;
   using Fewer = TileLargeCompact;
-  static constexpr FormatSet kFormats = kAllFormats;
+  static constexpr FormatSet kFormats = kGemmFormats;
 };
 
 // Transposed (warpgroup) tiles, 64-deep k-tiles. On sm_90a each warpgroup issues wgmma.m64n{tile_m}k16
@@ -244,21 +268,21 @@ struct TileWgSmall {  // 64 tokens x 128 weights
       TileConfig{}.with_transposed().with_warps(1, 8).with_warp_tile(4, 1).with_atoms_k(1).with_stages(6);
   using Kernel = detail::TransposedKernel;
   using Fewer = TileWgSmall;
-  static constexpr FormatSet kFormats = kAllFormats;
+  static constexpr FormatSet kFormats = kGemmFormats;
 };
 struct TileWgMid {  // 128 tokens x 128 weights
   static constexpr const char* kName = "wg_mid";
   static constexpr TileConfig kConfig = TileWgSmall::kConfig.with_warp_tile(8, 1).with_stages(4);
   using Kernel = detail::TransposedKernel;
   using Fewer = TileWgMid;
-  static constexpr FormatSet kFormats = kAllFormats;
+  static constexpr FormatSet kFormats = kGemmFormats;
 };
 struct TileWgLarge {  // 256 tokens x 128 weights; above a 99 KiB limit it becomes TileWgMid
   static constexpr const char* kName = "wg_large";
   static constexpr TileConfig kConfig = TileWgSmall::kConfig.with_warp_tile(16, 1).with_stages(4);
   using Kernel = detail::TransposedKernel;
   using Fewer = TileWgMid;
-  static constexpr FormatSet kFormats = kAllFormats;
+  static constexpr FormatSet kFormats = kGemmFormats;
 };
 
 // Warp-streamed decode (M <= 8 / 16 / 32): one CTA of 16 (M <= 32: 8) warps per SM over a range of weight
@@ -298,7 +322,7 @@ struct TileStream32 : TileStreamT<4, 2, 4, 8> {
 /// Every tile, once. The index of a tag in this list is its TileKind.
 using TileList = nibble::detail::TypeList<TileDecode, TileDecodeCodebook, TileSmall, TileSmallCompact, TileLarge,
                                           TileLargeCompact, TileWgSmall, TileWgMid, TileWgLarge, TileStream8,
-                                          TileStream16, TileStream32, TileStream8L>;
+                                          TileStream16, TileStream32, TileStream8L, TileDecodeCompact>;
 
 /// A tile of TileList, by index (what a Plan stores); tile_kind<Tag> names one.
 enum class TileKind : int {};
@@ -333,11 +357,19 @@ inline constexpr TileKind tile_fewer(TileKind kind) {
   return visit_tile(kind, kind, [](auto tile) { return tile_kind<typename decltype(tile)::Fewer>; });
 }
 
-/// The tile that replaces `kind` where its shared memory (without a codebook table) exceeds `smem_limit`
-/// bytes per CTA: the first of its Fewer chain that fits; the last of the chain where none does (run()
-/// then reports kErrorUnsupportedDevice).
-inline constexpr TileKind fit_tile(TileKind kind, int smem_limit) {
-  for (int i = 0; i < kTileCount && tile_config(kind).smem_bytes() > smem_limit; ++i) {
+/// True when every stream tile serves format f (not affine u4 yet: the stream kernel takes it later, and
+/// until then kAuto never picks a stream tile for it and a forced kStream is refused).
+inline constexpr bool stream_serves(Format f) {
+  for (int i = 0; i < kTileCount; ++i)
+    if (tile_config(TileKind(i)).stream && !tile_serves(TileKind(i), f)) return false;
+  return true;
+}
+
+/// The tile that replaces `kind` where its shared memory for format f (without a codebook table) exceeds
+/// `smem_limit` bytes per CTA: the first of its Fewer chain that fits; the last of the chain where none
+/// does (run() then reports kErrorUnsupportedDevice).
+inline constexpr TileKind fit_tile(TileKind kind, int smem_limit, Format f = Format::kS4) {
+  for (int i = 0; i < kTileCount && tile_config(kind).smem_bytes(f) > smem_limit; ++i) {
     const TileKind fewer = tile_fewer(kind);
     if (fewer == kind) break;
     kind = fewer;
@@ -353,7 +385,8 @@ constexpr bool registry_is_consistent(nibble::detail::TypeList<Tiles...>) {
   return ((Tiles::kConfig.valid() && std::is_same_v<typename Tiles::Kernel, typename Tiles::Fewer::Kernel> &&
            (Tiles::Fewer::kFormats & Tiles::kFormats) == Tiles::kFormats &&
            (std::is_same_v<Tiles, typename Tiles::Fewer> ||
-            Tiles::Fewer::kConfig.smem_bytes() < Tiles::kConfig.smem_bytes()) &&
+            (Tiles::Fewer::kConfig.smem_bytes() < Tiles::kConfig.smem_bytes() &&
+             Tiles::Fewer::kConfig.smem_bytes(Format::kAffineU4) < Tiles::kConfig.smem_bytes(Format::kAffineU4))) &&
            Tiles::kConfig.transposed == std::is_same_v<typename Tiles::Kernel, TransposedKernel>)&&...);
 }
 }  // namespace detail
@@ -363,6 +396,11 @@ static_assert(TileSmall::kConfig.smem_bytes() > 101376 && TileSmallCompact::kCon
                   TileLarge::kConfig.smem_bytes() > 101376 && TileLargeCompact::kConfig.smem_bytes() <= 101376 &&
                   TileWgLarge::kConfig.smem_bytes() > 101376 && TileWgMid::kConfig.smem_bytes() <= 101376,
               "what fit_tile replaces on a 99 KiB GPU");
+static_assert(TileDecodeCompact::kConfig.smem_bytes(Format::kAffineU4) <= 101376 &&
+                  TileSmallCompact::kConfig.smem_bytes(Format::kAffineU4) <= 101376 &&
+                  TileLargeCompact::kConfig.smem_bytes(Format::kAffineU4) <= 101376 &&
+                  TileWgMid::kConfig.smem_bytes(Format::kAffineU4) <= 101376,
+              "affine u4's larger stages still fit the compact tiles on a 99 KiB GPU");
 
 // ---- the heuristic ------------------------------------------------------------------------------------
 
@@ -421,7 +459,7 @@ inline constexpr std::int64_t kStreamLongRun = 1024;
 /// `atoms_per_sm` (stream_atoms_per_sm; 0: unknown) picks the stream tile's chunk for M <= 8.
 inline constexpr TileKind choose_tile(std::int64_t m, Mainloop mainloop = Mainloop::kMmaSync,
                                       Format format = Format::kS4, std::int64_t atoms_per_sm = 0) {
-  if (mainloop == Mainloop::kStream && m <= kStreamMaxM) {
+  if (mainloop == Mainloop::kStream && m <= kStreamMaxM && stream_serves(format)) {
     if (m <= 8) return atoms_per_sm >= kStreamLongRun ? tile_kind<TileStream8L> : tile_kind<TileStream8>;
     return m <= 16 ? tile_kind<TileStream16> : tile_kind<TileStream32>;
   }

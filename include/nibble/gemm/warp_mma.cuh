@@ -4,7 +4,8 @@
 //   const auto ctx = DequantContext<F, T>::make();           // the nf4 / fp4 register codebook (or none)
 //   const uint8_t* atom = w.codes + layout::atom_offset(w.shape(), nb, kb);   // a 16 x 64 weight atom
 //   for (int j = 0; j < 4; ++j) {                            // its four k-steps of 16
-//     ColumnPairQuant<T> q{scale_lo, scale_hi};              // scales of columns g, g + 8 (+ u4 zeros)
+//     ColumnPairQuant<T> q{scale_lo, scale_hi};              // scales of columns g, g + 8 (+ u4 zeros or
+//                                                            //  affine u4 offsets)
 //     uint32_t b[4];
 //     dequant_fragments<T, F>(load_atom_word(atom, lane, j), q, ctx, b);  // 8 weights, scale applied
 //     mma_atom_step<T>(acc, a_fragment_of_kstep_j, b);       // C[16 x 16] += A[16 x 16] W^T
@@ -21,14 +22,16 @@
 
 namespace nibble::gemm {
 
-/// The scale (and u4 zero point) of the two weight columns a lane's word covers: column g (values 0-3)
-/// and column g + 8 (values 4-7) of the atom.
+/// The scale (and u4 zero point, affine u4 offset) of the two weight columns a lane's word covers: column g
+/// (values 0-3) and column g + 8 (values 4-7) of the atom.
 template <class T>
 struct ColumnPairQuant {
   T scale_lo;
   T scale_hi;
   int zero_lo = 0;
   int zero_hi = 0;
+  T offset_lo{};  // zero (value-initialized) unless the format has offsets
+  T offset_hi{};
 };
 
 /// Everything the dequantization of format F needs besides the word: the register codebook for nf4/fp4.
@@ -105,8 +108,8 @@ NIBBLE_DEVICE std::uint32_t load_atom_word(const void* atom, int lane, int j) {
 
 /// Decodes one word (eight weights of format F, GEMM-layout order) into the two B fragments of an atom
 /// k-step WITHOUT the scale: b[0], b[1] for n8-tile 0 (column g), b[2], b[3] for n8-tile 1 (column g + 8).
-/// Values: the s4 integer, the u4 code minus q's zero points, or the codebook entry (all exact in T but
-/// the codebook entries, rounded to T).
+/// Values: the s4 integer, the u4 code minus q's zero points, the affine u4 code, or the codebook entry (all
+/// exact in T but the codebook entries, rounded to T).
 template <class T, Format F>
 NIBBLE_DEVICE void decode_fragments(std::uint32_t word, const ColumnPairQuant<T>& q, const DequantContext<F, T>& ctx,
                                     std::uint32_t (&b)[4]) {
@@ -114,6 +117,8 @@ NIBBLE_DEVICE void decode_fragments(std::uint32_t word, const ColumnPairQuant<T>
     s4x8_to_pairs<T>(word, b);
   } else if constexpr (F == Format::kU4) {
     u4x8_minus_zeros<T>(word, q.zero_lo, q.zero_hi, b);
+  } else if constexpr (F == Format::kAffineU4) {
+    u4x8_minus_zero<T>(word, 0, b);  // the raw codes: the offset comes with the scale (dequant_fragments)
   } else if constexpr (is_codebook(F)) {
     codebook_x8_to_pairs(ctx.lut, word, b);
   } else {
@@ -140,8 +145,8 @@ NIBBLE_DEVICE void decode_fragments(std::uint32_t word, const ColumnPairQuant<T>
 }
 
 /// Dequantizes one word into the two B fragments of an atom k-step: decode_fragments, then times the
-/// column's scale in T arithmetic (one rounding to T per weight). Ctx: DequantContext<F, T>, or
-/// SmemCodebookContext<F, T, kCopies> for nf4 / fp4.
+/// column's scale in T arithmetic (one rounding to T per weight); affine u4: q * s + m in one fma (one
+/// rounding too). Ctx: DequantContext<F, T>, or SmemCodebookContext<F, T, kCopies> for nf4 / fp4.
 template <class T, Format F, class Ctx>
 NIBBLE_DEVICE void dequant_fragments(std::uint32_t word, const ColumnPairQuant<T>& q, const Ctx& ctx,
                                      std::uint32_t (&b)[4]) {
@@ -149,11 +154,22 @@ NIBBLE_DEVICE void dequant_fragments(std::uint32_t word, const ColumnPairQuant<T
   decode_fragments<T, F>(word, q, ctx, b);
   const V2 s_lo{q.scale_lo, q.scale_lo};
   const V2 s_hi{q.scale_hi, q.scale_hi};
+  if constexpr (has_offset(F)) {
+    const V2 m_lo{q.offset_lo, q.offset_lo};
+    const V2 m_hi{q.offset_hi, q.offset_hi};
 #pragma unroll
-  for (int p = 0; p < 4; ++p) {
-    V2 v = *reinterpret_cast<V2*>(&b[p]);
-    v = __hmul2(v, p < 2 ? s_lo : s_hi);
-    b[p] = *reinterpret_cast<std::uint32_t*>(&v);
+    for (int p = 0; p < 4; ++p) {
+      V2 v = *reinterpret_cast<V2*>(&b[p]);
+      v = __hfma2(v, p < 2 ? s_lo : s_hi, p < 2 ? m_lo : m_hi);
+      b[p] = *reinterpret_cast<std::uint32_t*>(&v);
+    }
+  } else {
+#pragma unroll
+    for (int p = 0; p < 4; ++p) {
+      V2 v = *reinterpret_cast<V2*>(&b[p]);
+      v = __hmul2(v, p < 2 ? s_lo : s_hi);
+      b[p] = *reinterpret_cast<std::uint32_t*>(&v);
+    }
   }
 }
 

@@ -24,9 +24,12 @@
 // Atoms are stored n-block major, k fastest: atom (nb, kb) starts at byte (nb * k_atoms + kb) * 512, with
 // n_pad = round_up(N, 16) and k_pad = round_up(K, 64); padding codes are 0 and padding scales 0.
 //
-// Scales (in the activation type T) and u4 zero points (uint8) are stored transposed, group-major:
-// scale (group, n) at [group * n_pad + n], groups = k_pad / g for g in {32..256} (the groups past K are
-// padding), and one group (g = k_pad) for per-channel. A CTA's scales for one group are then contiguous.
+// Scales (in the activation type T), u4 zero points (uint8) and affine u4 offsets (in T) are stored
+// transposed, group-major: scale (group, n) at [group * n_pad + n], groups = k_pad / g for g in {32..256}
+// (the groups past K are padding), and one group (g = k_pad) for per-channel. A CTA's scales for one group
+// are then contiguous. Affine u4 (w = q * s + m) keeps its codes exactly like u4 (interleaved, raw codes
+// 0..15, no zero point) and its offsets m in a third buffer of the scales' shape; the repack rounds s and m
+// to T (padding 0), and the GEMM dequantizes w = fma(q, s, m) in T (one rounding to T per weight).
 #pragma once
 
 #include "../format/format.cuh"
@@ -93,7 +96,7 @@ NIBBLE_HOST_DEVICE constexpr int lane_slice_offset(int lane) { return lane * kLa
 NIBBLE_HOST_DEVICE constexpr int lane_word_offset(int lane, int j) { return lane_slice_offset(lane) + 4 * j; }
 /// Words of one atom (32 lanes x 4): word w of an atom is word w % 4 of lane w / 4.
 inline constexpr int kAtomWords = kAtomBytes / 4;
-/// Element offset of the first scale (and zero point) of group `group` (a row of n_pad values).
+/// Element offset of the first scale (and zero point, offset) of group `group` (a row of n_pad values).
 NIBBLE_HOST_DEVICE constexpr std::int64_t scale_row_offset(const GemmShape& s, std::int64_t group) {
   return group * s.n_pad;
 }
@@ -113,7 +116,7 @@ NIBBLE_HOST_DEVICE constexpr CodeLocation code_location(const GemmShape& s, Form
   return {atom_offset(s, n / kAtomN, k / kAtomK) + lane_word_offset(lane, j) + nib / 2, 4 * (nib % 2)};
 }
 
-/// Index of the scale / zero point of weight (n, k) in the GEMM layout.
+/// Index of the scale / zero point / offset of weight (n, k) in the GEMM layout.
 NIBBLE_HOST_DEVICE constexpr std::int64_t scale_index(const GemmShape& s, std::int64_t n, std::int64_t k) {
   return (k / s.group) * s.n_pad + n;
 }
@@ -137,7 +140,8 @@ static_assert(lane_word_offset(31, 3) + 4 == kAtomBytes && kAtomWords * 4 == kAt
 namespace nibble {
 
 /// Non-owning view of a weight in the GEMM layout, repacked for one activation type (scales are of that
-/// type). Sizes: codes shape().code_bytes(), scales and zeros shape().scale_count() (gemm_weight_bytes).
+/// type). Sizes: codes shape().code_bytes(), scales, zeros and offsets shape().scale_count()
+/// (gemm_weight_bytes).
 struct GemmWeights {
   Format format = Format::kS4;
   int group_size = 128;            ///< 32, 64, 128, 256 or kPerChannel
@@ -146,14 +150,15 @@ struct GemmWeights {
   const std::uint8_t* codes = nullptr;
   const void* scales = nullptr;         ///< [groups][n_pad] of scale_type
   const std::uint8_t* zeros = nullptr;  ///< [groups][n_pad], u4 only
+  const void* offsets = nullptr;        ///< [groups][n_pad] of scale_type, affine u4 only
 
   NIBBLE_HOST_DEVICE layout::GemmShape shape() const { return layout::make_gemm_shape(n, k, group_size); }
 };
 
-/// Bytes of the three GEMM-layout buffers for an [N, K] weight (all 0 for a format without a GEMM layout,
-/// kAffineU4: repack refuses it).
+/// Bytes of the GEMM-layout buffers for an [N, K] weight: codes, scales, u4 zeros, affine u4 offsets (0 for the
+/// buffers a format does not have; all 0 for an invalid format).
 struct GemmWeightBytes {
-  std::size_t codes = 0, scales = 0, zeros = 0;
+  std::size_t codes = 0, scales = 0, zeros = 0, offsets = 0;
 };
 inline GemmWeightBytes gemm_weight_bytes(Format f, std::int64_t n, std::int64_t k, int group_size, DType act) {
   GemmWeightBytes b;
@@ -162,6 +167,7 @@ inline GemmWeightBytes gemm_weight_bytes(Format f, std::int64_t n, std::int64_t 
   b.codes = std::size_t(s.code_bytes());
   b.scales = std::size_t(s.scale_count()) * size_of(act);
   b.zeros = has_zero_point(f) ? std::size_t(s.scale_count()) : 0;
+  b.offsets = has_offset(f) ? std::size_t(s.scale_count()) * size_of(act) : 0;
   return b;
 }
 

@@ -12,7 +12,8 @@
 namespace nibble {
 
 /// The plain layout the quantizers write (see quant/): codes [N, ld_codes] bytes with element k of a row in
-/// byte k / 2 (low nibble for even k), scales [N, K / g] of scale_type, u4 zeros [N, K / g] uint8.
+/// byte k / 2 (low nibble for even k), scales [N, K / g] of scale_type, u4 zeros [N, K / g] uint8, affine u4
+/// offsets [N, K / g] of scale_type.
 struct PlainWeights {
   Format format = Format::kS4;
   int group_size = 128;
@@ -22,6 +23,7 @@ struct PlainWeights {
   const void* scales = nullptr;
   DType scale_type = DType::kF32;
   const std::uint8_t* zeros = nullptr;
+  const void* offsets = nullptr;  ///< affine u4 only, of scale_type
   /// Double-quantized scales (quant/double_quant.cuh); when set, `scales` is not read.
   const std::uint8_t* dq_codes = nullptr;
   const float* dq_absmax2 = nullptr;
@@ -40,6 +42,7 @@ inline PlainWeights plain_view(const PackedMatrix& m) {
   p.scales = m.scales;
   p.scale_type = m.scale_type;
   p.zeros = has_zero_point(m.format) ? m.zeros : nullptr;
+  p.offsets = has_offset(m.format) ? m.offsets : nullptr;
   if (m.dq.enabled) {
     p.dq_codes = m.dq.codes;
     p.dq_absmax2 = m.dq.absmax2;
@@ -66,27 +69,21 @@ NIBBLE_HOST_DEVICE std::uint32_t repack_word(const PlainWeights& src, const Gemm
   return w;
 }
 
-/// Scale (as float) and zero point of GEMM-layout entry `idx` = group * n_pad + n (0 in padding).
-/// Double-quantized scales are expanded here with `map` (quant/double_quant.cuh: dq_scale).
+/// Scale (as float), zero point and affine offset (as float) of GEMM-layout entry `idx` = group * n_pad + n
+/// (0 in padding). Double-quantized scales are expanded here with `map` (quant/double_quant.cuh: dq_scale).
 NIBBLE_HOST_DEVICE float repack_scale(const PlainWeights& src, const GemmShape& s, const float* map, std::int64_t idx,
-                                      std::uint8_t* zero) {
+                                      std::uint8_t* zero, float* offset) {
   const std::int64_t group = idx / s.n_pad, n = idx % s.n_pad;
   const std::int64_t src_groups = src.group_size == kPerChannel ? 1 : s.k / src.group_size;
   *zero = 0;
+  *offset = 0.0f;
   if (n >= s.n || group >= src_groups) return 0.0f;
   const std::int64_t at = n * src_groups + group;
   if (src.zeros != nullptr) *zero = src.zeros[at];
+  if (has_offset(src.format) && src.offsets != nullptr) *offset = load_scale(src.offsets, src.scale_type, at);
   if (src.dq_codes != nullptr)
     return dq_scale(map, src.dq_codes[at], src.dq_absmax2[at / kDoubleQuantBlock], *src.dq_offset);
-  switch (src.scale_type) {
-    case DType::kF32:
-      return static_cast<const float*>(src.scales)[at];
-    case DType::kF16:
-      return to_float(static_cast<const __half*>(src.scales)[at]);
-    case DType::kBF16:
-      return to_float(static_cast<const __nv_bfloat16*>(src.scales)[at]);
-  }
-  return 0.0f;
+  return load_scale(src.scales, src.scale_type, at);
 }
 
 template <int kHeaderOnly = 0>  // a template, so that every translation unit may define it (no ODR clash)
@@ -99,12 +96,14 @@ __global__ void repack_codes_kernel(PlainWeights src, GemmShape s, std::uint32_t
 
 template <class T>
 __global__ void repack_scales_kernel(PlainWeights src, GemmShape s, const __grid_constant__ DynamicMap map, T* scales,
-                                     std::uint8_t* zeros) {
+                                     std::uint8_t* zeros, T* offsets) {
   for (std::int64_t i = blockIdx.x * std::int64_t(blockDim.x) + threadIdx.x; i < s.scale_count();
        i += std::int64_t(gridDim.x) * blockDim.x) {
     std::uint8_t z;
-    scales[i] = from_float<T>(repack_scale(src, s, map.v, i, &z));
+    float m;
+    scales[i] = from_float<T>(repack_scale(src, s, map.v, i, &z, &m));
     if (zeros != nullptr) zeros[i] = z;
+    if (offsets != nullptr) offsets[i] = from_float<T>(m);
   }
 }
 
@@ -114,7 +113,6 @@ namespace detail {
 /// The shape checks of repack, in the order every entry point uses (quantize, repack, GEMM): format / type,
 /// group size supported, shape (>= 1, K even), K a multiple of the group.
 inline Status validate_repack_shape(const PlainWeights& src, DType act) {
-  // kAffineU4: the GEMM layout has no offsets yet (has_gemm_layout), so it cannot be repacked.
   if (!is_valid(src.format) || !has_gemm_layout(src.format) || (act != DType::kF16 && act != DType::kBF16))
     return Status::kErrorUnsupportedFormat;
   if (!is_supported_group_size(src.group_size)) return Status::kErrorGroupSize;
@@ -123,21 +121,23 @@ inline Status validate_repack_shape(const PlainWeights& src, DType act) {
   return Status::kSuccess;
 }
 inline Status validate_repack(const PlainWeights& src, DType act, const void* codes, const void* scales,
-                              const void* zeros) {
+                              const void* zeros, const void* offsets) {
   NIBBLE_RETURN_IF_ERROR(validate_repack_shape(src, act));
   if (src.ld_codes < src.k / 2) return Status::kErrorLeadingDimension;
   if (src.codes == nullptr || codes == nullptr || scales == nullptr) return Status::kErrorNullPointer;
   if (src.dq_codes == nullptr ? src.scales == nullptr : (src.dq_absmax2 == nullptr || src.dq_offset == nullptr))
     return Status::kErrorNullPointer;
   if (has_zero_point(src.format) && (src.zeros == nullptr || zeros == nullptr)) return Status::kErrorNullPointer;
-  if (!is_aligned(codes, 16) || !is_aligned(scales, 16) || !is_aligned(zeros, 16))
+  // (affine u4 through an entry point without an offsets buffer lands here too)
+  if (has_offset(src.format) && (src.offsets == nullptr || offsets == nullptr)) return Status::kErrorNullPointer;
+  if (!is_aligned(codes, 16) || !is_aligned(scales, 16) || !is_aligned(zeros, 16) || !is_aligned(offsets, 16))
     return Status::kErrorMisalignedPointer;
   if (src.n > (std::int64_t(1) << 40) / src.ld_codes) return Status::kErrorSizeOverflow;
   return Status::kSuccess;
 }
 
 inline GemmWeights make_view(const PlainWeights& src, DType act, const void* codes, const void* scales,
-                             const void* zeros) {
+                             const void* zeros, const void* offsets) {
   GemmWeights w;
   w.format = src.format;
   w.group_size = src.group_size;
@@ -147,6 +147,7 @@ inline GemmWeights make_view(const PlainWeights& src, DType act, const void* cod
   w.codes = static_cast<const std::uint8_t*>(codes);
   w.scales = scales;
   w.zeros = has_zero_point(src.format) ? static_cast<const std::uint8_t*>(zeros) : nullptr;
+  w.offsets = has_offset(src.format) ? offsets : nullptr;
   return w;
 }
 }  // namespace detail
@@ -162,12 +163,13 @@ inline Status get_repack_workspace_size(const PlainWeights& src, DType act, std:
 }
 
 /// Repacks `src` (device memory) into the GEMM layout for activations of type `act` (kF16 / kBF16):
-/// `codes`, `scales`, `zeros` (u4 only) are device buffers of gemm_weight_bytes(); `out` receives the view.
-/// Scales are rounded to `act`. Two kernels on `stream`; no allocation, no sync.
+/// `codes`, `scales`, `zeros` (u4 only), `offsets` (affine u4 only) are device buffers of gemm_weight_bytes();
+/// `out` receives the view. Scales and offsets are rounded to `act`. Two kernels on `stream`; no allocation,
+/// no sync.
 template <int kInstantiateOnUse = 0>  // kernels compiled only where repack is called
-Status repack(const PlainWeights& src, DType act, void* codes, void* scales, void* zeros, GemmWeights* out,
-              cudaStream_t stream) {
-  NIBBLE_RETURN_IF_ERROR(detail::validate_repack(src, act, codes, scales, zeros));
+Status repack(const PlainWeights& src, DType act, void* codes, void* scales, void* zeros, void* offsets,
+              GemmWeights* out, cudaStream_t stream) {
+  NIBBLE_RETURN_IF_ERROR(detail::validate_repack(src, act, codes, scales, zeros, offsets));
   if (out == nullptr) return Status::kErrorNullPointer;
   NIBBLE_RETURN_IF_ERROR(check_device());
   const layout::GemmShape s = layout::make_gemm_shape(src.n, src.k, src.group_size);
@@ -175,41 +177,58 @@ Status repack(const PlainWeights& src, DType act, void* codes, void* scales, voi
   constexpr int kThreads = 256;
   auto blocks = [](std::int64_t work) { return unsigned(std::min<std::int64_t>((work + 255) / 256, 65536)); };
   std::uint8_t* z = has_zero_point(src.format) ? static_cast<std::uint8_t*>(zeros) : nullptr;
+  void* o = has_offset(src.format) ? offsets : nullptr;
   layout::repack_codes_kernel<>
       <<<blocks(words), kThreads, 0, stream>>>(src, s, static_cast<std::uint32_t*>(codes), words);
   NIBBLE_CHECK_LAUNCH();
   if (act == DType::kF16) {
-    layout::repack_scales_kernel<__half>
-        <<<blocks(s.scale_count()), kThreads, 0, stream>>>(src, s, dynamic_map(), static_cast<__half*>(scales), z);
+    layout::repack_scales_kernel<__half><<<blocks(s.scale_count()), kThreads, 0, stream>>>(
+        src, s, dynamic_map(), static_cast<__half*>(scales), z, static_cast<__half*>(o));
   } else {
     layout::repack_scales_kernel<__nv_bfloat16><<<blocks(s.scale_count()), kThreads, 0, stream>>>(
-        src, s, dynamic_map(), static_cast<__nv_bfloat16*>(scales), z);
+        src, s, dynamic_map(), static_cast<__nv_bfloat16*>(scales), z, static_cast<__nv_bfloat16*>(o));
   }
   NIBBLE_CHECK_LAUNCH();
-  *out = detail::make_view(src, act, codes, scales, zeros);
+  *out = detail::make_view(src, act, codes, scales, zeros, offsets);
   return Status::kSuccess;
+}
+/// repack() for the formats without offsets (affine u4 needs the overload above: kErrorNullPointer here).
+template <int kInstantiateOnUse = 0>
+Status repack(const PlainWeights& src, DType act, void* codes, void* scales, void* zeros, GemmWeights* out,
+              cudaStream_t stream) {
+  return repack<kInstantiateOnUse>(src, act, codes, scales, zeros, nullptr, out, stream);
 }
 
 /// CPU version of repack(): `src` and the outputs in host memory; identical bytes.
-inline Status repack_host(const PlainWeights& src, DType act, void* codes, void* scales, void* zeros,
+inline Status repack_host(const PlainWeights& src, DType act, void* codes, void* scales, void* zeros, void* offsets,
                           GemmWeights* out) {
-  NIBBLE_RETURN_IF_ERROR(detail::validate_repack(src, act, codes, scales, zeros));
+  NIBBLE_RETURN_IF_ERROR(detail::validate_repack(src, act, codes, scales, zeros, offsets));
   if (out == nullptr) return Status::kErrorNullPointer;
   const layout::GemmShape s = layout::make_gemm_shape(src.n, src.k, src.group_size);
   auto* dst = static_cast<std::uint32_t*>(codes);
   for (std::int64_t w = 0; w < s.code_bytes() / 4; ++w) dst[w] = layout::repack_word(src, s, layout::word_coord(s, w));
   auto* z = has_zero_point(src.format) ? static_cast<std::uint8_t*>(zeros) : nullptr;
+  const bool with_offsets = has_offset(src.format);
+  auto store = [act](void* buf, std::int64_t i, float v) {
+    if (act == DType::kF16)
+      static_cast<__half*>(buf)[i] = from_float<__half>(v);
+    else
+      static_cast<__nv_bfloat16*>(buf)[i] = from_float<__nv_bfloat16>(v);
+  };
   for (std::int64_t i = 0; i < s.scale_count(); ++i) {
     std::uint8_t zz;
-    const float v = layout::repack_scale(src, s, dynamic_map().v, i, &zz);
-    if (act == DType::kF16)
-      static_cast<__half*>(scales)[i] = from_float<__half>(v);
-    else
-      static_cast<__nv_bfloat16*>(scales)[i] = from_float<__nv_bfloat16>(v);
+    float m;
+    store(scales, i, layout::repack_scale(src, s, dynamic_map().v, i, &zz, &m));
     if (z != nullptr) z[i] = zz;
+    if (with_offsets) store(offsets, i, m);
   }
-  *out = detail::make_view(src, act, codes, scales, zeros);
+  *out = detail::make_view(src, act, codes, scales, zeros, offsets);
   return Status::kSuccess;
+}
+/// repack_host() for the formats without offsets (affine u4: kErrorNullPointer).
+inline Status repack_host(const PlainWeights& src, DType act, void* codes, void* scales, void* zeros,
+                          GemmWeights* out) {
+  return repack_host(src, act, codes, scales, zeros, nullptr, out);
 }
 
 }  // namespace nibble

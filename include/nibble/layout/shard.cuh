@@ -152,7 +152,8 @@ inline Status validate_gemm_weights(const GemmWeights& w) {
   if (!is_supported_group_size(w.group_size)) return Status::kErrorGroupSize;
   if (w.n < 1 || w.k < 2 || w.k % 2 != 0) return Status::kErrorInvalidShape;
   if (w.group_size != kPerChannel && w.k % w.group_size != 0) return Status::kErrorGroupSize;
-  if (w.codes == nullptr || w.scales == nullptr || (has_zero_point(w.format) && w.zeros == nullptr))
+  if (w.codes == nullptr || w.scales == nullptr || (has_zero_point(w.format) && w.zeros == nullptr) ||
+      (has_offset(w.format) && w.offsets == nullptr))
     return Status::kErrorNullPointer;
   return Status::kSuccess;
 }
@@ -304,6 +305,7 @@ inline Status gemm_shard(const GemmWeights& w, const ShardRange& r, GemmWeights*
   s.codes = w.codes + layout::atom_offset(whole, r.n0 / layout::kAtomN, r.k0 / layout::kAtomK);
   s.scales = static_cast<const std::uint8_t*>(w.scales) + first * size_of(w.scale_type);
   if (w.zeros != nullptr) s.zeros = w.zeros + first;
+  if (w.offsets != nullptr) s.offsets = static_cast<const std::uint8_t*>(w.offsets) + first * size_of(w.scale_type);
   *out = s;
   return Status::kSuccess;
 }
@@ -318,16 +320,18 @@ inline Status gemm_row_shard(const GemmWeights& w, std::int64_t k0, std::int64_t
 
 namespace layout {
 
-/// Scale (as float) and zero point of entry `idx` = group * n_pad + n of the GEMM layout `s` of shard `r` of
-/// the whole plain matrix `whole` (0 in padding); double-quantized scales expanded with `map`.
+/// Scale (as float), zero point and affine offset of entry `idx` = group * n_pad + n of the GEMM layout `s` of
+/// shard `r` of the whole plain matrix `whole` (0 in padding); double-quantized scales expanded with `map`.
 NIBBLE_HOST_DEVICE float shard_scale(const PlainWeights& whole, const ShardRange& r, const GemmShape& s,
-                                     const float* map, std::int64_t idx, std::uint8_t* zero) {
+                                     const float* map, std::int64_t idx, std::uint8_t* zero, float* offset) {
   const std::int64_t group = idx / s.n_pad, n = idx % s.n_pad;
   const nibble::detail::ShardGroups g = nibble::detail::shard_groups(whole.group_size, whole.k, r);
   *zero = 0;
+  *offset = 0.0f;
   if (n >= s.n || group >= g.count) return 0.0f;
   const std::int64_t at = (r.n0 + n) * g.groups + g.j0 + group;
   if (whole.zeros != nullptr) *zero = whole.zeros[at];
+  if (has_offset(whole.format) && whole.offsets != nullptr) *offset = load_scale(whole.offsets, whole.scale_type, at);
   if (whole.dq_codes != nullptr)
     return dq_scale(map, whole.dq_codes[at], whole.dq_absmax2[at / kDoubleQuantBlock], *whole.dq_offset);
   return load_scale(whole.scales, whole.scale_type, at);
@@ -335,12 +339,15 @@ NIBBLE_HOST_DEVICE float shard_scale(const PlainWeights& whole, const ShardRange
 
 template <class T>
 __global__ void repack_shard_scales_kernel(PlainWeights whole, ShardRange r, GemmShape s,
-                                           const __grid_constant__ DynamicMap map, T* scales, std::uint8_t* zeros) {
+                                           const __grid_constant__ DynamicMap map, T* scales, std::uint8_t* zeros,
+                                           T* offsets) {
   for (std::int64_t i = blockIdx.x * std::int64_t(blockDim.x) + threadIdx.x; i < s.scale_count();
        i += std::int64_t(gridDim.x) * blockDim.x) {
     std::uint8_t z;
-    scales[i] = from_float<T>(shard_scale(whole, r, s, map.v, i, &z));
+    float m;
+    scales[i] = from_float<T>(shard_scale(whole, r, s, map.v, i, &z, &m));
     if (zeros != nullptr) zeros[i] = z;
+    if (offsets != nullptr) offsets[i] = from_float<T>(m);
   }
 }
 
@@ -350,9 +357,9 @@ namespace detail {
 /// The checks of repack_shard; on success *codes_view is the shard's codes as a plain view (repack_word reads
 /// only codes and ld_codes) and *s the shard's GEMM shape.
 inline Status prepare_repack_shard(const PlainWeights& whole, const ShardRange& r, DType act, const void* codes,
-                                   const void* scales, const void* zeros, const GemmWeights* out,
+                                   const void* scales, const void* zeros, const void* offsets, const GemmWeights* out,
                                    PlainWeights* codes_view, layout::GemmShape* s) {
-  NIBBLE_RETURN_IF_ERROR(validate_repack(whole, act, codes, scales, zeros));
+  NIBBLE_RETURN_IF_ERROR(validate_repack(whole, act, codes, scales, zeros, offsets));
   if (out == nullptr) return Status::kErrorNullPointer;
   NIBBLE_RETURN_IF_ERROR(check_shard_boundaries(whole.n, whole.k, whole.group_size, r, false));
   PlainWeights v = whole;
@@ -366,57 +373,74 @@ inline Status prepare_repack_shard(const PlainWeights& whole, const ShardRange& 
 }  // namespace detail
 
 /// Writes the GEMM layout (for activations of type `act`) of rows [r.n0, r.n1) x columns [r.k0, r.k1) of the
-/// whole plain matrix `whole` into `codes`, `scales`, `zeros` (u4 only), buffers of gemm_weight_bytes(format,
-/// r.n(), r.k(), group, act); `out` receives the view. Any rows; K cut on group boundaries (per-channel: any
-/// even k). The same bytes as repack() of a plain copy of the shard (double-quantized scales expanded). `whole`
-/// must be readable by the current device (its memory, a peer's with access enabled, or mapped host memory).
-/// Two kernels on `stream`; no allocation, no sync.
+/// whole plain matrix `whole` into `codes`, `scales`, `zeros` (u4 only), `offsets` (affine u4 only), buffers of
+/// gemm_weight_bytes(format, r.n(), r.k(), group, act); `out` receives the view. Any rows; K cut on group
+/// boundaries (per-channel: any even k). The same bytes as repack() of a plain copy of the shard
+/// (double-quantized scales expanded). `whole` must be readable by the current device (its memory, a peer's
+/// with access enabled, or mapped host memory). Two kernels on `stream`; no allocation, no sync.
 template <int kInstantiateOnUse = 0>  // kernels compiled only where repack_shard is called
 Status repack_shard(const PlainWeights& whole, const ShardRange& r, DType act, void* codes, void* scales, void* zeros,
-                    GemmWeights* out, cudaStream_t stream) {
+                    void* offsets, GemmWeights* out, cudaStream_t stream) {
   PlainWeights v;
   layout::GemmShape s;
-  NIBBLE_RETURN_IF_ERROR(detail::prepare_repack_shard(whole, r, act, codes, scales, zeros, out, &v, &s));
+  NIBBLE_RETURN_IF_ERROR(detail::prepare_repack_shard(whole, r, act, codes, scales, zeros, offsets, out, &v, &s));
   NIBBLE_RETURN_IF_ERROR(check_device());
   const std::int64_t words = s.code_bytes() / 4;
   constexpr int kThreads = 256;
   auto blocks = [](std::int64_t work) { return unsigned(std::min<std::int64_t>((work + 255) / 256, 65536)); };
   std::uint8_t* z = has_zero_point(whole.format) ? static_cast<std::uint8_t*>(zeros) : nullptr;
+  void* o = has_offset(whole.format) ? offsets : nullptr;
   layout::repack_codes_kernel<>
       <<<blocks(words), kThreads, 0, stream>>>(v, s, static_cast<std::uint32_t*>(codes), words);
   NIBBLE_CHECK_LAUNCH();
   if (act == DType::kF16) {
-    layout::repack_shard_scales_kernel<__half>
-        <<<blocks(s.scale_count()), kThreads, 0, stream>>>(whole, r, s, dynamic_map(), static_cast<__half*>(scales), z);
+    layout::repack_shard_scales_kernel<__half><<<blocks(s.scale_count()), kThreads, 0, stream>>>(
+        whole, r, s, dynamic_map(), static_cast<__half*>(scales), z, static_cast<__half*>(o));
   } else {
     layout::repack_shard_scales_kernel<__nv_bfloat16><<<blocks(s.scale_count()), kThreads, 0, stream>>>(
-        whole, r, s, dynamic_map(), static_cast<__nv_bfloat16*>(scales), z);
+        whole, r, s, dynamic_map(), static_cast<__nv_bfloat16*>(scales), z, static_cast<__nv_bfloat16*>(o));
   }
   NIBBLE_CHECK_LAUNCH();
-  *out = detail::make_view(v, act, codes, scales, zeros);
+  *out = detail::make_view(v, act, codes, scales, zeros, offsets);
   return Status::kSuccess;
+}
+/// repack_shard() for the formats without offsets (affine u4 needs the overload above: kErrorNullPointer here).
+template <int kInstantiateOnUse = 0>
+Status repack_shard(const PlainWeights& whole, const ShardRange& r, DType act, void* codes, void* scales, void* zeros,
+                    GemmWeights* out, cudaStream_t stream) {
+  return repack_shard<kInstantiateOnUse>(whole, r, act, codes, scales, zeros, nullptr, out, stream);
 }
 
 /// CPU version of repack_shard(): `whole` and the outputs in host memory; identical bytes.
 inline Status repack_shard_host(const PlainWeights& whole, const ShardRange& r, DType act, void* codes, void* scales,
-                                void* zeros, GemmWeights* out) {
+                                void* zeros, void* offsets, GemmWeights* out) {
   PlainWeights v;
   layout::GemmShape s;
-  NIBBLE_RETURN_IF_ERROR(detail::prepare_repack_shard(whole, r, act, codes, scales, zeros, out, &v, &s));
+  NIBBLE_RETURN_IF_ERROR(detail::prepare_repack_shard(whole, r, act, codes, scales, zeros, offsets, out, &v, &s));
   auto* dst = static_cast<std::uint32_t*>(codes);
   for (std::int64_t w = 0; w < s.code_bytes() / 4; ++w) dst[w] = layout::repack_word(v, s, layout::word_coord(s, w));
   auto* z = has_zero_point(whole.format) ? static_cast<std::uint8_t*>(zeros) : nullptr;
+  const bool with_offsets = has_offset(whole.format);
+  auto store = [act](void* buf, std::int64_t i, float f) {
+    if (act == DType::kF16)
+      static_cast<__half*>(buf)[i] = from_float<__half>(f);
+    else
+      static_cast<__nv_bfloat16*>(buf)[i] = from_float<__nv_bfloat16>(f);
+  };
   for (std::int64_t i = 0; i < s.scale_count(); ++i) {
     std::uint8_t zz;
-    const float f = layout::shard_scale(whole, r, s, dynamic_map().v, i, &zz);
-    if (act == DType::kF16)
-      static_cast<__half*>(scales)[i] = from_float<__half>(f);
-    else
-      static_cast<__nv_bfloat16*>(scales)[i] = from_float<__nv_bfloat16>(f);
+    float m;
+    store(scales, i, layout::shard_scale(whole, r, s, dynamic_map().v, i, &zz, &m));
     if (z != nullptr) z[i] = zz;
+    if (with_offsets) store(offsets, i, m);
   }
-  *out = detail::make_view(v, act, codes, scales, zeros);
+  *out = detail::make_view(v, act, codes, scales, zeros, offsets);
   return Status::kSuccess;
+}
+/// repack_shard_host() for the formats without offsets (affine u4: kErrorNullPointer).
+inline Status repack_shard_host(const PlainWeights& whole, const ShardRange& r, DType act, void* codes, void* scales,
+                                void* zeros, GemmWeights* out) {
+  return repack_shard_host(whole, r, act, codes, scales, zeros, nullptr, out);
 }
 
 // ---- sharding plans -----------------------------------------------------------------------------------------

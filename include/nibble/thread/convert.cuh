@@ -200,11 +200,11 @@ NIBBLE_DEVICE void codebook_x8_to_pairs(const CodebookLut& lut, std::uint32_t w,
 }
 
 /// Host/device scalar reference of the pair conversions above: value i of word `w` as a float.
-/// (s4: signed value; u4: code - zero; nf4/fp4: codebook entry rounded to T.)
+/// (s4: signed value; u4: code - zero; affine u4: the code; nf4/fp4: codebook entry rounded to T.)
 template <Format F, class T>
 NIBBLE_HOST_DEVICE float reference_value(std::uint32_t w, int i, int zero = 0) {
-  static_assert(has_gemm_layout(F), "reference_value: the GEMM-layout words of affine u4 are not defined yet");
-  if constexpr (F == Format::kS4 || F == Format::kU4) {
+  static_assert(has_gemm_layout(F), "reference_value: a format of the GEMM layout");
+  if constexpr (F == Format::kS4 || F == Format::kU4 || F == Format::kAffineU4) {
     const int v = from_nibble<F>(w >> (4 * nibble_position(NibbleOrder::kInterleaved, i)));
     return float(F == Format::kU4 ? v - zero : v);
   } else {
