@@ -207,6 +207,18 @@ Case make_case(Status params, const QuantParams& p, std::initializer_list<Device
   return c;
 }
 
+/// GPTQ's and AWQ's tensors (the same fields: int32 qweight and qzeros, fp16 scales) for the benchmark shape.
+template <class Tensors>
+Tensors word_tensors(const DeviceArray& qweight, const DeviceArray& qzeros, const DeviceArray& scales) {
+  Tensors t;
+  t.k = kK;
+  t.n = kN;
+  t.qweight = static_cast<const std::int32_t*>(qweight.p);
+  t.qzeros = static_cast<const std::int32_t*>(qzeros.p);
+  t.scales = scales.p;
+  return t;
+}
+
 Case gptq_case(bool act_order) {
   const std::int64_t groups = kK / kGroup;
   const DeviceArray qweight = make_array(kK / 8 * kN, 4, Fill::kWords, 1);
@@ -215,12 +227,7 @@ Case gptq_case(bool act_order) {
   const DeviceArray perm = act_order ? random_perm() : DeviceArray{};
   GptqConfig cfg;
   cfg.group_size = kGroup;
-  GptqTensors t;
-  t.k = kK;
-  t.n = kN;
-  t.qweight = static_cast<const std::int32_t*>(qweight.p);
-  t.qzeros = static_cast<const std::int32_t*>(qzeros.p);
-  t.scales = scales.p;
+  const auto t = word_tensors<GptqTensors>(qweight, qzeros, scales);
   QuantParams p;
   const Status ps = gptq_import_params(cfg, t, &p);
   const auto* dperm = static_cast<const std::int32_t*>(perm.p);
@@ -236,12 +243,7 @@ Case awq_case() {
   const DeviceArray scales = make_array(groups * kN, 2, Fill::kF16Scales, 5);
   AwqConfig cfg;
   cfg.group_size = kGroup;
-  AwqTensors t;
-  t.k = kK;
-  t.n = kN;
-  t.qweight = static_cast<const std::int32_t*>(qweight.p);
-  t.qzeros = static_cast<const std::int32_t*>(qzeros.p);
-  t.scales = scales.p;
+  const auto t = word_tensors<AwqTensors>(qweight, qzeros, scales);
   QuantParams p;
   const Status ps = awq_import_params(cfg, t, &p);
   return make_case(ps, p, {qweight, qzeros, scales}, false, [=](PackedMatrix m, std::uint32_t*) {
