@@ -205,8 +205,9 @@ inline Status import_bnb_host(const BnbQuantState& st, const BnbTensors& t, cons
 /// HOST memory, see BnbTensors) into `out` (device buffers carved with bnb_import_params' parameters) with
 /// one kernel on `stream`: no allocation, no synchronization, no device-to-host read, so it can be captured
 /// in a CUDA graph (the maps are read when the call is made, and the one the kernel needs travels with the
-/// launch). Bit-identical to import_bnb_host; refuses exactly what it refuses, with the same Status (every
-/// byte is valid data, so there is no error word). ~2 bytes moved per weight plus the scales.
+/// launch). Bit-identical to import_bnb_host (but for the encoding of a NaN that dq_scale computes: the GPU's
+/// is canonical, the host's may keep an input's payload); refuses exactly what it refuses, with the same
+/// Status (every byte is valid data, so there is no error word). ~2 bytes moved per weight plus the scales.
 inline Status import_bnb(const BnbQuantState& st, const BnbTensors& t, const PackedMatrix& out, cudaStream_t stream) {
   QuantParams p;
   NIBBLE_RETURN_IF_ERROR(detail::check_bnb_import(st, t, out, &p));

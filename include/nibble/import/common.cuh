@@ -1,10 +1,16 @@
 // nibble/import/common.cuh — what every checkpoint importer shares: the checkpoint's group size mapped onto
 // nibble's, the act-order permutation (a stable sort of a per-column group index), the check that the
-// caller's output view has exactly the parameters the importer will write, and little-endian word access.
+// caller's output view has exactly the parameters the importer will write, little-endian word access, the
+// code-byte loads / stores the CPU loops and the kernels share, the GPU paths' launch shape and error word.
 //
 // Importers read raw host (or, for the GPU paths, device) buffers laid out as the checkpoint stores them,
 // plus the format's metadata as a plain struct; they never open a file. Each returns a Status and writes
 // nothing it has not validated first (a refusal may leave `out` partly written only where noted).
+//
+// The CPU and GPU paths of AWQ, compressed-tensors, bitsandbytes and GGUF share their format's checker
+// (check_*_import) and a NIBBLE_HOST_DEVICE work-item function (*_item): work item i writes its own bytes of
+// `out` and reads only the checkpoint, so the CPU path runs items 0, 1, ... in order and the kernel one per
+// thread (grid stride), to the same bytes. (GPTQ's kernel transposes tiles through shared memory, gptq.cuh.)
 #pragma once
 
 #include <cstring>
@@ -106,8 +112,7 @@ NIBBLE_HOST_DEVICE void load_code_bytes(const std::uint8_t* src, int bytes, std:
 }
 
 /// Stores the first `bytes` (0..4 * kWords) code bytes of w at `dst`. The kernels store 16 bytes at a
-/// time where `dst` is 16-byte aligned and all 16 are wanted (one sector per 32 bytes: the transposing
-/// importers write scattered rows), bytes otherwise.
+/// time when all are wanted and `dst` is 16-byte aligned, single bytes otherwise.
 template <int kWords>
 NIBBLE_HOST_DEVICE void store_code_bytes(std::uint8_t* dst, const std::uint32_t (&w)[kWords], int bytes) {
   static_assert(kWords % 4 == 0, "whole 16-byte vectors");

@@ -39,7 +39,8 @@
 //
 // Paths: import_gguf_q4_{0,1,k}_host (host buffers) and import_gguf_q4_{0,1,k} (device buffers, one kernel on the
 // caller's stream, one (super-)block per work item). Both run the same checks and the same per-block decoding
-// (gguf_block32, gguf_q4_k_superblock), so the kernel writes the CPU path's bytes.
+// (gguf_block32, gguf_q4_k_superblock), so the kernel writes the CPU path's bytes (Q4_K: but for the encoding of
+// a NaN that d * sc or dmin * mn computes from an Inf / NaN d or dmin, canonical on the GPU).
 //
 // Refused with a Status: N or K <= 0 (kErrorInvalidShape), K not a multiple of the block (kErrorGroupSize:
 // 32, or 256 for Q4_K), a size that overflows (kErrorSizeOverflow), a null pointer (kErrorNullPointer), fewer
