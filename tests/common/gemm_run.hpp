@@ -26,20 +26,21 @@
 // ---- device problem and the run harness ----------------------------------------------------------------
 
 struct DeviceWeights {
-  DevBuf codes, scales, zeros;
+  DevBuf codes, scales, zeros, offsets;
   GemmWeights view;
 };
 
 /// Uploads the plain weight and repacks it on the GPU for activations of type act.
 inline DeviceWeights upload_and_repack(const HostWeights& w, DType act) {
-  DevBuf pc = to_device(w.codes), ps = to_device(w.scales), pz = to_device(w.zeros);
+  DevBuf pc = to_device(w.codes), ps = to_device(w.scales), pz = to_device(w.zeros), po = to_device(w.offsets);
   const nibble::GemmWeightBytes b = nibble::gemm_weight_bytes(w.format, w.n, w.k, w.group, act);
   DeviceWeights d;
   d.codes = DevBuf(b.codes);
   d.scales = DevBuf(b.scales);
   d.zeros = DevBuf(b.zeros);
-  NIBBLE_CHECK(nibble::repack(w.view(pc.get(), ps.get(), pz.get()), act, d.codes.get(), d.scales.get(), d.zeros.get(),
-                              &d.view, nullptr));
+  d.offsets = DevBuf(b.offsets);
+  NIBBLE_CHECK(nibble::repack(w.view(pc.get(), ps.get(), pz.get(), po.get()), act, d.codes.get(), d.scales.get(),
+                              d.zeros.get(), d.offsets.get(), &d.view, nullptr));
   CUDA_CHECK(cudaDeviceSynchronize());
   return d;
 }
@@ -55,15 +56,20 @@ inline DeviceActs upload_acts(const HostProblem& p) {
   return d;
 }
 
-/// Every mainloop that can run M rows here: decode sizes (M <= 16) run one tile family whatever is asked,
-/// so only once; above, mma.sync, the transposed tiles with mma.sync, and wgmma where this build and
-/// device have it (Gemm_Wgmma.* says when it is not).
-inline std::vector<gemm::Mainloop> mainloops_for(int64_t m) {
+/// Every mainloop that can run M rows of format f here: decode sizes (M <= 16) run one tile family whatever
+/// is asked, so only once; above, mma.sync, the transposed tiles with mma.sync, and wgmma where this build
+/// and device have it (Gemm_Wgmma.* says when it is not). kStream only where the stream kernel serves f (not
+/// affine u4 yet: run() refuses it).
+inline std::vector<gemm::Mainloop> mainloops_for(int64_t m, Format f = kS4) {
   // kAuto: the stream kernel on small weights (stream_preferred); kMmaSync: the mma.sync decode tile up to
   // M = 16; kStream forced up to M = 32
-  if (m <= 16) return {gemm::Mainloop::kAuto, gemm::Mainloop::kMmaSync, gemm::Mainloop::kStream};
+  const bool stream = gemm::stream_serves(f);
+  if (m <= 16)
+    return stream
+               ? std::vector<gemm::Mainloop>{gemm::Mainloop::kAuto, gemm::Mainloop::kMmaSync, gemm::Mainloop::kStream}
+               : std::vector<gemm::Mainloop>{gemm::Mainloop::kAuto, gemm::Mainloop::kMmaSync};
   std::vector<gemm::Mainloop> v{gemm::Mainloop::kMmaSync, gemm::Mainloop::kTransposedMma};
-  if (m <= gemm::kStreamMaxM) v.push_back(gemm::Mainloop::kStream);
+  if (m <= gemm::kStreamMaxM && stream) v.push_back(gemm::Mainloop::kStream);
   if (gemm::wgmma_available()) v.push_back(gemm::Mainloop::kWgmma);
   return v;
 }
@@ -274,7 +280,7 @@ inline void for_each_tile_family_case(std::mt19937_64& rng, int64_t n, int64_t k
         const HostProblem p = make_problem(rng, act, w, m, Data::kRandom);
         const DeviceActs da = upload_acts(p);
         const Samples s = reference(p, rng);
-        for (gemm::Mainloop ml : mainloops_for(m)) body(p, dw, da, s, ml);
+        for (gemm::Mainloop ml : mainloops_for(m, f)) body(p, dw, da, s, ml);
       }
     }
 }

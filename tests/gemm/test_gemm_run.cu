@@ -72,13 +72,14 @@ std::string oracle_name(const ::testing::TestParamInfo<OracleCase>& info) {
          mainloop_name(c.mainloop);
 }
 
-/// Every mainloop M runs with in this build. Independent of the device, so that the case list (and CTest's names) is
-/// the same everywhere; run_oracle skips wgmma where the device has none.
-std::vector<gemm::Mainloop> built_mainloops(int64_t m) {
-  // auto: the stream kernel on small weights (stream_preferred); mma: the mma.sync decode tile up to M = 16
+/// Every mainloop M runs with in this build for format f. Independent of the device, so that the case list (and
+/// CTest's names) is the same everywhere; run_oracle skips wgmma where the device has none.
+std::vector<gemm::Mainloop> built_mainloops(int64_t m, Format f) {
+  // auto: the stream kernel on small weights (stream_preferred; never for affine u4); mma: the mma.sync
+  // decode tile up to M = 16
   if (m <= 16) return {gemm::Mainloop::kAuto, gemm::Mainloop::kMmaSync};
   std::vector<gemm::Mainloop> v{gemm::Mainloop::kMmaSync, gemm::Mainloop::kTransposedMma};
-  if (m <= gemm::kStreamMaxM) v.push_back(gemm::Mainloop::kStream);
+  if (m <= gemm::kStreamMaxM && gemm::stream_serves(f)) v.push_back(gemm::Mainloop::kStream);
 #if defined(NIBBLE_SM90A)
   v.push_back(gemm::Mainloop::kWgmma);
 #endif
@@ -95,7 +96,7 @@ std::vector<OracleCase> oracle_cases(std::initializer_list<Format> formats, Data
       for (Format f : formats)
         for (int g : kAllGroups)
           for (int64_t m : ms)
-            for (gemm::Mainloop ml : built_mainloops(m))
+            for (gemm::Mainloop ml : built_mainloops(m, f))
               out.push_back({act, f, g, data, m, n, k_for_group(g, quick), ml, quick, ++index});
     }
   return out;
@@ -111,12 +112,16 @@ void run_oracle(const OracleCase& c) {
   const HostProblem p = make_problem(rng, c.act, w, c.m, c.data);
   const DeviceActs da = upload_acts(p);
   const Samples s = reference(p, rng);
+  // affine u4 never runs the stream kernel (kAuto takes the decode / mma.sync / transposed tiles for it)
+  auto check_tile = [&](const RunResult& r) {
+    if (!gemm::stream_serves(c.format)) EXPECT_FALSE(gemm::tile_config(r.plan.kind).stream) << oracle_name({c, 0});
+  };
   if (c.quick) {  // one output type per case
     RunOpts o;
     o.out = c.index % 2 ? c.act : kF32;
     o.bias = c.index % 3 == 0;
     o.mainloop = c.mainloop;
-    run_and_check(p, dw, da, s, o);
+    check_tile(run_and_check(p, dw, da, s, o));
     return;
   }
   for (DType out : {kF32, c.act}) {
@@ -124,7 +129,7 @@ void run_oracle(const OracleCase& c) {
     o.out = out;
     o.bias = out == kF32;
     o.mainloop = c.mainloop;
-    run_and_check(p, dw, da, s, o);
+    check_tile(run_and_check(p, dw, da, s, o));
   }
 }
 
@@ -143,9 +148,12 @@ TEST_P(Gemm_Statistical, Oracle) {
   run_oracle(GetParam());
 }
 
-INSTANTIATE_TEST_SUITE_P(, Gemm_BitExact, ::testing::ValuesIn(oracle_cases({kS4, kU4}, Data::kExact)), oracle_name);
-INSTANTIATE_TEST_SUITE_P(, Gemm_Statistical, ::testing::ValuesIn(oracle_cases({kS4, kU4, kNf4, kFp4}, Data::kRandom)),
+// Affine u4 (kAU4) in both: exact with m = -c * s (c in 0..15) and power-of-two s, statistical with
+// m = (-8 + N(0,1) / 2) * s (GGUF Q4_1-like offsets, large against the scale: a kernel that dropped them fails).
+INSTANTIATE_TEST_SUITE_P(, Gemm_BitExact, ::testing::ValuesIn(oracle_cases({kS4, kU4, kAU4}, Data::kExact)),
                          oracle_name);
+INSTANTIATE_TEST_SUITE_P(, Gemm_Statistical,
+                         ::testing::ValuesIn(oracle_cases({kS4, kU4, kNf4, kFp4, kAU4}, Data::kRandom)), oracle_name);
 
 // ================================== GPU: edge shapes =========================================================
 
@@ -191,14 +199,18 @@ TEST(Gemm_EdgeShapes, ModelShapesAtM1M17M257) {
     DType act;
   };
   const std::vector<Config> configs =
-      quick_mode()
-          ? std::vector<Config>{{144, 736, 32, kNf4, kBF16}, {80, 264, kPC, kS4, kF16}, {200, 512, 256, kU4, kBF16}}
-          : std::vector<Config>{{2880, 2880, 64, kS4, kF16},    {4304, 4096, 128, kU4, kBF16},
-                                {7392, 4096, 256, kNf4, kF16},  {11008, 4096, 128, kFp4, kBF16},
-                                {4096, 14336, 128, kS4, kBF16}, {4096, 11008, 256, kU4, kF16},
-                                {256, 7392, 32, kNf4, kBF16},   {2880, 4304, kPC, kS4, kF16}};
+      quick_mode() ? std::vector<Config>{{144, 736, 32, kNf4, kBF16},
+                                         {80, 264, kPC, kS4, kF16},
+                                         {200, 512, 256, kU4, kBF16},
+                                         {112, 4160, 32, kAU4, kF16}}
+                   : std::vector<Config>{{2880, 2880, 64, kS4, kF16},    {4304, 4096, 128, kU4, kBF16},
+                                         {7392, 4096, 256, kNf4, kF16},  {11008, 4096, 128, kFp4, kBF16},
+                                         {4096, 14336, 128, kS4, kBF16}, {4096, 11008, 256, kU4, kF16},
+                                         {256, 7392, 32, kNf4, kBF16},   {2880, 4304, kPC, kS4, kF16},
+                                         {4096, 4096, 32, kAU4, kF16},   {2880, 4304, 128, kAU4, kBF16}};
   const int64_t ms[] = {1, 17, 257};
   for (const Config& cfg : configs) {
+    // affine u4 on random data: its statistical oracle (GGUF-like offsets) at model shapes
     const Data data = cfg.f == kS4 || cfg.f == kU4 ? Data::kExact : Data::kRandom;
     const HostWeights w = make_weights(rng, cfg.f, cfg.group, cfg.n, cfg.k, cfg.act, data);
     const DeviceWeights dw = upload_and_repack(w, cfg.act);
@@ -206,7 +218,7 @@ TEST(Gemm_EdgeShapes, ModelShapesAtM1M17M257) {
       const HostProblem p = make_problem(rng, cfg.act, w, m, data);
       const DeviceActs da = upload_acts(p);
       const Samples s = reference(p, rng);
-      for (gemm::Mainloop ml : mainloops_for(m)) {
+      for (gemm::Mainloop ml : mainloops_for(m, cfg.f)) {
         RunOpts o;
         o.out = m == 17 ? kF32 : cfg.act;
         o.bias = m != 1;
@@ -231,7 +243,8 @@ TEST(Gemm_EdgeShapes, LeadingDimensionsOffsetsAndPoisonOutsideTheView) {
   const Config configs[] = {{kF16, kS4, 128, quick ? 384 : 1024, Data::kExact},
                             {kBF16, kU4, 64, quick ? 320 : 1088, Data::kExact},
                             {kF16, kNf4, kPC, quick ? 200 : 1000, Data::kRandom},
-                            {kBF16, kFp4, 32, quick ? 224 : 992, Data::kRandom}};
+                            {kBF16, kFp4, 32, quick ? 224 : 992, Data::kRandom},
+                            {kF16, kAU4, 64, quick ? 320 : 1088, Data::kExact}};
   const int64_t n = quick ? 100 : 300;
   struct View {
     int64_t lda_pad, ldc_pad, c_offset;
@@ -249,7 +262,7 @@ TEST(Gemm_EdgeShapes, LeadingDimensionsOffsetsAndPoisonOutsideTheView) {
         const HostProblem p = make_problem(rng, cfg.act, w, m, cfg.data, v.lda_pad);
         const DeviceActs da = upload_acts(p);
         const Samples s = reference(p, rng);
-        for (gemm::Mainloop ml : mainloops_for(m)) {
+        for (gemm::Mainloop ml : mainloops_for(m, cfg.f)) {
           RunOpts o;
           o.out = v.out_f32 ? kF32 : cfg.act;
           o.bias = v.bias;
@@ -362,18 +375,20 @@ TEST(Gemm_SplitK, ForcedSplitsAndHeuristicGiveIdenticalC) {
           ? std::vector<Config>{{1, 256, 2048, 128, kS4, kF16, Data::kExact},
                                 {17, 160, 1024, 64, kU4, kBF16, Data::kExact},
                                 {130, 96, 992, 32, kS4, kBF16, Data::kExact},
-                                {3, 128, 1024, 64, kNf4, kF16, Data::kRandom}}
+                                {3, 128, 1024, 64, kNf4, kF16, Data::kRandom},
+                                {17, 160, 1024, 32, kAU4, kF16, Data::kExact}}
           : std::vector<Config>{
                 {1, 4096, 14336, 128, kS4, kF16, Data::kExact}, {17, 2880, 2880, 64, kU4, kBF16, Data::kExact},
                 {257, 256, 7392, 32, kS4, kBF16, Data::kExact}, {5, 4304, 4096, kPC, kU4, kF16, Data::kExact},
-                {3, 1024, 4096, 64, kNf4, kF16, Data::kRandom}, {40, 512, 4096, 128, kFp4, kBF16, Data::kRandom}};
+                {3, 1024, 4096, 64, kNf4, kF16, Data::kRandom}, {40, 512, 4096, 128, kFp4, kBF16, Data::kRandom},
+                {1, 2880, 4096, 32, kAU4, kBF16, Data::kExact}, {130, 512, 4096, 128, kAU4, kF16, Data::kExact}};
   for (const Config& cfg : configs) {
     const HostWeights w = make_weights(rng, cfg.f, cfg.group, cfg.n, cfg.k, cfg.act, cfg.data);
     const DeviceWeights dw = upload_and_repack(w, cfg.act);
     const HostProblem p = make_problem(rng, cfg.act, w, cfg.m, cfg.data);
     const DeviceActs da = upload_acts(p);
     const Samples s = reference(p, rng);
-    for (gemm::Mainloop ml : mainloops_for(cfg.m))
+    for (gemm::Mainloop ml : mainloops_for(cfg.m, cfg.f))
       for (DType out : {kF32, cfg.act}) {
         std::vector<uint8_t> first;
         for (int split : {1, 2, 3, 7, 0}) {
@@ -632,7 +647,7 @@ TEST(Gemm_SharedMemoryLimit, NinetyNineKiBTilesPassTheOracle) {
   auto rng = nibble_test_rng();
   const bool quick = quick_mode();
   for_each_tile_family_case(
-      rng, quick ? 144 : 300, quick ? 256 : 640, {kS4, kU4, kNf4, kFp4},
+      rng, quick ? 144 : 300, quick ? 256 : 640, {kS4, kU4, kNf4, kFp4, kAU4},
       [&](DType act, Format f) { return !(quick && act == kBF16 && f != kNf4); },
       [&](const HostProblem& p, const DeviceWeights& dw, const DeviceActs& da, const Samples& s, gemm::Mainloop ml) {
         RunOpts o;
@@ -644,7 +659,7 @@ TEST(Gemm_SharedMemoryLimit, NinetyNineKiBTilesPassTheOracle) {
         if (c.stream)  // launched with the plan's bytes (its K slice), table included
           EXPECT_LE(r.plan.smem_bytes + gemm::kStreamStaticBytes, k99KiB) << p.name() << " " << o.name();
         else
-          EXPECT_LE(c.smem_bytes(), k99KiB) << p.name() << " " << o.name();
+          EXPECT_LE(c.smem_bytes(p.w->format), k99KiB) << p.name() << " " << o.name();
       });
   const HostWeights w = make_weights(rng, kS4, 128, 64, 256, kF16, Data::kExact);
   const DeviceWeights dw = upload_and_repack(w, kF16);
@@ -655,6 +670,73 @@ TEST(Gemm_SharedMemoryLimit, NinetyNineKiBTilesPassTheOracle) {
   o.max_smem = 48 * 1024;  // below every tile for M = 300
   const gemm::Arguments args = make_args(p, dw, da, o, c.get());
   EXPECT_STATUS(Status::kErrorUnsupportedDevice, gemm::run(args, nullptr, 0, nullptr));
+}
+
+// ================================== GPU: affine u4 =========================================================
+
+// What run() refuses for affine u4, before any launch (C stays poison): a forced kStream up to kStreamMaxM (the
+// stream kernel does not take affine u4 yet; above, kStream runs what kAuto runs and passes the oracle), null
+// or misaligned offsets; the device repack overload without an offsets buffer. Two runs of the same affine
+// GEMM are bit-identical (split-K forced, so the reduction order is exercised too).
+TEST(Gemm_Affine, RefusalsAndDeterminism) {
+  NIBBLE_REQUIRE_GPU();
+  auto rng = nibble_test_rng();
+  const HostWeights w = make_weights(rng, kAU4, 32, 96, 1024, kF16, Data::kRandom);
+  const DeviceWeights dw = upload_and_repack(w, kF16);
+  {
+    DevBuf pc = to_device(w.codes), ps = to_device(w.scales), po = to_device(w.offsets);
+    const nibble::GemmWeightBytes b = nibble::gemm_weight_bytes(kAU4, w.n, w.k, w.group, kF16);
+    DevBuf c(b.codes), sc(b.scales);
+    GemmWeights v;
+    EXPECT_STATUS(Status::kErrorNullPointer, nibble::repack(w.view(pc.get(), ps.get(), nullptr, po.get()), kF16,
+                                                            c.get(), sc.get(), nullptr, &v, nullptr));
+  }
+  for (int64_t m : {1, 17, 32, 33}) {
+    const HostProblem p = make_problem(rng, kF16, w, m, Data::kRandom);
+    const DeviceActs da = upload_acts(p);
+    const std::size_t bytes = std::size_t(m * p.n()) * 4;
+    DevBuf c(bytes);
+    CUDA_CHECK(cudaMemset(c.get(), 0xFF, bytes));
+    RunOpts o;
+    o.mainloop = gemm::Mainloop::kStream;
+    gemm::Arguments args = make_args(p, dw, da, o, c.get());
+    SCOPED_TRACE(p.name());
+    if (m <= gemm::kStreamMaxM) {
+      EXPECT_STATUS(Status::kErrorUnsupportedFormat, gemm::can_implement(args));
+      EXPECT_STATUS(Status::kErrorUnsupportedFormat, gemm::run(args, nullptr, 0, nullptr));
+    } else {
+      const Samples s = reference(p, rng);
+      run_and_check(p, dw, da, s, o);
+    }
+    args.mainloop = gemm::Mainloop::kAuto;
+    gemm::Arguments bad = args;
+    bad.w.offsets = nullptr;
+    EXPECT_STATUS(Status::kErrorNullPointer, gemm::run(bad, nullptr, 0, nullptr));
+    bad.w.offsets = static_cast<const char*>(args.w.offsets) + 2;
+    EXPECT_STATUS(Status::kErrorMisalignedPointer, gemm::run(bad, nullptr, 0, nullptr));
+    CUDA_CHECK(cudaDeviceSynchronize());
+    if (m <= gemm::kStreamMaxM) {
+      const std::vector<uint8_t> poison = c.download<uint8_t>();
+      EXPECT_EQ(std::count(poison.begin(), poison.end(), uint8_t(0xFF)), std::ptrdiff_t(bytes))
+          << "a refused run wrote C";
+    }
+    // determinism: split-K 3, twice
+    args.split_k = 3;
+    const std::size_t ws_bytes = workspace_size(args);
+    DevBuf ws(ws_bytes);
+    if (ws_bytes > 0) CUDA_CHECK(cudaMemset(ws.get(), 0, ws_bytes));
+    std::vector<uint8_t> first;
+    for (int rep = 0; rep < 2; ++rep) {
+      CUDA_CHECK(cudaMemset(c.get(), 0xFF, bytes));
+      NIBBLE_CHECK(gemm::run(args, ws.get(), ws_bytes, nullptr));
+      CUDA_CHECK(cudaDeviceSynchronize());
+      const std::vector<uint8_t> got = c.download<uint8_t>();
+      if (rep == 0)
+        first = got;
+      else
+        EXPECT_TRUE(got == first) << "two runs of the same affine GEMM differ";
+    }
+  }
 }
 
 // ================================== GPU: nf4 / fp4 codebook tables ==========================================
