@@ -16,6 +16,11 @@
 //   nibble/<act>/<format>/K<K>_N<N>/M<M>    nibble; <format> s4g128 (signed int4, group 128) or nf4b64
 //                                           (NF4, blocksize 64); shapes K x N 4096x4096, 4096x14336,
 //                                           14336x4096, 8192x28672, 28672x8192; M 1, 4, 16, 64, 256, 1024, 4096
+//   nibble/f16/<format>/K<K>_N<N>/M<M>      the u4 / affine u4 comparison: <format> u4g32, affine_u4g32, u4g128,
+//                                           affine_u4g128 (zero point 8; offsets uniform in [-0.12, -0.04], about
+//                                           -8 scales, as GGUF Q4_1); K x N 4096x14336 and 28672x8192; M 1, 16,
+//                                           1024. At M <= 16 kAuto runs u4 on the stream kernel, which does not
+//                                           take affine u4 yet: compare the two with NIBBLE_MAINLOOP=mma there
 //   chain/<model>/<lib>/<act>/M<M>          (lib: cublas, nibble_s4g128, nibble_s4g128_pdl = with
 //                                           Arguments::programmatic_launch) one decoder layer's GEMMs in order (qkv, o,
 //                                           gate_up, down) in ONE graph: <model> llama3-8b (K x N 4096x6144, 4096x4096,
@@ -62,8 +67,8 @@
 //       copies             R
 //       splits             (nibble/, mgrid/) the plan run() uses: K splits, from gemm::make_plan
 //     and the label "tile=<name>": the plan's tile by its registry name (gemm::tile_name: decode,
-//     decode_codebook, small, small_compact, large, large_compact, wg_small, wg_mid, wg_large, stream_m8, stream_m8_l,
-//     stream_m16, stream_m32)
+//     decode_codebook, decode_compact, small, small_compact, large, large_compact, wg_small, wg_mid, wg_large,
+//     stream_m8, stream_m8_l, stream_m16, stream_m32)
 //   * host/ cases: no graph; each iteration times 200 back-to-back run() calls into one stream with the
 //     host's steady clock (the time column is per call), then synchronizes the stream outside the timed
 //     region so that the launch queue never fills. Counters: host_ns (median ns per call), cv_pct,
@@ -128,6 +133,14 @@ struct WeightFormat {
   const char* name;
 };
 constexpr WeightFormat kFormats[] = {{Format::kS4, 128, "s4g128"}, {Format::kNf4, 64, "nf4b64"}};
+/// u4 against affine u4 at the same group sizes (same codes and scales; affine fmas its offset where u4 subtracts its
+/// zero point), fp16 only, on two shapes and three M: a small sweep beside the grid.
+constexpr WeightFormat kCompareFormats[] = {{Format::kU4, 32, "u4g32"},
+                                            {Format::kAffineU4, 32, "affine_u4g32"},
+                                            {Format::kU4, 128, "u4g128"},
+                                            {Format::kAffineU4, 128, "affine_u4g128"}};
+constexpr Shape kCompareShapes[] = {{4096, 14336}, {28672, 8192}};
+constexpr std::int64_t kCompareMs[] = {1, 16, 1024};
 constexpr DType kActTypes[] = {DType::kF16, DType::kBF16};
 
 const char* type_name(DType t) { return t == DType::kF16 ? "f16" : "bf16"; }
@@ -373,9 +386,9 @@ struct DenseWeights {
 /// R copies of the repacked 4-bit weight.
 struct NibbleWeights {
   std::tuple<std::int64_t, std::int64_t, DType, Format, int> key;
-  std::vector<DeviceBuffer> codes, scales;
+  std::vector<DeviceBuffer> codes, scales, zeros, offsets;  // zeros: u4, offsets: affine u4
   std::vector<nibble::GemmWeights> views;
-  std::size_t bytes_per_copy = 0;  // codes + scales
+  std::size_t bytes_per_copy = 0;  // codes + scales (+ zeros, offsets)
 };
 
 std::unique_ptr<Activations> g_act;
@@ -426,10 +439,11 @@ DenseWeights& dense_weights(std::int64_t k, std::int64_t n, DType t) {
   return *g_dense;
 }
 
-/// Bytes of one repacked copy of an [n, k] weight of format f for activation type t (codes + scales).
+/// Bytes of one repacked copy of an [n, k] weight of format f for activation type t (codes + scales + zeros +
+/// offsets).
 std::size_t nibble_copy_bytes(std::int64_t k, std::int64_t n, DType t, const WeightFormat& f) {
   const nibble::GemmWeightBytes bytes = nibble::gemm_weight_bytes(f.format, n, k, f.group, t);
-  return bytes.codes + bytes.scales + bytes.zeros;
+  return bytes.codes + bytes.scales + bytes.zeros + bytes.offsets;
 }
 
 /// `copies` repacked copies of a random [n, k] weight of format f (seeds from `seed`).
@@ -439,14 +453,15 @@ std::unique_ptr<NibbleWeights> make_nibble_weights(std::int64_t k, std::int64_t 
   auto w = std::make_unique<NibbleWeights>();
   w->key = std::make_tuple(k, n, t, f.format, f.group);
   const nibble::GemmWeightBytes bytes = nibble::gemm_weight_bytes(f.format, n, k, f.group, t);
-  if (bytes.zeros != 0) throw std::runtime_error("bench_gemm: zero points are not set up for this format");
-  w->bytes_per_copy = bytes.codes + bytes.scales;
+  w->bytes_per_copy = bytes.codes + bytes.scales + bytes.zeros + bytes.offsets;
 
   // The plain [N, K] weight the quantizers would write: random codes, random positive scales of the
-  // activation type. Refilled for each copy, repacked, then freed.
+  // activation type (u4: zero points 8; affine u4: offsets about -8 scales). Refilled for each copy,
+  // repacked, then freed.
   const std::size_t plain_code_bytes = std::size_t(n * (k / 2));
   const std::size_t plain_scales = std::size_t(n * (k / f.group));
   DeviceBuffer plain_codes(plain_code_bytes), plain_scale_buf(plain_scales * 2);
+  DeviceBuffer plain_zeros(bytes.zeros > 0 ? plain_scales : 0), plain_offsets(bytes.offsets > 0 ? plain_scales * 2 : 0);
   nibble::PlainWeights src;
   src.format = f.format;
   src.group_size = f.group;
@@ -456,14 +471,21 @@ std::unique_ptr<NibbleWeights> make_nibble_weights(std::int64_t k, std::int64_t 
   src.ld_codes = k / 2;
   src.scales = plain_scale_buf.get();
   src.scale_type = t;
+  src.zeros = plain_zeros.as<std::uint8_t>();
+  src.offsets = plain_offsets.get();
+  if (bytes.zeros > 0) CUDA_OK(cudaMemsetAsync(plain_zeros.get(), 8, plain_scales, ctx.stream));
   for (int i = 0; i < copies; ++i) {
     const std::uint64_t seed = seed0 + std::uint64_t(i) * 7919 + std::uint64_t(f.format) * 31;
     fill_bytes(plain_codes.get(), plain_code_bytes, seed, ctx.stream);
     fill_uniform(t, plain_scale_buf.get(), plain_scales, seed + 1, 0.005f, 0.015f, ctx.stream);
+    if (bytes.offsets > 0) fill_uniform(t, plain_offsets.get(), plain_scales, seed + 2, -0.12f, -0.04f, ctx.stream);
     w->codes.emplace_back(bytes.codes);
     w->scales.emplace_back(bytes.scales);
+    w->zeros.emplace_back(bytes.zeros);
+    w->offsets.emplace_back(bytes.offsets);
     nibble::GemmWeights view;
-    NIBBLE_OK(nibble::repack(src, t, w->codes.back().get(), w->scales.back().get(), nullptr, &view, ctx.stream));
+    NIBBLE_OK(nibble::repack(src, t, w->codes.back().get(), w->scales.back().get(), w->zeros.back().get(),
+                             w->offsets.back().get(), &view, ctx.stream));
     w->views.push_back(view);
   }
   CUDA_OK(cudaStreamSynchronize(ctx.stream));  // before the plain buffers are freed
@@ -1165,6 +1187,15 @@ int register_all() {
               nibble_iterations(m, s, t, f),
               [s, m, t, f](benchmark::State& st, const std::string& name) { bm_nibble(st, name, s, m, t, f); });
         }
+      }
+    }
+  }
+  for (const Shape& s : kCompareShapes) {  // (after the grid: its cuBLAS entries for these shapes ran already)
+    for (const WeightFormat& f : kCompareFormats) {
+      for (std::int64_t m : kCompareMs) {
+        add(std::string("nibble/") + type_name(DType::kF16) + "/" + f.name + "/" + shape_name(s, m),
+            nibble_iterations(m, s, DType::kF16, f),
+            [s, m, f](benchmark::State& st, const std::string& name) { bm_nibble(st, name, s, m, DType::kF16, f); });
       }
     }
   }

@@ -1,9 +1,8 @@
 // examples/load_gguf.cu — reads a GGUF file (v2 / v3), imports every Q4_0, Q4_1 and Q4_K matrix with nibble's
 // GGUF importers (nibble::import_gguf_q4_0_host / _q4_1_host / _q4_k_host) and checks each one: the import
-// against an independent dequantization written here from ggml's definition (must be exact), and, for Q4_0,
-// nibble::gemm on the GPU against a float64 CPU product A * dequant(W)^T. Q4_1 and Q4_K import into the affine
-// u4 format, which nibble's GEMM does not run yet: for those the example prints "import checked; GEMM for
-// affine u4 not implemented yet" and runs no GEMM (the layer passes on its import check alone).
+// against an independent dequantization written here from ggml's definition (must be exact), and nibble::gemm
+// on the GPU against a float64 CPU product A * dequant(W)^T (Q4_0 as s4, Q4_1 and Q4_K as affine u4; without a
+// GPU the GEMM check says it is skipped).
 //
 //   load_gguf MODEL.gguf [--m ROWS]
 //

@@ -107,10 +107,11 @@ inline nibble::Status gemm_precheck(const nibble::PackedMatrix& m, std::int64_t 
     const auto addr = reinterpret_cast<std::uintptr_t>(v.data());
     return reinterpret_cast<void*>(addr + (16 - addr % 16) % 16);
   };
-  std::vector<std::uint64_t> codes, scales, zeros, a, c;
+  std::vector<std::uint64_t> codes, scales, zeros, offsets, a, c;
   nibble::GemmWeights gw;
   NIBBLE_RETURN_IF_ERROR(nibble::repack_host(nibble::plain_view(m), act, aligned16(codes, gb.codes),
-                                             aligned16(scales, gb.scales), aligned16(zeros, gb.zeros), &gw));
+                                             aligned16(scales, gb.scales), aligned16(zeros, gb.zeros),
+                                             aligned16(offsets, gb.offsets), &gw));
   nibble::gemm::Arguments args;
   args.m = rows;
   args.act_type = act;
@@ -196,9 +197,11 @@ inline bool gpu_gemm_check(const nibble::PackedMatrix& m, const std::vector<std:
   void* codes = dev.alloc(gb.codes, &ce);
   void* scales = ce == cudaSuccess ? dev.alloc(gb.scales, &ce) : nullptr;
   void* zeros = ce == cudaSuccess && gb.zeros ? dev.alloc(gb.zeros, &ce) : nullptr;
+  void* offsets = ce == cudaSuccess && gb.offsets ? dev.alloc(gb.offsets, &ce) : nullptr;  // affine u4
   if (ce != cudaSuccess) return cuda_failed("cudaMalloc");
   nibble::GemmWeights gw;
-  if ((s = nibble::repack(nibble::plain_view(dm), act, codes, scales, zeros, &gw, 0)) != nibble::Status::kSuccess)
+  if ((s = nibble::repack(nibble::plain_view(dm), act, codes, scales, zeros, offsets, &gw, 0)) !=
+      nibble::Status::kSuccess)
     return nibble_failed("repack", s);
   // 3. Activations in the import's column order, in the activation type (exact: see make_activations).
   std::vector<std::uint16_t> a_bits(std::size_t(rows * lda), 0);
@@ -265,8 +268,7 @@ inline double gemm_tolerance(nibble::DType scale_type) { return scale_type == ni
 /// The two checks both examples run on one imported [n, k] layer, printed: the dequantized import (`m`, act-order
 /// `perm`) against `ref` (float64, bit-exact expected), then, where the GEMM takes the weight, one GEMM of `rows`
 /// activations (seeded by `seed`) against the float64 product on the GPU (skipped, and said so, without one).
-/// A format the GEMM does not take yet (affine u4) gets the import check only, and says so. Returns whether the
-/// layer passed.
+/// Every format, affine u4 (GGUF Q4_1 / Q4_K) included. Returns whether the layer passed.
 inline bool check_layer(const nibble::PackedMatrix& m, const std::vector<std::int32_t>& perm, std::int64_t n,
                         std::int64_t k, const std::vector<double>& ref, std::int64_t rows, bool gpu,
                         std::uint64_t seed) {
@@ -282,12 +284,6 @@ inline bool check_layer(const nibble::PackedMatrix& m, const std::vector<std::in
   else
     std::printf("  import: bit-exact against the reference dequantization (%lld weights)%s\n", (long long)(n * k),
                 perm.empty() ? "" : ", act-order permutation applied");
-  if (!nibble::has_gemm_layout(m.format)) {
-    // Affine u4 (GGUF Q4_1 / Q4_K): imported and checked, but nibble's GEMM does not take the format yet.
-    std::printf("  import checked; GEMM for affine u4 not implemented yet (no GEMM run for this layer)\n");
-    std::printf("  %s\n", ok ? "PASS (import only)" : "FAIL");
-    return ok;
-  }
   const nibble::Status pre = gemm_precheck(m, rows);
   if (pre != nibble::Status::kSuccess) {
     // Not a failure of the import: nibble's GEMM does not take every shape the formats allow.

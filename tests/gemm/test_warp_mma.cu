@@ -41,8 +41,8 @@ namespace layout = nibble::layout;
 // gemm/warp_mma.cuh. Writes the dequantized fragments, C = A * W^T (16 x 16) and whether the 16-byte
 // lane load and the 32-bit word load agree.
 template <class T, Format F>
-__global__ void one_atom_kernel(const uint8_t* atom, const T* scales, const uint8_t* zeros, const T* a, float* c,
-                                uint32_t* frags, int* word_mismatch) {
+__global__ void one_atom_kernel(const uint8_t* atom, const T* scales, const uint8_t* zeros, const T* offsets,
+                                const T* a, float* c, uint32_t* frags, int* word_mismatch) {
   const int lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
   const layout::GemmShape s = layout::make_gemm_shape(16, 64, 32);
   const auto ctx = gemm::DequantContext<F, T>::make();
@@ -58,6 +58,10 @@ __global__ void one_atom_kernel(const uint8_t* atom, const T* scales, const uint
       q.zero_lo = zeros[layout::scale_index(s, g, 16 * j)];
       q.zero_hi = zeros[layout::scale_index(s, g + 8, 16 * j)];
     }
+    if (offsets != nullptr) {  // affine u4
+      q.offset_lo = offsets[layout::scale_index(s, g, 16 * j)];
+      q.offset_hi = offsets[layout::scale_index(s, g + 8, 16 * j)];
+    }
     uint32_t b[4];
     gemm::dequant_fragments<T, F>(word, q, ctx, b);
     for (int p = 0; p < 4; ++p) frags[(lane * 4 + j) * 4 + p] = b[p];
@@ -70,22 +74,26 @@ __global__ void one_atom_kernel(const uint8_t* atom, const T* scales, const uint
 }
 
 template <class T>
-void launch_one_atom(Format f, const uint8_t* atom, const void* scales, const uint8_t* zeros, const void* a, float* c,
-                     uint32_t* frags, int* mismatch) {
+void launch_one_atom(Format f, const uint8_t* atom, const void* scales, const uint8_t* zeros, const void* offsets,
+                     const void* a, float* c, uint32_t* frags, int* mismatch) {
   const T* s = static_cast<const T*>(scales);
+  const T* o = static_cast<const T*>(offsets);
   const T* x = static_cast<const T*>(a);
   switch (f) {
     case Format::kS4:
-      one_atom_kernel<T, Format::kS4><<<1, 32>>>(atom, s, zeros, x, c, frags, mismatch);
+      one_atom_kernel<T, Format::kS4><<<1, 32>>>(atom, s, zeros, o, x, c, frags, mismatch);
       break;
     case Format::kU4:
-      one_atom_kernel<T, Format::kU4><<<1, 32>>>(atom, s, zeros, x, c, frags, mismatch);
+      one_atom_kernel<T, Format::kU4><<<1, 32>>>(atom, s, zeros, o, x, c, frags, mismatch);
       break;
     case Format::kNf4:
-      one_atom_kernel<T, Format::kNf4><<<1, 32>>>(atom, s, zeros, x, c, frags, mismatch);
+      one_atom_kernel<T, Format::kNf4><<<1, 32>>>(atom, s, zeros, o, x, c, frags, mismatch);
       break;
     case Format::kFp4:
-      one_atom_kernel<T, Format::kFp4><<<1, 32>>>(atom, s, zeros, x, c, frags, mismatch);
+      one_atom_kernel<T, Format::kFp4><<<1, 32>>>(atom, s, zeros, o, x, c, frags, mismatch);
+      break;
+    case Format::kAffineU4:
+      one_atom_kernel<T, Format::kAffineU4><<<1, 32>>>(atom, s, zeros, o, x, c, frags, mismatch);
       break;
   }
   CUDA_CHECK(cudaGetLastError());
@@ -93,7 +101,7 @@ void launch_one_atom(Format f, const uint8_t* atom, const void* scales, const ui
 
 void check_one_atom(DType act) {
   auto rng = nibble_test_rng();
-  for (Format f : kAllFormats)
+  for (Format f : kGemmFormats)
     for (Data data : {Data::kExact, Data::kRandom}) {
       SCOPED_TRACE(std::string("GemmWarpMma_") + dtype_name(act) + "_" + nibble::to_string(f) + "_g32 " +
                    (data == Data::kExact ? "small integers, power-of-two scales" : "random normal"));
@@ -102,22 +110,26 @@ void check_one_atom(DType act) {
       const nibble::GemmWeightBytes b = nibble::gemm_weight_bytes(f, 16, 64, 32, act);
       HostGemmBuffers host(b, b.zeros);
       GemmWeights view;
-      NIBBLE_CHECK(nibble::repack_host(w.view(w.codes.data(), w.scales.data(), w.zeros.data()), act, host.codes.data(),
-                                       host.scales.data(), host.zeros.data(), &view));
+      NIBBLE_CHECK(nibble::repack_host(w.view(w.codes.data(), w.scales.data(), w.zeros.data(), w.offsets.data()), act,
+                                       host.codes.data(), host.scales.data(), host.zeros.data(), host.offsets.data(),
+                                       &view));
       host.codes.resize(b.codes);
       host.scales.resize(b.scales);
       host.zeros.resize(b.zeros);
-      DevBuf atom = to_device(host.codes), scales = to_device(host.scales), zeros = to_device(host.zeros);
+      host.offsets.resize(b.offsets);
+      DevBuf atom = to_device(host.codes), scales = to_device(host.scales), zeros = to_device(host.zeros),
+             offsets = to_device(host.offsets);
       DevBuf a = to_device(p.a), c(16 * 16 * 4), frags(32 * 4 * 4 * 4), mismatch(sizeof(int));
       CUDA_CHECK(cudaMemset(c.get(), 0xFF, c.size()));
       CUDA_CHECK(cudaMemset(frags.get(), 0xFF, frags.size()));
       CUDA_CHECK(cudaMemset(mismatch.get(), 0, sizeof(int)));
       const uint8_t* z = f == kU4 ? zeros.as<uint8_t>() : nullptr;
+      const void* o = f == kAU4 ? offsets.get() : nullptr;
       if (act == kF16)
-        launch_one_atom<__half>(f, atom.as<uint8_t>(), scales.get(), z, a.get(), c.as<float>(), frags.as<uint32_t>(),
+        launch_one_atom<__half>(f, atom.as<uint8_t>(), scales.get(), z, o, a.get(), c.as<float>(), frags.as<uint32_t>(),
                                 mismatch.as<int>());
       else
-        launch_one_atom<__nv_bfloat16>(f, atom.as<uint8_t>(), scales.get(), z, a.get(), c.as<float>(),
+        launch_one_atom<__nv_bfloat16>(f, atom.as<uint8_t>(), scales.get(), z, o, a.get(), c.as<float>(),
                                        frags.as<uint32_t>(), mismatch.as<int>());
       CUDA_CHECK(cudaDeviceSynchronize());
       EXPECT_EQ(mismatch.download<int>()[0], 0) << "load_atom_lane / atom_word disagree with load_atom_word";
@@ -134,7 +146,9 @@ void check_one_atom(DType act) {
             const layout::AtomCoord at = layout::atom_coord(lane, j, i);
             const int64_t g = w.group_of(at.k);
             const double v = code_value(f, act, w.code(at.n, at.k)) - w.zero(at.n, g);
-            const uint16_t want = to_bits(act, float(v * t_round(act, w.scale(at.n, g))));
+            // affine u4: one rounding of q * s + m (fma), s and m in T
+            const double m = f == kAU4 ? t_round(act, w.offset(at.n, g)) : 0.0;
+            const uint16_t want = to_bits(act, float(v * t_round(act, w.scale(at.n, g)) + m));
             const uint16_t got = uint16_t(fr[std::size_t((lane * 4 + j) * 4 + i / 2)] >> (16 * (i % 2)));
             wt[std::size_t(at.n * 64 + at.k)] = from_bits(act, got);
             if (got != want && bad++ == 0) {
@@ -143,7 +157,8 @@ void check_one_atom(DType act) {
               first = buf;
             }
           }
-      EXPECT_EQ(bad, 0) << "dequant_fragments differs from (code value * scale) rounded to T; first " << first;
+      EXPECT_EQ(bad, 0) << "dequant_fragments differs from (code value * scale [+ offset]) rounded to T; first "
+                        << first;
 
       // C = A * W^T against float64 from the same fragments: exact for the exact data of s4 / u4, else
       // within fp32 accumulation error.
