@@ -103,10 +103,9 @@ NIBBLE_HOST_DEVICE void ct_codes_chunk(const CtConfig& cfg, const CtTensors& t, 
   const std::int32_t* row = t.weight_packed + r * words;
   const std::uint32_t flip = cfg.symmetric ? 0x88888888u : 0u;
   std::uint32_t w[4] = {0, 0, 0, 0};
-  if (perm == nullptr) {
-#pragma unroll
-    for (int v = 0; v < 4; ++v)
-      if (4 * q + v < words) w[v] = word_at(row, 4 * q + v);  // nibbles past K: padding, never stored
+  if (perm == nullptr) {  // the row's bytes as they are (nibbles past K: padding, never stored)
+    const std::int64_t left = 4 * words - 16 * q;
+    load_code_bytes(reinterpret_cast<const std::uint8_t*>(row) + 16 * q, int(left < 16 ? left : 16), w);
   } else {
 #pragma unroll
     for (int e = 0; e < 32; ++e) {
