@@ -209,18 +209,12 @@ inline Status repack_host(const PlainWeights& src, DType act, void* codes, void*
   for (std::int64_t w = 0; w < s.code_bytes() / 4; ++w) dst[w] = layout::repack_word(src, s, layout::word_coord(s, w));
   auto* z = has_zero_point(src.format) ? static_cast<std::uint8_t*>(zeros) : nullptr;
   const bool with_offsets = has_offset(src.format);
-  auto store = [act](void* buf, std::int64_t i, float v) {
-    if (act == DType::kF16)
-      static_cast<__half*>(buf)[i] = from_float<__half>(v);
-    else
-      static_cast<__nv_bfloat16*>(buf)[i] = from_float<__nv_bfloat16>(v);
-  };
-  for (std::int64_t i = 0; i < s.scale_count(); ++i) {
+  for (std::int64_t i = 0; i < s.scale_count(); ++i) {  // store_scale rounds to act (from_float, as the kernel)
     std::uint8_t zz;
     float m;
-    store(scales, i, layout::repack_scale(src, s, dynamic_map().v, i, &zz, &m));
+    store_scale(scales, act, i, layout::repack_scale(src, s, dynamic_map().v, i, &zz, &m));
     if (z != nullptr) z[i] = zz;
-    if (with_offsets) store(offsets, i, m);
+    if (with_offsets) store_scale(offsets, act, i, m);
   }
   *out = detail::make_view(src, act, codes, scales, zeros, offsets);
   return Status::kSuccess;
