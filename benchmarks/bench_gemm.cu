@@ -68,7 +68,7 @@
 //       splits             (nibble/, mgrid/) the plan run() uses: K splits, from gemm::make_plan
 //     and the label "tile=<name>": the plan's tile by its registry name (gemm::tile_name: decode,
 //     decode_codebook, decode_compact, small, small_compact, large, large_compact, wg_small, wg_mid, wg_large,
-//     stream_m8, stream_m8_l, stream_m16, stream_m32)
+//     stream_m8, stream_m8_l, stream_m16, stream_m32, decode32, decode48)
 //   * host/ cases: no graph; each iteration times 200 back-to-back run() calls into one stream with the
 //     host's steady clock (the time column is per call), then synchronizes the stream outside the timed
 //     region so that the launch queue never fills. Counters: host_ns (median ns per call), cv_pct,

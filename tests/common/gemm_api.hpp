@@ -48,16 +48,19 @@ inline gemm::Plan plan_for(const gemm::Arguments& args, int sms, gemm::Mainloop 
   return gemm::make_plan(args, d, mainloop);
 }
 
-/// The tile family the heuristic picks for M rows and a resolved mainloop, without a shared-memory limit:
-/// decode up to 16 rows, then the 64-row tile, then the large mma.sync tile or the transposed 128- / 256-row
+/// The tile family the heuristic picks for M rows, a resolved mainloop and format f, without a shared-memory
+/// limit: decode up to 16 rows; then, except for the transposed mainloop, decode32 up to 32 rows and (s4 / u4)
+/// decode48 up to 48; then the 64-row tile, then the large mma.sync tile or the transposed 128- / 256-row
 /// tiles.
-inline gemm::TileKind heuristic_tile(int64_t m, gemm::Mainloop ml) {
+inline gemm::TileKind heuristic_tile(int64_t m, gemm::Mainloop ml, Format f = Format::kS4) {
   const bool t = ml == gemm::Mainloop::kTransposedMma;
-  return m <= 16 ? gemm::tile_kind<gemm::TileDecode>
-                 : (m <= 64    ? (t ? gemm::tile_kind<gemm::TileWgSmall> : gemm::tile_kind<gemm::TileSmall>)
-                    : !t       ? gemm::tile_kind<gemm::TileLarge>
-                    : m <= 256 ? gemm::tile_kind<gemm::TileWgMid>
-                               : gemm::tile_kind<gemm::TileWgLarge>);
+  if (m <= 16) return is_codebook(f) ? gemm::tile_kind<gemm::TileDecodeCodebook> : gemm::tile_kind<gemm::TileDecode>;
+  if (!t && m <= 32) return gemm::tile_kind<gemm::TileDecode32>;
+  if (!t && m <= 48 && !is_codebook(f)) return gemm::tile_kind<gemm::TileDecode48>;
+  return m <= 64    ? (t ? gemm::tile_kind<gemm::TileWgSmall> : gemm::tile_kind<gemm::TileSmall>)
+         : !t       ? gemm::tile_kind<gemm::TileLarge>
+         : m <= 256 ? gemm::tile_kind<gemm::TileWgMid>
+                    : gemm::tile_kind<gemm::TileWgLarge>;
 }
 
 /// Valid arguments with fake (never dereferenced) 256-byte aligned pointers: can_implement is CPU only.

@@ -266,7 +266,7 @@ inline RunResult run_and_check(const HostProblem& p, const DeviceWeights& dw, co
 }
 
 /// For f16 and bf16, each format in `formats` that keep(act, f) accepts (random N x K weights, group 64)
-/// and M = 1, 40, 130, 300 (the decode tile and the 64- / 128- / 256-token families): body(problem,
+/// and M = 1, 24, 56, 130, 300 (the decode tile, decode32, the 64- / 128- / 256-token families): body(problem,
 /// weights, activations, reference samples, mainloop) for every mainloop that M runs with.
 template <class Keep, class Body>
 inline void for_each_tile_family_case(std::mt19937_64& rng, int64_t n, int64_t k, std::initializer_list<Format> formats,
@@ -276,7 +276,7 @@ inline void for_each_tile_family_case(std::mt19937_64& rng, int64_t n, int64_t k
       if (!keep(act, f)) continue;
       const HostWeights w = make_weights(rng, f, 64, n, k, act, Data::kRandom);
       const DeviceWeights dw = upload_and_repack(w, act);
-      for (int64_t m : {1, 40, 130, 300}) {
+      for (int64_t m : {1, 24, 56, 130, 300}) {
         const HostProblem p = make_problem(rng, act, w, m, Data::kRandom);
         const DeviceActs da = upload_acts(p);
         const Samples s = reference(p, rng);

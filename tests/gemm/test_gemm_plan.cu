@@ -314,11 +314,12 @@ TEST(GemmPlan, DecodeShapeSplitsKAndLargeShapeDoesNot) {
 TEST(GemmPlan, CompactTilesWhereSharedMemoryIsShort) {
   constexpr int k99KiB = 99 * 1024;
   for (Format f : kGemmFormats)
-    for (int64_t m : {1, 16, 17, 64, 65, 256, 257, 4096})
+    for (int64_t m : {1, 16, 17, 32, 33, 48, 49, 64, 65, 256, 257, 4096})
       for (gemm::Mainloop ml : {gemm::Mainloop::kMmaSync, gemm::Mainloop::kTransposedMma}) {
         gemm::Arguments args = fake_args(f, 128, m, 4096, 4096);
         const gemm::TileKind wide = plan_for(args, 132, ml).kind;
         EXPECT_EQ(int(wide), int(gemm::choose_tile(m, ml, f)));
+        EXPECT_EQ(int(wide), int(heuristic_tile(m, ml, f))) << to_string(f) << " M=" << m << " " << mainloop_name(ml);
         for (int limit : {k99KiB, 227 * 1024}) {
           args.max_smem_per_block = limit;
           const gemm::Plan a = plan_for(args, 132, ml);
@@ -419,7 +420,7 @@ TEST(GemmPlan, CodebookDecodeTileAndTableIndependentPlan) {
       args.sm_count = 132;
       const gemm::Plan p = plan_for(args, 132);
       const gemm::TileKind want =
-          m > 16 ? gemm::tile_kind<gemm::TileSmall>
+          m > 16 ? gemm::tile_kind<gemm::TileDecode32>
                  : (is_codebook(f) ? gemm::tile_kind<gemm::TileDecodeCodebook> : gemm::tile_kind<gemm::TileDecode>);
       EXPECT_EQ(int(p.kind), int(want)) << to_string(f) << " M=" << m;
       for (gemm::CodebookTable t : {gemm::CodebookTable::kSharedMemory, gemm::CodebookTable::kRegisters}) {
@@ -588,6 +589,41 @@ TEST(GemmPlan, WorkspaceNeverExceedsTheCap) {
 }
 
 // ================================== CPU: the stream kernel's plan =============================================
+
+// M <= 8 on long runs: stream_m8_l (chunks of 8), unless its larger ring costs a K split that stream_m8 does
+// without (H200, session 8: 8192 x 28672 M = 4 40.4 us with stream_m8's single slice vs 42.5 with
+// stream_m8_l's two); where both split or neither does, stream_m8_l.
+TEST(GemmPlan, StreamLongRunTileUnlessItAddsASplit) {
+  struct Case {
+    int64_t m, n, k;
+  };
+  for (const Case& c : {Case{1, 28672, 8192}, Case{4, 28672, 8192}, Case{8, 28672, 8192}, Case{1, 8192, 28672},
+                        Case{4, 8192, 28672}, Case{8, 8192, 28672}}) {
+    gemm::Arguments args = fake_args(kS4, 128, c.m, c.n, c.k);
+    args.sm_count = 132;
+    const std::string name = "M" + std::to_string(c.m) + "_N" + std::to_string(c.n) + "_K" + std::to_string(c.k);
+    ASSERT_GE(gemm::stream_atoms_per_sm(c.n, c.k, 132), gemm::kStreamLongRun) << name;
+    const gemm::Plan p = plan_for(args, 132, gemm::Mainloop::kStream, gemm::kH200Limits.max_smem_per_block);
+    gemm::Plan l, s;
+    ASSERT_TRUE(gemm::make_stream_plan_for(args, gemm::tile_config(gemm::tile_kind<gemm::TileStream8L>),
+                                           gemm::kH200Limits, &l));
+    ASSERT_TRUE(
+        gemm::make_stream_plan_for(args, gemm::tile_config(gemm::tile_kind<gemm::TileStream8>), gemm::kH200Limits, &s));
+    const bool short_ring = l.splits > 1 && s.splits == 1;
+    EXPECT_EQ(int(p.kind), int(short_ring ? gemm::tile_kind<gemm::TileStream8> : gemm::tile_kind<gemm::TileStream8L>))
+        << name << ": stream_m8_l " << l.splits << " splits, stream_m8 " << s.splits;
+    EXPECT_EQ(p.splits, short_ring ? s.splits : l.splits) << name;
+    std::printf("[nibble] %s: stream_m8_l %d splits, stream_m8 %d -> %s\n", name.c_str(), l.splits, s.splits,
+                gemm::tile_name(p.kind));
+  }
+  // the case that motivated the rule: at M = 4, K = 8192 the long-run ring needs two slices and stream_m8 one
+  gemm::Arguments args = fake_args(kS4, 128, 4, 28672, 8192);
+  args.sm_count = 132;
+  const int h200 = gemm::kH200Limits.max_smem_per_block;
+  EXPECT_EQ(int(plan_for(args, 132, gemm::Mainloop::kStream, h200).kind), int(gemm::tile_kind<gemm::TileStream8>));
+  args.m = 1;
+  EXPECT_EQ(int(plan_for(args, 132, gemm::Mainloop::kStream, h200).kind), int(gemm::tile_kind<gemm::TileStream8L>));
+}
 
 // make_stream_plan: every K slice fits the shared memory the plan launches with (within the device limit),
 // the grid is at most one CTA per SM where the slices allow, the forced split is honoured (raised only to

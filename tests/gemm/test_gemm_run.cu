@@ -162,8 +162,10 @@ TEST(Gemm_EdgeShapes, EveryMWithOneWeight) {
   auto rng = nibble_test_rng();
   const bool quick = quick_mode();
   const int64_t n = quick ? 272 : 2880, k = quick ? 576 : 2880;
-  const std::vector<int64_t> ms = quick ? std::vector<int64_t>{1, 2, 7, 8, 15, 16, 17, 31, 64, 65, 127, 128, 129}
-                                        : std::vector<int64_t>{1, 2, 7, 8, 15, 16, 17, 31, 64, 127, 128, 257, 1024};
+  // (tile edges: decode 16, decode32 32, decode48 48, the 64-, 128- and 256-token tiles)
+  const std::vector<int64_t> ms =
+      quick ? std::vector<int64_t>{1, 2, 7, 8, 15, 16, 17, 31, 33, 48, 49, 64, 65, 127, 128, 129}
+            : std::vector<int64_t>{1, 2, 7, 8, 15, 16, 17, 31, 32, 33, 48, 49, 64, 127, 128, 257, 1024};
   struct Config {
     DType act;
     Format f;

@@ -105,6 +105,15 @@ inline Plan make_plan(const Arguments& args, const DeviceLimits& d, Mainloop mai
     for (int i = 0; i < kTileCount; ++i) {  // the stream tile, else its Fewer chain, else the mma.sync tile
       Plan p;
       if (make_stream_plan_for(args, tile_config(kind), d, &p)) {
+        // stream_m8_l's larger ring leaves less room for A: where that costs a K split that stream_m8 does
+        // without, stream_m8 is faster (H200, session 8, s4 g128, 8192 x 28672 M = 4: 40.4 vs 42.5 us; where
+        // both split, stream_m8_l stays ahead: 28672 x 8192 M = 4 39.8 vs 43.8).
+        Plan q;
+        if (kind == tile_kind<TileStream8L> && p.splits > 1 &&
+            make_stream_plan_for(args, tile_config(tile_kind<TileStream8>), d, &q) && q.splits == 1) {
+          q.kind = tile_kind<TileStream8>;
+          return q;
+        }
         p.kind = kind;
         return p;
       }

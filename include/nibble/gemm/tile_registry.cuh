@@ -212,6 +212,33 @@ struct TileDecodeCodebook {
   using Fewer = TileDecodeCodebook;
   static constexpr FormatSet kFormats = kCodebookFormats;
 };
+// Small batches, 16 < M <= 32: the decode tile's 8 warps x 2 atoms (256 columns) with two m16 tiles and 3
+// stages (81 KiB: two CTAs per SM, and within a 99 KiB limit; nf4 / fp4 add a 32-copy table). H200, s4 g128,
+// tune_tiles in session 8 (benchmarks/NOTES.md), M = 17 / 32 against wg_small, kAuto's tile there before:
+// 8192 x 28672 73.2 / 73.3 us (105.0 / 104.7), 28672 x 8192 69.9 / 68.9 (96.9 / 96.3), 4096 x 14336 25.6 / 26.5
+// (32.4 / 32.7), 14336 x 4096 30.2 / 29.9 (33.1 / 34.3), 4096 x 4096 18.6 / 19.3 (17.0 / 18.2); nf4 b64 on
+// 8192 x 28672: 89.6 / 89.8 (wg_small 109.9 at M = 32). The 4-stage variant measured the same (73.2 / 73.6).
+struct TileDecode32 {
+  static constexpr const char* kName = "decode32";
+  static constexpr TileConfig kConfig =
+      TileConfig{}.with_warps(1, 8).with_warp_tile(2, 2).with_atoms_k(2).with_stages(3).with_table_copies(32);
+  using Kernel = detail::MmaSyncKernel;
+  using Fewer = TileDecode32;
+  static constexpr FormatSet kFormats = kGemmFormats;
+};
+// Small batches, 32 < M <= 48, integer formats: three m16 tiles x 128 columns (8 warps x 1 atom), 4 stages
+// (86 KiB). H200, s4 g128, session 8, M = 33 / 48 against wg_small: 8192 x 28672 98.7 / 97.9 us (104.7 / 104.2),
+// 28672 x 8192 91.8 / 91.1 (97.4 / 97.9), 4096 x 14336 30.9 / 31.1 (32.9 / 33.2), 14336 x 4096 32.0 / 31.8
+// (34.7 / 35.9), 4096 x 4096 15.9 / 16.5 (18.6 / 20.5); the 256-column, 3-stage variant was slower (102 us).
+// nf4 / fp4 (not measured on it) keep the 64-token tiles there; affine u4 runs it like u4.
+struct TileDecode48 {
+  static constexpr const char* kName = "decode48";
+  static constexpr TileConfig kConfig =
+      TileConfig{}.with_warps(1, 8).with_warp_tile(3, 1).with_atoms_k(2).with_stages(4);
+  using Kernel = detail::MmaSyncKernel;
+  using Fewer = TileDecode48;
+  static constexpr FormatSet kFormats = kIntegerFormats | kAffineFormats;
+};
 // The small and large tiles with fewer stages, for GPUs that allow 99 KiB of shared memory per block
 // (sm_86, sm_89, sm_120) or a caller's Arguments::max_smem_per_block: 76.5 KiB and 83 KiB (+ 16 KiB of
 // nf4 / fp4 table: 92.5 and 99 KiB).
@@ -322,7 +349,8 @@ struct TileStream32 : TileStreamT<4, 2, 4, 8> {
 /// Every tile, once. The index of a tag in this list is its TileKind.
 using TileList = nibble::detail::TypeList<TileDecode, TileDecodeCodebook, TileSmall, TileSmallCompact, TileLarge,
                                           TileLargeCompact, TileWgSmall, TileWgMid, TileWgLarge, TileStream8,
-                                          TileStream16, TileStream32, TileStream8L, TileDecodeCompact>;
+                                          TileStream16, TileStream32, TileStream8L, TileDecodeCompact, TileDecode32,
+                                          TileDecode48>;
 
 /// A tile of TileList, by index (what a Plan stores); tile_kind<Tag> names one.
 enum class TileKind : int {};
@@ -409,8 +437,8 @@ enum class Mainloop : int {
   kAuto = 0,           ///< kWgmma where available (see wgmma_available), else kMmaSync
   kMmaSync = 1,        ///< C = A * W^T with mma.sync (sm_80+)
   kTransposedMma = 2,  ///< C^T = W * A^T, the transposed kernel's tiles with mma.sync (sm_80+)
-  kWgmma = 3,          ///< C^T = W * A^T with wgmma (needs sm_90a device code on an sm_90 GPU; M <= 16
-                       ///< runs the decode tile whatever is asked)
+  kWgmma = 3,          ///< C^T = W * A^T with wgmma (needs sm_90a device code on an sm_90 GPU; M <= 32, and
+                       ///< M <= 48 for s4 / u4, run the mma.sync decode tiles whatever is asked)
   kStream = 4,         ///< the warp-streamed decode kernel (sm_80+), M <= 32 (kAuto's choice where
                        ///< stream_preferred says so); above M = 32 it runs what kAuto runs
 };
@@ -453,9 +481,10 @@ NIBBLE_HOST_DEVICE constexpr std::int64_t stream_atoms_per_sm(std::int64_t n, st
 /// From this many atoms per SM on, M <= 8 runs stream_m8_l (chunks of 8 atoms) instead of stream_m8.
 inline constexpr std::int64_t kStreamLongRun = 1024;
 
-/// The tile for M rows of activations, a (resolved, non-auto) mainloop and the weight format. kWgmma /
-/// kTransposedMma use the transposed tiles above M = 16 (decode stays on the mma.sync tile, which is
-/// memory-bound and faster there); nf4 / fp4 decode uses the tile with room for the conflict-free table.
+/// The tile for M rows of activations, a (resolved, non-auto) mainloop and the weight format. M <= 16 runs
+/// the decode tile (nf4 / fp4: the one with room for the conflict-free table) under every mma mainloop;
+/// up to M = 32 (s4 / u4: 48) kMmaSync and kWgmma run decode32 / decode48, which are memory-bound and faster
+/// there than the 64-token tiles; kTransposedMma runs the transposed tiles above M = 16.
 /// `atoms_per_sm` (stream_atoms_per_sm; 0: unknown) picks the stream tile's chunk for M <= 8.
 inline constexpr TileKind choose_tile(std::int64_t m, Mainloop mainloop = Mainloop::kMmaSync,
                                       Format format = Format::kS4, std::int64_t atoms_per_sm = 0) {
@@ -464,6 +493,10 @@ inline constexpr TileKind choose_tile(std::int64_t m, Mainloop mainloop = Mainlo
     return m <= 16 ? tile_kind<TileStream16> : tile_kind<TileStream32>;
   }
   if (m <= 16) return is_codebook(format) ? tile_kind<TileDecodeCodebook> : tile_kind<TileDecode>;
+  if (mainloop != Mainloop::kTransposedMma) {  // the mma.sync decode tiles beat the 64-token ones up to here
+    if (m <= 32) return tile_kind<TileDecode32>;
+    if (m <= 48 && !is_codebook(format)) return tile_kind<TileDecode48>;
+  }
   if (mainloop == Mainloop::kWgmma || mainloop == Mainloop::kTransposedMma)
     return m <= 64 ? tile_kind<TileWgSmall> : (m <= 256 ? tile_kind<TileWgMid> : tile_kind<TileWgLarge>);
   return m <= 64 ? tile_kind<TileSmall> : tile_kind<TileLarge>;
