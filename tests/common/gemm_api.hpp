@@ -48,15 +48,20 @@ inline gemm::Plan plan_for(const gemm::Arguments& args, int sms, gemm::Mainloop 
   return gemm::make_plan(args, d, mainloop);
 }
 
-/// The tile family the heuristic picks for M rows, a resolved mainloop and format f, without a shared-memory
-/// limit: decode up to 16 rows; then, except for the transposed mainloop, decode32 up to 32 rows and (s4 / u4)
-/// decode48 up to 48; then the 64-row tile, then the large mma.sync tile or the transposed 128- / 256-row
-/// tiles.
-inline gemm::TileKind heuristic_tile(int64_t m, gemm::Mainloop ml, Format f = Format::kS4) {
-  const bool t = ml == gemm::Mainloop::kTransposedMma;
+/// The tile family the heuristic picks for M rows, a resolved mainloop, format f and a weight of
+/// `atoms_per_sm` atoms per SM (0: unknown), without a shared-memory limit: decode up to 16 rows; then, except
+/// for the transposed mainloop, decode32 up to 32 rows and (s4 / u4) decode48 up to 48, where small weights
+/// (<= gemm::kSmallWeightAtoms per SM) take decode48 from 17 rows (s4 / u4) or, nf4 / fp4 under kWgmma, the
+/// 64-row tile; then the 64-row tile, then the large mma.sync tile or the transposed 128- / 256-row tiles.
+inline gemm::TileKind heuristic_tile(int64_t m, gemm::Mainloop ml, Format f = Format::kS4, int64_t atoms_per_sm = 0) {
+  const bool t = ml == gemm::Mainloop::kTransposedMma || ml == gemm::Mainloop::kWgmma;
+  const bool small = atoms_per_sm > 0 && atoms_per_sm <= gemm::kSmallWeightAtoms;
   if (m <= 16) return is_codebook(f) ? gemm::tile_kind<gemm::TileDecodeCodebook> : gemm::tile_kind<gemm::TileDecode>;
-  if (!t && m <= 32) return gemm::tile_kind<gemm::TileDecode32>;
-  if (!t && m <= 48 && !is_codebook(f)) return gemm::tile_kind<gemm::TileDecode48>;
+  if (ml != gemm::Mainloop::kTransposedMma && m <= 48) {
+    if (!is_codebook(f) && (m > 32 || small)) return gemm::tile_kind<gemm::TileDecode48>;
+    if (m <= 32 && !(small && is_codebook(f) && ml == gemm::Mainloop::kWgmma))
+      return gemm::tile_kind<gemm::TileDecode32>;
+  }
   return m <= 64    ? (t ? gemm::tile_kind<gemm::TileWgSmall> : gemm::tile_kind<gemm::TileSmall>)
          : !t       ? gemm::tile_kind<gemm::TileLarge>
          : m <= 256 ? gemm::tile_kind<gemm::TileWgMid>

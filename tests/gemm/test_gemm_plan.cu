@@ -212,7 +212,7 @@ TEST_P(GemmPlanOnDevice, InvariantsOverManyShapesDevicesAndSplits) {
               continue;
             }
             const gemm::Plan p = plan_for(args, sms, ml, dev.smem_optin, dev.smem_per_sm);
-            const gemm::TileKind wide = heuristic_tile(m, ml);
+            const gemm::TileKind wide = heuristic_tile(m, ml, kS4, gemm::stream_atoms_per_sm(nk.n, nk.k, sms));
             const gemm::TileConfig c = gemm::tile_config(p.kind), cw = gemm::tile_config(wide);
             const layout::GemmShape s = layout::make_gemm_shape(nk.n, nk.k, nk.group);
             const int64_t tiles = int64_t(p.tiles_m) * p.tiles_n;
@@ -315,11 +315,13 @@ TEST(GemmPlan, CompactTilesWhereSharedMemoryIsShort) {
   constexpr int k99KiB = 99 * 1024;
   for (Format f : kGemmFormats)
     for (int64_t m : {1, 16, 17, 32, 33, 48, 49, 64, 65, 256, 257, 4096})
-      for (gemm::Mainloop ml : {gemm::Mainloop::kMmaSync, gemm::Mainloop::kTransposedMma}) {
+      for (gemm::Mainloop ml : {gemm::Mainloop::kMmaSync, gemm::Mainloop::kTransposedMma, gemm::Mainloop::kWgmma}) {
         gemm::Arguments args = fake_args(f, 128, m, 4096, 4096);
         const gemm::TileKind wide = plan_for(args, 132, ml).kind;
-        EXPECT_EQ(int(wide), int(gemm::choose_tile(m, ml, f)));
-        EXPECT_EQ(int(wide), int(heuristic_tile(m, ml, f))) << to_string(f) << " M=" << m << " " << mainloop_name(ml);
+        const int64_t atoms = gemm::stream_atoms_per_sm(4096, 4096, 132);
+        EXPECT_EQ(int(wide), int(gemm::choose_tile(m, ml, f, atoms)));
+        EXPECT_EQ(int(wide), int(heuristic_tile(m, ml, f, atoms)))
+            << to_string(f) << " M=" << m << " " << mainloop_name(ml);
         for (int limit : {k99KiB, 227 * 1024}) {
           args.max_smem_per_block = limit;
           const gemm::Plan a = plan_for(args, 132, ml);

@@ -437,8 +437,8 @@ enum class Mainloop : int {
   kAuto = 0,           ///< kWgmma where available (see wgmma_available), else kMmaSync
   kMmaSync = 1,        ///< C = A * W^T with mma.sync (sm_80+)
   kTransposedMma = 2,  ///< C^T = W * A^T, the transposed kernel's tiles with mma.sync (sm_80+)
-  kWgmma = 3,          ///< C^T = W * A^T with wgmma (needs sm_90a device code on an sm_90 GPU; M <= 32, and
-                       ///< M <= 48 for s4 / u4, run the mma.sync decode tiles whatever is asked)
+  kWgmma = 3,          ///< C^T = W * A^T with wgmma (needs sm_90a device code on an sm_90 GPU; M <= 48 for s4 /
+                       ///< u4 and M <= 32 for nf4 / fp4 on large weights run the mma.sync decode tiles)
   kStream = 4,         ///< the warp-streamed decode kernel (sm_80+), M <= 32 (kAuto's choice where
                        ///< stream_preferred says so); above M = 32 it runs what kAuto runs
 };
@@ -478,13 +478,17 @@ NIBBLE_HOST_DEVICE constexpr bool stream_preferred(std::int64_t m, std::int64_t 
 NIBBLE_HOST_DEVICE constexpr std::int64_t stream_atoms_per_sm(std::int64_t n, std::int64_t k, int sms) {
   return ((n + 15) / 16) * ((k + 63) / 64) / (sms > 0 ? sms : 1);
 }
+/// Up to this many atoms per SM (4096 x 4096 on 132 SMs: 124) a weight counts as small for the tiles of
+/// 16 < M <= 32 (choose_tile).
+inline constexpr std::int64_t kSmallWeightAtoms = 128;
 /// From this many atoms per SM on, M <= 8 runs stream_m8_l (chunks of 8 atoms) instead of stream_m8.
 inline constexpr std::int64_t kStreamLongRun = 1024;
 
 /// The tile for M rows of activations, a (resolved, non-auto) mainloop and the weight format. M <= 16 runs
 /// the decode tile (nf4 / fp4: the one with room for the conflict-free table) under every mma mainloop;
 /// up to M = 32 (s4 / u4: 48) kMmaSync and kWgmma run decode32 / decode48, which are memory-bound and faster
-/// there than the 64-token tiles; kTransposedMma runs the transposed tiles above M = 16.
+/// there than the 64-token tiles (small weights, `atoms_per_sm` <= kSmallWeightAtoms: decode48 from M = 17 for
+/// s4 / u4, wg_small for nf4 / fp4 under kWgmma); kTransposedMma runs the transposed tiles above M = 16.
 /// `atoms_per_sm` (stream_atoms_per_sm; 0: unknown) picks the stream tile's chunk for M <= 8.
 inline constexpr TileKind choose_tile(std::int64_t m, Mainloop mainloop = Mainloop::kMmaSync,
                                       Format format = Format::kS4, std::int64_t atoms_per_sm = 0) {
@@ -494,8 +498,13 @@ inline constexpr TileKind choose_tile(std::int64_t m, Mainloop mainloop = Mainlo
   }
   if (m <= 16) return is_codebook(format) ? tile_kind<TileDecodeCodebook> : tile_kind<TileDecode>;
   if (mainloop != Mainloop::kTransposedMma) {  // the mma.sync decode tiles beat the 64-token ones up to here
-    if (m <= 32) return tile_kind<TileDecode32>;
-    if (m <= 48 && !is_codebook(format)) return tile_kind<TileDecode48>;
+    // Small weights have few 256-column tiles: there decode48's 128 columns win from M = 17 on (H200,
+    // session 8, 4096 x 4096: 15.5-16.3 us at M = 17-48, decode32 18.3-19.0 at M = 17-32), and nf4 / fp4 keep
+    // wg_small (19.2 vs 21.9 at M = 32).
+    const bool small_weights = atoms_per_sm > 0 && atoms_per_sm <= kSmallWeightAtoms;
+    if (m <= 48 && !is_codebook(format) && (small_weights || m > 32)) return tile_kind<TileDecode48>;
+    if (m <= 32 && !(small_weights && is_codebook(format) && mainloop == Mainloop::kWgmma))
+      return tile_kind<TileDecode32>;
   }
   if (mainloop == Mainloop::kWgmma || mainloop == Mainloop::kTransposedMma)
     return m <= 64 ? tile_kind<TileWgSmall> : (m <= 256 ? tile_kind<TileWgMid> : tile_kind<TileWgLarge>);
