@@ -362,7 +362,8 @@ TEST(GemmPlan, AffineU4NeverStreamsAndCountsItsOffsets) {
       const gemm::Plan p = plan_for(args, 132, ml, h200.max_smem_per_block);
       EXPECT_FALSE(gemm::tile_config(p.kind).stream) << name;
       EXPECT_TRUE(gemm::tile_serves(p.kind, kAU4)) << name;
-      EXPECT_EQ(int(p.kind), int(gemm::choose_tile(m, ml, kAU4))) << name;
+      EXPECT_EQ(int(p.kind), int(gemm::choose_tile(m, ml, kAU4, gemm::stream_atoms_per_sm(nk.first, nk.second, 132))))
+          << name;
       // a forced kStream: refused up to kStreamMaxM, what kAuto runs above
       gemm::Arguments forced = args;
       forced.mainloop = gemm::Mainloop::kStream;
