@@ -340,13 +340,13 @@ TEST(GemmPlan, CompactTilesWhereSharedMemoryIsShort) {
       }
 }
 
-// Affine u4 (w = q * s + m): kAuto never runs the stream kernel for it (which does not take it yet) and a
-// forced kStream up to kStreamMaxM is refused; its stages carry the offsets (sO, the shape of sS), so every
-// host-side size of an affine kernel (launch bytes, occupancy, the fit to a limit) is the format-aware one,
-// larger than every other format's, which stay exactly as tuned.
-TEST(GemmPlan, AffineU4NeverStreamsAndCountsItsOffsets) {
-  EXPECT_FALSE(gemm::stream_serves(kAU4));
-  for (Format f : kAllFormats) EXPECT_TRUE(gemm::stream_serves(f)) << to_string(f);
+// Affine u4 (w = q * s + m): every kernel family takes it, the stream kernel where kAuto picks it for u4
+// (stream_preferred); its stages carry the offsets (sO, the shape of sS; the stream ring 32 bytes per atom
+// half instead of u4's 16 of zeros), so every host-side size of an affine kernel (launch bytes, occupancy,
+// the fit to a limit, the stream plan's fixed bytes) is the format-aware one, larger than every other
+// format's, which stay exactly as tuned.
+TEST(GemmPlan, AffineU4StreamsLikeU4AndCountsItsOffsets) {
+  for (Format f : kGemmFormats) EXPECT_TRUE(gemm::stream_serves(f)) << to_string(f);
   nibble::DeviceInfo h200;
   h200.compute_capability = 90;
   h200.sm_count = 132;
@@ -357,28 +357,39 @@ TEST(GemmPlan, AffineU4NeverStreamsAndCountsItsOffsets) {
     for (auto nk : {std::pair<int64_t, int64_t>{4096, 4096}, {28672, 8192}}) {
       const std::string name = "M=" + std::to_string(m) + " N=" + std::to_string(nk.first);
       const gemm::Mainloop ml = gemm::resolve_mainloop(gemm::Mainloop::kAuto, m, nk.first, nk.second, h200, kAU4);
-      EXPECT_NE(int(ml), int(gemm::Mainloop::kStream)) << name;
+      EXPECT_EQ(int(ml), int(gemm::resolve_mainloop(gemm::Mainloop::kAuto, m, nk.first, nk.second, h200, kU4))) << name;
+      EXPECT_EQ(ml == gemm::Mainloop::kStream, gemm::stream_preferred(m, nk.first, nk.second, kAU4)) << name;
       const gemm::Arguments args = fake_args(kAU4, 32, m, nk.first, nk.second);
       const gemm::Plan p = plan_for(args, 132, ml, h200.max_smem_per_block);
-      EXPECT_FALSE(gemm::tile_config(p.kind).stream) << name;
       EXPECT_TRUE(gemm::tile_serves(p.kind, kAU4)) << name;
-      EXPECT_EQ(int(p.kind), int(gemm::choose_tile(m, ml, kAU4, gemm::stream_atoms_per_sm(nk.first, nk.second, 132))))
-          << name;
-      // a forced kStream: refused up to kStreamMaxM, what kAuto runs above
+      if (!gemm::tile_config(p.kind).stream)
+        EXPECT_EQ(int(p.kind), int(gemm::choose_tile(m, ml, kAU4, gemm::stream_atoms_per_sm(nk.first, nk.second, 132))))
+            << name;
+      // a forced kStream is accepted at every M (above kStreamMaxM it runs what kAuto runs)
       gemm::Arguments forced = args;
       forced.mainloop = gemm::Mainloop::kStream;
-      EXPECT_STATUS(m <= gemm::kStreamMaxM ? Status::kErrorUnsupportedFormat : Status::kSuccess,
-                    gemm::can_implement(forced));
-      EXPECT_FALSE(gemm::tile_config(gemm::choose_tile(m, gemm::Mainloop::kStream, kAU4)).stream) << name;
+      EXPECT_STATUS(Status::kSuccess, gemm::can_implement(forced));
+      if (m <= gemm::kStreamMaxM) {
+        const gemm::Plan ps = plan_for(forced, 132, gemm::Mainloop::kStream, h200.max_smem_per_block);
+        const gemm::TileConfig sc = gemm::tile_config(ps.kind);
+        EXPECT_TRUE(sc.stream) << name;
+        // the launch holds the affine ring (larger than u4's) and the slice
+        EXPECT_EQ(ps.smem_bytes, sc.stream_fixed_bytes(kAU4) + ps.k_tiles_per_split * sc.stream_act_atom_bytes(m))
+            << name;
+      }
     }
-  // kAuto still streams s4 at M = 1 (the format check changes nothing else)
-  EXPECT_EQ(int(gemm::resolve_mainloop(gemm::Mainloop::kAuto, 1, 4096, 4096, h200, kS4)), int(gemm::Mainloop::kStream));
   const gemm::DeviceLimits d = gemm::device_limits(h200);
   for (int i = 0; i < gemm::kTileCount; ++i) {
     const gemm::TileKind kind = gemm::TileKind(i);
     const gemm::TileConfig c = gemm::tile_config(kind);
     if (c.stream) {
-      EXPECT_FALSE(gemm::tile_serves(kind, kAU4)) << gemm::tile_name(kind);
+      EXPECT_TRUE(gemm::tile_serves(kind, kAU4)) << gemm::tile_name(kind);
+      for (Format f : kAllFormats) EXPECT_EQ(c.stream_fixed_bytes(f), c.stream_fixed_bytes()) << gemm::tile_name(kind);
+      EXPECT_EQ(c.stream_stage_bytes(kAU4) - c.stream_stage_bytes(kU4) >= c.atoms_k * 32, true)
+          << gemm::tile_name(kind);
+      EXPECT_GT(c.stream_fixed_bytes(kAU4), c.stream_fixed_bytes(kU4)) << gemm::tile_name(kind);
+      EXPECT_EQ(c.smem_bytes(kAU4) - c.smem_bytes(kU4), c.stream_ring_bytes(kAU4) - c.stream_ring_bytes(kU4))
+          << gemm::tile_name(kind);
       continue;
     }
     for (Format f : kAllFormats) {

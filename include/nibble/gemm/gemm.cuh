@@ -87,7 +87,7 @@ inline Plan make_plan_for(const Arguments& args, const TileConfig& c, const Devi
 /// the codebook table. False where that leaves no room or the workspace cap rules the plan out.
 inline bool make_stream_plan_for(const Arguments& args, const TileConfig& c, const DeviceLimits& d, Plan* out) {
   const int limit = detail::smem_limit(args.max_smem_per_block, d.max_smem_per_block);
-  const int fixed = c.stream_fixed_bytes() + (is_codebook(args.w.format) ? c.table_bytes() : 0);
+  const int fixed = c.stream_fixed_bytes(args.w.format) + (is_codebook(args.w.format) ? c.table_bytes() : 0);
   int act = TileConfig::kStreamActBytes;
   if (limit > 0 && limit - kStreamStaticBytes - fixed < act) act = limit - kStreamStaticBytes - fixed;
   return make_stream_plan(args.w.shape(), args.m, args.split_k, c, args.sm_count > 0 ? args.sm_count : d.sm_count, act,

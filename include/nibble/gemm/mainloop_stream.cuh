@@ -31,10 +31,11 @@ NIBBLE_ARCH_NAMESPACE_BEGIN
 
 /// One weight atom as a lane of the streaming warp holds it: its 16-byte slice, the scales of its rows g
 /// and g + 8 for the atom's two halves (s0, s1: raw T bits, row g in the low half; equal unless groups are
-/// 32 long) and, for u4, the zero points (bytes: half 0 row g, row g + 8, half 1 row g, row g + 8).
+/// 32 long), for u4 the zero points (bytes: half 0 row g, row g + 8, half 1 row g, row g + 8) and for affine
+/// u4 the offsets (o0, o1: like s0, s1).
 struct StreamAtom {
   uint4 w;
-  std::uint32_t s0, s1, z;
+  std::uint32_t s0, s1, z, o0, o1;
 };
 
 template <class T>
@@ -43,6 +44,14 @@ NIBBLE_DEVICE float scale_bits_to_float(std::uint32_t bits) {
     return __half2float(__ushort_as_half(static_cast<unsigned short>(bits)));
   else
     return __uint_as_float(bits << 16);
+}
+/// The T whose bits are the low 16 bits of `bits`.
+template <class T>
+NIBBLE_DEVICE T bits_to_value(std::uint32_t bits) {
+  if constexpr (std::is_same_v<T, __half>)
+    return __ushort_as_half(static_cast<unsigned short>(bits));
+  else
+    return __ushort_as_bfloat16(static_cast<unsigned short>(bits));
 }
 
 /// kG32: groups of 32 (two scale rows per atom); every other group size (and per-channel) has one.
@@ -55,12 +64,12 @@ __global__ void __launch_bounds__(Tile::kConfig.threads(), 1) gemm_stream_kernel
   constexpr int kTok = C.tile_m();                       // token rows of the slice
   constexpr int kFrag = TT * 4 * 32;                     // floats of one warp's accumulators (fragment order)
   constexpr int kChunk = C.atoms_k, kStages = C.stages;  // the copy ring: kStages stages of kChunk atoms
-  constexpr int kStageBytes = C.stream_stage_bytes();
+  constexpr int kStageBytes = C.stream_stage_bytes(F);
   constexpr int kPer = kG32 ? 2 : 1;                      // scale rows per atom
   constexpr int kScaleOff = kChunk * layout::kAtomBytes;  // stage: scales after the atoms
-  constexpr int kZeroOff = kScaleOff + kChunk * 2 * 32;   // then u4 zeros
-  static_assert(kZeroOff + kChunk * 2 * 16 <= kStageBytes, "stage layout");
-  constexpr bool kU4 = F == Format::kU4;
+  constexpr int kZeroOff = kScaleOff + kChunk * 2 * 32;   // then u4 zeros, or affine u4 offsets (like scales)
+  constexpr bool kU4 = F == Format::kU4, kAffine = has_offset(F);
+  static_assert(kZeroOff + kChunk * 2 * (kAffine ? 32 : 16) <= kStageBytes, "stage layout");
   // Atoms of a fast-path chunk unrolled together: all of them where the registers allow (ptxas spills the
   // nf4 / fp4 table kernels and the 16-token s4 one otherwise).
   constexpr int kFastUnroll = (is_codebook(F) || TT > 1) ? 2 : kChunk;
@@ -71,7 +80,7 @@ __global__ void __launch_bounds__(Tile::kConfig.threads(), 1) gemm_stream_kernel
 #endif
   constexpr int kPrefix = kernel_smem_prefix(F, kSmemTable, C);  // the codebook table, if any
   float* red = reinterpret_cast<float*>(smem_raw + kPrefix);     // [W][2][kFrag]
-  T* act = reinterpret_cast<T*>(smem_raw + kPrefix + C.stream_fixed_bytes());
+  T* act = reinterpret_cast<T*>(smem_raw + kPrefix + C.stream_fixed_bytes(F));
 
   const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32, g = lane / 4, t = lane % 4;
   unsigned char* ring = smem_raw + kPrefix + C.stream_red_bytes() + warp * kStages * kStageBytes;
@@ -102,23 +111,31 @@ __global__ void __launch_bounds__(Tile::kConfig.threads(), 1) gemm_stream_kernel
     const std::int64_t gi = p.per_channel ? 0 : (std::int64_t(kb) * layout::kAtomK) >> p.group_log2;
     return gi * n_pad + std::int64_t(col) * layout::kAtomN;
   };
-  // Slots of a chunk: scales first (atom i, scale row h, 16-byte half), then zeros (atom i, row h).
-  constexpr int kScaleSlots = kChunk * kPer * 2, kSlots = kScaleSlots + (kU4 ? kChunk * kPer : 0);
-  // Copies one slot (scale half or zero row) of atom i of the chunk whose first atom is (col, kb); kb + i may
-  // run past the slice (the chunk then continues in the next column).
+  // Slots of a chunk: scales first (atom i, scale row h, 16-byte half), then u4 zeros (atom i, row h) or
+  // affine u4 offsets (laid out like the scales).
+  constexpr int kScaleSlots = kChunk * kPer * 2;
+  constexpr int kSlots = kScaleSlots + (kU4 ? kChunk * kPer : 0) + (kAffine ? kScaleSlots : 0);
+  // Copies one slot (scale half, zero row or offset half) of atom i of the chunk whose first atom is (col, kb);
+  // kb + i may run past the slice (the chunk then continues in the next column).
   auto copy_slot = [&](unsigned char* st, int s, int i, int col, int kb, bool may_wrap) {
-    const bool zero = s >= kScaleSlots;
-    const int h = zero ? (s - kScaleSlots) % kPer : (s / 2) % kPer;
+    const bool second = s >= kScaleSlots;  // a zero or an offset slot
+    const int s2 = second ? s - kScaleSlots : s;
+    const int h = second && kU4 ? s2 % kPer : (s2 / 2) % kPer;
     kb += i;
     if (may_wrap) wrap(kb, col);
     const std::int64_t so = scale_offset(col, kb) + h * n_pad;
-    if (zero)
-      nibble::detail::cp_async_16(st + kZeroOff + (i * kPer + h) * 16, p.zeros + so, true);
-    else
+    if (!second)
       nibble::detail::cp_async_16(st + kScaleOff + (i * kPer + h) * 32 + (s % 2) * 16, p.scales + so + (s % 2) * 8,
                                   true);
+    else if constexpr (kU4)
+      nibble::detail::cp_async_16(st + kZeroOff + (i * kPer + h) * 16, p.zeros + so, true);
+    else
+      nibble::detail::cp_async_16(st + kZeroOff + (i * kPer + h) * 32 + (s2 % 2) * 16, p.offsets + so + (s2 % 2) * 8,
+                                  true);
   };
-  auto slot_atom = [&](int s) { return s >= kScaleSlots ? (s - kScaleSlots) / kPer : s / (2 * kPer); };
+  auto slot_atom = [&](int s) {
+    return s < kScaleSlots ? s / (2 * kPer) : (kU4 ? (s - kScaleSlots) / kPer : (s - kScaleSlots) / (2 * kPer));
+  };
   // Copies chunk c into its stage (the cursor is at the chunk's first atom; chunks are copied in order):
   // its scale / zero slots and (sm_90) their mbarrier arrivals, and its atoms; advance() then moves the
   // cursor on. A full chunk inside one column (the common case) is one bulk copy and one slot per lane.
@@ -280,44 +297,69 @@ __global__ void __launch_bounds__(Tile::kConfig.threads(), 1) gemm_stream_kernel
 
   // Multiplies one atom (its A slice at addr) into acc.
   auto consume = [&](const StreamAtom& at, std::uint32_t addr) {
-    float part[TT][4];
     std::uint32_t bf[TT][4];
-    auto apply = [&](std::uint32_t s) {
-      const float lo = scale_bits_to_float<T>(s & 0xFFFFu), hi = scale_bits_to_float<T>(s >> 16);
+    if constexpr (kAffine) {
+      // Affine u4: w = q s + m in T (dequant_fragments: one __hfma2 per pair), accumulated straight into acc
+      // (the offset cannot be applied after the sum); no fp32 scaling step.
+      const ColumnPairQuant<T> qa[2] = {{bits_to_value<T>(at.s0), bits_to_value<T>(at.s0 >> 16), 0, 0,
+                                         bits_to_value<T>(at.o0), bits_to_value<T>(at.o0 >> 16)},
+                                        {bits_to_value<T>(at.s1), bits_to_value<T>(at.s1 >> 16), 0, 0,
+                                         bits_to_value<T>(at.o1), bits_to_value<T>(at.o1 >> 16)}};
 #pragma unroll
-      for (int tt = 0; tt < TT; ++tt) {
-        acc[tt][0] = fmaf(lo, part[tt][0], acc[tt][0]);
-        acc[tt][1] = fmaf(lo, part[tt][1], acc[tt][1]);
-        acc[tt][2] = fmaf(hi, part[tt][2], acc[tt][2]);
-        acc[tt][3] = fmaf(hi, part[tt][3], acc[tt][3]);
+      for (int j = 0; j < 4; ++j) {
+        if (j % 2 == 0) {
+#pragma unroll
+          for (int tt = 0; tt < TT; ++tt)
+            nibble::detail::ldmatrix_x4(bf[tt], addr + std::uint32_t(tt * 8 * pitch * 2) + xo[j / 2]);
+        }
+        std::uint32_t o[4];
+        dequant_fragments<T, F>(atom_word(at.w, j), qa[j / 2], ctx, o);
+        const std::uint32_t a[4] = {o[0], o[2], o[1], o[3]};  // B-fragment order -> A-fragment order
+#pragma unroll
+        for (int tt = 0; tt < TT; ++tt) {
+          const std::uint32_t b[2] = {bf[tt][2 * (j % 2)], bf[tt][2 * (j % 2) + 1]};
+          nibble::detail::mma_m16n8k16<T>(acc[tt], a, b);
+        }
       }
-    };
-    ColumnPairQuant<T> q[2] = {};
-    if constexpr (kU4) {
-      q[0].zero_lo = int(at.z & 0xFFu), q[0].zero_hi = int((at.z >> 8) & 0xFFu);
-      q[1].zero_lo = int((at.z >> 16) & 0xFFu), q[1].zero_hi = int(at.z >> 24);
+    } else {
+      float part[TT][4];
+      auto apply = [&](std::uint32_t s) {
+        const float lo = scale_bits_to_float<T>(s & 0xFFFFu), hi = scale_bits_to_float<T>(s >> 16);
+#pragma unroll
+        for (int tt = 0; tt < TT; ++tt) {
+          acc[tt][0] = fmaf(lo, part[tt][0], acc[tt][0]);
+          acc[tt][1] = fmaf(lo, part[tt][1], acc[tt][1]);
+          acc[tt][2] = fmaf(hi, part[tt][2], acc[tt][2]);
+          acc[tt][3] = fmaf(hi, part[tt][3], acc[tt][3]);
+        }
+      };
+      ColumnPairQuant<T> q[2] = {};
+      if constexpr (kU4) {
+        q[0].zero_lo = int(at.z & 0xFFu), q[0].zero_hi = int((at.z >> 8) & 0xFFu);
+        q[1].zero_lo = int((at.z >> 16) & 0xFFu), q[1].zero_hi = int(at.z >> 24);
+      }
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        if (j % 2 == 0) {
+#pragma unroll
+          for (int tt = 0; tt < TT; ++tt)
+            nibble::detail::ldmatrix_x4(bf[tt], addr + std::uint32_t(tt * 8 * pitch * 2) + xo[j / 2]);
+        }
+        std::uint32_t o[4];
+        decode_fragments<T, F>(atom_word(at.w, j), q[j / 2], ctx, o);
+        const std::uint32_t a[4] = {o[0], o[2], o[1], o[3]};  // B-fragment order -> A-fragment order
+#pragma unroll
+        for (int tt = 0; tt < TT; ++tt) {
+          const std::uint32_t b[2] = {bf[tt][2 * (j % 2)], bf[tt][2 * (j % 2) + 1]};
+          if (j == 0 || (kG32 && j == 2))
+            nibble::detail::mma_m16n8k16_zero_c<T>(part[tt], a, b);
+          else
+            nibble::detail::mma_m16n8k16<T>(part[tt], a, b);
+        }
+        if (kG32 && j == 1) apply(at.s0);
+      }
+      apply(at.s1);
     }
-#pragma unroll
-    for (int j = 0; j < 4; ++j) {
-      if (j % 2 == 0) {
-#pragma unroll
-        for (int tt = 0; tt < TT; ++tt)
-          nibble::detail::ldmatrix_x4(bf[tt], addr + std::uint32_t(tt * 8 * pitch * 2) + xo[j / 2]);
-      }
-      std::uint32_t o[4];
-      decode_fragments<T, F>(atom_word(at.w, j), q[j / 2], ctx, o);
-      const std::uint32_t a[4] = {o[0], o[2], o[1], o[3]};  // B-fragment order -> A-fragment order
-#pragma unroll
-      for (int tt = 0; tt < TT; ++tt) {
-        const std::uint32_t b[2] = {bf[tt][2 * (j % 2)], bf[tt][2 * (j % 2) + 1]};
-        if (j == 0 || (kG32 && j == 2))
-          nibble::detail::mma_m16n8k16_zero_c<T>(part[tt], a, b);
-        else
-          nibble::detail::mma_m16n8k16<T>(part[tt], a, b);
-      }
-      if (kG32 && j == 1) apply(at.s0);
-    }
-    apply(at.s1);
   };
   // Atom i of stage st, as this lane holds it.
   auto load_atom = [&](const unsigned char* st, int i) {
@@ -326,7 +368,12 @@ __global__ void __launch_bounds__(Tile::kConfig.threads(), 1) gemm_stream_kernel
     const unsigned short* ss = reinterpret_cast<const unsigned short*>(st + kScaleOff + i * kPer * 32);
     at.s0 = std::uint32_t(ss[g]) | (std::uint32_t(ss[g + 8]) << 16);
     at.s1 = kG32 ? (std::uint32_t(ss[16 + g]) | (std::uint32_t(ss[16 + g + 8]) << 16)) : at.s0;
-    at.z = 0;
+    at.z = at.o0 = at.o1 = 0;
+    if constexpr (kAffine) {
+      const unsigned short* oo = reinterpret_cast<const unsigned short*>(st + kZeroOff + i * kPer * 32);
+      at.o0 = std::uint32_t(oo[g]) | (std::uint32_t(oo[g + 8]) << 16);
+      at.o1 = kG32 ? (std::uint32_t(oo[16 + g]) | (std::uint32_t(oo[16 + g + 8]) << 16)) : at.o0;
+    }
     if constexpr (kU4) {
       const std::uint8_t* zz = st + kZeroOff + i * kPer * 16;
       const std::uint32_t z0 = std::uint32_t(zz[g]) | (std::uint32_t(zz[g + 8]) << 8);

@@ -114,7 +114,7 @@ struct TileConfig {
   /// smem_bytes() of a kernel for format f: the same for every format but affine u4, whose stages are larger
   /// (stage_bytes(f)). What the host side sizes launches, occupancy and the fit to a limit with.
   NIBBLE_HOST_DEVICE constexpr int smem_bytes(Format f) const {
-    if (stream) return stream_red_bytes() + stream_ring_bytes() + kStreamActBytes;
+    if (stream) return stream_red_bytes() + stream_ring_bytes(f) + kStreamActBytes;
     if (!transposed) return stages * stage_bytes(f);
     const int ring = stages * stage_bytes(f), staging = tile_m() * c_stage_pitch() * 4;
     return (ring > staging ? ring : staging) + 1024;
@@ -123,12 +123,14 @@ struct TileConfig {
   /// The most shared memory a stream kernel gives its activation slice (a launch uses what its K slice needs).
   static constexpr int kStreamActBytes = 80 * 1024;
   /// A stream configuration's copy ring per warp: `stages` stages of `atoms_k` weight atoms each, then 32
-  /// bytes of scales per atom half (two group rows at most), then 16 bytes of u4 zeros per atom half;
-  /// 128-byte aligned.
-  NIBBLE_HOST_DEVICE constexpr int stream_stage_bytes() const {
-    return int(round_up(atoms_k * (layout::kAtomBytes + 2 * 32 + 2 * 16), 128));
+  /// bytes of scales per atom half (two group rows at most), then 16 bytes of u4 zeros per atom half (format
+  /// f = affine u4: 32 bytes of offsets, the shape of the scales); 128-byte aligned.
+  NIBBLE_HOST_DEVICE constexpr int stream_stage_bytes(Format f = Format::kS4) const {
+    return int(round_up(atoms_k * (layout::kAtomBytes + 2 * 32 + (has_offset(f) ? 2 * 32 : 2 * 16)), 128));
   }
-  NIBBLE_HOST_DEVICE constexpr int stream_ring_bytes() const { return warps() * stages * stream_stage_bytes(); }
+  NIBBLE_HOST_DEVICE constexpr int stream_ring_bytes(Format f = Format::kS4) const {
+    return warps() * stages * stream_stage_bytes(f);
+  }
   /// Bytes of one K atom (64 k) of the activation slice: tile_m() tokens x 64 x 2 bytes.
   NIBBLE_HOST_DEVICE constexpr int stream_act_atom_bytes() const { return tile_m() * layout::kAtomK * 2; }
   /// The same for M tokens: a one-token-tile kernel stores only rows < M (mainloop_stream.cuh).
@@ -137,8 +139,10 @@ struct TileConfig {
   }
   /// Per-warp fp32 partial sums of two column segments (the warp's first and last), in fragment order.
   NIBBLE_HOST_DEVICE constexpr int stream_red_bytes() const { return warps() * 2 * (warp_m16 * 4 * 32) * 4; }
-  /// Shared memory of a stream kernel besides its activation slice (and the codebook table).
-  NIBBLE_HOST_DEVICE constexpr int stream_fixed_bytes() const { return stream_red_bytes() + stream_ring_bytes(); }
+  /// Shared memory of a stream kernel for format f besides its activation slice (and the codebook table).
+  NIBBLE_HOST_DEVICE constexpr int stream_fixed_bytes(Format f = Format::kS4) const {
+    return stream_red_bytes() + stream_ring_bytes(f);
+  }
   /// Bytes of the shared-memory codebook table of nf4 / fp4 kernels (on top of smem_bytes()).
   NIBBLE_HOST_DEVICE constexpr int table_bytes() const { return smem_codebook_bytes(table_copies); }
   /// The shape rules of the configuration's kernel.
@@ -159,11 +163,10 @@ using FormatSet = unsigned;
 NIBBLE_HOST_DEVICE constexpr FormatSet format_bit(Format f) { return 1u << unsigned(f); }
 inline constexpr FormatSet kIntegerFormats = format_bit(Format::kS4) | format_bit(Format::kU4);
 inline constexpr FormatSet kCodebookFormats = format_bit(Format::kNf4) | format_bit(Format::kFp4);
-/// Affine u4: served by the mma.sync and transposed tiles, not (yet) by the stream tiles.
 inline constexpr FormatSet kAffineFormats = format_bit(Format::kAffineU4);
-/// The formats the stream tiles serve (the stream kernel takes affine u4 later).
+/// The four formats without offsets.
 inline constexpr FormatSet kAllFormats = kIntegerFormats | kCodebookFormats;
-/// The formats the mma.sync and transposed tiles serve: all five.
+/// Every format the GEMM takes (all five): what the mma.sync, transposed and stream tiles serve.
 inline constexpr FormatSet kGemmFormats = kAllFormats | kAffineFormats;
 
 namespace detail {
@@ -323,7 +326,7 @@ struct TileStreamT {
   static constexpr TileConfig kConfig =
       TileConfig{}.with_warps(1, kWarps).with_stream(kTokenTiles, kStages, kChunk).with_table_copies(32);
   using Kernel = detail::StreamKernel;
-  static constexpr FormatSet kFormats = kAllFormats;
+  static constexpr FormatSet kFormats = kGemmFormats;
 };
 struct TileStream8 : TileStreamT<1, 2, 4, 16> {
   static constexpr const char* kName = "stream_m8";
@@ -347,10 +350,10 @@ struct TileStream32 : TileStreamT<4, 2, 4, 8> {
 };
 
 /// Every tile, once. The index of a tag in this list is its TileKind.
-using TileList = nibble::detail::TypeList<TileDecode, TileDecodeCodebook, TileSmall, TileSmallCompact, TileLarge,
-                                          TileLargeCompact, TileWgSmall, TileWgMid, TileWgLarge, TileStream8,
-                                          TileStream16, TileStream32, TileStream8L, TileDecodeCompact, TileDecode32,
-                                          TileDecode48>;
+using TileList =
+    nibble::detail::TypeList<TileDecode, TileDecodeCodebook, TileSmall, TileSmallCompact, TileLarge, TileLargeCompact,
+                             TileWgSmall, TileWgMid, TileWgLarge, TileStream8, TileStream16, TileStream32, TileStream8L,
+                             TileDecodeCompact, TileDecode32, TileDecode48>;
 
 /// A tile of TileList, by index (what a Plan stores); tile_kind<Tag> names one.
 enum class TileKind : int {};
@@ -385,8 +388,8 @@ inline constexpr TileKind tile_fewer(TileKind kind) {
   return visit_tile(kind, kind, [](auto tile) { return tile_kind<typename decltype(tile)::Fewer>; });
 }
 
-/// True when every stream tile serves format f (not affine u4 yet: the stream kernel takes it later, and
-/// until then kAuto never picks a stream tile for it and a forced kStream is refused).
+/// True when every stream tile serves format f (every format today; for one that it did not, kAuto would
+/// never pick a stream tile and a forced kStream would be refused).
 inline constexpr bool stream_serves(Format f) {
   for (int i = 0; i < kTileCount; ++i)
     if (tile_config(TileKind(i)).stream && !tile_serves(TileKind(i), f)) return false;
