@@ -307,7 +307,9 @@ TEST(Gemm_Stream, PartitionsAgainstTheOracleAndEachOther) {
       {64, 4096, 128, kNf4, kF16, Data::kRandom},  // a K slice above 48 atoms with the register table
       // 1024 atoms: on one SM (part 2) M <= 8 runs stream_m8_l (chunks of 8), bit-identical to stream_m8
       {512, 2048, 128, kS4, kF16, Data::kExact},
-      {256, 4096, 32, kU4, kBF16, Data::kExact}};
+      {256, 4096, 32, kU4, kBF16, Data::kExact},
+      {72, 992, 32, kAU4, kF16, Data::kExact},  // affine u4: offsets in the stage, g32 (two rows per atom)
+      {512, 2048, 128, kAU4, kBF16, Data::kExact}};
   const std::vector<int64_t> ms =
       quick ? std::vector<int64_t>{1, 9, 32} : std::vector<int64_t>{1, 3, 8, 9, 16, 17, 24, 32};
   struct Part {
@@ -676,10 +678,10 @@ TEST(Gemm_SharedMemoryLimit, NinetyNineKiBTilesPassTheOracle) {
 
 // ================================== GPU: affine u4 =========================================================
 
-// What run() refuses for affine u4, before any launch (C stays poison): a forced kStream up to kStreamMaxM (the
-// stream kernel does not take affine u4 yet; above, kStream runs what kAuto runs and passes the oracle), null
-// or misaligned offsets; the device repack overload without an offsets buffer. Two runs of the same affine
-// GEMM are bit-identical (split-K forced, so the reduction order is exercised too).
+// What run() refuses for affine u4, before any launch (C stays poison): null or misaligned offsets; the
+// device repack overload without an offsets buffer. A forced kStream runs the stream kernel up to kStreamMaxM
+// (what kAuto runs above) and passes the oracle. Two runs of the same affine GEMM are bit-identical (split-K
+// forced, so the reduction order is exercised too).
 TEST(Gemm_Affine, RefusalsAndDeterminism) {
   NIBBLE_REQUIRE_GPU();
   auto rng = nibble_test_rng();
@@ -703,13 +705,10 @@ TEST(Gemm_Affine, RefusalsAndDeterminism) {
     o.mainloop = gemm::Mainloop::kStream;
     gemm::Arguments args = make_args(p, dw, da, o, c.get());
     SCOPED_TRACE(p.name());
-    if (m <= gemm::kStreamMaxM) {
-      EXPECT_STATUS(Status::kErrorUnsupportedFormat, gemm::can_implement(args));
-      EXPECT_STATUS(Status::kErrorUnsupportedFormat, gemm::run(args, nullptr, 0, nullptr));
-    } else {
-      const Samples s = reference(p, rng);
-      run_and_check(p, dw, da, s, o);
-    }
+    EXPECT_STATUS(Status::kSuccess, gemm::can_implement(args));
+    const RunResult streamed = run_and_check(p, dw, da, reference(p, rng), o);
+    EXPECT_EQ(gemm::tile_config(streamed.plan.kind).stream, m <= gemm::kStreamMaxM)
+        << gemm::tile_name(streamed.plan.kind);
     args.mainloop = gemm::Mainloop::kAuto;
     gemm::Arguments bad = args;
     bad.w.offsets = nullptr;
@@ -717,7 +716,7 @@ TEST(Gemm_Affine, RefusalsAndDeterminism) {
     bad.w.offsets = static_cast<const char*>(args.w.offsets) + 2;
     EXPECT_STATUS(Status::kErrorMisalignedPointer, gemm::run(bad, nullptr, 0, nullptr));
     CUDA_CHECK(cudaDeviceSynchronize());
-    if (m <= gemm::kStreamMaxM) {
+    {
       const std::vector<uint8_t> poison = c.download<uint8_t>();
       EXPECT_EQ(std::count(poison.begin(), poison.end(), uint8_t(0xFF)), std::ptrdiff_t(bytes))
           << "a refused run wrote C";
