@@ -147,8 +147,10 @@ void check_one_atom(DType act) {
             const int64_t g = w.group_of(at.k);
             const double v = code_value(f, act, w.code(at.n, at.k)) - w.zero(at.n, g);
             // affine u4: one rounding of q * s + m (fma), s and m in T
-            const double m = f == kAU4 ? t_round(act, w.offset(at.n, g)) : 0.0;
-            const uint16_t want = to_bits(act, float(v * t_round(act, w.scale(at.n, g)) + m));
+            // (other formats: the product alone, so that fp4's -0 code stays -0, as the kernel's multiply keeps it)
+            const double prod = v * t_round(act, w.scale(at.n, g));
+            const double r = f == kAU4 ? prod + t_round(act, w.offset(at.n, g)) : prod;
+            const uint16_t want = to_bits(act, float(r));
             const uint16_t got = uint16_t(fr[std::size_t((lane * 4 + j) * 4 + i / 2)] >> (16 * (i % 2)));
             wt[std::size_t(at.n * 64 + at.k)] = from_bits(act, got);
             if (got != want && bad++ == 0) {
