@@ -19,8 +19,8 @@
 //   nibble/f16/<format>/K<K>_N<N>/M<M>      the u4 / affine u4 comparison: <format> u4g32, affine_u4g32, u4g128,
 //                                           affine_u4g128 (zero point 8; offsets uniform in [-0.12, -0.04], about
 //                                           -8 scales, as GGUF Q4_1); K x N 4096x14336 and 28672x8192; M 1, 16,
-//                                           1024. At M <= 16 kAuto runs u4 on the stream kernel, which does not
-//                                           take affine u4 yet: compare the two with NIBBLE_MAINLOOP=mma there
+//                                           1024 (kAuto: the same kernel family for both, the stream kernel
+//                                           at M = 1)
 //   chain/<model>/<lib>/<act>/M<M>          (lib: cublas, nibble_s4g128, nibble_s4g128_pdl = with
 //                                           Arguments::programmatic_launch) one decoder layer's GEMMs in order (qkv, o,
 //                                           gate_up, down) in ONE graph: <model> llama3-8b (K x N 4096x6144, 4096x4096,

@@ -108,10 +108,12 @@ inline Plan make_plan(const Arguments& args, const DeviceLimits& d, Mainloop mai
         // stream_m8_l's larger ring leaves less room for A: where that costs a K split that stream_m8 does
         // without, stream_m8 is faster for s4 / u4 (H200, session 8, s4 g128, 8192 x 28672 M = 4: 40.4 vs 42.5
         // us; where both split, stream_m8_l stays ahead: 28672 x 8192 M = 4 39.8 vs 43.8). Not for nf4 / fp4
-        // (28672 x 8192 M = 1: stream_m8 51.8 us with one slice, stream_m8_l 47.0 with four).
+        // (28672 x 8192 M = 1: stream_m8 51.8 us with one slice, stream_m8_l 47.0 with four), nor affine u4,
+        // whose larger ring splits K in stream_m8_l where u4's does not (28672 x 8192 M = 1: affine on stream_m8
+        // 53.7 us, u4 on stream_m8_l 44.6).
         Plan q;
-        if (kind == tile_kind<TileStream8L> && !is_codebook(args.w.format) && p.splits > 1 &&
-            make_stream_plan_for(args, tile_config(tile_kind<TileStream8>), d, &q) && q.splits == 1) {
+        if (kind == tile_kind<TileStream8L> && (args.w.format == Format::kS4 || args.w.format == Format::kU4) &&
+            p.splits > 1 && make_stream_plan_for(args, tile_config(tile_kind<TileStream8>), d, &q) && q.splits == 1) {
           q.kind = tile_kind<TileStream8>;
           return q;
         }
