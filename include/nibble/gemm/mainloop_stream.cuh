@@ -298,68 +298,56 @@ __global__ void __launch_bounds__(Tile::kConfig.threads(), 1) gemm_stream_kernel
   // Multiplies one atom (its A slice at addr) into acc.
   auto consume = [&](const StreamAtom& at, std::uint32_t addr) {
     std::uint32_t bf[TT][4];
-    if constexpr (kAffine) {
-      // Affine u4: w = q s + m in T (dequant_fragments: one __hfma2 per pair), accumulated straight into acc
-      // (the offset cannot be applied after the sum); no fp32 scaling step.
-      const ColumnPairQuant<T> qa[2] = {{bits_to_value<T>(at.s0), bits_to_value<T>(at.s0 >> 16), 0, 0,
-                                         bits_to_value<T>(at.o0), bits_to_value<T>(at.o0 >> 16)},
-                                        {bits_to_value<T>(at.s1), bits_to_value<T>(at.s1 >> 16), 0, 0,
-                                         bits_to_value<T>(at.o1), bits_to_value<T>(at.o1 >> 16)}};
+    float part[TT][4];
+    auto apply = [&](std::uint32_t s) {
+      const float lo = scale_bits_to_float<T>(s & 0xFFFFu), hi = scale_bits_to_float<T>(s >> 16);
 #pragma unroll
-      for (int j = 0; j < 4; ++j) {
-        if (j % 2 == 0) {
-#pragma unroll
-          for (int tt = 0; tt < TT; ++tt)
-            nibble::detail::ldmatrix_x4(bf[tt], addr + std::uint32_t(tt * 8 * pitch * 2) + xo[j / 2]);
-        }
-        std::uint32_t o[4];
-        dequant_fragments<T, F>(atom_word(at.w, j), qa[j / 2], ctx, o);
-        const std::uint32_t a[4] = {o[0], o[2], o[1], o[3]};  // B-fragment order -> A-fragment order
-#pragma unroll
-        for (int tt = 0; tt < TT; ++tt) {
-          const std::uint32_t b[2] = {bf[tt][2 * (j % 2)], bf[tt][2 * (j % 2) + 1]};
-          nibble::detail::mma_m16n8k16<T>(acc[tt], a, b);
-        }
+      for (int tt = 0; tt < TT; ++tt) {
+        acc[tt][0] = fmaf(lo, part[tt][0], acc[tt][0]);
+        acc[tt][1] = fmaf(lo, part[tt][1], acc[tt][1]);
+        acc[tt][2] = fmaf(hi, part[tt][2], acc[tt][2]);
+        acc[tt][3] = fmaf(hi, part[tt][3], acc[tt][3]);
       }
-    } else {
-      float part[TT][4];
-      auto apply = [&](std::uint32_t s) {
-        const float lo = scale_bits_to_float<T>(s & 0xFFFFu), hi = scale_bits_to_float<T>(s >> 16);
-#pragma unroll
-        for (int tt = 0; tt < TT; ++tt) {
-          acc[tt][0] = fmaf(lo, part[tt][0], acc[tt][0]);
-          acc[tt][1] = fmaf(lo, part[tt][1], acc[tt][1]);
-          acc[tt][2] = fmaf(hi, part[tt][2], acc[tt][2]);
-          acc[tt][3] = fmaf(hi, part[tt][3], acc[tt][3]);
-        }
-      };
-      ColumnPairQuant<T> q[2] = {};
-      if constexpr (kU4) {
-        q[0].zero_lo = int(at.z & 0xFFu), q[0].zero_hi = int((at.z >> 8) & 0xFFu);
-        q[1].zero_lo = int((at.z >> 16) & 0xFFu), q[1].zero_hi = int(at.z >> 24);
-      }
-#pragma unroll
-      for (int j = 0; j < 4; ++j) {
-        if (j % 2 == 0) {
-#pragma unroll
-          for (int tt = 0; tt < TT; ++tt)
-            nibble::detail::ldmatrix_x4(bf[tt], addr + std::uint32_t(tt * 8 * pitch * 2) + xo[j / 2]);
-        }
-        std::uint32_t o[4];
-        decode_fragments<T, F>(atom_word(at.w, j), q[j / 2], ctx, o);
-        const std::uint32_t a[4] = {o[0], o[2], o[1], o[3]};  // B-fragment order -> A-fragment order
-#pragma unroll
-        for (int tt = 0; tt < TT; ++tt) {
-          const std::uint32_t b[2] = {bf[tt][2 * (j % 2)], bf[tt][2 * (j % 2) + 1]};
-          if (j == 0 || (kG32 && j == 2))
-            nibble::detail::mma_m16n8k16_zero_c<T>(part[tt], a, b);
-          else
-            nibble::detail::mma_m16n8k16<T>(part[tt], a, b);
-        }
-        if (kG32 && j == 1) apply(at.s0);
-      }
-      apply(at.s1);
+    };
+    ColumnPairQuant<T> q[2] = {};
+    if constexpr (kU4) {
+      q[0].zero_lo = int(at.z & 0xFFu), q[0].zero_hi = int((at.z >> 8) & 0xFFu);
+      q[1].zero_lo = int((at.z >> 16) & 0xFFu), q[1].zero_hi = int(at.z >> 24);
     }
+    if constexpr (kAffine) {
+      // Affine u4: w = q s + m in T (dequant_fragments: one __hfma2 per pair), multiplied straight into acc
+      // (the offset cannot be applied after the sum the way the scale is); no fp32 scaling step.
+      q[0] = {bits_to_value<T>(at.s0), bits_to_value<T>(at.s0 >> 16), 0, 0,
+              bits_to_value<T>(at.o0), bits_to_value<T>(at.o0 >> 16)};
+      q[1] = {bits_to_value<T>(at.s1), bits_to_value<T>(at.s1 >> 16), 0, 0,
+              bits_to_value<T>(at.o1), bits_to_value<T>(at.o1 >> 16)};
+    }
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      if (j % 2 == 0) {
+#pragma unroll
+        for (int tt = 0; tt < TT; ++tt)
+          nibble::detail::ldmatrix_x4(bf[tt], addr + std::uint32_t(tt * 8 * pitch * 2) + xo[j / 2]);
+      }
+      std::uint32_t o[4];
+      if constexpr (kAffine)
+        dequant_fragments<T, F>(atom_word(at.w, j), q[j / 2], ctx, o);
+      else
+        decode_fragments<T, F>(atom_word(at.w, j), q[j / 2], ctx, o);
+      const std::uint32_t a[4] = {o[0], o[2], o[1], o[3]};  // B-fragment order -> A-fragment order
+#pragma unroll
+      for (int tt = 0; tt < TT; ++tt) {
+        const std::uint32_t b[2] = {bf[tt][2 * (j % 2)], bf[tt][2 * (j % 2) + 1]};
+        if (kAffine)
+          nibble::detail::mma_m16n8k16<T>(acc[tt], a, b);
+        else if (j == 0 || (kG32 && j == 2))
+          nibble::detail::mma_m16n8k16_zero_c<T>(part[tt], a, b);
+        else
+          nibble::detail::mma_m16n8k16<T>(part[tt], a, b);
+      }
+      if (!kAffine && kG32 && j == 1) apply(at.s0);
+    }
+    if (!kAffine) apply(at.s1);
   };
   // Atom i of stage st, as this lane holds it.
   auto load_atom = [&](const unsigned char* st, int i) {
