@@ -27,6 +27,8 @@
 #include <string>
 #include <vector>
 
+#include "event_timer.hpp"
+
 namespace {
 
 using namespace nibble;
@@ -141,13 +143,10 @@ struct Case {
 /// Times `c.run` with CUDA events on a non-blocking stream, once per iteration, after one checked call.
 void time_case(benchmark::State& state, const Case& c) {
   cudaStream_t stream;
-  cudaEvent_t start, stop;
   if (!c.out.ok || cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking) != cudaSuccess) {
     state.SkipWithError("setup failed (allocation)");
     return;
   }
-  cudaEventCreate(&start);
-  cudaEventCreate(&stop);
   std::uint32_t flags = 0;
   Status s = c.run(stream);
   if (s == Status::kSuccess && cudaStreamSynchronize(stream) != cudaSuccess) s = Status::kErrorCuda;
@@ -155,27 +154,11 @@ void time_case(benchmark::State& state, const Case& c) {
   if (s != Status::kSuccess || flags != 0) {
     state.SkipWithError(s != Status::kSuccess ? to_string(s) : "the import flagged the data");
   } else {
-    double seconds = 0.0;
-    for (auto _ : state) {
-      cudaEventRecord(start, stream);
-      s = c.run(stream);
-      cudaEventRecord(stop, stream);
-      cudaEventSynchronize(stop);
-      if (s != Status::kSuccess) {
-        state.SkipWithError(to_string(s));
-        break;
-      }
-      float ms = 0.0f;
-      cudaEventElapsedTime(&ms, start, stop);
-      state.SetIterationTime(ms / 1e3);
-      seconds += ms / 1e3;
-    }
+    const double seconds = time_with_events(state, stream, [&] { return c.run(stream); });
     const double bytes = double(c.read + c.out.written);
     if (seconds > 0) state.counters["GB/s"] = bytes * double(state.iterations()) / seconds / 1e9;
     state.counters["MB/call"] = bytes / 1e6;
   }
-  cudaEventDestroy(start);
-  cudaEventDestroy(stop);
   cudaStreamDestroy(stream);
 }
 

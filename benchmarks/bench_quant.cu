@@ -27,6 +27,8 @@
 #include <nibble/quant/quantize.cuh>
 #include <string>
 
+#include "event_timer.hpp"
+
 namespace {
 
 using namespace nibble;
@@ -97,26 +99,7 @@ std::size_t packed_payload(const PackedBytes& b) {
 /// Times `op` (one launch sequence on stream 0) with CUDA events, once per benchmark iteration.
 template <class Op>
 void time_loop(benchmark::State& state, std::size_t bytes_per_call, Op op) {
-  cudaEvent_t start, stop;
-  cudaEventCreate(&start);
-  cudaEventCreate(&stop);
-  double seconds = 0.0;
-  for (auto _ : state) {
-    cudaEventRecord(start);
-    const Status s = op();
-    cudaEventRecord(stop);
-    cudaEventSynchronize(stop);
-    if (s != Status::kSuccess) {
-      state.SkipWithError(to_string(s));
-      break;
-    }
-    float ms = 0.0f;
-    cudaEventElapsedTime(&ms, start, stop);
-    state.SetIterationTime(ms / 1e3);
-    seconds += ms / 1e3;
-  }
-  cudaEventDestroy(start);
-  cudaEventDestroy(stop);
+  const double seconds = time_with_events(state, nullptr, op);
   if (seconds > 0) state.counters["GB/s"] = double(bytes_per_call) * double(state.iterations()) / seconds / 1e9;
   state.counters["MB/call"] = double(bytes_per_call) / 1e6;
 }
