@@ -28,7 +28,8 @@ TEST(Gemm_Sm80Build, ForcedWgmmaIsRejected) {
   auto rng = nibble_test_rng();
   const HostWeights w = make_weights(rng, kS4, 128, 64, 256, kF16, Data::kExact);
   const DeviceWeights dw = upload_and_repack(w, kF16);
-  const HostProblem p = make_problem(rng, kF16, w, 32, Data::kExact);
+  // M = 64: a transposed tile (up to M = 48 kWgmma runs the mma.sync decode tiles, which need no wgmma)
+  const HostProblem p = make_problem(rng, kF16, w, 64, Data::kExact);
   const DeviceActs da = upload_acts(p);
   DevBuf c(std::size_t(p.m * p.n()) * 4);
   RunOpts o;
