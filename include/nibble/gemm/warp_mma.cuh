@@ -154,22 +154,16 @@ NIBBLE_DEVICE void dequant_fragments(std::uint32_t word, const ColumnPairQuant<T
   decode_fragments<T, F>(word, q, ctx, b);
   const V2 s_lo{q.scale_lo, q.scale_lo};
   const V2 s_hi{q.scale_hi, q.scale_hi};
-  if constexpr (has_offset(F)) {
-    const V2 m_lo{q.offset_lo, q.offset_lo};
-    const V2 m_hi{q.offset_hi, q.offset_hi};
+  const V2 m_lo{q.offset_lo, q.offset_lo};  // (affine u4 only)
+  const V2 m_hi{q.offset_hi, q.offset_hi};
 #pragma unroll
-    for (int p = 0; p < 4; ++p) {
-      V2 v = *reinterpret_cast<V2*>(&b[p]);
+  for (int p = 0; p < 4; ++p) {
+    V2 v = *reinterpret_cast<V2*>(&b[p]);
+    if constexpr (has_offset(F))
       v = __hfma2(v, p < 2 ? s_lo : s_hi, p < 2 ? m_lo : m_hi);
-      b[p] = *reinterpret_cast<std::uint32_t*>(&v);
-    }
-  } else {
-#pragma unroll
-    for (int p = 0; p < 4; ++p) {
-      V2 v = *reinterpret_cast<V2*>(&b[p]);
+    else
       v = __hmul2(v, p < 2 ? s_lo : s_hi);
-      b[p] = *reinterpret_cast<std::uint32_t*>(&v);
-    }
+    b[p] = *reinterpret_cast<std::uint32_t*>(&v);
   }
 }
 
