@@ -58,8 +58,8 @@ inline DeviceActs upload_acts(const HostProblem& p) {
 
 /// Every mainloop that can run M rows of format f here: decode sizes (M <= 16) run one tile family whatever
 /// is asked, so only once; above, mma.sync, the transposed tiles with mma.sync, and wgmma where this build
-/// and device have it (Gemm_Wgmma.* says when it is not). kStream only where the stream kernel serves f (not
-/// affine u4 yet: run() refuses it).
+/// and device have it (Gemm_Wgmma.* says when it is not). kStream only where the stream kernel serves f
+/// (stream_serves: every format today).
 inline std::vector<gemm::Mainloop> mainloops_for(int64_t m, Format f = kS4) {
   // kAuto: the stream kernel on small weights (stream_preferred); kMmaSync: the mma.sync decode tile up to
   // M = 16; kStream forced up to M = 32

@@ -155,9 +155,7 @@ inline Status check_arguments(const Arguments& args) {
   if (args.act_type != DType::kF16 && args.act_type != DType::kBF16) return Status::kErrorUnsupportedFormat;
   if (args.out_type != args.act_type && args.out_type != DType::kF32) return Status::kErrorUnsupportedFormat;
   if (w.scale_type != args.act_type) return Status::kErrorUnsupportedFormat;  // repack for this act type
-  if (w.format != Format::kS4 && w.format != Format::kU4 && w.format != Format::kNf4 && w.format != Format::kFp4 &&
-      w.format != Format::kAffineU4)
-    return Status::kErrorUnsupportedFormat;
+  if (!has_gemm_layout(w.format)) return Status::kErrorUnsupportedFormat;
   if (!is_supported_group_size(w.group_size)) return Status::kErrorGroupSize;
   if (args.m < 1 || w.n < 1 || w.k < 1 || w.k % 2 != 0) return Status::kErrorInvalidShape;
   if (w.group_size != kPerChannel && w.k % w.group_size != 0) return Status::kErrorGroupSize;
@@ -183,7 +181,7 @@ inline Status check_arguments(const Arguments& args) {
       args.mainloop != Mainloop::kTransposedMma && args.mainloop != Mainloop::kWgmma &&
       args.mainloop != Mainloop::kStream)
     return Status::kErrorInvalidArgument;
-  // The stream kernel does not take affine u4 yet (stream_serves): a forced kStream that would run it is refused
+  // A forced kStream for a format the stream tiles do not serve (stream_serves; every format today) is refused
   // (above kStreamMaxM kStream runs what kAuto runs, which is fine).
   if (args.mainloop == Mainloop::kStream && args.m <= kStreamMaxM && !stream_serves(w.format))
     return Status::kErrorUnsupportedFormat;
@@ -263,7 +261,7 @@ inline Mainloop resolve_mainloop(Mainloop requested) {
   return resolve_mainloop(requested, info);
 }
 /// The mainloop run() uses for `requested` and an M x N x K GEMM: kAuto is the warp-streamed decode kernel
-/// where it serves the format (stream_serves: not affine u4 yet) and stream_preferred(m, n, k, format), else
+/// where it serves the format (stream_serves) and stream_preferred(m, n, k, format), else
 /// (and kStream above kStreamMaxM) what resolve_mainloop(kAuto) gives.
 inline Mainloop resolve_mainloop(Mainloop requested, std::int64_t m, std::int64_t n, std::int64_t k,
                                  const DeviceInfo& info, Format format = Format::kS4) {
