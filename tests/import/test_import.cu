@@ -1,8 +1,9 @@
 // tests/import/test_import.cu — the checkpoint importers (include/nibble/import/): hand-written 8x8 cases
-// whose weights are written out literally, fixtures packed by fixtures/make_fixtures.py the way each
-// project's writer does (the expected weights are that project's reader's), act-order, every refusal,
-// and the GPU paths (GPTQ, AWQ, compressed-tensors, bitsandbytes, GGUF imports, permute_columns) against
-// the CPU ones, bit for bit, with their refusals (the same Status as the CPU entries) and data-error flags.
+// whose weights are written out literally, fixtures packed by fixtures/make_fixtures.py (HQQ:
+// fixtures/make_hqq_fixture.py) the way each project's writer does (the expected weights are that project's reader's),
+// act-order, every refusal, and the GPU paths (GPTQ, AWQ, compressed-tensors, bitsandbytes, GGUF, HQQ imports,
+// permute_columns) against the CPU ones, bit for bit, with their refusals (the same Status as the CPU entries) and
+// data-error flags.
 #include <cuda_runtime.h>
 #include <gtest/gtest.h>
 
@@ -1623,6 +1624,427 @@ TEST(Import_gpu_refuse, GgufSameStatusAsHost) {
     if (!nibble_test_has_gpu())
       EXPECT_STATUS(Status::kErrorUnsupportedDevice, e.dev(data.data(), data.size(), 4, 256, *e.right, nullptr));
   }
+}
+
+// ---- HQQ (import/hqq.cuh) -------------------------------------------------------------------------------
+
+std::uint16_t bf16_bits(float f) {
+  const __nv_bfloat16 h = __float2bfloat16_rn(f);
+  std::uint16_t b;
+  std::memcpy(&b, &h, 2);
+  return b;
+}
+std::uint32_t f32_bits(float f) {
+  std::uint32_t b;
+  std::memcpy(&b, &f, 4);
+  return b;
+}
+
+/// HqqTensors for an [n, k] weight with group g (kCheckpointPerChannel: k) whose stored shapes agree with it.
+HqqTensors hqq_tensors(std::int64_t n, std::int64_t k, int g, const void* w_q, const void* scale, const void* zero,
+                       DType scale_type, DType zero_type) {
+  const std::int64_t ge = g == kCheckpointPerChannel ? k : g, rows = n * (k / ge);
+  HqqTensors t;
+  t.n = n;
+  t.k = k;
+  t.w_q = static_cast<const std::uint8_t*>(w_q);
+  t.w_q_rows = rows / 2;
+  t.w_q_row_bytes = ge;
+  t.scale = scale;
+  t.zero = zero;
+  t.scale_count = t.zero_count = rows;
+  t.scale_type = scale_type;
+  t.zero_type = zero_type;
+  return t;
+}
+
+// 8 x 64, group 64 (8 group rows, W_q [4, 64]): byte c of every W_q row is (c % 16) << 4 | (15 - c % 16), so rows
+// 0-3 of W (the high nibbles) have codes c % 16 and rows 4-7 (the low nibbles, pack_4bit_u8's second half) codes
+// 15 - c % 16. fp16 scale / zero per row: (1, 0) (0.5, 8) (-0.25, 7.5) (2, 15) (1, 0.5) (0.125, 3) (4, 1.25)
+// (0.0625, 0); weight = (q - zero) * scale. Columns c and c + 16 are equal; the first 16 are written out.
+TEST(Import_hqq_hand, HalvesAndFloatZeros8x64) {
+  std::uint8_t w_q[4][64];
+  for (int r = 0; r < 4; ++r)
+    for (int c = 0; c < 64; ++c) w_q[r][c] = std::uint8_t(((c % 16) << 4) | (15 - c % 16));
+  const float sz[8][2] = {{1, 0}, {0.5, 8}, {-0.25, 7.5}, {2, 15}, {1, 0.5}, {0.125, 3}, {4, 1.25}, {0.0625, 0}};
+  std::uint16_t scale[8], zero[8];
+  for (int r = 0; r < 8; ++r) {
+    scale[r] = f16_bits(sz[r][0]);
+    zero[r] = f16_bits(sz[r][1]);
+  }
+  const float first16[8][16] = {
+      {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15},
+      {-4, -3.5, -3, -2.5, -2, -1.5, -1, -0.5, 0, 0.5, 1, 1.5, 2, 2.5, 3, 3.5},
+      {1.875, 1.625, 1.375, 1.125, 0.875, 0.625, 0.375, 0.125, -0.125, -0.375, -0.625, -0.875, -1.125, -1.375, -1.625,
+       -1.875},
+      {-30, -28, -26, -24, -22, -20, -18, -16, -14, -12, -10, -8, -6, -4, -2, 0},
+      {14.5, 13.5, 12.5, 11.5, 10.5, 9.5, 8.5, 7.5, 6.5, 5.5, 4.5, 3.5, 2.5, 1.5, 0.5, -0.5},
+      {1.5, 1.375, 1.25, 1.125, 1, 0.875, 0.75, 0.625, 0.5, 0.375, 0.25, 0.125, 0, -0.125, -0.25, -0.375},
+      {55, 51, 47, 43, 39, 35, 31, 27, 23, 19, 15, 11, 7, 3, -1, -5},
+      {0.9375, 0.875, 0.8125, 0.75, 0.6875, 0.625, 0.5625, 0.5, 0.4375, 0.375, 0.3125, 0.25, 0.1875, 0.125, 0.0625, 0},
+  };
+  float expected[8][64];
+  for (int n = 0; n < 8; ++n)
+    for (int c = 0; c < 64; ++c) expected[n][c] = first16[n][c % 16];
+  HqqConfig cfg;
+  cfg.group_size = 64;
+  const HqqTensors t = hqq_tensors(8, 64, 64, w_q, scale, zero, DType::kF16, DType::kF16);
+  QuantParams p;
+  ASSERT_EQ(hqq_import_params(cfg, t, &p), Status::kSuccess);
+  EXPECT_EQ(p.format, Format::kAffineU4);
+  EXPECT_EQ(p.group_size, 64);
+  EXPECT_EQ(p.scale_type, DType::kF32);
+  HostPacked out(8, 64, p);
+  ASSERT_EQ(import_hqq_host(cfg, t, out.m), Status::kSuccess);
+  expect_weights(dequant(out.m), &expected[0][0], 8, 64);
+  // fp32 scale = the fp16 scale; offset = -(zero * scale).
+  const float want_offset[8] = {-0.0f, -4, 1.875, -30, -0.5, -0.375, -5, -0.0f};
+  for (int r = 0; r < 8; ++r) {
+    EXPECT_EQ(f32_bits(static_cast<const float*>(out.m.scales)[r]), f32_bits(sz[r][0])) << r;
+    EXPECT_EQ(f32_bits(static_cast<const float*>(out.m.offsets)[r]), f32_bits(want_offset[r])) << r;
+  }
+  EXPECT_EQ(out.m.codes[0], 0x10);                   // row 0, elements 0, 1: codes 0, 1 (even element low)
+  EXPECT_EQ(out.m.codes[4 * out.m.ld_codes], 0xEF);  // row 4: codes 15, 14
+}
+
+// 2 x 64, one group per row (group_size None -> kCheckpointPerChannel; W_q [1, 64], byte c = c): row 0 has codes
+// c / 16 (high nibbles), row 1 codes c % 16. fp32 scales, bf16 zeros (the two dtypes are independent): row 0
+// scale 3, zero 1.5, so weight = -4.5, -1.5, 1.5, 4.5 in runs of 16; row 1's scale is a signalling NaN (payload
+// 1), stored and propagated as the canonical NaN 0x7FFFFFFF.
+TEST(Import_hqq_hand, PerChannelF32ScaleBf16ZeroNaN) {
+  std::uint8_t w_q[64];
+  for (int c = 0; c < 64; ++c) w_q[c] = std::uint8_t(c);
+  float scale[2] = {3.0f, 0.0f};
+  const std::uint32_t snan = 0x7F800001u;
+  std::memcpy(&scale[1], &snan, 4);
+  const std::uint16_t zero[2] = {bf16_bits(1.5f), bf16_bits(2.0f)};
+  HqqConfig cfg;
+  cfg.group_size = kCheckpointPerChannel;
+  const HqqTensors t = hqq_tensors(2, 64, kCheckpointPerChannel, w_q, scale, zero, DType::kF32, DType::kBF16);
+  QuantParams p;
+  ASSERT_EQ(hqq_import_params(cfg, t, &p), Status::kSuccess);
+  EXPECT_EQ(p.group_size, kPerChannel);
+  HostPacked out(2, 64, p);
+  ASSERT_EQ(import_hqq_host(cfg, t, out.m), Status::kSuccess);
+  const std::vector<float> w = dequant(out.m);
+  const float runs[4] = {-4.5f, -1.5f, 1.5f, 4.5f};
+  for (int c = 0; c < 64; ++c) {
+    EXPECT_EQ(w[std::size_t(c)], runs[c / 16]) << c;
+    EXPECT_TRUE(std::isnan(w[std::size_t(64 + c)])) << c;
+  }
+  EXPECT_EQ(f32_bits(static_cast<const float*>(out.m.scales)[0]), f32_bits(3.0f));
+  EXPECT_EQ(f32_bits(static_cast<const float*>(out.m.offsets)[0]), f32_bits(-4.5f));
+  EXPECT_EQ(f32_bits(static_cast<const float*>(out.m.scales)[1]), 0x7FFFFFFFu);
+  EXPECT_EQ(f32_bits(static_cast<const float*>(out.m.offsets)[1]), 0x7FFFFFFFu);
+  // group_size 64 == K keeps the literal group (same scales, same weights).
+  cfg.group_size = 64;
+  ASSERT_EQ(hqq_import_params(cfg, t, &p), Status::kSuccess);
+  EXPECT_EQ(p.group_size, 64);
+}
+
+/// A fixture of make_hqq_fixture.py: nibble's weights equal the exact (q - zero) * scale rounded once to fp32,
+/// bit for bit; rounded to the compute dtype they equal HQQ's eager dequantize wherever the zero is an integer
+/// and are within one unit in the last place of it elsewhere (hqq.cuh's claim).
+void run_hqq_fixture(const std::string& name) {
+  LOAD_FIXTURE(fx, name);
+  const int g = fx.meta("group");
+  const bool bf16 = fx.meta("bf16") == 1;
+  const DType type = bf16 ? DType::kBF16 : DType::kF16;
+  HqqConfig cfg;
+  cfg.group_size = g;
+  const std::int64_t n = fx.meta("n"), k = fx.meta("k");
+  const HqqTensors t = hqq_tensors(n, k, g, fx.get("w_q"), fx.get("scale"), fx.get("zero"), type, type);
+  ASSERT_EQ(fx.count("w_q"), std::uint64_t(t.w_q_rows * t.w_q_row_bytes));
+  ASSERT_EQ(fx.count("scale"), std::uint64_t(t.scale_count));
+  QuantParams p;
+  ASSERT_EQ(hqq_import_params(cfg, t, &p), Status::kSuccess);
+  HostPacked out(n, k, p);
+  ASSERT_EQ(import_hqq_host(cfg, t, out.m), Status::kSuccess);
+  const std::vector<float> w = dequant(out.m);
+  const float* expected = fx.f32("expected");
+  int bad = 0;
+  for (std::int64_t i = 0; i < n * k; ++i)
+    if (f32_bits(w[std::size_t(i)]) != f32_bits(expected[i]) && ++bad <= 5)
+      ADD_FAILURE() << "weight " << i << ": got " << w[std::size_t(i)] << ", want " << expected[i];
+  EXPECT_EQ(bad, 0);
+  const auto* hqq = static_cast<const std::uint16_t*>(fx.get("hqq_compute"));
+  const std::int32_t* is_int = fx.i32("is_int_zero");
+  const std::int64_t ge = g == kCheckpointPerChannel ? k : g;
+  const auto ordered = [](std::uint16_t b) { return (b & 0x8000) ? -int(b & 0x7FFF) : int(b); };
+  int differ = 0;
+  for (std::int64_t i = 0; i < n * k; ++i) {
+    const float v = w[std::size_t(i)];
+    const std::uint16_t mine = bf16 ? bf16_bits(v) : f16_bits(v);
+    const int ulps = std::abs(ordered(mine) - ordered(hqq[i]));
+    EXPECT_LE(ulps, 1) << "weight " << i;
+    if (is_int[i / ge]) EXPECT_EQ(ulps, 0) << "weight " << i << " (integer zero)";
+    differ += ulps != 0;
+  }
+  std::printf("[hqq] %s: %d of %lld weights differ from HQQ's eager %s dequantize by 1 ulp\n", name.c_str(), differ,
+              static_cast<long long>(n * k), bf16 ? "bf16" : "fp16");
+}
+TEST(Import_hqq_fixture, F16G64) { run_hqq_fixture("hqq_f16_g64"); }
+TEST(Import_hqq_fixture, BF16G128) { run_hqq_fixture("hqq_bf16_g128"); }
+TEST(Import_hqq_fixture, F16G64N5HalvesSplitARow) { run_hqq_fixture("hqq_f16_g64_n5"); }
+TEST(Import_hqq_fixture, F16PerChannelK80) { run_hqq_fixture("hqq_f16_channel_k80"); }
+
+/// One refused HQQ call and the Status it must return.
+struct HqqRefusal {
+  std::string what;
+  HqqConfig cfg;
+  HqqTensors t;
+  const PackedMatrix* out;
+  Status want;
+};
+
+/// Every refusal of hqq.cuh from one valid 8 x 64 g32 call (buffers large enough for every variant).
+struct HqqRefusals {
+  std::vector<std::uint8_t> w_q = std::vector<std::uint8_t>(4096, 0x5A);
+  std::vector<std::uint16_t> meta = std::vector<std::uint16_t>(1024, 0x3C00);
+  HqqConfig cfg;
+  HqqTensors t;
+  QuantParams p;
+  std::unique_ptr<HostPacked> out, out_g64, out_n16;
+  std::vector<HqqRefusal> list;
+  HqqRefusals() {
+    cfg.group_size = 32;
+    t = hqq_tensors(8, 64, 32, w_q.data(), meta.data(), meta.data() + 512, DType::kF16, DType::kF16);
+    EXPECT_EQ(hqq_import_params(cfg, t, &p), Status::kSuccess);
+    out = std::make_unique<HostPacked>(8, 64, p);
+    QuantParams q = p;
+    q.group_size = 64;
+    out_g64 = std::make_unique<HostPacked>(8, 64, q);
+    out_n16 = std::make_unique<HostPacked>(16, 64, p);
+    const auto add_cfg = [&](const char* what, auto edit, Status want) {
+      HqqConfig c = cfg;
+      edit(c);
+      list.push_back({what, c, t, &out->m, want});
+    };
+    const auto add_t = [&](const char* what, auto edit, Status want) {
+      HqqTensors x = t;
+      edit(x);
+      list.push_back({what, cfg, x, &out->m, want});
+    };
+    add_cfg(
+        "nbits 3", [](HqqConfig& c) { c.nbits = 3; }, Status::kErrorUnsupportedFormat);
+    add_cfg(
+        "nbits 8", [](HqqConfig& c) { c.nbits = 8; }, Status::kErrorUnsupportedFormat);
+    add_cfg(
+        "axis 0", [](HqqConfig& c) { c.axis = 0; }, Status::kErrorUnsupportedFormat);
+    add_cfg(
+        "axis 2", [](HqqConfig& c) { c.axis = 2; }, Status::kErrorInvalidArgument);
+    add_cfg(
+        "axis -1", [](HqqConfig& c) { c.axis = -1; }, Status::kErrorInvalidArgument);
+    add_cfg(
+        "channel_wise", [](HqqConfig& c) { c.channel_wise = false; }, Status::kErrorUnsupportedFormat);
+    add_cfg(
+        "packing None", [](HqqConfig& c) { c.bitpacked = false; }, Status::kErrorUnsupportedFormat);
+    add_cfg(
+        "quant_scale", [](HqqConfig& c) { c.quant_scale = true; }, Status::kErrorUnsupportedFormat);
+    add_cfg(
+        "quant_zero", [](HqqConfig& c) { c.quant_zero = true; }, Status::kErrorUnsupportedFormat);
+    add_cfg(
+        "group 16", [](HqqConfig& c) { c.group_size = 16; }, Status::kErrorGroupSize);
+    add_cfg(
+        "group 48", [](HqqConfig& c) { c.group_size = 48; }, Status::kErrorGroupSize);
+    add_cfg(
+        "group 0", [](HqqConfig& c) { c.group_size = 0; }, Status::kErrorGroupSize);
+    add_cfg(
+        "group 512 > K", [](HqqConfig& c) { c.group_size = 512; }, Status::kErrorGroupSize);
+    add_t(
+        "scale dtype", [](HqqTensors& x) { x.scale_type = DType(7); }, Status::kErrorUnsupportedFormat);
+    add_t(
+        "zero dtype", [](HqqTensors& x) { x.zero_type = DType(3); }, Status::kErrorUnsupportedFormat);
+    add_t(
+        "n 0", [](HqqTensors& x) { x.n = 0; }, Status::kErrorInvalidShape);
+    add_t(
+        "k -64", [](HqqTensors& x) { x.k = -64; }, Status::kErrorInvalidShape);
+    add_t(
+        "k odd", [](HqqTensors& x) { x.k = 63; }, Status::kErrorInvalidShape);
+    add_t(
+        "k % group", [](HqqTensors& x) { x.k = 80; }, Status::kErrorGroupSize);
+    add_t(
+        "odd group rows",  // N = 3, K = 96, g = 32: 9 group rows, which pack_4bit_u8 cannot pair
+        [](HqqTensors& x) {
+          x.n = 3;
+          x.k = 96;
+        },
+        Status::kErrorInvalidShape);
+    add_t(
+        "rows overflow", [](HqqTensors& x) { x.n = std::int64_t(1) << 62; }, Status::kErrorSizeOverflow);
+    add_t(
+        "null W_q", [](HqqTensors& x) { x.w_q = nullptr; }, Status::kErrorNullPointer);
+    add_t(
+        "null scale", [](HqqTensors& x) { x.scale = nullptr; }, Status::kErrorNullPointer);
+    add_t(
+        "null zero", [](HqqTensors& x) { x.zero = nullptr; }, Status::kErrorNullPointer);
+    add_t(
+        "misaligned scale", [](HqqTensors& x) { x.scale = static_cast<const std::uint8_t*>(x.scale) + 1; },
+        Status::kErrorMisalignedPointer);
+    add_t(
+        "misaligned fp32 zero",
+        [](HqqTensors& x) {
+          x.zero_type = DType::kF32;
+          x.zero = static_cast<const std::uint8_t*>(x.zero) + 2;
+        },
+        Status::kErrorMisalignedPointer);
+    // axis-0 data labelled axis 1: W_q [g/2, N*K/g] = [16, 16] instead of [8, 32].
+    add_t(
+        "W_q shape of axis 0",
+        [](HqqTensors& x) {
+          x.w_q_rows = 16;
+          x.w_q_row_bytes = 16;
+        },
+        Status::kErrorInvalidShape);
+    add_t(
+        "W_q rows", [](HqqTensors& x) { x.w_q_rows = 7; }, Status::kErrorInvalidShape);
+    add_t(
+        "W_q row bytes", [](HqqTensors& x) { x.w_q_row_bytes = 64; }, Status::kErrorInvalidShape);
+    add_t(
+        "scale count", [](HqqTensors& x) { x.scale_count = 15; }, Status::kErrorInvalidShape);
+    add_t(
+        "zero count", [](HqqTensors& x) { x.zero_count = 32; }, Status::kErrorInvalidShape);
+    list.push_back({"view group", cfg, t, &out_g64->m, Status::kErrorInvalidArgument});
+    list.push_back({"view n", cfg, t, &out_n16->m, Status::kErrorInvalidArgument});
+    HqqTensors bf = t;
+    bf.scale_type = bf.zero_type = DType::kBF16;  // accepted: the output is fp32 whatever the input
+    list.push_back({"bf16 into the same view (accepted)", cfg, bf, &out->m, Status::kSuccess});
+  }
+};
+
+TEST(Import_hqq_refuse, EveryStatus) {
+  HqqRefusals r;
+  for (const HqqRefusal& e : r.list) {
+    SCOPED_TRACE(e.what);
+    QuantParams p;
+    const Status ps = hqq_import_params(e.cfg, e.t, &p);
+    const Status s = import_hqq_host(e.cfg, e.t, *e.out);
+    EXPECT_STATUS(e.want, s);
+    // hqq_import_params sees metadata and shape only: it agrees with the import or accepts what the
+    // later checks (pointers, stored shapes, view) refuse.
+    EXPECT_TRUE(ps == s || ps == Status::kSuccess) << to_string(ps);
+  }
+  EXPECT_STATUS(Status::kErrorNullPointer, hqq_import_params(r.cfg, r.t, nullptr));
+}
+
+/// A random HQQ checkpoint (host vectors and their device copies): random W_q bytes; scale and zero random
+/// finite values of `type` (fp16 / bf16: random bit patterns off Inf / NaN; fp32: [2^-8, 2^8)), or with
+/// `raw_bits` every 16-bit pattern (Inf and NaN with any payload included: the canonical-NaN rule).
+struct HqqCase {
+  HqqConfig cfg;
+  std::vector<std::uint8_t> w_q;
+  std::vector<std::uint16_t> scale16, zero16;
+  std::vector<float> scale32, zero32;
+  HqqTensors host, dev;
+  DevBuf dw, ds, dz;
+  HqqCase(std::mt19937_64& rng, std::int64_t n, std::int64_t k, int g, DType type, bool raw_bits = false) {
+    cfg.group_size = g;
+    const std::int64_t ge = g == kCheckpointPerChannel ? k : g, rows = n * (k / ge);
+    w_q.resize(std::size_t(rows / 2 * ge));
+    for (auto& b : w_q) b = std::uint8_t(rng());
+    const void* hs = nullptr;
+    const void* hz = nullptr;
+    if (type == DType::kF32) {
+      scale32 = random_floats(rng, rows);
+      zero32 = random_floats(rng, rows);
+      hs = scale32.data();
+      hz = zero32.data();
+      ds = to_device(scale32);
+      dz = to_device(zero32);
+    } else {
+      scale16 = random_halves(rng, rows, type);
+      zero16 = random_halves(rng, rows, type);
+      if (raw_bits)
+        for (std::int64_t i = 0; i < rows; ++i) {
+          scale16[std::size_t(i)] = std::uint16_t(rng());
+          zero16[std::size_t(i)] =
+              std::uint16_t(i % 7 == 0 ? (type == DType::kF16 ? 0x7C01 + i % 0x3FF : 0x7F81 + i % 0x7F) : rng());
+        }
+      hs = scale16.data();
+      hz = zero16.data();
+      ds = to_device(scale16);
+      dz = to_device(zero16);
+    }
+    host = hqq_tensors(n, k, g, w_q.data(), hs, hz, type, type);
+    dw = DevBuf(w_q.size() + 1);  // W_q at an odd address: the kernel's byte-load path
+    CUDA_CHECK(cudaMemcpy(dw.as<std::uint8_t>() + 1, w_q.data(), w_q.size(), cudaMemcpyHostToDevice));
+    dev = hqq_tensors(n, k, g, dw.as<std::uint8_t>() + 1, ds.get(), dz.get(), type, type);
+  }
+  QuantParams params() const {
+    QuantParams p;
+    EXPECT_EQ(hqq_import_params(cfg, host, &p), Status::kSuccess);
+    return p;
+  }
+};
+
+void hqq_gpu_case(std::int64_t n, std::int64_t k, int g, DType type, std::int64_t ld_extra, bool raw_bits = false) {
+  auto rng = nibble_test_rng();
+  HqqCase c(rng, n, k, g, type, raw_bits);
+  PackedPair pp(n, k, c.params(), ld_extra);
+  expect_gpu_matches_host(
+      pp, [&](const PackedMatrix& m) { return import_hqq_host(c.cfg, c.host, m); },
+      [&](const PackedMatrix& m, cudaStream_t s) { return import_hqq(c.cfg, c.dev, m, s); });
+}
+
+TEST(Import_hqq_gpu, F16g64_N256_K1024) {
+  NIBBLE_REQUIRE_GPU();
+  hqq_gpu_case(256, 1024, 64, DType::kF16, 0);
+}
+TEST(Import_hqq_gpu, BF16g128_N33_K512_ld3) {  // unaligned output rows: the byte-store path
+  NIBBLE_REQUIRE_GPU();
+  hqq_gpu_case(33, 512, 128, DType::kBF16, 3);
+}
+TEST(Import_hqq_gpu, F32g32_N1000_K4096) {
+  NIBBLE_REQUIRE_GPU();
+  hqq_gpu_case(1000, 4096, 32, DType::kF32, 0);
+}
+TEST(Import_hqq_gpu, F16g256_N7_K512) {  // 14 group rows: the two halves meet inside row 3
+  NIBBLE_REQUIRE_GPU();
+  hqq_gpu_case(7, 512, 256, DType::kF16, 0);
+}
+TEST(Import_hqq_gpu, F16PerChannel_N40_K80_ld1) {  // rows of 80 bytes: chunks of 32, 32, 16
+  NIBBLE_REQUIRE_GPU();
+  hqq_gpu_case(40, 80, kCheckpointPerChannel, DType::kF16, 1);
+}
+TEST(Import_hqq_gpu, RawBitsNaNCanonical_F16g32_N64_K256) {
+  NIBBLE_REQUIRE_GPU();
+  hqq_gpu_case(64, 256, 32, DType::kF16, 0, true);
+}
+TEST(Import_hqq_gpu, RawBitsNaNCanonical_BF16g64_N48_K384) {
+  NIBBLE_REQUIRE_GPU();
+  hqq_gpu_case(48, 384, 64, DType::kBF16, 0, true);
+}
+
+/// import_hqq captured in a CUDA graph, replayed twice with the output poisoned before each replay.
+TEST(Import_hqq_gpu, CapturedImportReplays) {
+  NIBBLE_REQUIRE_GPU();
+  auto rng = nibble_test_rng();
+  HqqCase c(rng, 96, 512, 64, DType::kBF16);
+  PackedPair pp(96, 512, c.params(), 0);
+  ASSERT_EQ(import_hqq_host(c.cfg, c.host, pp.hm), Status::kSuccess);
+  Stream stream;
+  GraphExec graph;
+  capture(stream.s, graph, [&](cudaStream_t s) { return import_hqq(c.cfg, c.dev, pp.dm, s); });
+  for (int replay = 0; replay < 2; ++replay) {
+    pp.poison(stream.s);
+    CUDA_CHECK(cudaGraphLaunch(graph.exec, stream.s));
+    CUDA_CHECK(cudaStreamSynchronize(stream.s));
+    SCOPED_TRACE("replay " + std::to_string(replay));
+    pp.expect_same();
+  }
+}
+
+/// The GPU entry refuses every HqqRefusals case with the CPU entry's Status, before any CUDA call (so this runs
+/// without a GPU); a valid call without a GPU says kErrorUnsupportedDevice.
+TEST(Import_gpu_refuse, HqqSameStatusAsHost) {
+  HqqRefusals r;
+  for (const HqqRefusal& e : r.list) {
+    if (e.want == Status::kSuccess) continue;
+    expect_same_refusal(
+        e.what.c_str(), [&] { return import_hqq_host(e.cfg, e.t, *e.out); },
+        [&] { return import_hqq(e.cfg, e.t, *e.out, nullptr); });
+  }
+  if (!nibble_test_has_gpu()) EXPECT_STATUS(Status::kErrorUnsupportedDevice, import_hqq(r.cfg, r.t, r.out->m, nullptr));
 }
 
 }  // namespace
