@@ -14,7 +14,7 @@ cxx="${FUZZ_CXX:-clang++}"
 out="${FUZZ_BUILD_DIR:-$root/build/fuzz}"
 arch="${FUZZ_ARCH:-sm_80}"
 cuda_lib="$(dirname "$(dirname "$nvcc")")/lib64"
-targets=(fuzz_gptq fuzz_awq fuzz_compressed_tensors fuzz_bitsandbytes fuzz_gguf fuzz_safetensors fuzz_gguf_file)
+targets=(fuzz_gptq fuzz_awq fuzz_compressed_tensors fuzz_bitsandbytes fuzz_gguf fuzz_hqq fuzz_safetensors fuzz_gguf_file)
 fixtures="$root/tests/import/fixtures"
 # Seed corpora of the file readers: the committed fixtures, oracles left out (read-only second corpus dir).
 declare -A seeds=([fuzz_safetensors]="*.safetensors" [fuzz_gguf_file]="*.gguf")
