@@ -3,9 +3,9 @@
 // Shape: W [N = 28672, K = 8192] (a 70B-class MLP up / gate projection; issue 10 asks for <= 1 ms per import
 // on the H200). Cases: GPTQ sym g128 fp16 (v1), the same with act-order (a random permutation), AutoAWQ GEMM
 // g128 fp16, compressed-tensors pack-quantized sym g128 bf16, bitsandbytes nf4 blocksize 64 (fp32 absmax),
-// GGUF Q4_0 and Q4_K. Inputs are random (a hash of the index, never zeros; GPTQ sym's qzeros are the constant
-// word the format requires). The codes alone are 117 MB in and 117 MB out, far past any L2, so no buffer
-// rotation is needed.
+// GGUF Q4_0 and Q4_K, HQQ g64 fp16 (kAffineU4, fp32 scale and offset). Inputs are random (a hash of the index, never
+// zeros; GPTQ sym's qzeros are the constant word the format requires). The codes alone are 117 MB in and 117 MB out,
+// far past any L2, so no buffer rotation is needed.
 //
 // Time per call from CUDA events recorded on the import's stream around the one kernel (UseManualTime).
 // Counters: GB/s = (bytes read + bytes written) / time, where read = every input tensor the import reads
@@ -297,6 +297,31 @@ Case gguf_case(bool q4_k) {
   });
 }
 
+/// HQQ's default layer: group 64, fp16 scale and zero (random finite fp16 values), W_q [N*K/128, 64] random bytes.
+Case hqq_case() {
+  constexpr int kHqqGroup = 64;
+  const std::int64_t rows = kN * (kK / kHqqGroup);
+  const DeviceArray w_q = make_array(kN * kK / 8, 4, Fill::kWords, 12);
+  const DeviceArray scale = make_array(rows, 2, Fill::kF16Scales, 13);
+  const DeviceArray zero = make_array(rows, 2, Fill::kF16Scales, 14);
+  HqqConfig cfg;
+  cfg.group_size = kHqqGroup;
+  HqqTensors t;
+  t.n = kN;
+  t.k = kK;
+  t.w_q = static_cast<const std::uint8_t*>(w_q.p);
+  t.w_q_rows = rows / 2;
+  t.w_q_row_bytes = kHqqGroup;
+  t.scale = scale.p;
+  t.zero = zero.p;
+  t.scale_count = t.zero_count = rows;
+  QuantParams p;
+  const Status ps = hqq_import_params(cfg, t, &p);
+  return make_case(ps, p, {w_q, scale, zero}, false, [=](PackedMatrix m, std::uint32_t*) {
+    return [=](cudaStream_t s) { return import_hqq(cfg, t, m, s); };
+  });
+}
+
 /// The cases, each built on its first run (0.3-0.5 GB of inputs and outputs, kept for the run: Google
 /// Benchmark calls a case's function more than once).
 struct Registered {
@@ -311,6 +336,7 @@ const Registered kCases[] = {
     {"bnb/nf4_b64", bnb_case},
     {"gguf/q4_0", [] { return gguf_case(false); }},
     {"gguf/q4_k", [] { return gguf_case(true); }},
+    {"hqq/affine_g64_f16", hqq_case},
 };
 
 }  // namespace
