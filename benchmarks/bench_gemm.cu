@@ -21,6 +21,9 @@
 //                                           -8 scales, as GGUF Q4_1); K x N 4096x14336 and 28672x8192; M 1, 16,
 //                                           1024 (kAuto: the same kernel family for both, the stream kernel
 //                                           at M = 1)
+//   nibble/f16/nf4b64dq/K<K>_N<N>/M<M>     nf4 b64 with compact double-quantized scales (repack_dq: 8-bit codes,
+//                                           absmax2 per 256, offset; 4.127 bits per weight), every shape, M 1, 4,
+//                                           16, 64, 256, 1024: against nf4b64 (16-bit scales) in the same run
 //   chain/<model>/<lib>/<act>/M<M>          (lib: cublas, nibble_s4g128, nibble_s4g128_pdl = with
 //                                           Arguments::programmatic_launch) one decoder layer's GEMMs in order (qkv, o,
 //                                           gate_up, down) in ONE graph: <model> llama3-8b (K x N 4096x6144, 4096x4096,
@@ -131,6 +134,7 @@ struct WeightFormat {
   Format format;
   int group;
   const char* name;
+  bool dq_compact = false;  ///< nf4 / fp4: double-quantized scales kept compact (repack_dq)
 };
 constexpr WeightFormat kFormats[] = {{Format::kS4, 128, "s4g128"}, {Format::kNf4, 64, "nf4b64"}};
 /// u4 against affine u4 at the same group sizes (same codes and scales; affine fmas its offset where u4 subtracts its
@@ -140,6 +144,10 @@ constexpr WeightFormat kCompareFormats[] = {{Format::kU4, 32, "u4g32"},
                                             {Format::kU4, 128, "u4g128"},
                                             {Format::kAffineU4, 128, "affine_u4g128"}};
 constexpr Shape kCompareShapes[] = {{4096, 14336}, {28672, 8192}};
+/// nf4 b64 with its double-quantized scales kept compact (8-bit codes + absmax2 per 256 + offset, decoded in the
+/// GEMM: 4.127 bits per weight) against nf4b64's 16-bit scales in the grid: fp16, every shape, M up to 1024.
+constexpr WeightFormat kDqFormat = {Format::kNf4, 64, "nf4b64dq", true};
+constexpr std::int64_t kDqMs[] = {1, 4, 16, 64, 256, 1024};
 constexpr std::int64_t kCompareMs[] = {1, 16, 1024};
 constexpr DType kActTypes[] = {DType::kF16, DType::kBF16};
 
@@ -256,6 +264,13 @@ __global__ void fill_normal_kernel(T* p, std::size_t n, std::uint64_t seed, floa
     const float u1 = unit_float(h), u2 = unit_float(splitmix64(h));
     p[i] = nibble::from_float<T>(stddev * sqrtf(-2.0f * logf(u1)) * cospif(2.0f * u2));
   }
+}
+
+/// absmax2 of the compact double-quantized benchmark weights: uniform in [0.002, 0.004].
+__global__ void fill_absmax2_kernel(float* p, std::size_t n, std::uint64_t seed) {
+  for (std::size_t i = blockIdx.x * std::size_t(blockDim.x) + threadIdx.x; i < n;
+       i += std::size_t(gridDim.x) * blockDim.x)
+    p[i] = 0.002f + 0.002f * unit_float(splitmix64(seed ^ splitmix64(i)));
 }
 
 template <class T>
@@ -385,8 +400,9 @@ struct DenseWeights {
 
 /// R copies of the repacked 4-bit weight.
 struct NibbleWeights {
-  std::tuple<std::int64_t, std::int64_t, DType, Format, int> key;
+  std::tuple<std::int64_t, std::int64_t, DType, Format, int, bool> key;
   std::vector<DeviceBuffer> codes, scales, zeros, offsets;  // zeros: u4, offsets: affine u4
+  std::vector<DeviceBuffer> dq_codes, dq_stats;             // compact double-quantized scales
   std::vector<nibble::GemmWeights> views;
   std::size_t bytes_per_copy = 0;  // codes + scales (+ zeros, offsets)
 };
@@ -442,8 +458,7 @@ DenseWeights& dense_weights(std::int64_t k, std::int64_t n, DType t) {
 /// Bytes of one repacked copy of an [n, k] weight of format f for activation type t (codes + scales + zeros +
 /// offsets).
 std::size_t nibble_copy_bytes(std::int64_t k, std::int64_t n, DType t, const WeightFormat& f) {
-  const nibble::GemmWeightBytes bytes = nibble::gemm_weight_bytes(f.format, n, k, f.group, t);
-  return bytes.codes + bytes.scales + bytes.zeros + bytes.offsets;
+  return nibble::gemm_weight_bytes(f.format, n, k, f.group, t, f.dq_compact).total();
 }
 
 /// `copies` repacked copies of a random [n, k] weight of format f (seeds from `seed`).
@@ -451,9 +466,9 @@ std::unique_ptr<NibbleWeights> make_nibble_weights(std::int64_t k, std::int64_t 
                                                    int copies, std::uint64_t seed0) {
   Context& ctx = context();
   auto w = std::make_unique<NibbleWeights>();
-  w->key = std::make_tuple(k, n, t, f.format, f.group);
-  const nibble::GemmWeightBytes bytes = nibble::gemm_weight_bytes(f.format, n, k, f.group, t);
-  w->bytes_per_copy = bytes.codes + bytes.scales + bytes.zeros + bytes.offsets;
+  w->key = std::make_tuple(k, n, t, f.format, f.group, f.dq_compact);
+  const nibble::GemmWeightBytes bytes = nibble::gemm_weight_bytes(f.format, n, k, f.group, t, f.dq_compact);
+  w->bytes_per_copy = bytes.total();
 
   // The plain [N, K] weight the quantizers would write: random codes, random positive scales of the
   // activation type (u4: zero points 8; affine u4: offsets about -8 scales). Refilled for each copy,
@@ -474,6 +489,18 @@ std::unique_ptr<NibbleWeights> make_nibble_weights(std::int64_t k, std::int64_t 
   src.zeros = plain_zeros.as<std::uint8_t>();
   src.offsets = plain_offsets.get();
   if (bytes.zeros > 0) CUDA_OK(cudaMemsetAsync(plain_zeros.get(), 8, plain_scales, ctx.stream));
+  // Compact double quantization: random 8-bit codes, absmax2 uniform in [0.002, 0.004] and the offset 0.01,
+  // so that the scales map[code] * absmax2 + offset lie in [0.006, 0.014] (as the others' [0.005, 0.015]).
+  const std::size_t dq_blocks = (plain_scales + 255) / 256;
+  DeviceBuffer plain_dq_codes(f.dq_compact ? plain_scales : 0), plain_absmax2(f.dq_compact ? dq_blocks * 4 : 0),
+      plain_dq_offset(f.dq_compact ? 4 : 0);
+  if (f.dq_compact) {
+    static const float kOffset = 0.01f;
+    CUDA_OK(cudaMemcpyAsync(plain_dq_offset.get(), &kOffset, 4, cudaMemcpyHostToDevice, ctx.stream));
+    src.dq_codes = plain_dq_codes.as<std::uint8_t>();
+    src.dq_absmax2 = plain_absmax2.as<float>();
+    src.dq_offset = plain_dq_offset.as<float>();
+  }
   for (int i = 0; i < copies; ++i) {
     const std::uint64_t seed = seed0 + std::uint64_t(i) * 7919 + std::uint64_t(f.format) * 31;
     fill_bytes(plain_codes.get(), plain_code_bytes, seed, ctx.stream);
@@ -483,9 +510,20 @@ std::unique_ptr<NibbleWeights> make_nibble_weights(std::int64_t k, std::int64_t 
     w->scales.emplace_back(bytes.scales);
     w->zeros.emplace_back(bytes.zeros);
     w->offsets.emplace_back(bytes.offsets);
+    w->dq_codes.emplace_back(bytes.dq_codes);
+    w->dq_stats.emplace_back(bytes.dq_stats);
     nibble::GemmWeights view;
-    NIBBLE_OK(nibble::repack(src, t, w->codes.back().get(), w->scales.back().get(), w->zeros.back().get(),
-                             w->offsets.back().get(), &view, ctx.stream));
+    if (f.dq_compact) {
+      fill_bytes(plain_dq_codes.get(), plain_scales, seed + 3, ctx.stream);
+      fill_absmax2_kernel<<<fill_blocks(dq_blocks), kFillThreads, 0, ctx.stream>>>(plain_absmax2.as<float>(), dq_blocks,
+                                                                                   seed + 4);
+      CUDA_OK(cudaGetLastError());
+      NIBBLE_OK(nibble::repack_dq(src, t, w->codes.back().get(), w->dq_codes.back().get(), w->dq_stats.back().get(),
+                                  &view, ctx.stream));
+    } else {
+      NIBBLE_OK(nibble::repack(src, t, w->codes.back().get(), w->scales.back().get(), w->zeros.back().get(),
+                               w->offsets.back().get(), &view, ctx.stream));
+    }
     w->views.push_back(view);
   }
   CUDA_OK(cudaStreamSynchronize(ctx.stream));  // before the plain buffers are freed
@@ -493,7 +531,7 @@ std::unique_ptr<NibbleWeights> make_nibble_weights(std::int64_t k, std::int64_t 
 }
 
 NibbleWeights& nibble_weights(std::int64_t k, std::int64_t n, DType t, const WeightFormat& f) {
-  const auto key = std::make_tuple(k, n, t, f.format, f.group);
+  const auto key = std::make_tuple(k, n, t, f.format, f.group, f.dq_compact);
   if (g_nibble && g_nibble->key == key) return *g_nibble;
   g_nibble.reset();
   g_nibble = make_nibble_weights(k, n, t, f, rotation_copies(nibble_copy_bytes(k, n, t, f)), 0xC000);
@@ -1197,6 +1235,13 @@ int register_all() {
             nibble_iterations(m, s, DType::kF16, f),
             [s, m, f](benchmark::State& st, const std::string& name) { bm_nibble(st, name, s, m, DType::kF16, f); });
       }
+    }
+  }
+  for (const Shape& s : kShapes) {  // (after the grid: its cuBLAS and nf4b64 entries ran already)
+    for (std::int64_t m : kDqMs) {
+      add(std::string("nibble/") + type_name(DType::kF16) + "/" + kDqFormat.name + "/" + shape_name(s, m),
+          nibble_iterations(m, s, DType::kF16, kDqFormat),
+          [s, m](benchmark::State& st, const std::string& name) { bm_nibble(st, name, s, m, DType::kF16, kDqFormat); });
     }
   }
   for (int mi = 0; mi < int(std::size(kModels)); ++mi) {

@@ -27,6 +27,7 @@
 
 struct DeviceWeights {
   DevBuf codes, scales, zeros, offsets;
+  DevBuf dq_codes, dq_stats;  // repack_dq's compact scales (upload_and_repack_dq)
   GemmWeights view;
 };
 
@@ -41,6 +42,22 @@ inline DeviceWeights upload_and_repack(const HostWeights& w, DType act) {
   d.offsets = DevBuf(b.offsets);
   NIBBLE_CHECK(nibble::repack(w.view(pc.get(), ps.get(), pz.get(), po.get()), act, d.codes.get(), d.scales.get(),
                               d.zeros.get(), d.offsets.get(), &d.view, nullptr));
+  CUDA_CHECK(cudaDeviceSynchronize());
+  return d;
+}
+
+/// Uploads the plain weight `w` with the double-quantized scales `dq` and repacks it on the GPU with its scales
+/// kept compact (repack_dq).
+inline DeviceWeights upload_and_repack_dq(const HostWeights& w, const HostDq& dq, DType act) {
+  DevBuf pc = to_device(w.codes), dc = to_device(dq.codes), da = to_device(dq.absmax2);
+  DevBuf off = to_device(std::vector<float>{dq.offset});
+  const nibble::GemmWeightBytes b = nibble::gemm_weight_bytes(w.format, w.n, w.k, w.group, act, true);
+  DeviceWeights d;
+  d.codes = DevBuf(b.codes);
+  d.dq_codes = DevBuf(b.dq_codes);
+  d.dq_stats = DevBuf(b.dq_stats);
+  NIBBLE_CHECK(nibble::repack_dq(dq.view(w, pc.get(), dc.get(), da.as<float>(), off.as<float>()), act, d.codes.get(),
+                                 d.dq_codes.get(), d.dq_stats.get(), &d.view, nullptr));
   CUDA_CHECK(cudaDeviceSynchronize());
   return d;
 }

@@ -128,6 +128,47 @@ inline HostWeights make_weights(std::mt19937_64& rng, Format f, int group, int64
   return w;
 }
 
+/// The second level (double quantization) of a weight's fp32 scales, computed on the host as quantize()'s does
+/// it (quant/double_quant.cuh: double_quantize_cpu): 8-bit codes [n * groups], absmax2 per 256, the offset.
+struct HostDq {
+  std::vector<uint8_t> codes;
+  std::vector<float> absmax2;
+  float offset = 0.0f;
+  /// `w`'s plain view with these double-quantized scales (device or host pointers; `w.scales` is not read).
+  PlainWeights view(const HostWeights& w, const void* codes_ptr, const void* dq_codes, const float* absmax2_ptr,
+                    const float* offset_ptr) const {
+    PlainWeights p = w.view(codes_ptr, nullptr, nullptr);
+    p.dq_codes = static_cast<const uint8_t*>(dq_codes);
+    p.dq_absmax2 = absmax2_ptr;
+    p.dq_offset = offset_ptr;
+    return p;
+  }
+};
+inline HostDq make_dq(const HostWeights& w) {
+  const int64_t count = w.n * w.groups();
+  std::vector<float> s(static_cast<std::size_t>(count));
+  for (int64_t i = 0; i < count; ++i) s[std::size_t(i)] = w.scale(i / w.groups(), i % w.groups());
+  HostDq dq;
+  dq.codes.resize(std::size_t(count));
+  dq.absmax2.resize(std::size_t((count + nibble::kDoubleQuantBlock - 1) / nibble::kDoubleQuantBlock));
+  nibble::detail::double_quantize_cpu(s.data(), count, dq.codes.data(), dq.absmax2.data(), &dq.offset,
+                                      nibble::QuantizeOptions{});
+  return dq;
+}
+/// `w` with its scales replaced by the double-quantized ones, expanded to fp32 as repack() expands them
+/// (dq_scale): the weight a GEMM of the compact layout must multiply by.
+inline HostWeights expand_dq(const HostWeights& w, const HostDq& dq) {
+  HostWeights e = w;
+  e.scale_type = kF32;
+  e.scales.assign(std::size_t(w.n * w.groups()) * 4, 0);
+  for (std::size_t i = 0; i < dq.codes.size(); ++i) {
+    const float v =
+        nibble::dq_scale(nibble::dynamic_map().v, dq.codes[i], dq.absmax2[i / nibble::kDoubleQuantBlock], dq.offset);
+    std::memcpy(e.scales.data() + 4 * i, &v, 4);
+  }
+  return e;
+}
+
 /// One GEMM problem on the host: activations (bits of act), bias, and a weight owned by the caller.
 struct HostProblem {
   DType act = kF16;

@@ -763,6 +763,100 @@ TEST(Gemm_Codebook, SharedMemoryAndRegisterTablesGiveIdenticalC) {
       });
 }
 
+// ================================== GPU: compact double-quantized scales =====================================
+
+// repack_dq keeps a double-quantized nf4 / fp4 weight's 8-bit scale codes, absmax2 and offset, and every
+// kernel decodes them to the scales repack() writes from the same source: C from the compact layout is
+// repack()'s C bit for bit, for every tile family (and both tables), group size and M; both pass the
+// statistical oracle of the expanded weight. K = 19200 at g = 64 gives 300 groups per row: second-level
+// blocks that start inside rows (the plain order's 256-blocks of N x groups).
+TEST(Gemm_DoubleQuant, CompactScalesGiveTheExpandedScalesC) {
+  NIBBLE_REQUIRE_GPU();
+  auto rng = nibble_test_rng();
+  struct Shape {
+    int group;
+    int64_t n, k;
+  };
+  const bool quick = quick_mode();
+  const std::vector<Shape> shapes =
+      quick ? std::vector<Shape>{{64, 392, 1088}, {32, 136, 992}}
+            : std::vector<Shape>{{64, 392, 1088}, {32, 136, 992}, {kPC, 200, 1000}, {128, 264, 1152}, {64, 48, 19200}};
+  int compared = 0;
+  for (DType act : {kF16, kBF16})
+    for (Format f : {kNf4, kFp4})
+      for (const Shape& sh : shapes) {
+        const HostWeights w = make_weights(rng, f, sh.group, sh.n, sh.k, kF32, Data::kRandom);
+        const HostDq dq = make_dq(w);
+        const HostWeights expanded = expand_dq(w, dq);
+        const DeviceWeights de = upload_and_repack(expanded, act);
+        const DeviceWeights dc = upload_and_repack_dq(w, dq, act);
+        ASSERT_TRUE(dc.view.dq_compact() && dc.view.scales == nullptr);
+        const std::vector<int64_t> ms =
+            sh.k > 4096 ? std::vector<int64_t>{1, 24, 130} : std::vector<int64_t>{1, 5, 16, 17, 24, 56, 130, 300};
+        for (int64_t m : ms) {
+          const HostProblem p = make_problem(rng, act, expanded, m, Data::kRandom);
+          const DeviceActs da = upload_acts(p);
+          const Samples smp = reference(p, rng);
+          for (gemm::Mainloop ml : mainloops_for(m, f))
+            for (gemm::CodebookTable table : {gemm::CodebookTable::kSharedMemory, gemm::CodebookTable::kRegisters}) {
+              RunOpts o;
+              o.mainloop = ml;
+              o.codebook_table = table;
+              o.out = m % 2 == 0 ? kF32 : act;
+              SCOPED_TRACE(p.name() + " " + o.name());
+              const RunResult full = run_and_check(p, de, da, smp, o);
+              const RunResult compact = run_and_check(p, dc, da, smp, o);
+              EXPECT_EQ(int(full.plan.kind), int(compact.plan.kind));
+              EXPECT_TRUE(full.c == compact.c) << "compact dq scales give another C than the expanded ones";
+              ++compared;
+            }
+        }
+      }
+  std::printf("[nibble] compact vs expanded dq scales: %d GEMMs compared\n", compared);
+}
+
+// The compact layout's refusals: a format other than nf4 / fp4, no dq_stats, scales and dq codes both set,
+// misaligned dq buffers; the compact buffers are 4.127 bits per weight at g = 64 on 8192 x 28672.
+TEST(Gemm_DoubleQuant, RefusalsAndSize) {
+  NIBBLE_REQUIRE_GPU();
+  auto rng = nibble_test_rng();
+  const HostWeights w = make_weights(rng, kNf4, 64, 64, 512, kF32, Data::kRandom);
+  const HostDq dq = make_dq(w);
+  const DeviceWeights dc = upload_and_repack_dq(w, dq, kF16);
+  const HostProblem p = make_problem(rng, kF16, expand_dq(w, dq), 4, Data::kRandom);
+  const DeviceActs da = upload_acts(p);
+  DevBuf c(std::size_t(4 * 64) * 2);
+  RunOpts o;
+  o.out = kF16;
+  gemm::Arguments args = make_args(p, dc, da, o, c.get());
+  EXPECT_STATUS(Status::kSuccess, gemm::can_implement(args));
+  gemm::Arguments bad = args;
+  bad.w.dq_stats = nullptr;
+  EXPECT_STATUS(Status::kErrorNullPointer, gemm::can_implement(bad));
+  bad = args;
+  bad.w.scales = dc.codes.get();
+  EXPECT_STATUS(Status::kErrorInvalidArgument, gemm::can_implement(bad));
+  bad = args;
+  bad.w.dq_codes = dc.dq_codes.as<uint8_t>() + 4;
+  EXPECT_STATUS(Status::kErrorMisalignedPointer, gemm::can_implement(bad));
+  bad = args;
+  bad.w.dq_stats = dc.dq_stats.as<float>() + 1;
+  EXPECT_STATUS(Status::kErrorMisalignedPointer, gemm::can_implement(bad));
+  bad = args;
+  bad.w.format = kS4;
+  EXPECT_STATUS(Status::kErrorUnsupportedFormat, gemm::can_implement(bad));
+  EXPECT_STATUS(Status::kErrorUnsupportedFormat, gemm::run(bad, nullptr, 0, nullptr));
+  const nibble::GemmWeightBytes b = nibble::gemm_weight_bytes(kNf4, 28672, 8192, 64, kF16, true);
+  const nibble::GemmWeightBytes full = nibble::gemm_weight_bytes(kNf4, 28672, 8192, 64, kF16);
+  const double bits = 8.0 * double(b.total()) / (28672.0 * 8192.0),
+               full_bits = 8.0 * double(full.total()) / (28672.0 * 8192.0);
+  std::printf("[nibble] nf4 g64 8192 x 28672: %.4f bits per weight compact, %.4f with 16-bit scales\n", bits,
+              full_bits);
+  EXPECT_NEAR(bits, 4.0 + 8.0 / 64 + 32.0 / (64 * 256), 1e-4);
+  EXPECT_NEAR(full_bits, 4.25, 1e-9);
+  EXPECT_EQ(nibble::gemm_weight_bytes(kS4, 64, 512, 64, kF16, true).total(), 0u);
+}
+
 // What the kernels were compiled with matches what the host believes: wgmma_available() is true exactly
 // where the device code of this binary issues wgmma (detail::kWgmmaCompiled in the device pass).
 TEST(Gemm_Wgmma, HostAndDeviceCodeAgree) {

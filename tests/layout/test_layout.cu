@@ -314,4 +314,135 @@ TEST(GemmRepack, DeviceMatchesHostBitForBit) {
         }
 }
 
+// ================================== compact double-quantized scales (repack_dq) ==============================
+
+/// The layout rule of gemm_layout.cuh written out: dq_codes[group * n_pad + n] is the plain code of (n, group)
+/// (0 in padding), dq_stats is the map, the offset, 3 zeros and absmax2 as they are; decoding entry (group, n)
+/// with block (n * groups + group) / 256 gives exactly the scale repack_host writes from the same source.
+TEST(GemmRepackDq, CompactLayoutDecodesToRepacksScales) {
+  auto rng = nibble_test_rng();
+  const RepackShape shapes[] = {{392, 1088, 64}, {136, 992, 32}, {200, 1000, kPC}, {48, 19200, 64}, {17, 512, 256}};
+  for (DType act : {kF16, kBF16})
+    for (Format f : {kNf4, kFp4})
+      for (const RepackShape& sh : shapes) {
+        SCOPED_TRACE(repack_label("repack_dq", f, act, kF32, sh));
+        const HostWeights w = make_weights(rng, f, sh.group, sh.n, sh.k, kF32, Data::kRandom, 3);
+        const HostDq dq = make_dq(w);
+        const nibble::GemmWeightBytes b = nibble::gemm_weight_bytes(f, sh.n, sh.k, sh.group, act, true);
+        const nibble::GemmWeightBytes fb = nibble::gemm_weight_bytes(f, sh.n, sh.k, sh.group, act);
+        ASSERT_EQ(b.scales, 0u);
+        ASSERT_EQ(b.codes, fb.codes);
+        std::vector<uint8_t> codes(b.codes + 16, 0xAB), dq_codes(b.dq_codes + 16, 0xAB);
+        std::vector<float> stats(b.dq_stats / 4 + 4, -1.0f);
+        GemmWeights v;
+        NIBBLE_CHECK(nibble::repack_dq_host(dq.view(w, w.codes.data(), dq.codes.data(), dq.absmax2.data(), &dq.offset),
+                                            act, codes.data(), dq_codes.data(), stats.data(), &v));
+        EXPECT_TRUE(v.dq_compact() && v.scales == nullptr && v.zeros == nullptr && v.offsets == nullptr);
+        EXPECT_EQ(static_cast<const void*>(v.dq_codes), dq_codes.data());
+        EXPECT_EQ(static_cast<const void*>(v.dq_stats), stats.data());
+        // repack_host of the same source with its scales expanded (PlainWeights' dq fields)
+        HostGemmBuffers full(fb, 0);
+        GemmWeights fv;
+        NIBBLE_CHECK(nibble::repack_host(dq.view(w, w.codes.data(), dq.codes.data(), dq.absmax2.data(), &dq.offset),
+                                         act, full.codes.data(), full.scales.data(), nullptr, &fv));
+        EXPECT_TRUE(std::equal(codes.begin(), codes.begin() + b.codes, full.codes.begin())) << "codes differ";
+        EXPECT_EQ(codes[b.codes], 0xAB) << "wrote past the codes";
+        const layout::GemmShape s = layout::make_gemm_shape(sh.n, sh.k, sh.group);
+        const int64_t groups = sh.group == kPC ? 1 : sh.k / sh.group;
+        const nibble::DynamicMap& map = nibble::dynamic_map();
+        for (int i = 0; i < 256; ++i) ASSERT_EQ(stats[i], map.v[i]);
+        EXPECT_EQ(stats[256], dq.offset);
+        EXPECT_TRUE(stats[257] == 0.0f && stats[258] == 0.0f && stats[259] == 0.0f);
+        const int64_t blocks = (sh.n * groups + 255) / 256;
+        ASSERT_EQ(b.dq_stats, std::size_t(260 + blocks) * 4);
+        for (int64_t i = 0; i < blocks; ++i) ASSERT_EQ(stats[260 + i], dq.absmax2[i]);
+        EXPECT_EQ(stats[260 + blocks], -1.0f) << "wrote past dq_stats";
+        int64_t mismatches = 0;
+        for (int64_t g = 0; g < s.groups; ++g)
+          for (int64_t n = 0; n < s.n_pad; ++n) {
+            const int64_t i = g * s.n_pad + n;
+            const bool real = n < sh.n && g < groups;
+            ASSERT_EQ(dq_codes[i], real ? dq.codes[n * groups + g] : 0) << "entry " << i;
+            // map[code] * absmax2 + offset with dq_scale's two roundings (volatile: no FMA contraction)
+            volatile float prod = real ? stats[dq_codes[i]] * stats[260 + (n * groups + g) / 256] : 0.0f;
+            const float ref = real ? prod + stats[256] : 0.0f;
+            uint16_t got;
+            std::memcpy(&got, full.scales.data() + 2 * i, 2);
+            if (got != to_bits(act, ref)) ++mismatches;
+          }
+        EXPECT_EQ(mismatches, 0) << "decoded compact scales differ from repack's";
+      }
+}
+
+TEST(GemmRepackDq, RejectsInvalidArguments) {
+  auto rng = nibble_test_rng();
+  const HostWeights w = make_weights(rng, kNf4, 64, 32, 256, kF32, Data::kRandom);
+  const HostDq dq = make_dq(w);
+  const nibble::GemmWeightBytes b = nibble::gemm_weight_bytes(kNf4, 32, 256, 64, kF16, true);
+  std::vector<uint8_t> codes(b.codes + 16), dq_codes(b.dq_codes + 16);
+  std::vector<float> stats(b.dq_stats / 4 + 4);
+  GemmWeights v;
+  const PlainWeights good = dq.view(w, w.codes.data(), dq.codes.data(), dq.absmax2.data(), &dq.offset);
+  EXPECT_STATUS(Status::kSuccess, nibble::repack_dq_host(good, kF16, codes.data(), dq_codes.data(), stats.data(), &v));
+  PlainWeights p = good;
+  p.dq_codes = nullptr;  // no double quantization: repack() is the entry point
+  EXPECT_STATUS(Status::kErrorNullPointer,
+                nibble::repack_dq_host(p, kF16, codes.data(), dq_codes.data(), stats.data(), &v));
+  p = good;
+  p.format = kS4;
+  EXPECT_STATUS(Status::kErrorUnsupportedFormat,
+                nibble::repack_dq_host(p, kF16, codes.data(), dq_codes.data(), stats.data(), &v));
+  EXPECT_STATUS(Status::kErrorUnsupportedFormat,
+                nibble::repack_dq_host(good, kF32, codes.data(), dq_codes.data(), stats.data(), &v));
+  EXPECT_STATUS(Status::kErrorNullPointer, nibble::repack_dq_host(good, kF16, codes.data(), nullptr, stats.data(), &v));
+  EXPECT_STATUS(Status::kErrorNullPointer,
+                nibble::repack_dq_host(good, kF16, codes.data(), dq_codes.data(), nullptr, &v));
+  EXPECT_STATUS(Status::kErrorNullPointer,
+                nibble::repack_dq_host(good, kF16, codes.data(), dq_codes.data(), stats.data(), nullptr));
+  EXPECT_STATUS(Status::kErrorMisalignedPointer,
+                nibble::repack_dq_host(good, kF16, codes.data(), dq_codes.data() + 1, stats.data(), &v));
+  EXPECT_STATUS(Status::kErrorMisalignedPointer,
+                nibble::repack_dq_host(good, kF16, codes.data(), dq_codes.data(), stats.data() + 1, &v));
+  p = good;
+  p.group_size = 48;
+  EXPECT_STATUS(Status::kErrorGroupSize,
+                nibble::repack_dq_host(p, kF16, codes.data(), dq_codes.data(), stats.data(), &v));
+}
+
+/// repack_dq on the GPU writes repack_dq_host's bytes.
+TEST(GemmRepackDq, DeviceMatchesHostBitForBit) {
+  NIBBLE_REQUIRE_GPU();
+  auto rng = nibble_test_rng();
+  const RepackShape shapes[] = {{392, 1088, 64}, {136, 992, 32}, {200, 1000, kPC}, {48, 19200, 64}};
+  for (DType act : {kF16, kBF16})
+    for (Format f : {kNf4, kFp4})
+      for (const RepackShape& sh : shapes) {
+        SCOPED_TRACE(repack_label("repack_dq", f, act, kF32, sh));
+        const HostWeights w = make_weights(rng, f, sh.group, sh.n, sh.k, kF32, Data::kRandom, 5);
+        const HostDq dq = make_dq(w);
+        const nibble::GemmWeightBytes b = nibble::gemm_weight_bytes(f, sh.n, sh.k, sh.group, act, true);
+        std::vector<uint8_t> codes(b.codes), dq_codes(b.dq_codes);
+        std::vector<float> stats(b.dq_stats / 4);
+        GemmWeights hv;
+        NIBBLE_CHECK(nibble::repack_dq_host(dq.view(w, w.codes.data(), dq.codes.data(), dq.absmax2.data(), &dq.offset),
+                                            act, codes.data(), dq_codes.data(), stats.data(), &hv));
+        DevBuf pc = to_device(w.codes), pdc = to_device(dq.codes), pa = to_device(dq.absmax2),
+               po = to_device(std::vector<float>{dq.offset});
+        DevBuf dc(b.codes), ddc(b.dq_codes), ds(b.dq_stats);
+        CUDA_CHECK(cudaMemset(dc.get(), 0xCD, b.codes));
+        CUDA_CHECK(cudaMemset(ddc.get(), 0xCD, b.dq_codes));
+        CUDA_CHECK(cudaMemset(ds.get(), 0xCD, b.dq_stats));
+        Stream stream;
+        GemmWeights dv;
+        NIBBLE_CHECK(nibble::repack_dq(dq.view(w, pc.get(), pdc.get(), pa.as<float>(), po.as<float>()), act, dc.get(),
+                                       ddc.get(), ds.get(), &dv, stream.s));
+        CUDA_CHECK(cudaStreamSynchronize(stream.s));
+        EXPECT_TRUE(dc.download<uint8_t>() == codes) << "codes differ";
+        EXPECT_TRUE(ddc.download<uint8_t>() == dq_codes) << "dq codes differ";
+        EXPECT_TRUE(ds.download<float>() == stats) << "dq stats differ";
+        EXPECT_EQ(static_cast<const void*>(dv.dq_codes), ddc.get());
+        EXPECT_EQ(static_cast<const void*>(dv.dq_stats), ds.get());
+      }
+}
+
 }  // namespace

@@ -163,13 +163,18 @@ inline Status check_arguments(const Arguments& args) {
   if (args.m > kMaxDim || w.n > kMaxDim || w.k > kMaxDim) return Status::kErrorSizeOverflow;
   // A is read in 16-byte chunks of 8 elements (per-channel weights with K % 8 != 0 quantize, not multiply)
   if (w.k % 8 != 0) return Status::kErrorInvalidShape;
-  if (args.a == nullptr || args.c == nullptr || w.codes == nullptr || w.scales == nullptr)
+  // compact double-quantized scales (repack_dq): nf4 / fp4 only, dq_stats with them, no 16-bit scales
+  if (w.dq_compact() && !is_codebook(w.format)) return Status::kErrorUnsupportedFormat;
+  if (args.a == nullptr || args.c == nullptr || w.codes == nullptr ||
+      (w.dq_compact() ? w.dq_stats == nullptr : w.scales == nullptr))
     return Status::kErrorNullPointer;
+  if (w.dq_compact() && w.scales != nullptr) return Status::kErrorInvalidArgument;  // one of the two, not both
   if (w.format == Format::kU4 && w.zeros == nullptr) return Status::kErrorNullPointer;
   if (has_offset(w.format) && w.offsets == nullptr) return Status::kErrorNullPointer;
   if (args.lda < w.k || args.ldc < w.n) return Status::kErrorLeadingDimension;
   if (!nibble::detail::is_aligned(args.a, 16) || args.lda % 8 != 0) return Status::kErrorMisalignedPointer;
   if (!nibble::detail::is_aligned(w.codes, 16) || !nibble::detail::is_aligned(w.scales, 16) ||
+      !nibble::detail::is_aligned(w.dq_codes, 16) || !nibble::detail::is_aligned(w.dq_stats, 16) ||
       (w.zeros != nullptr && !nibble::detail::is_aligned(w.zeros, 16)) ||
       (has_offset(w.format) && !nibble::detail::is_aligned(w.offsets, 16)))
     return Status::kErrorMisalignedPointer;
@@ -208,6 +213,9 @@ KernelParams<T> make_kernel_params(const Arguments& args, const Plan& plan, void
   p.zeros = w.zeros;
   p.offsets = static_cast<const T*>(w.offsets);
   p.shape = w.shape();
+  p.dq_codes = w.dq_codes;
+  p.dq_stats = w.dq_stats;
+  p.dq_groups = layout::dq_plain_groups(p.shape, w.group_size);
   p.per_channel = w.group_size == kPerChannel;
   p.group_log2 = p.per_channel ? 0 : log2_exact(w.group_size);
   p.bias = static_cast<const T*>(args.bias);

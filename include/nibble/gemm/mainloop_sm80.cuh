@@ -39,6 +39,9 @@ __global__ void __launch_bounds__(Tile::kConfig.threads()) gemm_kernel(const Ker
   // Mainloop: a ring of S stages, S - 1 k-tiles loaded ahead. The first loads are issued before the
   // codebook table is built, so that they are in flight meanwhile.
   loader.template prologue<S - 1>(p, smem.stages, work.kt_begin, work.kt_end, tid);
+  const DqScaleLoader<T, F, Tile> dq(p, work.n0, tid);  // compact double-quantized scales (nf4 / fp4)
+  typename DqScaleLoader<T, F, Tile>::Fetched dq_next =
+      dq.template prologue<S - 1>(p, smem.stages, work.kt_begin, work.kt_end);
 
   const KernelDequantContext<F, T, kSmemTable, Tile> ctx =
       make_kernel_dequant_context<F, T, kSmemTable, Tile>(smem.table(), tid);
@@ -82,6 +85,10 @@ __global__ void __launch_bounds__(Tile::kConfig.threads()) gemm_kernel(const Ker
     nibble::detail::cp_async_wait<S - 2>();
     __syncthreads();  // stage i is visible to all; every warp is done with stage i - 1
     loader.load(p, smem.stages[(i + S - 1) % S], kt + S - 1, work.kt_end, tid);
+    if (dq.active) {
+      dq.store(p, smem.stages[(i + S - 1) % S], dq_next);
+      dq_next = dq.fetch(p, kt + S, work.kt_end);
+    }
     compute_stage(smem.stages[i % S]);
   }
   nibble::detail::cp_async_wait<0>();

@@ -54,8 +54,9 @@ NIBBLE_DEVICE T bits_to_value(std::uint32_t bits) {
     return __ushort_as_bfloat16(static_cast<unsigned short>(bits));
 }
 
-/// kG32: groups of 32 (two scale rows per atom); every other group size (and per-channel) has one.
-template <class T, Format F, class Tile, bool kSmemTable, bool kG32>
+/// kG32: groups of 32 (two scale rows per atom); every other group size (and per-channel) has one. kDq: compact
+/// double-quantized scales (nf4 / fp4 with p.dq_codes).
+template <class T, Format F, class Tile, bool kSmemTable, bool kG32, bool kDq = false>
 __global__ void __launch_bounds__(Tile::kConfig.threads(), 1) gemm_stream_kernel(const KernelParams<T> p) {
   constexpr TileConfig C = Tile::kConfig;
   static_assert(C.stream, "stream configurations only");
@@ -69,10 +70,12 @@ __global__ void __launch_bounds__(Tile::kConfig.threads(), 1) gemm_stream_kernel
   constexpr int kScaleOff = kChunk * layout::kAtomBytes;  // stage: scales after the atoms
   constexpr int kZeroOff = kScaleOff + kChunk * 2 * 32;   // then u4 zeros, or affine u4 offsets (like scales)
   constexpr bool kU4 = F == Format::kU4, kAffine = has_offset(F);
+  static_assert(!kDq || is_codebook(F), "compact double-quantized scales: nf4 / fp4");
   static_assert(kZeroOff + kChunk * 2 * (kAffine ? 32 : 16) <= kStageBytes, "stage layout");
   // Atoms of a fast-path chunk unrolled together: all of them where the registers allow (ptxas spills the
   // nf4 / fp4 table kernels and the 16-token s4 one otherwise).
-  constexpr int kFastUnroll = (is_codebook(F) || TT > 1) ? 2 : kChunk;
+  // (The 16-token dq kernel for groups of 32 spills even so: it decodes one atom at a time.)
+  constexpr int kFastUnroll = (kDq && kG32 && TT > 1) ? 1 : (is_codebook(F) || TT > 1) ? 2 : kChunk;
   extern __shared__ __align__(128) unsigned char smem_raw[];
   __shared__ int s_is_last;
 #if defined(__CUDA_ARCH__) && (__CUDA_ARCH__ >= 900)
@@ -117,7 +120,20 @@ __global__ void __launch_bounds__(Tile::kConfig.threads(), 1) gemm_stream_kernel
   constexpr int kSlots = kScaleSlots + (kU4 ? kChunk * kPer : 0) + (kAffine ? kScaleSlots : 0);
   // Copies one slot (scale half, zero row or offset half) of atom i of the chunk whose first atom is (col, kb);
   // kb + i may run past the slice (the chunk then continues in the next column).
+  // Compact double-quantized scales (nf4 / fp4 from repack_dq): the slots of a chunk are its 8-bit scale codes
+  // instead (atom i, scale row h: 16 bytes into the zero slots' place), which the warp decodes into the scale
+  // slots when the chunk has landed (see dq_decode below).
+  // (kDq is a kernel of its own, so that the others stay as they were tuned: the decode behind a run-time
+  // test in the same kernel made ptxas spill the sm_90 table kernels)
   auto copy_slot = [&](unsigned char* st, int s, int i, int col, int kb, bool may_wrap) {
+    if constexpr (kDq) {
+      kb += i;
+      if (may_wrap) wrap(kb, col);
+      const int h = s % kPer;
+      nibble::detail::cp_async_16(st + kZeroOff + (i * kPer + h) * 16, p.dq_codes + scale_offset(col, kb) + h * n_pad,
+                                  true);
+      return;
+    }
     const bool second = s >= kScaleSlots;  // a zero or an offset slot
     const int s2 = second ? s - kScaleSlots : s;
     const int h = second && kU4 ? s2 % kPer : (s2 / 2) % kPer;
@@ -134,6 +150,7 @@ __global__ void __launch_bounds__(Tile::kConfig.threads(), 1) gemm_stream_kernel
                                   true);
   };
   auto slot_atom = [&](int s) {
+    if constexpr (kDq) return s / kPer;
     return s < kScaleSlots ? s / (2 * kPer) : (kU4 ? (s - kScaleSlots) / kPer : (s - kScaleSlots) / (2 * kPer));
   };
   // Copies chunk c into its stage (the cursor is at the chunk's first atom; chunks are copied in order):
@@ -147,7 +164,7 @@ __global__ void __launch_bounds__(Tile::kConfig.threads(), 1) gemm_stream_kernel
 #pragma unroll
       for (int r = 0; r < (kSlots + 31) / 32; ++r) {
         const int s = lane + 32 * r;
-        if (s < kSlots) {
+        if (s < (kDq ? kChunk * kPer : kSlots)) {  // (a chunk's dq code slots)
           if (simple)
             copy_slot(st, s, slot_atom(s), l_col, l_kb, false);
           else if (slot_atom(s) < n)
@@ -388,8 +405,48 @@ __global__ void __launch_bounds__(Tile::kConfig.threads(), 1) gemm_stream_kernel
     from_start = true;
   };
 
+  // ---- compact double-quantized scales: entry e = lane + 32 r (r < kDqPer) of a chunk is row e % 16 of scale
+  // row h = (e / 16) % kPer of atom e / (16 kPer). Once a chunk has landed, dq_decode turns its codes into
+  // T(map[code] * absmax2 + offset) (repack()'s scales, bit for bit) in the scale slots, and prefetches the
+  // next chunk's absmax2 into L1 (no registers held across the chunk: the table kernels are at their limit). ----
+  constexpr int kDqPer = kChunk * kPer * 16 / 32;
+  // absmax2 of entry r of the chunk whose first atom is (col, kb): null where the entry is no weight's scale
+  // (an atom past the run's end `left`, a padding row or group).
+  auto dq_absmax_ptr = [&](int r, int col, int kb, int left) -> const float* {
+    const int e = lane + 32 * r, i = e / (16 * kPer), h = (e / 16) % kPer, row = e % 16;
+    kb += i;
+    wrap(kb, col);
+    const std::int64_t n = std::int64_t(col) * layout::kAtomN + row;
+    const std::int64_t grp = (p.per_channel ? 0 : (std::int64_t(kb) * layout::kAtomK) >> p.group_log2) + h;
+    if (i >= left || n >= p.n || grp >= p.dq_groups) return nullptr;
+    return p.dq_stats + layout::kDqStatsHeader + layout::dq_block(n, grp, p.dq_groups);
+  };
+  auto dq_decode = [&](unsigned char* st, int c) {
+    const int left = u1 - (u0 + c * kChunk);
+    const float dq_off = __ldg(p.dq_stats + layout::kDqOffsetIndex);
+#pragma unroll
+    for (int r = 0; r < kDqPer; ++r) {
+      const int e = lane + 32 * r, i = e / (16 * kPer), h = (e / 16) % kPer, row = e % 16;
+      const float* am = dq_absmax_ptr(r, c_col, c_kb, left);
+      float v32 = 0.0f;
+      if (am != nullptr) {
+        const float m = p.dq_stats[st[kZeroOff + (i * kPer + h) * 16 + row]];  // the map, in front of dq_stats
+        v32 = __fadd_rn(__fmul_rn(m, __ldg(am)), dq_off);
+      }
+      *reinterpret_cast<T*>(st + kScaleOff + (i * kPer + h) * 32 + row * 2) = from_float<T>(v32);
+    }
+    __syncwarp();                         // the scale slots are read by every lane
+    int kb = c_kb + kChunk, col = c_col;  // the next chunk
+    wrap(kb, col);
+#pragma unroll
+    for (int r = 0; r < kDqPer; ++r) {
+      const float* am = dq_absmax_ptr(r, col, kb, left - kChunk);
+      if (am != nullptr) nibble::detail::prefetch_l1(am);
+    }
+  };
+
   for (int c = 0; c < chunks; ++c) {
-    const unsigned char* st = ring + (c % kStages) * kStageBytes;
+    const unsigned char* st = ring + (c % kStages) * kStageBytes;  // (dq_decode writes its scale slots)
 #if defined(__CUDA_ARCH__) && (__CUDA_ARCH__ >= 900)
     nibble::detail::mbarrier_wait_parity(nibble::detail::smem_addr(&bars[warp][c % kStages]),
                                          std::uint32_t((c / kStages) & 1));
@@ -397,6 +454,7 @@ __global__ void __launch_bounds__(Tile::kConfig.threads(), 1) gemm_stream_kernel
     nibble::detail::cp_async_wait<kStages - 1>();
     __syncwarp();  // the scale rows were copied by other lanes
 #endif
+    if constexpr (kDq) dq_decode(ring + (c % kStages) * kStageBytes, c);
     const int n = min(kChunk, u1 - (u0 + c * kChunk));
     if (n == kChunk && c_kb + kChunk <= a1) {
       // The common case: a full chunk inside one column, no per-atom segment checks (so the compiler may
@@ -487,12 +545,19 @@ __global__ void __launch_bounds__(Tile::kConfig.threads(), 1) gemm_stream_kernel
 template <>
 struct FamilyKernel<StreamKernel> {
   static constexpr bool kHasWgmmaBody = false;
-  static constexpr int kVariants = 2;  // 1: groups of 32 (two scale rows per atom)
+  static constexpr int kVariants = 4;  // bit 0: groups of 32 (two scale rows per atom); bit 1: compact dq scales
   template <class T, Format F, class Tile, bool kUseWgmma, bool kSmemTable>
   static auto kernel(const KernelParams<T>& p, int* variant) {
-    *variant = !p.per_channel && p.group_log2 == 5 ? 1 : 0;
-    return *variant == 1 ? &gemm_stream_kernel<T, F, Tile, kSmemTable, true>
-                         : &gemm_stream_kernel<T, F, Tile, kSmemTable, false>;
+    const bool g32 = !p.per_channel && p.group_log2 == 5;
+    *variant = g32 ? 1 : 0;
+    if constexpr (is_codebook(F)) {
+      if (p.dq_codes != nullptr) {
+        *variant += 2;
+        return g32 ? &gemm_stream_kernel<T, F, Tile, kSmemTable, true, true>
+                   : &gemm_stream_kernel<T, F, Tile, kSmemTable, false, true>;
+      }
+    }
+    return g32 ? &gemm_stream_kernel<T, F, Tile, kSmemTable, true> : &gemm_stream_kernel<T, F, Tile, kSmemTable, false>;
   }
 };
 

@@ -15,6 +15,10 @@ struct KernelParams {
   const T* scales;            // gS: [groups][n_pad]
   const std::uint8_t* zeros;  // gZ: [groups][n_pad], u4 only
   const T* offsets;           // gO: [groups][n_pad], affine u4 only
+  // compact double-quantized scales (nf4 / fp4; scales is null): layout/gemm_layout.cuh
+  const std::uint8_t* dq_codes;  // [groups][n_pad]
+  const float* dq_stats;         // map [256], offset, absmax2 from kDqStatsHeader
+  std::int64_t dq_groups;        // groups per row of the plain order (dq_plain_groups)
   layout::GemmShape shape;
   int group_log2;  // log2(group) for grouped formats
   bool per_channel;

@@ -105,9 +105,11 @@ struct StageLoader {
       const bool pred = w_k_ok && j * kWAtomStep < w_cols_left;
       nibble::detail::cp_async_16(sW + (tid + j * kThreads) * 16, pred ? gW_kt + j * w_atom_step : p.codes, pred);
     }
-    // sS (and sZ, sO): gpt rows of BN values.
+    // sS (and sZ, sO): gpt rows of BN values. (Compact double-quantized scales are decoded into sS by
+    // DqScaleLoader instead.)
     const std::int64_t g_first = p.per_channel ? 0 : (std::int64_t(kt) * BK) >> p.group_log2;
-    for (int c = tid; c < gpt * (BN / 8); c += kThreads) {
+    const int scale_chunks = !is_codebook(F) || p.dq_codes == nullptr ? gpt * (BN / 8) : 0;
+    for (int c = tid; c < scale_chunks; c += kThreads) {
       const int gi = c / (BN / 8), ch = c % (BN / 8);
       const std::int64_t gg = g_first + gi, gn = n0 + ch * 8;
       const bool pred = valid && gg < p.shape.groups && gn < p.shape.n_pad;
@@ -154,6 +156,103 @@ struct StageLoader {
 #endif
 #pragma unroll
     for (int s = 0; s < kCount; ++s) load(p, stages[s], kt_begin + s, kt_end, tid);
+  }
+};
+
+/// Compact double-quantized scales (nf4 / fp4 weights from repack_dq, p.dq_codes set; layout/gemm_layout.cuh):
+/// the threads decode a k-tile's scales into the stage's sS themselves, and the mainloop reads sS as usual.
+/// Thread tid owns 4 consecutive weight rows of one scale row of the k-tile (chunk tid of gpt * BN / 4). To keep
+/// the loads' latency off the mainloop, fetch() loads the 8-bit codes and the four absmax2 of a k-tile into
+/// registers one k-tile before store() decodes them, T(map[code] * absmax2 + offset) (fp32 multiply, fp32 add,
+/// one rounding: what repack() writes), and stores them into sS: the mainloop calls store() for the stage it
+/// has just asked the copies of and fetch() for the k-tile after it. For every other format (and without
+/// p.dq_codes) the members do nothing.
+template <class T, Format F, class Tile>
+struct DqScaleLoader {
+  static constexpr TileConfig C = Tile::kConfig;
+  using Stage = StageStorage<T, Tile, has_offset(F)>;
+  static constexpr int BN = C.tile_n(), BK = C.tile_k(), kThreads = C.threads();
+  static_assert(C.max_groups_per_tile() * BN / 4 <= kThreads, "one chunk of 4 scales per thread at most");
+  /// What fetch() loads for store().
+  struct Fetched {
+    std::uint32_t codes = 0;  // four 8-bit codes, row nl + r in byte r
+    float absmax[4] = {};
+    unsigned valid = 0;  // bit r: row nl + r is a weight row and the group a group of the weight
+  };
+  bool active = false;  // the thread owns a chunk (p.dq_codes set, chunk < gpt * BN / 4)
+  int gi = 0, nl = 0;   // its scale row within the k-tile and its first tile-local weight row
+  int n0 = 0;
+  float offset = 0.0f;
+
+  NIBBLE_DEVICE DqScaleLoader(const KernelParams<T>& p, int n0, int tid) {
+    if constexpr (is_codebook(F)) {
+      const int gpt = groups_per_tile<Tile>(p);
+      active = p.dq_codes != nullptr && tid < gpt * (BN / 4);
+      gi = tid / (BN / 4);
+      nl = 4 * (tid % (BN / 4));
+      this->n0 = n0;
+      if (active) offset = __ldg(p.dq_stats + layout::kDqOffsetIndex);
+    } else {
+      (void)p, (void)n0, (void)tid;
+    }
+  }
+
+  /// The codes and absmax2 of k-tile kt's chunk (nothing past kt_end).
+  NIBBLE_DEVICE Fetched fetch(const KernelParams<T>& p, int kt, int kt_end) const {
+    Fetched f;
+    if constexpr (is_codebook(F)) {
+      const std::int64_t gg = (p.per_channel ? 0 : (std::int64_t(kt) * BK) >> p.group_log2) + gi;
+      const int n = n0 + nl;
+      if (!active || kt >= kt_end || gg >= p.dq_groups || n >= p.shape.n_pad) return f;
+      f.codes = __ldg(reinterpret_cast<const unsigned*>(p.dq_codes + layout::scale_row_offset(p.shape, gg) + n));
+#pragma unroll
+      for (int r = 0; r < 4; ++r) {
+        if (n + r < p.n) {
+          f.valid |= 1u << r;
+          f.absmax[r] = __ldg(p.dq_stats + layout::kDqStatsHeader + layout::dq_block(n + r, gg, p.dq_groups));
+        }
+      }
+    } else {
+      (void)p, (void)kt, (void)kt_end;
+    }
+    return f;
+  }
+
+  /// Decodes `f` into the stage's sS (0 where f is not valid).
+  NIBBLE_DEVICE void store(const KernelParams<T>& p, Stage& st, const Fetched& f) const {
+    if constexpr (is_codebook(F)) {
+      if (!active) return;
+      T v[4];
+#pragma unroll
+      for (int r = 0; r < 4; ++r) {
+        const float m = p.dq_stats[(f.codes >> (8 * r)) & 0xFFu];  // the map, in front of dq_stats
+        v[r] = from_float<T>((f.valid >> r) & 1u ? __fadd_rn(__fmul_rn(m, f.absmax[r]), offset) : 0.0f);
+      }
+      uint2 packed;
+      packed.x = std::uint32_t(reinterpret_cast<const unsigned short&>(v[0])) |
+                 (std::uint32_t(reinterpret_cast<const unsigned short&>(v[1])) << 16);
+      packed.y = std::uint32_t(reinterpret_cast<const unsigned short&>(v[2])) |
+                 (std::uint32_t(reinterpret_cast<const unsigned short&>(v[3])) << 16);
+      *reinterpret_cast<uint2*>(&st.s[gi][nl]) = packed;
+    } else {
+      (void)p, (void)st, (void)f;
+    }
+  }
+
+  /// The pipeline's prologue (after StageLoader::prologue<kCount>): stages 0 .. kCount - 1 decoded (all
+  /// fetches first, then all stores: one load latency), and k-tile kt_begin + kCount fetched for the mainloop.
+  template <int kCount>
+  NIBBLE_DEVICE Fetched prologue(const KernelParams<T>& p, Stage* stages, int kt_begin, int kt_end) const {
+    if constexpr (is_codebook(F)) {
+      if (active) {
+        Fetched f[kCount];
+#pragma unroll
+        for (int s = 0; s < kCount; ++s) f[s] = fetch(p, kt_begin + s, kt_end);
+#pragma unroll
+        for (int s = 0; s < kCount; ++s) store(p, stages[s], f[s]);
+      }
+    }
+    return fetch(p, kt_begin + kCount, kt_end);
   }
 };
 

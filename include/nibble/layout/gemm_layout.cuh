@@ -30,6 +30,17 @@
 // are then contiguous. Affine u4 (w = q * s + m) keeps its codes exactly like u4 (interleaved, raw codes
 // 0..15, no zero point) and its offsets m in a third buffer of the scales' shape; the repack rounds s and m
 // to T (padding 0), and the GEMM dequantizes w = fma(q, s, m) in T (one rounding to T per weight).
+//
+// Double-quantized scales kept compact (nf4 / fp4; repack_dq in layout/repack.cuh): instead of the scales the
+// layout holds the second level of quant/double_quant.cuh as it is:
+//   dq_codes  uint8 [groups][n_pad]   the 8-bit code of scale (group, n), transposed like the scales (padding 0)
+//   dq_stats  fp32  [kDqStatsHeader + blocks]:  [0, 256) the dynamic map, [256] the offset, [257, 260) 0,
+//             then absmax2 of the PLAIN order's 256-blocks: scale (group, n) belongs to block
+//             (n * plain_groups + group) / 256, plain_groups = K / g (1 per-channel), blocks =
+//             ceil(N * plain_groups / 256), exactly as bitsandbytes and the quantizer cut them.
+// The GEMM decodes scale (group, n) = T(map[code] * absmax2 + offset) (fp32 multiply, fp32 add, one rounding
+// to T: the repack's expansion, bit for bit) for n < N and group < plain_groups, and 0 in the padding. At g = 64
+// that is 4 + 8 / 64 + 32 / (64 * 256) = 4.127 bits per weight instead of 4.25 with 16-bit scales.
 #pragma once
 
 #include "../format/format.cuh"
@@ -116,6 +127,25 @@ NIBBLE_HOST_DEVICE constexpr CodeLocation code_location(const GemmShape& s, Form
   return {atom_offset(s, n / kAtomN, k / kAtomK) + lane_word_offset(lane, j) + nib / 2, 4 * (nib % 2)};
 }
 
+// ---- compact double-quantized scales ----------------------------------------------------------------------
+/// Scales per second-level block (quant/double_quant.cuh: kDoubleQuantBlock).
+inline constexpr int kDqBlock = 256;
+/// Floats of dq_stats before absmax2: the 256-entry map, the offset, 3 zeros (absmax2 starts 16-byte aligned).
+inline constexpr int kDqStatsHeader = 260;
+inline constexpr int kDqOffsetIndex = 256;
+/// Groups per row of the plain layout (K / g; 1 for per-channel): the row length of the second level's order.
+NIBBLE_HOST_DEVICE constexpr std::int64_t dq_plain_groups(const GemmShape& s, int group_size) {
+  return group_size == kPerChannel ? 1 : s.k / group_size;
+}
+/// absmax2 values of an [N, K] weight: ceil(N * plain_groups / 256).
+NIBBLE_HOST_DEVICE constexpr std::int64_t dq_blocks(const GemmShape& s, int group_size) {
+  return (s.n * dq_plain_groups(s, group_size) + kDqBlock - 1) / kDqBlock;
+}
+/// The absmax2 block of scale (group, n) (n < N, group < plain_groups).
+NIBBLE_HOST_DEVICE constexpr std::int64_t dq_block(std::int64_t n, std::int64_t group, std::int64_t plain_groups) {
+  return (n * plain_groups + group) / kDqBlock;
+}
+
 /// Index of the scale / zero point / offset of weight (n, k) in the GEMM layout.
 NIBBLE_HOST_DEVICE constexpr std::int64_t scale_index(const GemmShape& s, std::int64_t n, std::int64_t k) {
   return (k / s.group) * s.n_pad + n;
@@ -151,20 +181,34 @@ struct GemmWeights {
   const void* scales = nullptr;         ///< [groups][n_pad] of scale_type
   const std::uint8_t* zeros = nullptr;  ///< [groups][n_pad], u4 only
   const void* offsets = nullptr;        ///< [groups][n_pad] of scale_type, affine u4 only
+  /// Compact double-quantized scales (nf4 / fp4, layout::repack_dq): when set, `scales` is null and the GEMM
+  /// decodes the scales from these (the layout comment above).
+  const std::uint8_t* dq_codes = nullptr;  ///< [groups][n_pad]
+  const float* dq_stats = nullptr;         ///< [kDqStatsHeader + dq_blocks]
 
   NIBBLE_HOST_DEVICE layout::GemmShape shape() const { return layout::make_gemm_shape(n, k, group_size); }
+  NIBBLE_HOST_DEVICE bool dq_compact() const { return dq_codes != nullptr; }
 };
 
 /// Bytes of the GEMM-layout buffers for an [N, K] weight: codes, scales, u4 zeros, affine u4 offsets (0 for the
 /// buffers a format does not have; all 0 for an invalid format).
 struct GemmWeightBytes {
   std::size_t codes = 0, scales = 0, zeros = 0, offsets = 0;
+  std::size_t dq_codes = 0, dq_stats = 0;  ///< compact double quantization only (scales is 0 then)
+  std::size_t total() const { return codes + scales + zeros + offsets + dq_codes + dq_stats; }
 };
-inline GemmWeightBytes gemm_weight_bytes(Format f, std::int64_t n, std::int64_t k, int group_size, DType act) {
+/// `dq_compact`: the buffers of repack_dq (nf4 / fp4 only; all 0 for another format).
+inline GemmWeightBytes gemm_weight_bytes(Format f, std::int64_t n, std::int64_t k, int group_size, DType act,
+                                         bool dq_compact = false) {
   GemmWeightBytes b;
-  if (!has_gemm_layout(f)) return b;
+  if (!has_gemm_layout(f) || (dq_compact && !is_codebook(f))) return b;
   const layout::GemmShape s = layout::make_gemm_shape(n, k, group_size);
   b.codes = std::size_t(s.code_bytes());
+  if (dq_compact) {
+    b.dq_codes = std::size_t(s.scale_count());
+    b.dq_stats = std::size_t(layout::kDqStatsHeader + layout::dq_blocks(s, group_size)) * sizeof(float);
+    return b;
+  }
   b.scales = std::size_t(s.scale_count()) * size_of(act);
   b.zeros = has_zero_point(f) ? std::size_t(s.scale_count()) : 0;
   b.offsets = has_offset(f) ? std::size_t(s.scale_count()) * size_of(act) : 0;

@@ -9,6 +9,9 @@
 #include "../status.cuh"
 #include "gemm_layout.cuh"
 
+static_assert(nibble::layout::kDqBlock == nibble::kDoubleQuantBlock,
+              "the layout's second-level blocks are the quantizer's");
+
 namespace nibble {
 
 /// The plain layout the quantizers write (see quant/): codes [N, ld_codes] bytes with element k of a row in
@@ -107,6 +110,44 @@ __global__ void repack_scales_kernel(PlainWeights src, GemmShape s, const __grid
   }
 }
 
+/// Entry `i` of the compact double-quantized buffers (gemm_layout.cuh): dq_codes[i] for i < scale_count
+/// (`code`, 0 in padding) and dq_stats[i] for i < kDqStatsHeader + dq_blocks (`stat`); `has_code` /
+/// `has_stat` say which of the two i indexes.
+NIBBLE_HOST_DEVICE void repack_dq_entry(const PlainWeights& src, const GemmShape& s, const float* map, std::int64_t i,
+                                        bool* has_code, std::uint8_t* code, bool* has_stat, float* stat) {
+  const std::int64_t plain_groups = dq_plain_groups(s, src.group_size);
+  *has_code = i < s.scale_count();
+  *code = 0;
+  if (*has_code) {
+    const std::int64_t group = i / s.n_pad, n = i % s.n_pad;
+    if (n < s.n && group < plain_groups) *code = src.dq_codes[n * plain_groups + group];
+  }
+  *has_stat = i < kDqStatsHeader + dq_blocks(s, src.group_size);
+  *stat = 0.0f;
+  if (*has_stat) {
+    if (i < 256)
+      *stat = map[i];
+    else if (i == kDqOffsetIndex)
+      *stat = *src.dq_offset;
+    else if (i >= kDqStatsHeader)
+      *stat = src.dq_absmax2[i - kDqStatsHeader];
+  }
+}
+
+template <int kHeaderOnly = 0>
+__global__ void repack_dq_kernel(PlainWeights src, GemmShape s, const __grid_constant__ DynamicMap map,
+                                 std::uint8_t* dq_codes, float* dq_stats, std::int64_t entries) {
+  for (std::int64_t i = blockIdx.x * std::int64_t(blockDim.x) + threadIdx.x; i < entries;
+       i += std::int64_t(gridDim.x) * blockDim.x) {
+    bool has_code, has_stat;
+    std::uint8_t code;
+    float stat;
+    repack_dq_entry(src, s, map.v, i, &has_code, &code, &has_stat, &stat);
+    if (has_code) dq_codes[i] = code;
+    if (has_stat) dq_stats[i] = stat;
+  }
+}
+
 }  // namespace layout
 
 namespace detail {
@@ -131,6 +172,22 @@ inline Status validate_repack(const PlainWeights& src, DType act, const void* co
   // (affine u4 through an entry point without an offsets buffer lands here too)
   if (has_offset(src.format) && (src.offsets == nullptr || offsets == nullptr)) return Status::kErrorNullPointer;
   if (!is_aligned(codes, 16) || !is_aligned(scales, 16) || !is_aligned(zeros, 16) || !is_aligned(offsets, 16))
+    return Status::kErrorMisalignedPointer;
+  if (src.n > (std::int64_t(1) << 40) / src.ld_codes) return Status::kErrorSizeOverflow;
+  return Status::kSuccess;
+}
+
+/// repack_dq's checks: repack's shape checks, a double-quantized nf4 / fp4 source, the buffers.
+inline Status validate_repack_dq(const PlainWeights& src, DType act, const void* codes, const void* dq_codes,
+                                 const void* dq_stats) {
+  NIBBLE_RETURN_IF_ERROR(validate_repack_shape(src, act));
+  if (!is_codebook(src.format)) return Status::kErrorUnsupportedFormat;
+  if (src.ld_codes < src.k / 2) return Status::kErrorLeadingDimension;
+  if (src.codes == nullptr || codes == nullptr || dq_codes == nullptr || dq_stats == nullptr)
+    return Status::kErrorNullPointer;
+  if (src.dq_codes == nullptr || src.dq_absmax2 == nullptr || src.dq_offset == nullptr)
+    return Status::kErrorNullPointer;  // (a source without double quantization: use repack)
+  if (!is_aligned(codes, 16) || !is_aligned(dq_codes, 16) || !is_aligned(dq_stats, 16))
     return Status::kErrorMisalignedPointer;
   if (src.n > (std::int64_t(1) << 40) / src.ld_codes) return Status::kErrorSizeOverflow;
   return Status::kSuccess;
@@ -197,6 +254,59 @@ template <int kInstantiateOnUse = 0>
 Status repack(const PlainWeights& src, DType act, void* codes, void* scales, void* zeros, GemmWeights* out,
               cudaStream_t stream) {
   return repack<kInstantiateOnUse>(src, act, codes, scales, zeros, nullptr, out, stream);
+}
+
+/// Repacks a double-quantized nf4 / fp4 `src` (device memory; PackedMatrix.dq, e.g. from quantize with
+/// double_quant or import_bnb) into the GEMM layout with its scales kept compact (gemm_weight_bytes(...,
+/// true): `codes`, `dq_codes`, `dq_stats`): the 8-bit codes, absmax2 and the offset as they are, no 16-bit
+/// scales. The GEMM decodes them to the scales repack() would have written, bit for bit (so its C is
+/// repack()'s C, bit for bit). Two kernels on `stream`; no allocation, no sync.
+template <int kInstantiateOnUse = 0>
+Status repack_dq(const PlainWeights& src, DType act, void* codes, void* dq_codes, void* dq_stats, GemmWeights* out,
+                 cudaStream_t stream) {
+  NIBBLE_RETURN_IF_ERROR(detail::validate_repack_dq(src, act, codes, dq_codes, dq_stats));
+  if (out == nullptr) return Status::kErrorNullPointer;
+  NIBBLE_RETURN_IF_ERROR(check_device());
+  const layout::GemmShape s = layout::make_gemm_shape(src.n, src.k, src.group_size);
+  const std::int64_t words = s.code_bytes() / 4;
+  const std::int64_t entries =
+      std::max<std::int64_t>(s.scale_count(), layout::kDqStatsHeader + layout::dq_blocks(s, src.group_size));
+  constexpr int kThreads = 256;
+  auto blocks = [](std::int64_t work) { return unsigned(std::min<std::int64_t>((work + 255) / 256, 65536)); };
+  layout::repack_codes_kernel<>
+      <<<blocks(words), kThreads, 0, stream>>>(src, s, static_cast<std::uint32_t*>(codes), words);
+  NIBBLE_CHECK_LAUNCH();
+  layout::repack_dq_kernel<><<<blocks(entries), kThreads, 0, stream>>>(
+      src, s, dynamic_map(), static_cast<std::uint8_t*>(dq_codes), static_cast<float*>(dq_stats), entries);
+  NIBBLE_CHECK_LAUNCH();
+  *out = detail::make_view(src, act, codes, nullptr, nullptr, nullptr);
+  out->dq_codes = static_cast<const std::uint8_t*>(dq_codes);
+  out->dq_stats = static_cast<const float*>(dq_stats);
+  return Status::kSuccess;
+}
+
+/// CPU version of repack_dq(): `src` and the outputs in host memory; identical bytes.
+inline Status repack_dq_host(const PlainWeights& src, DType act, void* codes, void* dq_codes, void* dq_stats,
+                             GemmWeights* out) {
+  NIBBLE_RETURN_IF_ERROR(detail::validate_repack_dq(src, act, codes, dq_codes, dq_stats));
+  if (out == nullptr) return Status::kErrorNullPointer;
+  const layout::GemmShape s = layout::make_gemm_shape(src.n, src.k, src.group_size);
+  auto* dst = static_cast<std::uint32_t*>(codes);
+  for (std::int64_t w = 0; w < s.code_bytes() / 4; ++w) dst[w] = layout::repack_word(src, s, layout::word_coord(s, w));
+  const std::int64_t entries =
+      std::max<std::int64_t>(s.scale_count(), layout::kDqStatsHeader + layout::dq_blocks(s, src.group_size));
+  for (std::int64_t i = 0; i < entries; ++i) {
+    bool has_code, has_stat;
+    std::uint8_t code;
+    float stat;
+    layout::repack_dq_entry(src, s, dynamic_map().v, i, &has_code, &code, &has_stat, &stat);
+    if (has_code) static_cast<std::uint8_t*>(dq_codes)[i] = code;
+    if (has_stat) static_cast<float*>(dq_stats)[i] = stat;
+  }
+  *out = detail::make_view(src, act, codes, nullptr, nullptr, nullptr);
+  out->dq_codes = static_cast<const std::uint8_t*>(dq_codes);
+  out->dq_stats = static_cast<const float*>(dq_stats);
+  return Status::kSuccess;
 }
 
 /// CPU version of repack(): `src` and the outputs in host memory; identical bytes.
