@@ -85,11 +85,11 @@ __global__ void __launch_bounds__(Tile::kConfig.threads()) gemm_kernel(const Ker
     nibble::detail::cp_async_wait<S - 2>();
     __syncthreads();  // stage i is visible to all; every warp is done with stage i - 1
     loader.load(p, smem.stages[(i + S - 1) % S], kt + S - 1, work.kt_end, tid);
-    if (dq.active) {
+    compute_stage(smem.stages[i % S]);
+    if (dq.active) {  // (stage i + S - 1 is read after the next barrier)
       dq.store(p, smem.stages[(i + S - 1) % S], dq_next);
       dq_next = dq.fetch(p, kt + S, work.kt_end);
     }
-    compute_stage(smem.stages[i % S]);
   }
   nibble::detail::cp_async_wait<0>();
   // Dependent launch: the next kernel may start fetching its weights now (it waits for our completion

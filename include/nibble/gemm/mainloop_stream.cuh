@@ -405,45 +405,40 @@ __global__ void __launch_bounds__(Tile::kConfig.threads(), 1) gemm_stream_kernel
     from_start = true;
   };
 
-  // ---- compact double-quantized scales: entry e = lane + 32 r (r < kDqPer) of a chunk is row e % 16 of scale
+  // ---- compact double-quantized scales: entry e = lane + 32 r (r < kDqPer) of a chunk is row lane % 16 of scale
   // row h = (e / 16) % kPer of atom e / (16 kPer). Once a chunk has landed, dq_decode turns its codes into
-  // T(map[code] * absmax2 + offset) (repack()'s scales, bit for bit) in the scale slots, and prefetches the
-  // next chunk's absmax2 into L1 (no registers held across the chunk: the table kernels are at their limit). ----
+  // T(map[code] * absmax2 + offset) (repack()'s scales, bit for bit) in the scale slots. absmax2 and the map
+  // stay in L1 (a warp walks one column along K: its rows' blocks change every 256 groups). ----
   constexpr int kDqPer = kChunk * kPer * 16 / 32;
-  // absmax2 of entry r of the chunk whose first atom is (col, kb): null where the entry is no weight's scale
-  // (an atom past the run's end `left`, a padding row or group).
-  auto dq_absmax_ptr = [&](int r, int col, int kb, int left) -> const float* {
-    const int e = lane + 32 * r, i = e / (16 * kPer), h = (e / 16) % kPer, row = e % 16;
-    kb += i;
-    wrap(kb, col);
-    const std::int64_t n = std::int64_t(col) * layout::kAtomN + row;
-    const std::int64_t grp = (p.per_channel ? 0 : (std::int64_t(kb) * layout::kAtomK) >> p.group_log2) + h;
-    if (i >= left || n >= p.n || grp >= p.dq_groups) return nullptr;
-    return p.dq_stats + layout::kDqStatsHeader + layout::dq_block(n, grp, p.dq_groups);
-  };
   auto dq_decode = [&](unsigned char* st, int c) {
     const int left = u1 - (u0 + c * kChunk);
     const float dq_off = __ldg(p.dq_stats + layout::kDqOffsetIndex);
+    const int row = lane % 16;
+    const bool simple = left >= kChunk && c_kb + kChunk <= a1;  // the chunk lies in one column
+    const std::int64_t n0 = std::int64_t(c_col) * layout::kAtomN + row;
+    const std::int64_t base0 = n0 * p.dq_groups;
 #pragma unroll
     for (int r = 0; r < kDqPer; ++r) {
-      const int e = lane + 32 * r, i = e / (16 * kPer), h = (e / 16) % kPer, row = e % 16;
-      const float* am = dq_absmax_ptr(r, c_col, c_kb, left);
+      const int q = lane / 16 + 2 * r, i = q / kPer, h = q % kPer;  // q = e / 16
+      int kb = c_kb + i, col = c_col;
+      std::int64_t n = n0, base = base0;
+      if (!simple) {
+        wrap(kb, col);
+        n = std::int64_t(col) * layout::kAtomN + row;
+        base = n * p.dq_groups;
+      }
+      const int grp = (p.per_channel ? 0 : (kb * layout::kAtomK) >> p.group_log2) + h;
       float v32 = 0.0f;
-      if (am != nullptr) {
+      if (i < left && n < p.n && grp < p.dq_groups) {
+        const float am = __ldg(p.dq_stats + layout::kDqStatsHeader + ((base + grp) >> 8));  // dq_block
         const float m = p.dq_stats[st[kZeroOff + (i * kPer + h) * 16 + row]];  // the map, in front of dq_stats
-        v32 = __fadd_rn(__fmul_rn(m, __ldg(am)), dq_off);
+        v32 = __fadd_rn(__fmul_rn(m, am), dq_off);
       }
       *reinterpret_cast<T*>(st + kScaleOff + (i * kPer + h) * 32 + row * 2) = from_float<T>(v32);
     }
-    __syncwarp();                         // the scale slots are read by every lane
-    int kb = c_kb + kChunk, col = c_col;  // the next chunk
-    wrap(kb, col);
-#pragma unroll
-    for (int r = 0; r < kDqPer; ++r) {
-      const float* am = dq_absmax_ptr(r, col, kb, left - kChunk);
-      if (am != nullptr) nibble::detail::prefetch_l1(am);
-    }
+    __syncwarp();  // the scale slots are read by every lane
   };
+  static_assert(layout::kDqBlock == 256, "dq_block is a shift by 8");
 
   for (int c = 0; c < chunks; ++c) {
     const unsigned char* st = ring + (c % kStages) * kStageBytes;  // (dq_decode writes its scale slots)

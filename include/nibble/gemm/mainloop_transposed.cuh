@@ -89,10 +89,6 @@ __global__ void __launch_bounds__(Tile::kConfig.threads(), (kWgMinBlocks<Tile, F
     // of k-tile i - 1 may still run), so that stage can be refilled.
     __syncthreads();
     loader.load(p, smem.ring.stages[(i + S - 2) % S], kt + S - 2, work.kt_end, tid);
-    if (dq.active) {
-      dq.store(p, smem.ring.stages[(i + S - 2) % S], dq_next);
-      dq_next = dq.fetch(p, kt + S - 1, work.kt_end);
-    }
 
     const Stage& st = smem.ring.stages[i % S];
     const uint4 slice = load_atom_lane(st.atom(warp, 0), lane);
@@ -132,6 +128,10 @@ __global__ void __launch_bounds__(Tile::kConfig.threads(), (kWgMinBlocks<Tile, F
           nibble::detail::mma_m16n8k16<T>(*reinterpret_cast<float(*)[4]>(&rC[8 * tt + 4]), a, rA1);
         }
       }
+    }
+    if (dq.active) {  // (after the k-steps, so that the map lookups overlap them; read after the next barrier)
+      dq.store(p, smem.ring.stages[(i + S - 2) % S], dq_next);
+      dq_next = dq.fetch(p, kt + S - 1, work.kt_end);
     }
   }
   if constexpr (kWgmma) {

@@ -165,7 +165,8 @@ struct StageLoader {
 /// the loads' latency off the mainloop, fetch() loads the 8-bit codes and the four absmax2 of a k-tile into
 /// registers one k-tile before store() decodes them, T(map[code] * absmax2 + offset) (fp32 multiply, fp32 add,
 /// one rounding: what repack() writes), and stores them into sS: the mainloop calls store() for the stage it
-/// has just asked the copies of and fetch() for the k-tile after it. For every other format (and without
+/// has just asked the copies of and fetch() for the k-tile after it (after its compute of the current stage, so
+/// that the map lookups overlap it). For every other format (and without
 /// p.dq_codes) the members do nothing.
 template <class T, Format F, class Tile>
 struct DqScaleLoader {
@@ -173,6 +174,7 @@ struct DqScaleLoader {
   using Stage = StageStorage<T, Tile, has_offset(F)>;
   static constexpr int BN = C.tile_n(), BK = C.tile_k(), kThreads = C.threads();
   static_assert(C.max_groups_per_tile() * BN / 4 <= kThreads, "one chunk of 4 scales per thread at most");
+  static_assert(layout::kDqBlock == 256, "dq_block is a shift by 8");
   /// What fetch() loads for store().
   struct Fetched {
     std::uint32_t codes = 0;  // four 8-bit codes, row nl + r in byte r
@@ -205,11 +207,12 @@ struct DqScaleLoader {
       const int n = n0 + nl;
       if (!active || kt >= kt_end || gg >= p.dq_groups || n >= p.shape.n_pad) return f;
       f.codes = __ldg(reinterpret_cast<const unsigned*>(p.dq_codes + layout::scale_row_offset(p.shape, gg) + n));
+      const std::int64_t at = std::int64_t(n) * p.dq_groups + gg;  // plain index of row n (dq_block: at / 256)
 #pragma unroll
       for (int r = 0; r < 4; ++r) {
         if (n + r < p.n) {
           f.valid |= 1u << r;
-          f.absmax[r] = __ldg(p.dq_stats + layout::kDqStatsHeader + layout::dq_block(n + r, gg, p.dq_groups));
+          f.absmax[r] = __ldg(p.dq_stats + layout::kDqStatsHeader + ((at + r * p.dq_groups) >> 8));
         }
       }
     } else {
