@@ -31,11 +31,10 @@
 // no data is refused). (ggml's C dequantize_row_q4_K computes the same two roundings unless its compiler
 // contracts them into an FMA.)
 //
-// The GEMM layout does not take kAffineU4 yet (repack returns kErrorUnsupportedFormat). When it does, its
-// scales and offsets are of the activation type: Q4_1's fp16 d and m stay exact with fp16 activations (bf16
-// rounds them to 8 significant bits, relative error <= 2^-9); Q4_K's d * sc and dmin * mn (up to 17
-// significant bits) round to fp16 (relative <= 2^-11, and out of range where |d * sc| > 65504 or below fp16's
-// subnormals) or bf16 (<= 2^-9).
+// In the GEMM layout (repack with an offsets buffer) kAffineU4's scales and offsets are of the activation type: Q4_1's
+// fp16 d and m stay exact with fp16 activations (bf16 rounds them to 8 significant bits, relative error <= 2^-8);
+// Q4_K's d * sc and dmin * mn (up to 17 significant bits) round to fp16 (relative <= 2^-11, and out of range where |d *
+// sc| > 65504 or below fp16's subnormals) or bf16 (<= 2^-8).
 //
 // Paths: import_gguf_q4_{0,1,k}_host (host buffers) and import_gguf_q4_{0,1,k} (device buffers, one kernel on the
 // caller's stream, one (super-)block per work item). Both run the same checks and the same per-block decoding
