@@ -316,12 +316,17 @@ TEST(GemmRepack, DeviceMatchesHostBitForBit) {
 
 // ================================== compact double-quantized scales (repack_dq) ==============================
 
+/// Shapes of the repack_dq tests: g64 with padded rows, g32 with a padding group, per-channel, 300 groups per row
+/// (second-level blocks starting inside rows).
+constexpr RepackShape kDqShapes[] = {{392, 1088, 64}, {136, 992, 32}, {200, 1000, kPC}, {48, 19200, 64}};
+
 /// The layout rule of gemm_layout.cuh written out: dq_codes[group * n_pad + n] is the plain code of (n, group)
 /// (0 in padding), dq_stats is the map, the offset, 3 zeros and absmax2 as they are; decoding entry (group, n)
 /// with block (n * groups + group) / 256 gives exactly the scale repack_host writes from the same source.
 TEST(GemmRepackDq, CompactLayoutDecodesToRepacksScales) {
   auto rng = nibble_test_rng();
-  const RepackShape shapes[] = {{392, 1088, 64}, {136, 992, 32}, {200, 1000, kPC}, {48, 19200, 64}, {17, 512, 256}};
+  std::vector<RepackShape> shapes(std::begin(kDqShapes), std::end(kDqShapes));
+  shapes.push_back({17, 512, 256});
   for (DType act : {kF16, kBF16})
     for (Format f : {kNf4, kFp4})
       for (const RepackShape& sh : shapes) {
@@ -413,10 +418,9 @@ TEST(GemmRepackDq, RejectsInvalidArguments) {
 TEST(GemmRepackDq, DeviceMatchesHostBitForBit) {
   NIBBLE_REQUIRE_GPU();
   auto rng = nibble_test_rng();
-  const RepackShape shapes[] = {{392, 1088, 64}, {136, 992, 32}, {200, 1000, kPC}, {48, 19200, 64}};
   for (DType act : {kF16, kBF16})
     for (Format f : {kNf4, kFp4})
-      for (const RepackShape& sh : shapes) {
+      for (const RepackShape& sh : kDqShapes) {
         SCOPED_TRACE(repack_label("repack_dq", f, act, kF32, sh));
         const HostWeights w = make_weights(rng, f, sh.group, sh.n, sh.k, kF32, Data::kRandom, 5);
         const HostDq dq = make_dq(w);

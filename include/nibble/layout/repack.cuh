@@ -193,6 +193,11 @@ inline Status validate_repack_dq(const PlainWeights& src, DType act, const void*
   return Status::kSuccess;
 }
 
+/// Entries repack_dq walks: the larger of the dq codes and dq_stats (layout::repack_dq_entry).
+inline std::int64_t repack_dq_entries(const layout::GemmShape& s, int group_size) {
+  return std::max<std::int64_t>(s.scale_count(), layout::kDqStatsHeader + layout::dq_blocks(s, group_size));
+}
+
 inline GemmWeights make_view(const PlainWeights& src, DType act, const void* codes, const void* scales,
                              const void* zeros, const void* offsets) {
   GemmWeights w;
@@ -205,6 +210,14 @@ inline GemmWeights make_view(const PlainWeights& src, DType act, const void* cod
   w.scales = scales;
   w.zeros = has_zero_point(src.format) ? static_cast<const std::uint8_t*>(zeros) : nullptr;
   w.offsets = has_offset(src.format) ? offsets : nullptr;
+  return w;
+}
+/// The view repack_dq writes: codes and the compact dq buffers, no scales.
+inline GemmWeights make_dq_view(const PlainWeights& src, DType act, const void* codes, const void* dq_codes,
+                                const void* dq_stats) {
+  GemmWeights w = make_view(src, act, codes, nullptr, nullptr, nullptr);
+  w.dq_codes = static_cast<const std::uint8_t*>(dq_codes);
+  w.dq_stats = static_cast<const float*>(dq_stats);
   return w;
 }
 }  // namespace detail
@@ -269,8 +282,7 @@ Status repack_dq(const PlainWeights& src, DType act, void* codes, void* dq_codes
   NIBBLE_RETURN_IF_ERROR(check_device());
   const layout::GemmShape s = layout::make_gemm_shape(src.n, src.k, src.group_size);
   const std::int64_t words = s.code_bytes() / 4;
-  const std::int64_t entries =
-      std::max<std::int64_t>(s.scale_count(), layout::kDqStatsHeader + layout::dq_blocks(s, src.group_size));
+  const std::int64_t entries = detail::repack_dq_entries(s, src.group_size);
   constexpr int kThreads = 256;
   auto blocks = [](std::int64_t work) { return unsigned(std::min<std::int64_t>((work + 255) / 256, 65536)); };
   layout::repack_codes_kernel<>
@@ -279,9 +291,7 @@ Status repack_dq(const PlainWeights& src, DType act, void* codes, void* dq_codes
   layout::repack_dq_kernel<><<<blocks(entries), kThreads, 0, stream>>>(
       src, s, dynamic_map(), static_cast<std::uint8_t*>(dq_codes), static_cast<float*>(dq_stats), entries);
   NIBBLE_CHECK_LAUNCH();
-  *out = detail::make_view(src, act, codes, nullptr, nullptr, nullptr);
-  out->dq_codes = static_cast<const std::uint8_t*>(dq_codes);
-  out->dq_stats = static_cast<const float*>(dq_stats);
+  *out = detail::make_dq_view(src, act, codes, dq_codes, dq_stats);
   return Status::kSuccess;
 }
 
@@ -293,8 +303,7 @@ inline Status repack_dq_host(const PlainWeights& src, DType act, void* codes, vo
   const layout::GemmShape s = layout::make_gemm_shape(src.n, src.k, src.group_size);
   auto* dst = static_cast<std::uint32_t*>(codes);
   for (std::int64_t w = 0; w < s.code_bytes() / 4; ++w) dst[w] = layout::repack_word(src, s, layout::word_coord(s, w));
-  const std::int64_t entries =
-      std::max<std::int64_t>(s.scale_count(), layout::kDqStatsHeader + layout::dq_blocks(s, src.group_size));
+  const std::int64_t entries = detail::repack_dq_entries(s, src.group_size);
   for (std::int64_t i = 0; i < entries; ++i) {
     bool has_code, has_stat;
     std::uint8_t code;
@@ -303,9 +312,7 @@ inline Status repack_dq_host(const PlainWeights& src, DType act, void* codes, vo
     if (has_code) static_cast<std::uint8_t*>(dq_codes)[i] = code;
     if (has_stat) static_cast<float*>(dq_stats)[i] = stat;
   }
-  *out = detail::make_view(src, act, codes, nullptr, nullptr, nullptr);
-  out->dq_codes = static_cast<const std::uint8_t*>(dq_codes);
-  out->dq_stats = static_cast<const float*>(dq_stats);
+  *out = detail::make_dq_view(src, act, codes, dq_codes, dq_stats);
   return Status::kSuccess;
 }
 
