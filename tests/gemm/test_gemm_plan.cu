@@ -669,7 +669,7 @@ TEST(GemmPlan, StreamPlansFitBalanceAndFallBack) {
               if (!c.stream) {  // only where the forced split's partials exceed the workspace cap
                 const gemm::TileConfig sc = gemm::tile_config(gemm::choose_tile(
                     m, gemm::Mainloop::kStream, f, gemm::stream_atoms_per_sm(nk.first, nk.second, sms)));
-                const int fixed = sc.stream_fixed_bytes() + (is_codebook(f) ? sc.table_bytes() : 0);
+                const int fixed = sc.stream_fixed_bytes() + (is_codebook(f) ? sc.codebook_bytes() : 0);
                 const int act = limit > 0 ? std::min(limit - gemm::kStreamStaticBytes - fixed, sc.kStreamActBytes)
                                           : sc.kStreamActBytes;
                 if (act < sc.stream_act_atom_bytes(m)) continue;  // no room for one atom of A: the fallback is right
@@ -686,7 +686,7 @@ TEST(GemmPlan, StreamPlansFitBalanceAndFallBack) {
               EXPECT_GE(p.tiles_n, 1) << name;
               EXPECT_LE(p.tiles_n, nc) << name;
               EXPECT_EQ(p.k_tiles_per_split, (ka + p.splits - 1) / p.splits) << name;
-              const int table = is_codebook(f) ? c.table_bytes() : 0;
+              const int table = is_codebook(f) ? c.codebook_bytes() : 0;  // (the table and the dq map)
               EXPECT_EQ(p.smem_bytes, c.stream_fixed_bytes() + table + p.k_tiles_per_split * c.stream_act_atom_bytes(m))
                   << name;
               EXPECT_LE(p.smem_bytes - table, c.smem_bytes()) << name;

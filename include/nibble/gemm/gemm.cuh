@@ -87,7 +87,7 @@ inline Plan make_plan_for(const Arguments& args, const TileConfig& c, const Devi
 /// the codebook table. False where that leaves no room or the workspace cap rules the plan out.
 inline bool make_stream_plan_for(const Arguments& args, const TileConfig& c, const DeviceLimits& d, Plan* out) {
   const int limit = detail::smem_limit(args.max_smem_per_block, d.max_smem_per_block);
-  const int fixed = c.stream_fixed_bytes(args.w.format) + (is_codebook(args.w.format) ? c.table_bytes() : 0);
+  const int fixed = c.stream_fixed_bytes(args.w.format) + (is_codebook(args.w.format) ? c.codebook_bytes() : 0);
   int act = TileConfig::kStreamActBytes;
   if (limit > 0 && limit - kStreamStaticBytes - fixed < act) act = limit - kStreamStaticBytes - fixed;
   return make_stream_plan(args.w.shape(), args.m, args.split_k, c, args.sm_count > 0 ? args.sm_count : d.sm_count, act,
@@ -300,7 +300,7 @@ inline Status prepare(const Arguments& args, const DeviceInfo& info, Launch* out
   if (mainloop == Mainloop::kWgmma && tile.transposed && !wgmma_available(info)) return Status::kErrorUnsupportedDevice;
   if (!launchable(plan)) return Status::kErrorSizeOverflow;
   // The tile must fit; the nf4 / fp4 table goes where it also fits (kAuto). A stream plan's shared memory
-  // (plan.smem_bytes) already holds the table's room.
+  // (plan.smem_bytes) already holds the table's room (and the dq map's, which stays).
   const int tile_smem = tile.stream ? plan.smem_bytes - (is_codebook(args.w.format) ? tile.table_bytes() : 0)
                                     : tile.smem_bytes(args.w.format);
   if (tile_smem > smem_optin) return Status::kErrorUnsupportedDevice;

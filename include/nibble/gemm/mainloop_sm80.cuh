@@ -39,9 +39,9 @@ __global__ void __launch_bounds__(Tile::kConfig.threads()) gemm_kernel(const Ker
   // Mainloop: a ring of S stages, S - 1 k-tiles loaded ahead. The first loads are issued before the
   // codebook table is built, so that they are in flight meanwhile.
   loader.template prologue<S - 1>(p, smem.stages, work.kt_begin, work.kt_end, tid);
-  const DqScaleLoader<T, F, Tile> dq(p, work.n0, tid);  // compact double-quantized scales (nf4 / fp4)
+  const DqScaleLoader<T, F, Tile> dq(p, work.n0, tid, smem.stages);  // compact double-quantized scales (nf4 / fp4)
   typename DqScaleLoader<T, F, Tile>::Fetched dq_next =
-      dq.template prologue<S - 1>(p, smem.stages, work.kt_begin, work.kt_end);
+      dq.template prologue<S - 1>(p, smem.stages, work.kt_begin, work.kt_end, tid);
 
   const KernelDequantContext<F, T, kSmemTable, Tile> ctx =
       make_kernel_dequant_context<F, T, kSmemTable, Tile>(smem.table(), tid);

@@ -120,20 +120,8 @@ __global__ void __launch_bounds__(Tile::kConfig.threads(), 1) gemm_stream_kernel
   constexpr int kSlots = kScaleSlots + (kU4 ? kChunk * kPer : 0) + (kAffine ? kScaleSlots : 0);
   // Copies one slot (scale half, zero row or offset half) of atom i of the chunk whose first atom is (col, kb);
   // kb + i may run past the slice (the chunk then continues in the next column).
-  // Compact double-quantized scales (nf4 / fp4 from repack_dq): the slots of a chunk are its 8-bit scale codes
-  // instead (atom i, scale row h: 16 bytes into the zero slots' place), which the warp decodes into the scale
-  // slots when the chunk has landed (see dq_decode below).
-  // (kDq is a kernel of its own, so that the others stay as they were tuned: the decode behind a run-time
-  // test in the same kernel made ptxas spill the sm_90 table kernels)
+  // (Compact double-quantized scales, kDq: no slots; the lanes load the 8-bit codes themselves, dq_fetch below.)
   auto copy_slot = [&](unsigned char* st, int s, int i, int col, int kb, bool may_wrap) {
-    if constexpr (kDq) {
-      kb += i;
-      if (may_wrap) wrap(kb, col);
-      const int h = s % kPer;
-      nibble::detail::cp_async_16(st + kZeroOff + (i * kPer + h) * 16, p.dq_codes + scale_offset(col, kb) + h * n_pad,
-                                  true);
-      return;
-    }
     const bool second = s >= kScaleSlots;  // a zero or an offset slot
     const int s2 = second ? s - kScaleSlots : s;
     const int h = second && kU4 ? s2 % kPer : (s2 / 2) % kPer;
@@ -150,7 +138,6 @@ __global__ void __launch_bounds__(Tile::kConfig.threads(), 1) gemm_stream_kernel
                                   true);
   };
   auto slot_atom = [&](int s) {
-    if constexpr (kDq) return s / kPer;
     return s < kScaleSlots ? s / (2 * kPer) : (kU4 ? (s - kScaleSlots) / kPer : (s - kScaleSlots) / (2 * kPer));
   };
   // Copies chunk c into its stage (the cursor is at the chunk's first atom; chunks are copied in order):
@@ -160,11 +147,11 @@ __global__ void __launch_bounds__(Tile::kConfig.threads(), 1) gemm_stream_kernel
     const int n = min(kChunk, u1 - (u0 + c * kChunk));
     const bool simple = n == kChunk && l_kb + kChunk <= a1;
     unsigned char* st = ring + (c % kStages) * kStageBytes;
-    if (slots) {
+    if (slots && !kDq) {
 #pragma unroll
       for (int r = 0; r < (kSlots + 31) / 32; ++r) {
         const int s = lane + 32 * r;
-        if (s < (kDq ? kChunk * kPer : kSlots)) {  // (a chunk's dq code slots)
+        if (s < kSlots) {
           if (simple)
             copy_slot(st, s, slot_atom(s), l_col, l_kb, false);
           else if (slot_atom(s) < n)
@@ -214,12 +201,116 @@ __global__ void __launch_bounds__(Tile::kConfig.threads(), 1) gemm_stream_kernel
     l_kb += min(kChunk, u1 - (u0 + c * kChunk));
     wrap(l_kb, l_col);
   };
+
+  // ---- compact double-quantized scales (kDq: nf4 / fp4 from repack_dq). Lane l decodes kDqRows consecutive
+  // weight rows r0 .. r0 + kDqRows - 1 of scale row h of atom i of a chunk, (i, h) = pair l / kDqLanes: its
+  // 8-bit codes are kDqRows contiguous bytes of p.dq_codes, one load. dq_fetch(c) loads chunk c's codes and
+  // absmax2 into registers a chunk ahead; dq_store writes T(map[code] * absmax2 + offset) (repack()'s scales,
+  // bit for bit) into the stage's scale slots after the previous chunk's atoms have been multiplied, with the
+  // map from shared memory: every load's latency hides behind a chunk of work. (The first version loaded the
+  // codes through the copy ring and the map and absmax2 from L1 after the chunk had landed: +18-25% at M = 1;
+  // moving the code loads a chunk ahead alone changed nothing: NOTES.md, session 10.) ----
+  constexpr int kDqPairs = kChunk * kPer;          // (atom, scale row) pairs of a chunk
+  constexpr int kDqLanes = 32 / kDqPairs;          // lanes per pair
+  constexpr int kDqRows = 16 / (kDqLanes > 0 ? kDqLanes : 1);  // weight rows per lane
+  static_assert(!kDq || (32 % kDqPairs == 0 && kDqLanes <= 16), "dq: a chunk's scale rows spread over the lanes");
+  static_assert(layout::kDqBlock == 256, "dq_block is a shift by 8");
+  struct DqFetched {
+    std::uint32_t codes[(kDqRows + 3) / 4];  // row r0 + j in byte j % 4 of word j / 4
+    float absmax[kDqRows];                    // row r0 + j's absmax2
+    unsigned valid;                           // bit j: row r0 + j is a weight row and the group one of the weight
+  };
+  // The map (dq_stats[0 .. 255]) in shared memory after the table (load_act copies it, with A).
+  float* const dq_map = reinterpret_cast<float*>(smem_raw + (kSmemTable ? C.table_bytes() : 0));
+  const int dq_i = (lane / (kDqLanes > 0 ? kDqLanes : 1)) / kPer, dq_h = (lane / (kDqLanes > 0 ? kDqLanes : 1)) % kPer;
+  const int dq_r0 = (lane % (kDqLanes > 0 ? kDqLanes : 1)) * kDqRows;
+  int d_col = first_col, d_kb = first_kb;  // the dq cursor: the first atom of the next chunk dq_fetch loads
+  auto dq_fetch = [&](int c) {
+    DqFetched f{};
+    if constexpr (kDq) {
+      if (c >= chunks) return f;
+      const int left = u1 - (u0 + c * kChunk);
+      int kb = d_kb + dq_i, col = d_col;
+      wrap(kb, col);
+      if (dq_i < left) {
+        const std::int64_t grp = (p.per_channel ? 0 : (std::int64_t(kb) * layout::kAtomK) >> p.group_log2) + dq_h;
+        const std::int64_t n = std::int64_t(col) * layout::kAtomN + dq_r0;
+        const unsigned char* src = p.dq_codes + grp * n_pad + n;  // scale_offset(col, kb) + h n_pad + r0
+        if constexpr (kDqRows == 1) {
+          f.codes[0] = __ldg(src);
+        } else if constexpr (kDqRows == 2) {
+          f.codes[0] = __ldg(reinterpret_cast<const unsigned short*>(src));
+        } else if constexpr (kDqRows == 4) {
+          f.codes[0] = __ldg(reinterpret_cast<const unsigned*>(src));
+        } else if constexpr (kDqRows == 8) {
+          const uint2 w = __ldg(reinterpret_cast<const uint2*>(src));
+          f.codes[0] = w.x, f.codes[1] = w.y;
+        } else {
+          static_assert(kDqRows == 16, "dq rows per lane");
+          const uint4 w = __ldg(reinterpret_cast<const uint4*>(src));
+          f.codes[0] = w.x, f.codes[1] = w.y, f.codes[2] = w.z, f.codes[3] = w.w;
+        }
+        if (grp < p.dq_groups) {
+          const std::int64_t at = n * p.dq_groups + grp;  // plain index of (row r0, the group): dq_block = at / 256
+#pragma unroll
+          for (int j = 0; j < kDqRows; ++j) {
+            if (n + j < p.n) {
+              f.valid |= 1u << j;
+              f.absmax[j] = __ldg(p.dq_stats + layout::kDqStatsHeader + ((at + j * p.dq_groups) >> 8));
+            }
+          }
+        }
+      }
+      d_kb += min(kChunk, left);
+      wrap(d_kb, d_col);
+    } else {
+      (void)c;
+    }
+    return f;
+  };
+  const float dq_off = kDq ? __ldg(p.dq_stats + layout::kDqOffsetIndex) : 0.0f;
+  auto dq_store = [&](unsigned char* st, const DqFetched& f) {
+    if constexpr (kDq) {
+      T v[kDqRows];
+#pragma unroll
+      for (int j = 0; j < kDqRows; ++j) {
+        float v32 = 0.0f;
+        if ((f.valid >> j) & 1u)
+          v32 = __fadd_rn(__fmul_rn(dq_map[(f.codes[j / 4] >> (8 * (j % 4))) & 0xFFu], f.absmax[j]), dq_off);
+        v[j] = from_float<T>(v32);
+      }
+      unsigned char* dst = st + kScaleOff + (dq_i * kPer + dq_h) * 32 + dq_r0 * 2;
+      if constexpr (kDqRows == 1) {
+        *reinterpret_cast<T*>(dst) = v[0];
+      } else {
+        std::uint32_t w[kDqRows / 2];
+#pragma unroll
+        for (int j = 0; j < kDqRows / 2; ++j)
+          w[j] = std::uint32_t(reinterpret_cast<const unsigned short&>(v[2 * j])) |
+                 (std::uint32_t(reinterpret_cast<const unsigned short&>(v[2 * j + 1])) << 16);
+        if constexpr (kDqRows == 2) {
+          *reinterpret_cast<std::uint32_t*>(dst) = w[0];
+        } else if constexpr (kDqRows == 4) {
+          *reinterpret_cast<uint2*>(dst) = make_uint2(w[0], w[1]);
+        } else {
+#pragma unroll
+          for (int j = 0; j < kDqRows / 4; ++j)
+            reinterpret_cast<uint4*>(dst)[j] = make_uint4(w[4 * j], w[4 * j + 1], w[4 * j + 2], w[4 * j + 3]);
+        }
+      }
+    } else {
+      (void)st, (void)f;
+    }
+  };
   // ---- A's K slice -> shared memory: rows < M only (a 1-token-tile kernel stores just those and points
   // the ldmatrix rows >= M at row M - 1: they feed C columns of tokens >= M, never stored), 16-byte chunk
   // c of row r at chunk (c & ~7) | ((c ^ r) & 7): conflict-free ldmatrix ----
   const int pitch = kas * layout::kAtomK;  // elements per token row
   const int act_rows = p.m < kTok ? p.m : kTok;
   auto load_act = [&] {
+    if constexpr (kDq) {  // the dq map rides with A
+      if (tid < TileConfig::kDqMapBytes / 16) nibble::detail::cp_async_16(dq_map + 4 * tid, p.dq_stats + 4 * tid, true);
+    }
     const int chunks16 = kas * (layout::kAtomK / 8);
     const int k_base = a0 * layout::kAtomK;
     for (int idx = tid; idx < act_rows * chunks16; idx += kThreads) {
@@ -259,6 +350,9 @@ __global__ void __launch_bounds__(Tile::kConfig.threads(), 1) gemm_stream_kernel
       nibble::detail::cp_async_commit();  // one group per stage, so that wait_group counts stages
   }
 #endif
+  // (dq: the codes are weights, never written by the previous kernel: their loads may go before the wait)
+  const DqFetched dq_first = dq_fetch(0);
+  DqFetched dq_next = dq_fetch(1);
   if (p.dependent_launch) {
     nibble::detail::griddepcontrol_wait();
     load_act();
@@ -276,6 +370,8 @@ __global__ void __launch_bounds__(Tile::kConfig.threads(), 1) gemm_stream_kernel
     nibble::detail::cp_async_wait<kStages>();
 #endif
   __syncthreads();
+  dq_store(ring, dq_first);  // chunk 0's scales (stage 0), with the map that came with A
+  if constexpr (kDq) __syncwarp();
 
   // ldmatrix.x4 of k-steps (j, j + 1), j even: lane l addresses row l % 8 of matrix l / 8 = chunk 2j + l / 8.
   // (One token tile: rows >= M read row M - 1, which is all the slice holds.)
@@ -405,43 +501,8 @@ __global__ void __launch_bounds__(Tile::kConfig.threads(), 1) gemm_stream_kernel
     from_start = true;
   };
 
-  // ---- compact double-quantized scales: entry e = lane + 32 r (r < kDqPer) of a chunk is row lane % 16 of scale
-  // row h = (e / 16) % kPer of atom e / (16 kPer). Once a chunk has landed, dq_decode turns its codes into
-  // T(map[code] * absmax2 + offset) (repack()'s scales, bit for bit) in the scale slots. absmax2 and the map
-  // stay in L1 (a warp walks one column along K: its rows' blocks change every 256 groups). ----
-  constexpr int kDqPer = kChunk * kPer * 16 / 32;
-  auto dq_decode = [&](unsigned char* st, int c) {
-    const int left = u1 - (u0 + c * kChunk);
-    const float dq_off = __ldg(p.dq_stats + layout::kDqOffsetIndex);
-    const int row = lane % 16;
-    const bool simple = left >= kChunk && c_kb + kChunk <= a1;  // the chunk lies in one column
-    const std::int64_t n0 = std::int64_t(c_col) * layout::kAtomN + row;
-    const std::int64_t base0 = n0 * p.dq_groups;
-#pragma unroll
-    for (int r = 0; r < kDqPer; ++r) {
-      const int q = lane / 16 + 2 * r, i = q / kPer, h = q % kPer;  // q = e / 16
-      int kb = c_kb + i, col = c_col;
-      std::int64_t n = n0, base = base0;
-      if (!simple) {
-        wrap(kb, col);
-        n = std::int64_t(col) * layout::kAtomN + row;
-        base = n * p.dq_groups;
-      }
-      const int grp = (p.per_channel ? 0 : (kb * layout::kAtomK) >> p.group_log2) + h;
-      float v32 = 0.0f;
-      if (i < left && n < p.n && grp < p.dq_groups) {
-        const float am = __ldg(p.dq_stats + layout::kDqStatsHeader + ((base + grp) >> 8));  // dq_block
-        const float m = p.dq_stats[st[kZeroOff + (i * kPer + h) * 16 + row]];  // the map, in front of dq_stats
-        v32 = __fadd_rn(__fmul_rn(m, am), dq_off);
-      }
-      *reinterpret_cast<T*>(st + kScaleOff + (i * kPer + h) * 32 + row * 2) = from_float<T>(v32);
-    }
-    __syncwarp();  // the scale slots are read by every lane
-  };
-  static_assert(layout::kDqBlock == 256, "dq_block is a shift by 8");
-
   for (int c = 0; c < chunks; ++c) {
-    const unsigned char* st = ring + (c % kStages) * kStageBytes;  // (dq_decode writes its scale slots)
+    const unsigned char* st = ring + (c % kStages) * kStageBytes;
 #if defined(__CUDA_ARCH__) && (__CUDA_ARCH__ >= 900)
     nibble::detail::mbarrier_wait_parity(nibble::detail::smem_addr(&bars[warp][c % kStages]),
                                          std::uint32_t((c / kStages) & 1));
@@ -449,7 +510,6 @@ __global__ void __launch_bounds__(Tile::kConfig.threads(), 1) gemm_stream_kernel
     nibble::detail::cp_async_wait<kStages - 1>();
     __syncwarp();  // the scale rows were copied by other lanes
 #endif
-    if constexpr (kDq) dq_decode(ring + (c % kStages) * kStageBytes, c);
     const int n = min(kChunk, u1 - (u0 + c * kChunk));
     if (n == kChunk && c_kb + kChunk <= a1) {
       // The common case: a full chunk inside one column, no per-atom segment checks (so the compiler may
@@ -477,6 +537,12 @@ __global__ void __launch_bounds__(Tile::kConfig.threads(), 1) gemm_stream_kernel
         }
       }
     }
+    if constexpr (kDq) {
+      // The next chunk's scales (their stage was last read by chunk c + 1 - kStages; the __syncwarp below
+      // orders these stores before every lane's reads of chunk c + 1), then the codes of the one after it.
+      if (c + 1 < chunks) dq_store(ring + ((c + 1) % kStages) * kStageBytes, dq_next);
+      dq_next = dq_fetch(c + 2);
+    }
     if (c + kStages < chunks) {
 #if defined(__CUDA_ARCH__) && (__CUDA_ARCH__ >= 900)
       // This lane's generic-proxy reads of the stage are ordered before the bulk copy (async proxy) that
@@ -490,6 +556,7 @@ __global__ void __launch_bounds__(Tile::kConfig.threads(), 1) gemm_stream_kernel
 #if !(defined(__CUDA_ARCH__) && (__CUDA_ARCH__ >= 900))
       nibble::detail::cp_async_commit();
 #endif
+      if constexpr (kDq) __syncwarp();  // the scale slots dq_store wrote
     }
   }
   // Dependent launch: the next kernel may start fetching its weights now.

@@ -165,9 +165,11 @@ struct StageLoader {
 /// the loads' latency off the mainloop, fetch() loads the 8-bit codes and the four absmax2 of a k-tile into
 /// registers one k-tile before store() decodes them, T(map[code] * absmax2 + offset) (fp32 multiply, fp32 add,
 /// one rounding: what repack() writes), and stores them into sS: the mainloop calls store() for the stage it
-/// has just asked the copies of and fetch() for the k-tile after it (after its compute of the current stage, so
-/// that the map lookups overlap it). For every other format (and without
-/// p.dq_codes) the members do nothing.
+/// has just asked the copies of and fetch() for the k-tile after it, after its compute of the current stage.
+/// The map (dq_stats[0 .. 255]) lives in shared memory, in the stages' sZ rows, which only u4 uses: the
+/// prologue puts it there (kMapPieces pieces of z_stage_bytes, piece j in stage j), so that store() waits for
+/// no global load (its L1 / L2 lookups cost 4-10% at M = 16 / 64: NOTES.md, session 10). For every other
+/// format (and without p.dq_codes) the members do nothing.
 template <class T, Format F, class Tile>
 struct DqScaleLoader {
   static constexpr TileConfig C = Tile::kConfig;
@@ -175,6 +177,10 @@ struct DqScaleLoader {
   static constexpr int BN = C.tile_n(), BK = C.tile_k(), kThreads = C.threads();
   static_assert(C.max_groups_per_tile() * BN / 4 <= kThreads, "one chunk of 4 scales per thread at most");
   static_assert(layout::kDqBlock == 256, "dq_block is a shift by 8");
+  static constexpr int kZBytes = C.z_stage_bytes();  // one stage's sZ rows
+  static constexpr int kMapPieces = (TileConfig::kDqMapBytes + kZBytes - 1) / kZBytes;
+  static_assert(kZBytes % 16 == 0 && (kZBytes & (kZBytes - 1)) == 0 && kMapPieces <= C.stages,
+                "the dq map fits the stages' sZ rows");
   /// What fetch() loads for store().
   struct Fetched {
     std::uint32_t codes = 0;  // four 8-bit codes, row nl + r in byte r
@@ -185,8 +191,9 @@ struct DqScaleLoader {
   int gi = 0, nl = 0;   // its scale row within the k-tile and its first tile-local weight row
   int n0 = 0;
   float offset = 0.0f;
+  const Stage* stages = nullptr;  // the ring (the map in its sZ rows)
 
-  NIBBLE_DEVICE DqScaleLoader(const KernelParams<T>& p, int n0, int tid) {
+  NIBBLE_DEVICE DqScaleLoader(const KernelParams<T>& p, int n0, int tid, const Stage* stages) : stages(stages) {
     if constexpr (is_codebook(F)) {
       const int gpt = groups_per_tile<Tile>(p);
       active = p.dq_codes != nullptr && tid < gpt * (BN / 4);
@@ -221,14 +228,24 @@ struct DqScaleLoader {
     return f;
   }
 
-  /// Decodes `f` into the stage's sS (0 where f is not valid).
+  /// Map entry e from shared memory (byte 4 e: piece 4 e / kZBytes, in that stage's sZ rows).
+  NIBBLE_DEVICE float map_entry(std::uint32_t e) const {
+    const std::uint32_t b = 4 * e;
+    return *reinterpret_cast<const float*>(reinterpret_cast<const unsigned char*>(&stages[b / kZBytes].z[0][0]) +
+                                           b % kZBytes);
+  }
+
+  /// Decodes `f` into the stage's sS (0 where f is not valid), the map from shared memory (kSmemMap) or, in
+  /// the prologue (before the barrier that publishes the shared copy), from global memory.
+  template <bool kSmemMap = true>
   NIBBLE_DEVICE void store(const KernelParams<T>& p, Stage& st, const Fetched& f) const {
     if constexpr (is_codebook(F)) {
       if (!active) return;
       T v[4];
 #pragma unroll
       for (int r = 0; r < 4; ++r) {
-        const float m = p.dq_stats[(f.codes >> (8 * r)) & 0xFFu];  // the map, in front of dq_stats
+        const std::uint32_t code = (f.codes >> (8 * r)) & 0xFFu;
+        const float m = (f.valid >> r) & 1u ? (kSmemMap ? map_entry(code) : __ldg(p.dq_stats + code)) : 0.0f;
         v[r] = from_float<T>((f.valid >> r) & 1u ? __fadd_rn(__fmul_rn(m, f.absmax[r]), offset) : 0.0f);
       }
       uint2 packed;
@@ -242,18 +259,26 @@ struct DqScaleLoader {
     }
   }
 
-  /// The pipeline's prologue (after StageLoader::prologue<kCount>): stages 0 .. kCount - 1 decoded (all
-  /// fetches first, then all stores: one load latency), and k-tile kt_begin + kCount fetched for the mainloop.
+  /// The pipeline's prologue (after StageLoader::prologue<kCount>): the map into the stages' sZ rows (visible
+  /// after the mainloop's first barrier), stages 0 .. kCount - 1 decoded (all fetches first, then all stores:
+  /// one load latency; the map from global memory), and k-tile kt_begin + kCount fetched for the mainloop.
   template <int kCount>
-  NIBBLE_DEVICE Fetched prologue(const KernelParams<T>& p, Stage* stages, int kt_begin, int kt_end) const {
+  NIBBLE_DEVICE Fetched prologue(const KernelParams<T>& p, Stage* stages, int kt_begin, int kt_end, int tid) const {
     if constexpr (is_codebook(F)) {
+      if (p.dq_codes != nullptr && tid < TileConfig::kDqMapBytes / 16) {
+        const int b = 16 * tid;
+        *reinterpret_cast<uint4*>(&stages[b / kZBytes].z[0][0] + b % kZBytes) =
+            __ldg(reinterpret_cast<const uint4*>(p.dq_stats) + tid);
+      }
       if (active) {
         Fetched f[kCount];
 #pragma unroll
         for (int s = 0; s < kCount; ++s) f[s] = fetch(p, kt_begin + s, kt_end);
 #pragma unroll
-        for (int s = 0; s < kCount; ++s) store(p, stages[s], f[s]);
+        for (int s = 0; s < kCount; ++s) store<false>(p, stages[s], f[s]);
       }
+    } else {
+      (void)stages, (void)tid;
     }
     return fetch(p, kt_begin + kCount, kt_end);
   }

@@ -99,9 +99,10 @@ NIBBLE_DEVICE KernelDequantContext<F, T, kSmemTable, Tile> make_kernel_dequant_c
   }
 }
 
-/// Bytes at the start of a GEMM kernel's dynamic shared memory before its stage ring (the codebook table).
+/// Bytes at the start of a GEMM kernel's dynamic shared memory before its stage ring: the codebook table (if
+/// it runs), then (nf4 / fp4 stream kernels) the dq map.
 NIBBLE_HOST_DEVICE constexpr int kernel_smem_prefix(Format f, bool smem_table, const TileConfig& c) {
-  return is_codebook(f) && smem_table ? c.table_bytes() : 0;
+  return is_codebook(f) ? (smem_table ? c.table_bytes() : 0) + (c.stream ? TileConfig::kDqMapBytes : 0) : 0;
 }
 
 /// The dynamic shared memory a kernel of configuration c launches with for format f (the table where it has

@@ -145,6 +145,12 @@ struct TileConfig {
   }
   /// Bytes of the shared-memory codebook table of nf4 / fp4 kernels (on top of smem_bytes()).
   NIBBLE_HOST_DEVICE constexpr int table_bytes() const { return smem_codebook_bytes(table_copies); }
+  /// The 256 fp32 entries of a compact double-quantized weight's scale map (layout::kDqStatsHeader), which a
+  /// stream kernel keeps in shared memory (mainloop_stream.cuh).
+  static constexpr int kDqMapBytes = 1024;
+  /// Bytes an nf4 / fp4 kernel of this configuration reserves on top of smem_bytes(): the table and, for a
+  /// stream configuration, the dq map (reserved whether the dq variant runs or not: one plan for both).
+  NIBBLE_HOST_DEVICE constexpr int codebook_bytes() const { return table_bytes() + (stream ? kDqMapBytes : 0); }
   /// The shape rules of the configuration's kernel.
   NIBBLE_HOST_DEVICE constexpr bool valid() const {
     if (table_copies != 16 && table_copies != 32) return false;
@@ -448,12 +454,12 @@ enum class Mainloop : int {
 
 /// Static shared memory of a stream kernel (its mbarriers and a flag), kept out of its dynamic budget.
 inline constexpr int kStreamStaticBytes = 1024;
-// Every stream tile with its nf4 / fp4 table and A for at least 16 atoms fits the 227 KiB a block of an H100 /
+// Every stream tile with its nf4 / fp4 table (and dq map) and A for at least 16 atoms fits the 227 KiB a block of an H100 /
 // H200 may have (the launch gives A what is left, up to kStreamActBytes).
 template <class Tile>
 constexpr bool stream_tile_fits_227k() {
   constexpr TileConfig c = Tile::kConfig;
-  return c.stream_fixed_bytes() + c.table_bytes() + 16 * c.stream_act_atom_bytes() + kStreamStaticBytes <= 232448;
+  return c.stream_fixed_bytes() + c.codebook_bytes() + 16 * c.stream_act_atom_bytes() + kStreamStaticBytes <= 232448;
 }
 static_assert(stream_tile_fits_227k<TileStream8>() && stream_tile_fits_227k<TileStream8L>() &&
                   stream_tile_fits_227k<TileStream16>() && stream_tile_fits_227k<TileStream32>(),
