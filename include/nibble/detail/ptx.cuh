@@ -34,8 +34,6 @@ NIBBLE_DEVICE void cp_async_16(void* smem, const void* gmem, bool pred) {
 
 /// Prefetches the 128-byte line holding `gmem` into L2 (no register result, no ordering).
 NIBBLE_DEVICE void prefetch_l2(const void* gmem) { asm volatile("prefetch.global.L2 [%0];" ::"l"(gmem)); }
-/// Prefetch of the line holding `gmem` into L1 (and L2).
-NIBBLE_DEVICE void prefetch_l1(const void* gmem) { asm volatile("prefetch.global.L1 [%0];" ::"l"(gmem)); }
 
 /// Closes the current group of cp.async operations.
 NIBBLE_DEVICE void cp_async_commit() { asm volatile("cp.async.commit_group;" ::); }

@@ -20,7 +20,8 @@
 // rounded to the output type. With double quantization the scale used there is
 //   scale_i = dynamic_map[dq.codes[i]] * dq.absmax2[i / 256] + *dq.offset    (two fp32 roundings, no FMA)
 // and `scales` is only the quantizer's fp32 scratch for the exact first-level scales (see double_quant.cuh).
-// kAffineU4 has no double quantization (kErrorUnsupportedFormat), and no GEMM layout yet (repack refuses it).
+// kAffineU4 has no double quantization (kErrorUnsupportedFormat); repack puts it in the GEMM layout like u4 (offsets
+// in the scales' layout), and every GEMM kernel takes it.
 // Its offsets use the scale type: fp16 holds GGUF Q4_1's (d, m) exactly, fp32 Q4_K's expanded (d * sc,
 // -dmin * m) (import/gguf.cuh). The other formats' buffers, sizes and carving are unchanged (offsets 0 bytes).
 #pragma once
