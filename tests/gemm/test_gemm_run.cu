@@ -847,6 +847,18 @@ TEST(Gemm_DoubleQuant, RefusalsAndSize) {
   bad.w.format = kS4;
   EXPECT_STATUS(Status::kErrorUnsupportedFormat, gemm::can_implement(bad));
   EXPECT_STATUS(Status::kErrorUnsupportedFormat, gemm::run(bad, nullptr, 0, nullptr));
+  // 2^31 scales or more: the kernels' 32-bit code / plain-order indices would wrap (nothing is read: refused
+  // before any launch; 2^31 / 2^21 rows = 1024 groups of 64 along K)
+  bad = args;
+  bad.w.n = int64_t(1) << 21;
+  bad.w.k = 1024 * 64;
+  bad.m = 1;
+  bad.ldc = bad.w.n;
+  bad.lda = bad.w.k;
+  EXPECT_STATUS(Status::kErrorSizeOverflow, gemm::can_implement(bad));
+  bad.w.k = 1023 * 64;
+  bad.lda = bad.w.k;
+  EXPECT_NE(gemm::can_implement(bad), Status::kErrorSizeOverflow);
   const nibble::GemmWeightBytes b = nibble::gemm_weight_bytes(kNf4, 28672, 8192, 64, kF16, true);
   const nibble::GemmWeightBytes full = nibble::gemm_weight_bytes(kNf4, 28672, 8192, 64, kF16);
   const double bits = 8.0 * double(b.total()) / (28672.0 * 8192.0),

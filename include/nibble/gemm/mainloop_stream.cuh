@@ -54,6 +54,18 @@ NIBBLE_DEVICE T bits_to_value(std::uint32_t bits) {
     return __ushort_as_bfloat16(static_cast<unsigned short>(bits));
 }
 
+/// T(lo) in the low and T(hi) in the high half of a word, each rounded to nearest even.
+template <class T>
+NIBBLE_DEVICE std::uint32_t pack_rn(float lo, float hi) {
+  if constexpr (std::is_same_v<T, __half>) {
+    const __half2 h = __floats2half2_rn(lo, hi);
+    return *reinterpret_cast<const std::uint32_t*>(&h);
+  } else {
+    const __nv_bfloat162 h = __floats2bfloat162_rn(lo, hi);
+    return *reinterpret_cast<const std::uint32_t*>(&h);
+  }
+}
+
 /// kG32: groups of 32 (two scale rows per atom); every other group size (and per-channel) has one. kDq: compact
 /// double-quantized scales (nf4 / fp4 with p.dq_codes).
 template <class T, Format F, class Tile, bool kSmemTable, bool kG32, bool kDq = false>
@@ -218,13 +230,17 @@ __global__ void __launch_bounds__(Tile::kConfig.threads(), 1) gemm_stream_kernel
   struct DqFetched {
     std::uint32_t codes[(kDqRows + 3) / 4];  // row r0 + j in byte j % 4 of word j / 4
     float absmax[kDqRows];                    // row r0 + j's absmax2
-    unsigned valid;                           // bit j: row r0 + j is a weight row and the group one of the weight
+    float offset;                             // the offset (0 for a group past the weight's)
   };
   // The map (dq_stats[0 .. 255]) in shared memory after the table (load_act copies it, with A).
   float* const dq_map = reinterpret_cast<float*>(smem_raw + (kSmemTable ? C.table_bytes() : 0));
   const int dq_i = (lane / (kDqLanes > 0 ? kDqLanes : 1)) / kPer, dq_h = (lane / (kDqLanes > 0 ? kDqLanes : 1)) % kPer;
   const int dq_r0 = (lane % (kDqLanes > 0 ? kDqLanes : 1)) * kDqRows;
   int d_col = first_col, d_kb = first_kb;  // the dq cursor: the first atom of the next chunk dq_fetch loads
+  const float dq_off = kDq ? __ldg(p.dq_stats + layout::kDqOffsetIndex) : 0.0f;
+  // (32-bit indices: check_arguments keeps a dq weight below 2^31 scales)
+  const int dq_npad = int(n_pad), dq_groups = int(p.dq_groups);
+  const float* const dq_absmax = p.dq_stats + layout::kDqStatsHeader;
   auto dq_fetch = [&](int c) {
     DqFetched f{};
     if constexpr (kDq) {
@@ -233,9 +249,9 @@ __global__ void __launch_bounds__(Tile::kConfig.threads(), 1) gemm_stream_kernel
       int kb = d_kb + dq_i, col = d_col;
       wrap(kb, col);
       if (dq_i < left) {
-        const std::int64_t grp = (p.per_channel ? 0 : (std::int64_t(kb) * layout::kAtomK) >> p.group_log2) + dq_h;
-        const std::int64_t n = std::int64_t(col) * layout::kAtomN + dq_r0;
-        const unsigned char* src = p.dq_codes + grp * n_pad + n;  // scale_offset(col, kb) + h n_pad + r0
+        const int grp = (p.per_channel ? 0 : (kb * layout::kAtomK) >> p.group_log2) + dq_h;
+        const int n = col * layout::kAtomN + dq_r0;
+        const unsigned char* src = p.dq_codes + unsigned(grp * dq_npad + n);  // scale_offset(col, kb) + h n_pad + r0
         if constexpr (kDqRows == 1) {
           f.codes[0] = __ldg(src);
         } else if constexpr (kDqRows == 2) {
@@ -250,15 +266,13 @@ __global__ void __launch_bounds__(Tile::kConfig.threads(), 1) gemm_stream_kernel
           const uint4 w = __ldg(reinterpret_cast<const uint4*>(src));
           f.codes[0] = w.x, f.codes[1] = w.y, f.codes[2] = w.z, f.codes[3] = w.w;
         }
-        if (grp < p.dq_groups) {
-          const std::int64_t at = n * p.dq_groups + grp;  // plain index of (row r0, the group): dq_block = at / 256
+        // Rows past N keep absmax2 0 (their C is never stored); a group past the weight's decodes to 0.
+        if (grp < dq_groups) {
+          f.offset = dq_off;
+          const int at = n * dq_groups + grp;  // plain index of (row r0, the group): dq_block = at / 256
 #pragma unroll
-          for (int j = 0; j < kDqRows; ++j) {
-            if (n + j < p.n) {
-              f.valid |= 1u << j;
-              f.absmax[j] = __ldg(p.dq_stats + layout::kDqStatsHeader + ((at + j * p.dq_groups) >> 8));
-            }
-          }
+          for (int j = 0; j < kDqRows; ++j)
+            if (j < p.n - n) f.absmax[j] = __ldg(dq_absmax + unsigned(at + j * dq_groups) / 256u);
         }
       }
       d_kb += min(kChunk, left);
@@ -268,26 +282,19 @@ __global__ void __launch_bounds__(Tile::kConfig.threads(), 1) gemm_stream_kernel
     }
     return f;
   };
-  const float dq_off = kDq ? __ldg(p.dq_stats + layout::kDqOffsetIndex) : 0.0f;
   auto dq_store = [&](unsigned char* st, const DqFetched& f) {
     if constexpr (kDq) {
-      T v[kDqRows];
+      float v[kDqRows];
 #pragma unroll
-      for (int j = 0; j < kDqRows; ++j) {
-        float v32 = 0.0f;
-        if ((f.valid >> j) & 1u)
-          v32 = __fadd_rn(__fmul_rn(dq_map[(f.codes[j / 4] >> (8 * (j % 4))) & 0xFFu], f.absmax[j]), dq_off);
-        v[j] = from_float<T>(v32);
-      }
+      for (int j = 0; j < kDqRows; ++j)
+        v[j] = __fadd_rn(__fmul_rn(dq_map[(f.codes[j / 4] >> (8 * (j % 4))) & 0xFFu], f.absmax[j]), f.offset);
       unsigned char* dst = st + kScaleOff + (dq_i * kPer + dq_h) * 32 + dq_r0 * 2;
       if constexpr (kDqRows == 1) {
-        *reinterpret_cast<T*>(dst) = v[0];
+        *reinterpret_cast<T*>(dst) = from_float<T>(v[0]);
       } else {
-        std::uint32_t w[kDqRows / 2];
+        std::uint32_t w[kDqRows / 2];  // (one rounding per value, two per conversion instruction)
 #pragma unroll
-        for (int j = 0; j < kDqRows / 2; ++j)
-          w[j] = std::uint32_t(reinterpret_cast<const unsigned short&>(v[2 * j])) |
-                 (std::uint32_t(reinterpret_cast<const unsigned short&>(v[2 * j + 1])) << 16);
+        for (int j = 0; j < kDqRows / 2; ++j) w[j] = pack_rn<T>(v[2 * j], v[2 * j + 1]);
         if constexpr (kDqRows == 2) {
           *reinterpret_cast<std::uint32_t*>(dst) = w[0];
         } else if constexpr (kDqRows == 4) {
