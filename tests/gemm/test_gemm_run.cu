@@ -344,9 +344,9 @@ TEST(Gemm_Stream, PartitionsAgainstTheOracleAndEachOther) {
         const gemm::TileKind sk =
             gemm::choose_tile(m, gemm::Mainloop::kStream, cfg.f, gemm::stream_atoms_per_sm(cfg.n, cfg.k, sms));
         auto fits_in = [&](const gemm::TileConfig& sc) {
-          return part.max_smem == 0 ||
-                 sc.stream_fixed_bytes() + (is_codebook(cfg.f) ? sc.codebook_bytes() : 0) + sc.stream_act_atom_bytes(m) <=
-                     part.max_smem;
+          return part.max_smem == 0 || sc.stream_fixed_bytes() + (is_codebook(cfg.f) ? sc.codebook_bytes() : 0) +
+                                               sc.stream_act_atom_bytes(m) <=
+                                           part.max_smem;
         };
         const bool fits = fits_in(gemm::tile_config(sk)) || fits_in(gemm::tile_config(gemm::tile_fewer(sk)));
         if (fits)

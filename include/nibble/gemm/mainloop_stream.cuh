@@ -222,15 +222,15 @@ __global__ void __launch_bounds__(Tile::kConfig.threads(), 1) gemm_stream_kernel
   // map from shared memory: every load's latency hides behind a chunk of work. (The first version loaded the
   // codes through the copy ring and the map and absmax2 from L1 after the chunk had landed: +18-25% at M = 1;
   // moving the code loads a chunk ahead alone changed nothing: NOTES.md, session 10.) ----
-  constexpr int kDqPairs = kChunk * kPer;          // (atom, scale row) pairs of a chunk
-  constexpr int kDqLanes = 32 / kDqPairs;          // lanes per pair
+  constexpr int kDqPairs = kChunk * kPer;                      // (atom, scale row) pairs of a chunk
+  constexpr int kDqLanes = 32 / kDqPairs;                      // lanes per pair
   constexpr int kDqRows = 16 / (kDqLanes > 0 ? kDqLanes : 1);  // weight rows per lane
   static_assert(!kDq || (32 % kDqPairs == 0 && kDqLanes <= 16), "dq: a chunk's scale rows spread over the lanes");
   static_assert(layout::kDqBlock == 256, "dq_block is a shift by 8");
   struct DqFetched {
     std::uint32_t codes[(kDqRows + 3) / 4];  // row r0 + j in byte j % 4 of word j / 4
-    float absmax[kDqRows];                    // row r0 + j's absmax2
-    float offset;                             // the offset (0 for a group past the weight's)
+    float absmax[kDqRows];                   // row r0 + j's absmax2
+    float offset;                            // the offset (0 for a group past the weight's)
   };
   // The map (dq_stats[0 .. 255]) in shared memory after the table (load_act copies it, with A).
   float* const dq_map = reinterpret_cast<float*>(smem_raw + (kSmemTable ? C.table_bytes() : 0));

@@ -454,8 +454,8 @@ enum class Mainloop : int {
 
 /// Static shared memory of a stream kernel (its mbarriers and a flag), kept out of its dynamic budget.
 inline constexpr int kStreamStaticBytes = 1024;
-// Every stream tile with its nf4 / fp4 table (and dq map) and A for at least 16 atoms fits the 227 KiB a block of an H100 /
-// H200 may have (the launch gives A what is left, up to kStreamActBytes).
+// Every stream tile with its nf4 / fp4 table (and dq map) and A for at least 16 atoms fits the 227 KiB a block of an
+// H100 / H200 may have (the launch gives A what is left, up to kStreamActBytes).
 template <class Tile>
 constexpr bool stream_tile_fits_227k() {
   constexpr TileConfig c = Tile::kConfig;
