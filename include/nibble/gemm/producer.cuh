@@ -168,7 +168,8 @@ struct StageLoader {
 /// has just asked the copies of and fetch() for the k-tile after it, after its compute of the current stage.
 /// The map (dq_stats[0 .. 255]) lives in shared memory, in the stages' sZ rows, which only u4 uses: the
 /// prologue puts it there (kMapPieces pieces of z_stage_bytes, piece j in stage j), so that store() waits for
-/// no global load (its L1 / L2 lookups cost 4-10% at M = 16 / 64: NOTES.md, session 10). For every other
+/// no global load (the decode still costs 4-11% at M = 16 / 64 against 16-bit scales:
+/// NOTES.md, session 10). For every other
 /// format (and without p.dq_codes) the members do nothing.
 template <class T, Format F, class Tile>
 struct DqScaleLoader {
