@@ -14,6 +14,7 @@
 #include <cstdio>
 #include <cstring>
 #include <limits>
+#include <nibble/detail/tma.cuh>
 #include <nibble/format/format.cuh>
 #include <nibble/gemm/gemm.cuh>
 #include <nibble/gemm/tile_registry.cuh>
@@ -728,4 +729,66 @@ TEST(GemmPlan, StreamPlansFitBalanceAndFallBack) {
   // M above kStreamMaxM: never the stream tile.
   EXPECT_FALSE(
       gemm::tile_config(plan_for(fake_args(kS4, 128, 33, 4096, 4096), 132, gemm::Mainloop::kStream).kind).stream);
+}
+
+// detail/tma.cuh's host checks: each rule cuTensorMapEncodeTiled states (cuda.h) refused with its Status before
+// the driver is asked (so they hold here without one); a valid map encodes where there is a driver.
+TEST(Tma, HostChecksRefuseWhatTheDriverWould) {
+  namespace nd = nibble::detail;
+  using nibble::Status;
+  alignas(16) static unsigned char buf[64];
+  nd::Tma2d ok;
+  ok.base = buf;
+  ok.dtype = CU_TENSOR_MAP_DATA_TYPE_FLOAT16;
+  ok.rows = 37, ok.cols = 200, ok.row_stride_bytes = 416;
+  ok.box_rows = 8, ok.box_cols = 64;  // 128-byte box rows: the 128-byte swizzle span
+  ok.swizzle = CU_TENSOR_MAP_SWIZZLE_128B;
+  EXPECT_EQ(nd::check_tma_2d(ok), Status::kSuccess);
+  struct Case {
+    const char* what;
+    void (*mutate)(nd::Tma2d&);
+    Status want;
+  };
+  const Case cases[] = {
+      {"null base", [](nd::Tma2d& d) { d.base = nullptr; }, Status::kErrorNullPointer},
+      {"base 2 bytes off", [](nd::Tma2d& d) { d.base = buf + 2; }, Status::kErrorMisalignedPointer},
+      {"no rows", [](nd::Tma2d& d) { d.rows = 0; }, Status::kErrorInvalidShape},
+      {"2^32 + 1 columns", [](nd::Tma2d& d) { d.cols = (int64_t(1) << 32) + 1, d.row_stride_bytes = int64_t(1) << 35; },
+       Status::kErrorInvalidShape},
+      {"stride not a multiple of 16", [](nd::Tma2d& d) { d.row_stride_bytes = 408; }, Status::kErrorLeadingDimension},
+      {"stride 2^40", [](nd::Tma2d& d) { d.row_stride_bytes = int64_t(1) << 40; }, Status::kErrorLeadingDimension},
+      {"rows overlap", [](nd::Tma2d& d) { d.cols = 209; }, Status::kErrorLeadingDimension},
+      {"box of no rows", [](nd::Tma2d& d) { d.box_rows = 0; }, Status::kErrorInvalidShape},
+      {"box of 257 rows", [](nd::Tma2d& d) { d.box_rows = 257; }, Status::kErrorInvalidShape},
+      {"box row past the swizzle span", [](nd::Tma2d& d) { d.box_cols = 72; }, Status::kErrorInvalidShape},
+      {"box row of 8 bytes", [](nd::Tma2d& d) { d.box_cols = 4; }, Status::kErrorInvalidShape},
+      {"fp64", [](nd::Tma2d& d) { d.dtype = CU_TENSOR_MAP_DATA_TYPE_FLOAT64; }, Status::kErrorUnsupportedFormat},
+      {"an atomic swizzle", [](nd::Tma2d& d) { d.swizzle = CU_TENSOR_MAP_SWIZZLE_128B_ATOM_32B; },
+       Status::kErrorUnsupportedFormat},
+      {"144-byte rows without swizzle", [](nd::Tma2d& d) { d.box_cols = 72, d.swizzle = CU_TENSOR_MAP_SWIZZLE_NONE; },
+       Status::kSuccess},
+      {"fp32 with the 32-byte swizzle",
+       [](nd::Tma2d& d) {
+         d.dtype = CU_TENSOR_MAP_DATA_TYPE_FLOAT32, d.cols = 104, d.box_cols = 8;
+         d.swizzle = CU_TENSOR_MAP_SWIZZLE_32B;
+       },
+       Status::kSuccess},
+  };
+  alignas(64) static CUtensorMap map;
+  for (const Case& c : cases) {
+    nd::Tma2d d = ok;
+    c.mutate(d);
+    EXPECT_EQ(nd::check_tma_2d(d), c.want) << c.what;
+    if (c.want != Status::kSuccess) EXPECT_EQ(nd::make_tma_2d(d, &map), c.want) << c.what << " (make)";
+  }
+  EXPECT_EQ(nd::make_tma_2d(ok, nullptr), Status::kErrorNullPointer);
+  alignas(64) static unsigned char raw[2 * sizeof(CUtensorMap)];
+  EXPECT_EQ(nd::make_tma_2d(ok, reinterpret_cast<CUtensorMap*>(raw + 32)), Status::kErrorMisalignedPointer);
+  // The driver's answer for a valid map: encoded where there is one with the entry point; without a driver a
+  // Status, no crash.
+  const Status s = nd::make_tma_2d(ok, &map);
+  if (nibble_test_has_gpu())
+    EXPECT_EQ(s, Status::kSuccess);
+  else
+    EXPECT_EQ(s, Status::kErrorUnsupportedDevice);
 }

@@ -12,6 +12,8 @@
 #include <cstdio>
 #include <cstring>
 #include <limits>
+#include <nibble/detail/ptx.cuh>
+#include <nibble/detail/tma.cuh>
 #include <nibble/format/codebook.cuh>
 #include <nibble/format/format.cuh>
 #include <nibble/gemm/warp_mma.cuh>
@@ -246,6 +248,78 @@ TEST(GemmWarpMma, SharedMemoryCodebookMatchesRegisterTable) {
   check_smem_codebook<__half, kFp4, 32>();
   check_smem_codebook<__nv_bfloat16, kNf4, 32>();
   check_smem_codebook<__nv_bfloat16, kFp4, 32>();
+}
+
+// ================================== GPU: one TMA tile copy (detail/tma.cuh) ==================================
+
+// Box of 8 rows x 64 fp16 (128-byte rows, 128-byte swizzle) at (row r0, column c0), copied by one thread's
+// tma_load_2d onto an mbarrier, then written out as it lies in shared memory.
+constexpr int kTmaBoxRows = 8, kTmaBoxCols = 64;
+__global__ void tma_box_kernel(const __grid_constant__ CUtensorMap map, int c0, int r0, std::uint16_t* out) {
+#if defined(__CUDA_ARCH__) && (__CUDA_ARCH__ >= 900)
+  __shared__ alignas(1024) std::uint16_t tile[kTmaBoxRows * kTmaBoxCols];
+  __shared__ alignas(8) std::uint64_t bar;
+  const std::uint32_t b = nibble::detail::smem_addr(&bar);
+  if (threadIdx.x == 0) {
+    nibble::detail::tma_prefetch_descriptor(&map);
+    nibble::detail::mbarrier_init(b, 1);
+    nibble::detail::fence_mbarrier_init();
+  }
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    nibble::detail::mbarrier_arrive_expect_tx(b, sizeof(tile));
+    nibble::detail::tma_load_2d(nibble::detail::smem_addr(tile), &map, c0, r0, b);
+  }
+  nibble::detail::mbarrier_wait_parity(b, 0);
+  for (int i = threadIdx.x; i < kTmaBoxRows * kTmaBoxCols; i += blockDim.x) out[i] = tile[i];
+#else
+  (void)map, (void)c0, (void)r0, (void)out;
+#endif
+}
+
+// A 37 x 200 fp16 tensor with rows 208 elements apart (random bits, none zero); boxes inside it, at its
+// right edge and past its last row: every element where the 128-byte swizzle puts it (chunk c of box row r at
+// chunk c ^ r % 8), zeros outside the tensor.
+TEST(Tma, TileCopyLandsSwizzledWithZerosOutside) {
+  NIBBLE_REQUIRE_GPU();
+  int dev = 0, major = 0;
+  ASSERT_EQ(cudaGetDevice(&dev), cudaSuccess);
+  ASSERT_EQ(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev), cudaSuccess);
+  if (major < 9) GTEST_SKIP() << "TMA needs sm_90 or newer; this is sm_" << major << "x";
+  const int rows = 37, cols = 200, pitch = 208;
+  auto rng = nibble_test_rng();
+  std::uniform_int_distribution<int> bits(1, 0x7BFF);  // finite, non-zero fp16 bit patterns
+  std::vector<std::uint16_t> host(std::size_t(rows) * pitch);
+  for (auto& v : host) v = std::uint16_t(bits(rng));
+  DevBuf src(host.size() * 2), out(kTmaBoxRows * kTmaBoxCols * 2);
+  src.upload(host.data(), host.size() * 2);
+  nibble::detail::Tma2d d;
+  d.base = src.get();
+  d.dtype = CU_TENSOR_MAP_DATA_TYPE_FLOAT16;
+  d.rows = rows, d.cols = cols, d.row_stride_bytes = pitch * 2;
+  d.box_rows = kTmaBoxRows, d.box_cols = kTmaBoxCols;
+  d.swizzle = CU_TENSOR_MAP_SWIZZLE_128B;
+  alignas(64) CUtensorMap map;
+  ASSERT_EQ(nibble::detail::make_tma_2d(d, &map), nibble::Status::kSuccess);
+  const std::pair<int, int> corners[] = {{0, 0}, {64, 8}, {160, 16}, {192, 32}, {136, 33}};  // (c0, r0)
+  for (const auto& cr : corners) {
+    SCOPED_TRACE("c0 " + std::to_string(cr.first) + " r0 " + std::to_string(cr.second));
+    CUDA_CHECK(cudaMemset(out.get(), 0xFF, kTmaBoxRows * kTmaBoxCols * 2));  // poison
+    tma_box_kernel<<<1, 128>>>(map, cr.first, cr.second, out.as<std::uint16_t>());
+    CUDA_CHECK(cudaGetLastError());
+    CUDA_CHECK(cudaDeviceSynchronize());
+    const std::vector<std::uint16_t> got = out.download<std::uint16_t>();
+    int bad = 0;
+    for (int r = 0; r < kTmaBoxRows; ++r)
+      for (int j = 0; j < kTmaBoxCols; ++j) {
+        const int gr = cr.second + r, gc = cr.first + j;
+        const std::uint16_t want = gr < rows && gc < cols ? host[std::size_t(gr) * pitch + gc] : 0;
+        const int at = r * kTmaBoxCols + (((j / 8) ^ (r % 8)) * 8) + j % 8;
+        if (got[at] != want && bad++ < 5)
+          ADD_FAILURE() << "box (" << r << ", " << j << "): " << got[at] << " want " << want;
+      }
+    EXPECT_EQ(bad, 0);
+  }
 }
 
 }  // namespace
