@@ -813,7 +813,56 @@ TEST(Gemm_DoubleQuant, CompactScalesGiveTheExpandedScalesC) {
             }
         }
       }
-  std::printf("[nibble] compact vs expanded dq scales: %d GEMMs compared\n", compared);
+  // The plans the shapes above do not reach: stream_m8_l (>= kStreamLongRun atoms per SM: sm_count 1; with
+  // g = 32 each lane decodes 8 rows, one 16-byte store), stream_m16 (kStream forced at M = 16), forced K splits,
+  // and the 99 KiB tiles (the "compact" mma.sync tiles, whose stages' sZ rows the map fills exactly).
+  struct Variant {
+    int64_t m;
+    gemm::Mainloop ml;
+    int sm_count, split_k, max_smem;
+  };
+  const std::vector<Variant> variants = quick ? std::vector<Variant>{{1, gemm::Mainloop::kAuto, 1, 0, 0}}
+                                              : std::vector<Variant>{{1, gemm::Mainloop::kAuto, 1, 0, 0},
+                                                                     {5, gemm::Mainloop::kAuto, 1, 0, 0},
+                                                                     {16, gemm::Mainloop::kStream, 0, 0, 0},
+                                                                     {1, gemm::Mainloop::kAuto, 0, 3, 0},
+                                                                     {24, gemm::Mainloop::kMmaSync, 0, 0, 99 * 1024},
+                                                                     {16, gemm::Mainloop::kMmaSync, 0, 2, 0},
+                                                                     {130, gemm::Mainloop::kAuto, 0, 0, 99 * 1024}};
+  const Shape long_shapes[] = {{32, 256, 4096}, {64, 272, 4160}};  // 1024 and 1105 atoms
+  int long_runs = 0;
+  for (DType act : {kF16, kBF16})
+    for (Format f : {kNf4, kFp4})
+      for (const Shape& sh : long_shapes) {
+        if (quick && (act != kF16 || f != kNf4)) continue;
+        const HostWeights w = make_weights(rng, f, sh.group, sh.n, sh.k, kF32, Data::kRandom);
+        const HostDq dq = make_dq(w);
+        const HostWeights expanded = expand_dq(w, dq);
+        const DeviceWeights de = upload_and_repack(expanded, act);
+        const DeviceWeights dc = upload_and_repack_dq(w, dq, act);
+        for (const Variant& v : variants) {
+          const HostProblem p = make_problem(rng, act, expanded, v.m, Data::kRandom);
+          const DeviceActs da = upload_acts(p);
+          const Samples smp = reference(p, rng);
+          RunOpts o;
+          o.mainloop = v.ml;
+          o.sm_count = v.sm_count;
+          o.split_k = v.split_k;
+          o.max_smem = v.max_smem;
+          o.out = act;
+          SCOPED_TRACE(p.name() + " " + o.name());
+          const RunResult full = run_and_check(p, de, da, smp, o);
+          const RunResult compact = run_and_check(p, dc, da, smp, o);
+          EXPECT_EQ(int(full.plan.kind), int(compact.plan.kind));
+          EXPECT_TRUE(full.c == compact.c) << "compact dq scales give another C than the expanded ones";
+          if (v.sm_count == 1 && v.m == 1)
+            EXPECT_STREQ(gemm::tile_name(compact.plan.kind), "stream_m8_l") << "the long-run stream tile";
+          long_runs += gemm::tile_name(compact.plan.kind) == std::string("stream_m8_l");
+          ++compared;
+        }
+      }
+  EXPECT_GT(long_runs, 0);
+  std::printf("[nibble] compact vs expanded dq scales: %d GEMMs compared (%d on stream_m8_l)\n", compared, long_runs);
 }
 
 // The compact layout's refusals: a format other than nf4 / fp4, no dq_stats, scales and dq codes both set,

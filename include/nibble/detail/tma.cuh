@@ -7,14 +7,14 @@
 // through the runtime's entry-point query (no libcuda link, no driver needed to compile or to be refused).
 #pragma once
 
-#include <cuda.h>  // CUtensorMap and its enums (types only)
-#include <cuda_runtime.h>
+#include <cuda.h>          // CUtensorMap and its enums (types only)
 #include <cudaTypedefs.h>  // PFN_cuTensorMapEncodeTiled_v12000
+#include <cuda_runtime.h>
 
 #include <cstdint>
 
-#include "../status.cuh"
 #include "../config.cuh"
+#include "../status.cuh"
 
 namespace nibble::detail {
 
@@ -89,8 +89,7 @@ inline PFN_cuTensorMapEncodeTiled_v12000 tma_encode_entry_point() {
   static const PFN_cuTensorMapEncodeTiled_v12000 fn = [] {
     void* p = nullptr;
     cudaDriverEntryPointQueryResult q{};
-    if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &p, 12000, cudaEnableDefault, &q) !=
-            cudaSuccess ||
+    if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &p, 12000, cudaEnableDefault, &q) != cudaSuccess ||
         q != cudaDriverEntryPointSuccess) {
       (void)cudaGetLastError();  // (leave no sticky error behind)
       p = nullptr;

@@ -301,7 +301,7 @@ __global__ void __launch_bounds__(Tile::kConfig.threads(), 1) gemm_stream_kernel
           *reinterpret_cast<uint2*>(dst) = make_uint2(w[0], w[1]);
         } else {
 #pragma unroll
-          for (int j = 0; j < kDqRows / 4; ++j)
+          for (int j = 0; j < kDqRows / 8; ++j)  // (8 values of T per 16-byte store)
             reinterpret_cast<uint4*>(dst)[j] = make_uint4(w[4 * j], w[4 * j + 1], w[4 * j + 2], w[4 * j + 3]);
         }
       }
