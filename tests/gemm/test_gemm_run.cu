@@ -936,8 +936,13 @@ TEST(Gemm_ProgrammaticLaunch, DependentChainIsBitIdenticalToPlainLaunches) {
   std::mt19937_64 rng = nibble_test_rng();
   const int64_t k1 = 1024, n1 = 512, n2 = 768;  // GEMM 1: [M, 1024] x [512, 1024]^T; GEMM 2: [M, 512] x [768, 512]^T
   const HostWeights w1 = make_weights(rng, kS4, 128, n1, k1, kF16, Data::kRandom);
-  const HostWeights w2 = make_weights(rng, kNf4, 64, n2, n1, kF16, Data::kRandom);
-  const DeviceWeights d1 = upload_and_repack(w1, kF16), d2 = upload_and_repack(w2, kF16);
+  // GEMM 2's nf4 weight is double-quantized, once expanded to 16-bit scales and once compact (repack_dq: its
+  // codes and absmax2 are loaded before griddepcontrol.wait under a dependent launch): all 8 runs give one C.
+  const HostWeights w2q = make_weights(rng, kNf4, 64, n2, n1, kF16, Data::kRandom);
+  const HostDq dq2 = make_dq(w2q);
+  const HostWeights w2 = expand_dq(w2q, dq2);
+  const DeviceWeights d1 = upload_and_repack(w1, kF16), d2 = upload_and_repack(w2, kF16),
+                      d2c = upload_and_repack_dq(w2q, dq2, kF16);
   for (int64_t m : {int64_t(1), int64_t(16), int64_t(40), int64_t(300)}) {
     SCOPED_TRACE("M" + std::to_string(m));
     const std::vector<float> af = nibble_test_normal(rng, std::size_t(m * k1));
@@ -957,35 +962,37 @@ TEST(Gemm_ProgrammaticLaunch, DependentChainIsBitIdenticalToPlainLaunches) {
       return g;
     };
     std::vector<std::vector<uint16_t>> results;
-    for (bool pdl : {false, true})
-      for (bool graph : {false, true}) {
-        const gemm::Arguments g1 = args_for(a.get(), k1, d1.view, c1.get(), n1, pdl);
-        const gemm::Arguments g2 = args_for(c1.get(), n1, d2.view, c2.get(), n2, pdl);
-        const std::size_t ws_bytes = std::max(workspace_size(g1), workspace_size(g2));
-        DevBuf ws(std::max<std::size_t>(ws_bytes, 16));
-        CUDA_CHECK(cudaMemset(ws.get(), 0, ws.size()));
-        CUDA_CHECK(cudaMemset(c1.get(), 0xFF, c1.size()));  // NaN until GEMM 1 writes it
-        CUDA_CHECK(cudaMemset(c2.get(), 0xFF, c2.size()));
-        Stream stream;
-        auto body = [&](cudaStream_t s) -> Status {
-          NIBBLE_RETURN_IF_ERROR(gemm::run(g1, ws.get(), ws.size(), s));
-          return gemm::run(g2, ws.get(), ws.size(), s);
-        };
-        if (graph) {
-          GraphExec exec;
-          capture(stream.s, exec, body);
-          CUDA_CHECK(cudaGraphLaunch(exec.exec, stream.s));
-        } else {
-          ASSERT_EQ(body(stream.s), Status::kSuccess);
+    for (const DeviceWeights* second : {&d2, &d2c})
+      for (bool pdl : {false, true})
+        for (bool graph : {false, true}) {
+          const gemm::Arguments g1 = args_for(a.get(), k1, d1.view, c1.get(), n1, pdl);
+          const gemm::Arguments g2 = args_for(c1.get(), n1, second->view, c2.get(), n2, pdl);
+          const std::size_t ws_bytes = std::max(workspace_size(g1), workspace_size(g2));
+          DevBuf ws(std::max<std::size_t>(ws_bytes, 16));
+          CUDA_CHECK(cudaMemset(ws.get(), 0, ws.size()));
+          CUDA_CHECK(cudaMemset(c1.get(), 0xFF, c1.size()));  // NaN until GEMM 1 writes it
+          CUDA_CHECK(cudaMemset(c2.get(), 0xFF, c2.size()));
+          Stream stream;
+          auto body = [&](cudaStream_t s) -> Status {
+            NIBBLE_RETURN_IF_ERROR(gemm::run(g1, ws.get(), ws.size(), s));
+            return gemm::run(g2, ws.get(), ws.size(), s);
+          };
+          if (graph) {
+            GraphExec exec;
+            capture(stream.s, exec, body);
+            CUDA_CHECK(cudaGraphLaunch(exec.exec, stream.s));
+          } else {
+            ASSERT_EQ(body(stream.s), Status::kSuccess);
+          }
+          CUDA_CHECK(cudaStreamSynchronize(stream.s));
+          results.push_back(c2.download<uint16_t>());
         }
-        CUDA_CHECK(cudaStreamSynchronize(stream.s));
-        results.push_back(c2.download<uint16_t>());
-      }
     bool finite = true;
     for (uint16_t bits : results[0]) finite = finite && (bits & 0x7C00) != 0x7C00;
     EXPECT_TRUE(finite) << "plain launches left NaN / Inf in C2";
     for (std::size_t r = 1; r < results.size(); ++r)
       EXPECT_TRUE(results[r] == results[0])
-          << "variant " << r << " (pdl = " << (r >= 2) << ", graph = " << (r % 2) << ") differs from plain launches";
+          << "variant " << r << " (compact dq = " << (r >= 4) << ", pdl = " << ((r / 2) % 2) << ", graph = " << (r % 2)
+          << ") differs from plain launches with expanded scales";
   }
 }
