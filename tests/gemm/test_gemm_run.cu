@@ -781,21 +781,41 @@ TEST(Gemm_DoubleQuant, CompactScalesGiveTheExpandedScalesC) {
   const std::vector<Shape> shapes =
       quick ? std::vector<Shape>{{64, 392, 1088}}  // (the sanitizers: one shape, M = 1 / 17 / 130)
             : std::vector<Shape>{{64, 392, 1088}, {32, 136, 992}, {kPC, 200, 1000}, {128, 264, 1152}, {64, 48, 19200}};
+  // One weight, double-quantized: expanded to 16-bit scales (repack) and compact (repack_dq).
+  struct DqPair {
+    HostWeights expanded;
+    DeviceWeights full, compact;
+  };
+  auto make_pair = [&](DType act, Format f, const Shape& sh) {
+    const HostWeights w = make_weights(rng, f, sh.group, sh.n, sh.k, kF32, Data::kRandom);
+    const HostDq dq = make_dq(w);
+    DqPair d{expand_dq(w, dq), {}, {}};
+    d.full = upload_and_repack(d.expanded, act);
+    d.compact = upload_and_repack_dq(w, dq, act);
+    return d;
+  };
   int compared = 0;
+  // C of both for problem p under `o` (both pass the oracle; same plan, same bits); the compact run's plan.
+  auto compare = [&](const HostProblem& p, const DeviceActs& da, const Samples& smp, const DqPair& d,
+                     const RunOpts& o) {
+    SCOPED_TRACE(p.name() + " " + o.name());
+    const RunResult full = run_and_check(p, d.full, da, smp, o);
+    const RunResult compact = run_and_check(p, d.compact, da, smp, o);
+    EXPECT_EQ(int(full.plan.kind), int(compact.plan.kind));
+    EXPECT_TRUE(full.c == compact.c) << "compact dq scales give another C than the expanded ones";
+    ++compared;
+    return compact.plan;
+  };
   for (DType act : {kF16, kBF16})
     for (Format f : {kNf4, kFp4})
       for (const Shape& sh : shapes) {
-        const HostWeights w = make_weights(rng, f, sh.group, sh.n, sh.k, kF32, Data::kRandom);
-        const HostDq dq = make_dq(w);
-        const HostWeights expanded = expand_dq(w, dq);
-        const DeviceWeights de = upload_and_repack(expanded, act);
-        const DeviceWeights dc = upload_and_repack_dq(w, dq, act);
-        ASSERT_TRUE(dc.view.dq_compact() && dc.view.scales == nullptr);
+        const DqPair d = make_pair(act, f, sh);
+        ASSERT_TRUE(d.compact.view.dq_compact() && d.compact.view.scales == nullptr);
         const std::vector<int64_t> ms = quick         ? std::vector<int64_t>{1, 17, 130}
                                         : sh.k > 4096 ? std::vector<int64_t>{1, 24, 130}
                                                       : std::vector<int64_t>{1, 5, 16, 17, 24, 56, 130, 300};
         for (int64_t m : ms) {
-          const HostProblem p = make_problem(rng, act, expanded, m, Data::kRandom);
+          const HostProblem p = make_problem(rng, act, d.expanded, m, Data::kRandom);
           const DeviceActs da = upload_acts(p);
           const Samples smp = reference(p, rng);
           for (gemm::Mainloop ml : mainloops_for(m, f))
@@ -804,12 +824,7 @@ TEST(Gemm_DoubleQuant, CompactScalesGiveTheExpandedScalesC) {
               o.mainloop = ml;
               o.codebook_table = table;
               o.out = m % 2 == 0 ? kF32 : act;
-              SCOPED_TRACE(p.name() + " " + o.name());
-              const RunResult full = run_and_check(p, de, da, smp, o);
-              const RunResult compact = run_and_check(p, dc, da, smp, o);
-              EXPECT_EQ(int(full.plan.kind), int(compact.plan.kind));
-              EXPECT_TRUE(full.c == compact.c) << "compact dq scales give another C than the expanded ones";
-              ++compared;
+              compare(p, da, smp, d, o);
             }
         }
       }
@@ -835,13 +850,9 @@ TEST(Gemm_DoubleQuant, CompactScalesGiveTheExpandedScalesC) {
     for (Format f : {kNf4, kFp4})
       for (const Shape& sh : long_shapes) {
         if (quick && (act != kF16 || f != kNf4)) continue;
-        const HostWeights w = make_weights(rng, f, sh.group, sh.n, sh.k, kF32, Data::kRandom);
-        const HostDq dq = make_dq(w);
-        const HostWeights expanded = expand_dq(w, dq);
-        const DeviceWeights de = upload_and_repack(expanded, act);
-        const DeviceWeights dc = upload_and_repack_dq(w, dq, act);
+        const DqPair d = make_pair(act, f, sh);
         for (const Variant& v : variants) {
-          const HostProblem p = make_problem(rng, act, expanded, v.m, Data::kRandom);
+          const HostProblem p = make_problem(rng, act, d.expanded, v.m, Data::kRandom);
           const DeviceActs da = upload_acts(p);
           const Samples smp = reference(p, rng);
           RunOpts o;
@@ -850,15 +861,10 @@ TEST(Gemm_DoubleQuant, CompactScalesGiveTheExpandedScalesC) {
           o.split_k = v.split_k;
           o.max_smem = v.max_smem;
           o.out = act;
-          SCOPED_TRACE(p.name() + " " + o.name());
-          const RunResult full = run_and_check(p, de, da, smp, o);
-          const RunResult compact = run_and_check(p, dc, da, smp, o);
-          EXPECT_EQ(int(full.plan.kind), int(compact.plan.kind));
-          EXPECT_TRUE(full.c == compact.c) << "compact dq scales give another C than the expanded ones";
+          const gemm::Plan plan = compare(p, da, smp, d, o);
           if (v.sm_count == 1 && v.m == 1)
-            EXPECT_STREQ(gemm::tile_name(compact.plan.kind), "stream_m8_l") << "the long-run stream tile";
-          long_runs += gemm::tile_name(compact.plan.kind) == std::string("stream_m8_l");
-          ++compared;
+            EXPECT_STREQ(gemm::tile_name(plan.kind), "stream_m8_l") << "the long-run stream tile";
+          long_runs += gemm::tile_name(plan.kind) == std::string("stream_m8_l");
         }
       }
   EXPECT_GT(long_runs, 0);

@@ -170,8 +170,7 @@ inline Status check_arguments(const Arguments& args) {
     return Status::kErrorNullPointer;
   if (w.dq_compact() && w.scales != nullptr) return Status::kErrorInvalidArgument;  // one of the two, not both
   // (the kernels index the dq codes and the plain scale order in 32 bits: below 2^31 scales)
-  if (w.dq_compact() && layout::make_gemm_shape(w.n, w.k, w.group_size).scale_count() >= (std::int64_t(1) << 31))
-    return Status::kErrorSizeOverflow;
+  if (w.dq_compact() && w.shape().scale_count() >= (std::int64_t(1) << 31)) return Status::kErrorSizeOverflow;
   if (w.format == Format::kU4 && w.zeros == nullptr) return Status::kErrorNullPointer;
   if (has_offset(w.format) && w.offsets == nullptr) return Status::kErrorNullPointer;
   if (args.lda < w.k || args.ldc < w.n) return Status::kErrorLeadingDimension;

@@ -40,8 +40,7 @@ __global__ void __launch_bounds__(Tile::kConfig.threads()) gemm_kernel(const Ker
   // codebook table is built, so that they are in flight meanwhile.
   loader.template prologue<S - 1>(p, smem.stages, work.kt_begin, work.kt_end, tid);
   const DqScaleLoader<T, F, Tile> dq(p, work.n0, tid, smem.stages);  // compact double-quantized scales (nf4 / fp4)
-  typename DqScaleLoader<T, F, Tile>::Fetched dq_next =
-      dq.template prologue<S - 1>(p, smem.stages, work.kt_begin, work.kt_end, tid);
+  typename DqScaleLoader<T, F, Tile>::Fetched dq_next = dq.template prologue<S - 1>(p, work.kt_begin, work.kt_end);
 
   const KernelDequantContext<F, T, kSmemTable, Tile> ctx =
       make_kernel_dequant_context<F, T, kSmemTable, Tile>(smem.table(), tid);

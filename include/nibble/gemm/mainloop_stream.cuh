@@ -54,18 +54,6 @@ NIBBLE_DEVICE T bits_to_value(std::uint32_t bits) {
     return __ushort_as_bfloat16(static_cast<unsigned short>(bits));
 }
 
-/// T(lo) in the low and T(hi) in the high half of a word, each rounded to nearest even.
-template <class T>
-NIBBLE_DEVICE std::uint32_t pack_rn(float lo, float hi) {
-  if constexpr (std::is_same_v<T, __half>) {
-    const __half2 h = __floats2half2_rn(lo, hi);
-    return *reinterpret_cast<const std::uint32_t*>(&h);
-  } else {
-    const __nv_bfloat162 h = __floats2bfloat162_rn(lo, hi);
-    return *reinterpret_cast<const std::uint32_t*>(&h);
-  }
-}
-
 /// kG32: groups of 32 (two scale rows per atom); every other group size (and per-channel) has one. kDq: compact
 /// double-quantized scales (nf4 / fp4 with p.dq_codes).
 template <class T, Format F, class Tile, bool kSmemTable, bool kG32, bool kDq = false>
@@ -222,10 +210,11 @@ __global__ void __launch_bounds__(Tile::kConfig.threads(), 1) gemm_stream_kernel
   // map from shared memory: every load's latency hides behind a chunk of work. (The first version loaded the
   // codes through the copy ring and the map and absmax2 from L1 after the chunk had landed: +18-25% at M = 1;
   // moving the code loads a chunk ahead alone changed nothing: NOTES.md, session 10.) ----
-  constexpr int kDqPairs = kChunk * kPer;                      // (atom, scale row) pairs of a chunk
-  constexpr int kDqLanes = 32 / kDqPairs;                      // lanes per pair
-  constexpr int kDqRows = 16 / (kDqLanes > 0 ? kDqLanes : 1);  // weight rows per lane
-  static_assert(!kDq || (32 % kDqPairs == 0 && kDqLanes <= 16), "dq: a chunk's scale rows spread over the lanes");
+  constexpr int kDqPairs = kChunk * kPer;                       // (atom, scale row) pairs of a chunk
+  constexpr int kDqLanes = kDqPairs <= 32 ? 32 / kDqPairs : 1;  // lanes per pair (1: no dq kernel this wide)
+  constexpr int kDqRows = 16 / kDqLanes;                        // weight rows per lane
+  static_assert(!kDq || (32 % kDqPairs == 0 && kDqLanes <= 16 && kDqRows <= 16),
+                "dq: a chunk's scale rows spread over the lanes");
   static_assert(layout::kDqBlock == 256, "dq_block is a shift by 8");
   struct DqFetched {
     std::uint32_t codes[(kDqRows + 3) / 4];  // row r0 + j in byte j % 4 of word j / 4
@@ -234,8 +223,7 @@ __global__ void __launch_bounds__(Tile::kConfig.threads(), 1) gemm_stream_kernel
   };
   // The map (dq_stats[0 .. 255]) in shared memory after the table (load_act copies it, with A).
   float* const dq_map = reinterpret_cast<float*>(smem_raw + (kSmemTable ? C.table_bytes() : 0));
-  const int dq_i = (lane / (kDqLanes > 0 ? kDqLanes : 1)) / kPer, dq_h = (lane / (kDqLanes > 0 ? kDqLanes : 1)) % kPer;
-  const int dq_r0 = (lane % (kDqLanes > 0 ? kDqLanes : 1)) * kDqRows;
+  const int dq_i = (lane / kDqLanes) / kPer, dq_h = (lane / kDqLanes) % kPer, dq_r0 = (lane % kDqLanes) * kDqRows;
   int d_col = first_col, d_kb = first_kb;  // the dq cursor: the first atom of the next chunk dq_fetch loads
   const float dq_off = kDq ? __ldg(p.dq_stats + layout::kDqOffsetIndex) : 0.0f;
   // (32-bit indices: check_arguments keeps a dq weight below 2^31 scales)
@@ -294,7 +282,7 @@ __global__ void __launch_bounds__(Tile::kConfig.threads(), 1) gemm_stream_kernel
       } else {
         std::uint32_t w[kDqRows / 2];  // (one rounding per value, two per conversion instruction)
 #pragma unroll
-        for (int j = 0; j < kDqRows / 2; ++j) w[j] = pack_rn<T>(v[2 * j], v[2 * j + 1]);
+        for (int j = 0; j < kDqRows / 2; ++j) w[j] = nibble::pack_rn<T>(v[2 * j], v[2 * j + 1]);
         if constexpr (kDqRows == 2) {
           *reinterpret_cast<std::uint32_t*>(dst) = w[0];
         } else if constexpr (kDqRows == 4) {

@@ -167,7 +167,7 @@ struct StageLoader {
 /// one rounding: what repack() writes), and stores them into sS: the mainloop calls store() for the stage it
 /// has just asked the copies of and fetch() for the k-tile after it, after its compute of the current stage.
 /// The map (dq_stats[0 .. 255]) lives in shared memory, in the stages' sZ rows, which only u4 uses: the
-/// prologue puts it there (kMapPieces pieces of z_stage_bytes, piece j in stage j), so that store() waits for
+/// constructor puts it there (kMapPieces pieces of z_stage_bytes, piece j in stage j), so that store() waits for
 /// no global load (the decode still costs 4-11% at M = 16 / 64 against 16-bit scales:
 /// NOTES.md, session 10). For every other
 /// format (and without p.dq_codes) the members do nothing.
@@ -177,7 +177,6 @@ struct DqScaleLoader {
   using Stage = StageStorage<T, Tile, has_offset(F)>;
   static constexpr int BN = C.tile_n(), BK = C.tile_k(), kThreads = C.threads();
   static_assert(C.max_groups_per_tile() * BN / 4 <= kThreads, "one chunk of 4 scales per thread at most");
-  static_assert(layout::kDqBlock == 256, "dq_block is a shift by 8");
   static constexpr int kZBytes = C.z_stage_bytes();  // one stage's sZ rows
   static constexpr int kMapPieces = (TileConfig::kDqMapBytes + kZBytes - 1) / kZBytes;
   static_assert(kZBytes % 16 == 0 && (kZBytes & (kZBytes - 1)) == 0 && kMapPieces <= C.stages,
@@ -192,10 +191,16 @@ struct DqScaleLoader {
   int gi = 0, nl = 0;   // its scale row within the k-tile and its first tile-local weight row
   int n0 = 0;
   float offset = 0.0f;
-  const Stage* stages = nullptr;  // the ring (the map in its sZ rows)
+  Stage* stages = nullptr;  // the ring (the map in its sZ rows)
 
-  NIBBLE_DEVICE DqScaleLoader(const KernelParams<T>& p, int n0, int tid, const Stage* stages) : stages(stages) {
+  /// Also puts the map into the stages' sZ rows (visible after the mainloop's first barrier).
+  NIBBLE_DEVICE DqScaleLoader(const KernelParams<T>& p, int n0, int tid, Stage* stages) : stages(stages) {
     if constexpr (is_codebook(F)) {
+      if (p.dq_codes != nullptr && tid < TileConfig::kDqMapBytes / 16) {
+        const int b = 16 * tid;
+        *reinterpret_cast<uint4*>(&stages[b / kZBytes].z[0][0] + b % kZBytes) =
+            __ldg(reinterpret_cast<const uint4*>(p.dq_stats) + tid);
+      }
       const int gpt = groups_per_tile<Tile>(p);
       active = p.dq_codes != nullptr && tid < gpt * (BN / 4);
       gi = tid / (BN / 4);
@@ -215,12 +220,11 @@ struct DqScaleLoader {
       const int n = n0 + nl;
       if (!active || kt >= kt_end || gg >= p.dq_groups || n >= p.shape.n_pad) return f;
       f.codes = __ldg(reinterpret_cast<const unsigned*>(p.dq_codes + layout::scale_row_offset(p.shape, gg) + n));
-      const std::int64_t at = std::int64_t(n) * p.dq_groups + gg;  // plain index of row n (dq_block: at / 256)
 #pragma unroll
       for (int r = 0; r < 4; ++r) {
         if (n + r < p.n) {
           f.valid |= 1u << r;
-          f.absmax[r] = __ldg(p.dq_stats + layout::kDqStatsHeader + ((at + r * p.dq_groups) >> 8));
+          f.absmax[r] = __ldg(p.dq_stats + layout::kDqStatsHeader + layout::dq_block(n + r, gg, p.dq_groups));
         }
       }
     } else {
@@ -242,35 +246,28 @@ struct DqScaleLoader {
   NIBBLE_DEVICE void store(const KernelParams<T>& p, Stage& st, const Fetched& f) const {
     if constexpr (is_codebook(F)) {
       if (!active) return;
-      T v[4];
+      float v[4];
 #pragma unroll
       for (int r = 0; r < 4; ++r) {
-        const std::uint32_t code = (f.codes >> (8 * r)) & 0xFFu;
-        const float m = (f.valid >> r) & 1u ? (kSmemMap ? map_entry(code) : __ldg(p.dq_stats + code)) : 0.0f;
-        v[r] = from_float<T>((f.valid >> r) & 1u ? __fadd_rn(__fmul_rn(m, f.absmax[r]), offset) : 0.0f);
+        v[r] = 0.0f;
+        if ((f.valid >> r) & 1u) {
+          const std::uint32_t code = (f.codes >> (8 * r)) & 0xFFu;
+          const float m = kSmemMap ? map_entry(code) : __ldg(p.dq_stats + code);
+          v[r] = __fadd_rn(__fmul_rn(m, f.absmax[r]), offset);
+        }
       }
-      uint2 packed;
-      packed.x = std::uint32_t(reinterpret_cast<const unsigned short&>(v[0])) |
-                 (std::uint32_t(reinterpret_cast<const unsigned short&>(v[1])) << 16);
-      packed.y = std::uint32_t(reinterpret_cast<const unsigned short&>(v[2])) |
-                 (std::uint32_t(reinterpret_cast<const unsigned short&>(v[3])) << 16);
-      *reinterpret_cast<uint2*>(&st.s[gi][nl]) = packed;
+      *reinterpret_cast<uint2*>(&st.s[gi][nl]) = make_uint2(pack_rn<T>(v[0], v[1]), pack_rn<T>(v[2], v[3]));
     } else {
       (void)p, (void)st, (void)f;
     }
   }
 
-  /// The pipeline's prologue (after StageLoader::prologue<kCount>): the map into the stages' sZ rows (visible
-  /// after the mainloop's first barrier), stages 0 .. kCount - 1 decoded (all fetches first, then all stores:
-  /// one load latency; the map from global memory), and k-tile kt_begin + kCount fetched for the mainloop.
+  /// The pipeline's prologue (after StageLoader::prologue<kCount>): stages 0 .. kCount - 1 decoded (all
+  /// fetches first, then all stores: one load latency; the map from global memory: its shared copy is not
+  /// published yet), and k-tile kt_begin + kCount fetched for the mainloop.
   template <int kCount>
-  NIBBLE_DEVICE Fetched prologue(const KernelParams<T>& p, Stage* stages, int kt_begin, int kt_end, int tid) const {
+  NIBBLE_DEVICE Fetched prologue(const KernelParams<T>& p, int kt_begin, int kt_end) const {
     if constexpr (is_codebook(F)) {
-      if (p.dq_codes != nullptr && tid < TileConfig::kDqMapBytes / 16) {
-        const int b = 16 * tid;
-        *reinterpret_cast<uint4*>(&stages[b / kZBytes].z[0][0] + b % kZBytes) =
-            __ldg(reinterpret_cast<const uint4*>(p.dq_stats) + tid);
-      }
       if (active) {
         Fetched f[kCount];
 #pragma unroll
@@ -278,8 +275,6 @@ struct DqScaleLoader {
 #pragma unroll
         for (int s = 0; s < kCount; ++s) store<false>(p, stages[s], f[s]);
       }
-    } else {
-      (void)stages, (void)tid;
     }
     return fetch(p, kt_begin + kCount, kt_end);
   }

@@ -30,6 +30,19 @@ struct Vec2<__nv_bfloat16> {
 template <class T>
 using vec2_t = typename Vec2<T>::type;
 
+/// T(lo) in the low and T(hi) in the high half of a word, each rounded to nearest even (one conversion
+/// instruction for the two).
+template <class T>
+NIBBLE_DEVICE std::uint32_t pack_rn(float lo, float hi) {
+  if constexpr (std::is_same_v<T, __half>) {
+    const __half2 h = __floats2half2_rn(lo, hi);
+    return *reinterpret_cast<const std::uint32_t*>(&h);
+  } else {
+    const __nv_bfloat162 h = __floats2bfloat162_rn(lo, hi);
+    return *reinterpret_cast<const std::uint32_t*>(&h);
+  }
+}
+
 /// The 16 bits of a __half / __nv_bfloat16 (host and device).
 template <class T>
 NIBBLE_HOST_DEVICE std::uint16_t bits_of(T x) {
