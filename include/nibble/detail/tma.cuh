@@ -87,6 +87,13 @@ inline Status check_tma_2d(const Tma2d& d) {
 /// The driver's cuTensorMapEncodeTiled, looked up once (null where the runtime finds no driver).
 inline PFN_cuTensorMapEncodeTiled_v12000 tma_encode_entry_point() {
   static const PFN_cuTensorMapEncodeTiled_v12000 fn = [] {
+    // Initialize the driver first: in a process whose first CUDA call this is, the entry point was found but
+    // the encode refused a valid map (H200, driver of CUDA 13.0; after any runtime call it encodes).
+    int devices = 0;
+    if (cudaGetDeviceCount(&devices) != cudaSuccess) {
+      (void)cudaGetLastError();
+      return PFN_cuTensorMapEncodeTiled_v12000(nullptr);
+    }
     void* p = nullptr;
     cudaDriverEntryPointQueryResult q{};
     if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &p, 12000, cudaEnableDefault, &q) != cudaSuccess ||
