@@ -138,8 +138,11 @@ double time_tile(const char* name, int m, int n, int k, Format f) {
   auto launch = [&](int i) {
     args.w = ws[i % copies];
     const auto kp = gemm::detail::make_kernel_params<__half>(args, plan, wsp);
-    Status s = f == Format::kS4 ? gemm::detail::launch_tile<__half, Format::kS4, Tile, wg, false>(kp, plan, st, 0)
-                                : gemm::detail::launch_tile<__half, Format::kNf4, Tile, wg, true>(kp, plan, st, 0);
+    Status s = Status::kErrorInvalidArgument;
+    if (f == Format::kS4) s = gemm::detail::launch_tile<__half, Format::kS4, Tile, wg, false>(kp, plan, st, 0);
+    // (nf4 stream kernels need chunks of >= 4 atoms: the dq scale rows spread over the lanes)
+    if constexpr (!Tile::kConfig.stream || Tile::kConfig.atoms_k >= 4)
+      if (f == Format::kNf4) s = gemm::detail::launch_tile<__half, Format::kNf4, Tile, wg, true>(kp, plan, st, 0);
     if (s != Status::kSuccess) {
       printf("launch fail %s\n", to_string(s));
       exit(1);
@@ -238,6 +241,12 @@ using DM2 = Cfg<2, 2, 1, 8, 2, 4>;   // 32 tokens x 256
 using DM4 = Cfg<4, 2, 1, 8, 2, 3>;   // 64 tokens x 256, 3 stages (105 KiB: 2 CTAs / SM)
 using DM4n = Cfg<4, 1, 1, 8, 2, 4>;  // 64 tokens x 128, 4 stages (102 KiB)
 using DN1 = Cfg<1, 1, 1, 8, 2, 4>;   // decode, 128 columns (54 KiB: 4 CTAs / SM)
+// Warp-specialized candidates (mainloop_ws.cuh): a transposed tile's shape with a producer warpgroup, S stages.
+template <class Base, int kStages>
+struct WsCfg {
+  static constexpr gemm::TileConfig kConfig = Base::kConfig.with_warp_specialized().with_stages(kStages);
+  using Kernel = gemm::detail::WarpSpecializedKernel;
+};
 // Stream-kernel candidates: {token tiles of 8, atoms in flight per warp, warps per CTA}.
 template <int kTT, int kStages, int kChunk, int kWarps>
 struct StreamCfg {
@@ -263,6 +272,34 @@ int main(int argc, char** argv) {
       time_tile<StreamCfg<2, 3, 4, 16>>("S2s3c4w16", 16, n, k, Format::kS4);
       time_tile<TD1>("D1", 1, n, k, Format::kS4);
     }
+    return 0;
+  }
+  if (argc > 1 && std::string(argv[1]) == "ws") {  // issue 11: the warp-specialized tile against wg_large
+    for (auto [k, n] : {std::pair{8192, 28672}, std::pair{28672, 8192}, std::pair{4096, 14336}, std::pair{14336, 4096},
+                        std::pair{4096, 4096}}) {
+      for (int m : {256, 1024, 4096}) {
+        time_tile<gemm::TileWgLarge>("WgL", m, n, k, Format::kS4);
+        time_tile<WsCfg<gemm::TileWgLarge, 5>>("WsL5", m, n, k, Format::kS4);
+        time_tile<WsCfg<gemm::TileWgLarge, 4>>("WsL4", m, n, k, Format::kS4);
+        if (m == 256) time_tile<WsCfg<gemm::TileWgMid, 8>>("WsM8", m, n, k, Format::kS4);
+      }
+      time_tile<gemm::TileWgLarge>("WgL", 1024, n, k, Format::kNf4);
+      time_tile<WsCfg<gemm::TileWgLarge, 5>>("WsL5", 1024, n, k, Format::kNf4);
+    }
+    return 0;
+  }
+  if (argc > 1 && std::string(argv[1]) == "ws2") {  // where ws_large (256 tokens) beats wg_mid (128)
+    for (auto [k, n] : {std::pair{8192, 28672}, std::pair{28672, 8192}, std::pair{4096, 14336}, std::pair{14336, 4096},
+                        std::pair{4096, 4096}}) {
+      for (int m : {129, 192, 256}) {
+        time_tile<gemm::TileWgMid>("WgM", m, n, k, Format::kS4);
+        time_tile<WsCfg<gemm::TileWgLarge, 5>>("WsL5", m, n, k, Format::kS4);
+      }
+    }
+    return 0;
+  }
+  if (argc > 1 && std::string(argv[1]) == "prof_ws") {  // one case for Nsight Compute
+    time_tile<WsCfg<gemm::TileWgLarge, 5>>("WsL5", 4096, 28672, 8192, Format::kS4);
     return 0;
   }
   if (argc > 1 && std::string(argv[1]) == "h200") {  // issue 9 exploration on the H200

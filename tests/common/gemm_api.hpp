@@ -52,7 +52,8 @@ inline gemm::Plan plan_for(const gemm::Arguments& args, int sms, gemm::Mainloop 
 /// `atoms_per_sm` atoms per SM (0: unknown), without a shared-memory limit: decode up to 16 rows; then, except
 /// for the transposed mainloop, decode32 up to 32 rows and (s4 / u4) decode48 up to 48, where small weights
 /// (<= gemm::kSmallWeightAtoms per SM) take decode48 from 17 rows (s4 / u4) or, nf4 / fp4 under kWgmma, the
-/// 64-row tile; then the 64-row tile, then the large mma.sync tile or the transposed 128- / 256-row tiles.
+/// 64-row tile; then the 64-row tile, then the large mma.sync tile or the transposed 128- / 256-row tiles (above
+/// 256 rows under kWgmma the warp-specialized 256-row tile).
 inline gemm::TileKind heuristic_tile(int64_t m, gemm::Mainloop ml, Format f = Format::kS4, int64_t atoms_per_sm = 0) {
   const bool t = ml == gemm::Mainloop::kTransposedMma || ml == gemm::Mainloop::kWgmma;
   const bool small = atoms_per_sm > 0 && atoms_per_sm <= gemm::kSmallWeightAtoms;
@@ -62,10 +63,11 @@ inline gemm::TileKind heuristic_tile(int64_t m, gemm::Mainloop ml, Format f = Fo
     if (m <= 32 && !(small && is_codebook(f) && ml == gemm::Mainloop::kWgmma))
       return gemm::tile_kind<gemm::TileDecode32>;
   }
-  return m <= 64    ? (t ? gemm::tile_kind<gemm::TileWgSmall> : gemm::tile_kind<gemm::TileSmall>)
-         : !t       ? gemm::tile_kind<gemm::TileLarge>
-         : m <= 256 ? gemm::tile_kind<gemm::TileWgMid>
-                    : gemm::tile_kind<gemm::TileWgLarge>;
+  return m <= 64                        ? (t ? gemm::tile_kind<gemm::TileWgSmall> : gemm::tile_kind<gemm::TileSmall>)
+         : !t                           ? gemm::tile_kind<gemm::TileLarge>
+         : m <= 256                     ? gemm::tile_kind<gemm::TileWgMid>
+         : ml == gemm::Mainloop::kWgmma ? gemm::tile_kind<gemm::TileWsLarge>  // (the warp-specialized tile: wgmma only)
+                                        : gemm::tile_kind<gemm::TileWgLarge>;
 }
 
 /// Valid arguments with fake (never dereferenced) 256-byte aligned pointers: can_implement is CPU only.

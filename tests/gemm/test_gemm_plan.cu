@@ -341,6 +341,29 @@ TEST(GemmPlan, CompactTilesWhereSharedMemoryIsShort) {
       }
 }
 
+// The warp-specialized tile (wgmma only, above 256 rows) reads 16-bit scales only: a compact double-quantized
+// weight takes wg_large instead, the expanded one of the same shape ws_large; it fits an H200 block with the nf4
+// table, has one producer warpgroup beside its 8 consumer warps, and no other mainloop ever plans it.
+TEST(GemmPlan, WarpSpecializedTileOnlyUnderWgmmaAndNotForCompactScales) {
+  for (int64_t m : {257, 1024, 4096}) {
+    gemm::Arguments args = fake_args(kNf4, 64, m, 8192, 28672);
+    EXPECT_EQ(int(plan_for(args, 132, gemm::Mainloop::kWgmma).kind), int(gemm::tile_kind<gemm::TileWsLarge>)) << m;
+    for (gemm::Mainloop ml : {gemm::Mainloop::kMmaSync, gemm::Mainloop::kTransposedMma})
+      EXPECT_NE(int(plan_for(args, 132, ml).kind), int(gemm::tile_kind<gemm::TileWsLarge>)) << m;
+    args.w.dq_codes = static_cast<const uint8_t*>(args.w.scales);  // (fake pointers: never dereferenced)
+    args.w.dq_stats = reinterpret_cast<const float*>(args.w.codes);
+    args.w.scales = nullptr;
+    EXPECT_EQ(int(plan_for(args, 132, gemm::Mainloop::kWgmma).kind), int(gemm::tile_kind<gemm::TileWgLarge>)) << m;
+  }
+  constexpr gemm::TileConfig c = gemm::TileWsLarge::kConfig;
+  EXPECT_EQ(c.threads(), c.consumer_threads() + 128);
+  EXPECT_EQ(c.consumer_threads(), 256);
+  EXPECT_LE(gemm::detail::kernel_smem_bytes(kNf4, true, c), 232448);
+  EXPECT_LE(c.smem_bytes(kAU4), 232448);
+  EXPECT_EQ(int(plan_for(fake_args(kS4, 128, 256, 8192, 28672), 132, gemm::Mainloop::kWgmma).kind),
+            int(gemm::tile_kind<gemm::TileWgMid>));
+}
+
 // Affine u4 (w = q * s + m): every kernel family takes it, the stream kernel where kAuto picks it for u4
 // (stream_preferred); its stages carry the offsets (sO, the shape of sS; the stream ring 32 bytes per atom
 // half instead of u4's 16 of zeros), so every host-side size of an affine kernel (launch bytes, occupancy,

@@ -146,6 +146,18 @@ NIBBLE_DEVICE void cp_async_mbarrier_arrive_noinc(std::uint32_t bar) {
   (void)bar;
 #endif
 }
+/// Arrives at `bar` (release at CTA scope: this thread's earlier shared-memory accesses happen before).
+NIBBLE_DEVICE void mbarrier_arrive(std::uint32_t bar) {
+#if defined(__CUDA_ARCH__) && (__CUDA_ARCH__ >= 900)
+  asm volatile("mbarrier.arrive.shared.b64 _, [%0];" ::"r"(bar) : "memory");
+#else
+  (void)bar;
+#endif
+}
+/// Named barrier `id` (1 .. 15; 0 is __syncthreads) for `count` threads (a multiple of 32), whole warps.
+NIBBLE_DEVICE void named_barrier_sync(int id, int count) {
+  asm volatile("bar.sync %0, %1;" ::"r"(id), "r"(count) : "memory");
+}
 /// Waits until the phase of `bar` with parity `parity` has completed.
 NIBBLE_DEVICE void mbarrier_wait_parity(std::uint32_t bar, std::uint32_t parity) {
 #if defined(__CUDA_ARCH__) && (__CUDA_ARCH__ >= 900)

@@ -87,13 +87,6 @@ inline Status check_tma_2d(const Tma2d& d) {
 /// The driver's cuTensorMapEncodeTiled, looked up once (null where the runtime finds no driver).
 inline PFN_cuTensorMapEncodeTiled_v12000 tma_encode_entry_point() {
   static const PFN_cuTensorMapEncodeTiled_v12000 fn = [] {
-    // Initialize the driver first: in a process whose first CUDA call this is, the entry point was found but
-    // the encode refused a valid map (H200, driver of CUDA 13.0; after any runtime call it encodes).
-    int devices = 0;
-    if (cudaGetDeviceCount(&devices) != cudaSuccess) {
-      (void)cudaGetLastError();
-      return PFN_cuTensorMapEncodeTiled_v12000(nullptr);
-    }
     void* p = nullptr;
     cudaDriverEntryPointQueryResult q{};
     if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &p, 12000, cudaEnableDefault, &q) != cudaSuccess ||
@@ -115,6 +108,14 @@ inline Status make_tma_2d(const Tma2d& d, CUtensorMap* map) {
   NIBBLE_RETURN_IF_ERROR(check_tma_2d(d));
   const PFN_cuTensorMapEncodeTiled_v12000 encode = tma_encode_entry_point();
   if (encode == nullptr) return Status::kErrorUnsupportedDevice;
+  // The encode needs a current context: without one it refused a valid map (H200, CUDA 13.0 driver, in a
+  // process whose first CUDA work this was; a cudaGetDeviceCount before did not help, a cudaMalloc did).
+  // cudaSetDevice on the current device makes its primary context current (CUDA 12+), once per call.
+  int device = 0;
+  if (cudaGetDevice(&device) != cudaSuccess || cudaSetDevice(device) != cudaSuccess) {
+    (void)cudaGetLastError();
+    return Status::kErrorUnsupportedDevice;
+  }
   const cuuint64_t dims[2] = {cuuint64_t(d.cols), cuuint64_t(d.rows)};  // innermost first
   const cuuint64_t strides[1] = {cuuint64_t(d.row_stride_bytes)};
   const cuuint32_t box[2] = {cuuint32_t(d.box_cols), cuuint32_t(d.box_rows)};

@@ -57,6 +57,21 @@ NIBBLE_DEVICE void wgmma_wait_holding(std::uint32_t (&regs)[4]) {
 
 /// Makes this thread's generic-proxy shared-memory writes (st.shared, cp.async) visible to the async proxy
 /// (wgmma operand reads); execute before the barrier that publishes the data.
+/// setmaxnreg (sm_90a; nothing elsewhere): the executing warpgroup gives registers back to the CTA's pool down
+/// to kRegs per thread (dec) or takes them up to kRegs (inc), every warp of the warpgroup together.
+template <int kRegs>
+NIBBLE_DEVICE void setmaxnreg_dec() {
+#if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;" ::"n"(kRegs));
+#endif
+}
+template <int kRegs>
+NIBBLE_DEVICE void setmaxnreg_inc() {
+#if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;" ::"n"(kRegs));
+#endif
+}
+
 NIBBLE_DEVICE void fence_proxy_async_shared() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   asm volatile("fence.proxy.async.shared::cta;" ::: "memory");

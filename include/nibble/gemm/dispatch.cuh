@@ -14,6 +14,7 @@
 #include "mainloop_sm80.cuh"
 #include "mainloop_stream.cuh"
 #include "mainloop_transposed.cuh"
+#include "mainloop_ws.cuh"
 
 namespace nibble::gemm::detail {
 
@@ -57,6 +58,9 @@ Status launch_tile(const KernelParams<T>& p, const Plan& plan, cudaStream_t stre
   static std::atomic<bool> attribute_set[Family::kVariants][nibble::detail::kMaxCachedDevices] = {};
   NIBBLE_RETURN_IF_ERROR(set_smem_attribute_once(kernel, attribute, device, attribute_set[variant]));
   const std::int64_t grid = std::int64_t(plan.tiles_m) * plan.tiles_n * plan.splits;
+  // (warp-specialized tiles read A through a tensor map in their parameters: encoded here, on the host)
+  KernelParams<T> q = p;
+  if constexpr (c.warp_specialized) NIBBLE_RETURN_IF_ERROR((make_act_map<T, Tile>(&q)));
   if (p.dependent_launch) {
     cudaLaunchAttribute attr[1];
     attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
@@ -68,9 +72,9 @@ Status launch_tile(const KernelParams<T>& p, const Plan& plan, cudaStream_t stre
     config.stream = stream;
     config.attrs = attr;
     config.numAttrs = 1;
-    NIBBLE_CUDA_TRY(cudaLaunchKernelEx(&config, kernel, p));
+    NIBBLE_CUDA_TRY(cudaLaunchKernelEx(&config, kernel, q));
   } else {
-    kernel<<<dim3(unsigned(grid)), dim3(c.threads()), smem, stream>>>(p);
+    kernel<<<dim3(unsigned(grid)), dim3(c.threads()), smem, stream>>>(q);
   }
   NIBBLE_CHECK_LAUNCH();
   return Status::kSuccess;
@@ -84,7 +88,14 @@ Status dispatch(const KernelParams<T>& p, const Plan& plan, bool wgmma, bool tab
   return visit_tile(plan.kind, Status::kErrorInvalidArgument, [&](auto tile) -> Status {
     using Tile = decltype(tile);
     if constexpr ((Tile::kFormats & format_bit(F)) == 0) {
-      return Status::kErrorInvalidArgument;  // choose_tile never picks it for F
+      return Status::kErrorInvalidArgument;                 // choose_tile never picks it for F
+    } else if constexpr (Tile::kConfig.warp_specialized) {  // wgmma only: run() plans it only where it runs
+      if constexpr (kBuiltForSm90a) {
+        if (wgmma)
+          return table ? launch_tile<T, F, Tile, true, is_codebook(F)>(p, plan, stream, device)
+                       : launch_tile<T, F, Tile, true, false>(p, plan, stream, device);
+      }
+      return Status::kErrorUnsupportedDevice;
     } else {
       constexpr bool kWgBody = FamilyKernel<typename Tile::Kernel>::kHasWgmmaBody && kBuiltForSm90a;
       if constexpr (is_codebook(F)) {

@@ -125,6 +125,11 @@ inline Plan make_plan(const Arguments& args, const DeviceLimits& d, Mainloop mai
     }
     kind = choose_tile(args.m, Mainloop::kMmaSync, args.w.format);
   }
+  // The warp-specialized tile reads 16-bit scales only and has no smaller variant: wg_large where the scales are
+  // compact (repack_dq) or its shared memory does not fit.
+  if (kind == tile_kind<TileWsLarge> &&
+      (args.w.dq_compact() || (limit > 0 && tile_config(kind).smem_bytes(args.w.format) > limit)))
+    kind = tile_kind<TileWgLarge>;
   if (limit > 0) kind = fit_tile(kind, limit, args.w.format);
   Plan p = make_plan_for(args, tile_config(kind), d);
   p.kind = kind;

@@ -2,6 +2,8 @@
 // API (gemm.cuh) through the dispatch (dispatch.cuh). Plain data; nothing here depends on the architecture.
 #pragma once
 
+#include <cuda.h>  // CUtensorMap (a type only: no driver library is linked)
+
 #include "../layout/gemm_layout.cuh"
 
 namespace nibble::gemm::detail {
@@ -33,6 +35,10 @@ struct KernelParams {
   int tiles_m, tiles_n, splits, k_tiles, k_tiles_per_split;
   float* partials;     // split-K workspace: [tiles][splits][tile_m * tile_n] (fragment order)
   unsigned* counters;  // [tiles], zero before and after every run
+  // A as a TMA tensor map (warp-specialized tiles only: launch_tile encodes it; the kernel takes the parameters
+  // as __grid_constant__ so that the map's address is the parameter's): rows M, columns K, boxes of
+  // tile_m x 64 with the 128-byte swizzle
+  CUtensorMap a_map;
 };
 
 NIBBLE_ARCH_NAMESPACE_BEGIN

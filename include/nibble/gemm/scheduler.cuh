@@ -63,20 +63,24 @@ NIBBLE_DEVICE CtaWork cta_work(const KernelParams<T>& p, int tile_m, int tile_n)
 /// Deterministic split-K: every split stores its registers (rC[0 .. kRegs), valid where row_ok(r)) in the
 /// workspace; the CTA arriving last at the tile's counter sums all splits in the fixed order 0, 1, ... into
 /// rC (the same result whichever CTA is last), resets the counter and returns true. The others return false
-/// and must exit. Call with every thread of the CTA; `flag` is a __shared__ int. (Loading several splits
-/// per round was measured slower on the H200: benchmarks/NOTES.md, session 4.)
-template <int kRegs, int kThreads, class T, class RowOk>
+/// and must exit. Call with every thread of the CTA (threads 0 .. kThreads - 1, which `sync` brings together: the
+/// whole CTA by default); `flag` is a __shared__ int. (Loading several splits per round was measured slower on
+/// the H200: benchmarks/NOTES.md, session 4.)
+struct CtaBarrier {
+  NIBBLE_DEVICE void operator()() const { __syncthreads(); }
+};
+template <int kRegs, int kThreads, class T, class RowOk, class Sync = CtaBarrier>
 NIBBLE_DEVICE bool split_k_reduce(const KernelParams<T>& p, int tile, int split, int tile_elems, float* rC,
-                                  RowOk row_ok, int* flag) {
+                                  RowOk row_ok, int* flag, Sync sync = {}) {
   const int tid = threadIdx.x;
   float* mine = p.partials + (std::int64_t(tile) * p.splits + split) * tile_elems;
 #pragma unroll
   for (int r = 0; r < kRegs; ++r)
     if (row_ok(r)) __stcg(mine + r * kThreads + tid, rC[r]);
   __threadfence();
-  __syncthreads();
+  sync();
   if (tid == 0) *flag = atomicAdd(&p.counters[tile], 1u) == unsigned(p.splits - 1);
-  __syncthreads();
+  sync();
   if (!*flag) return false;
   __threadfence();
   // Sum in fixed split order 0, 1, ... (own partial re-read too), in place: no second register tile.

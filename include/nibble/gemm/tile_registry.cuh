@@ -36,6 +36,7 @@ struct TileConfig {
   int atoms_k = 1;
   int stages = 2;
   bool transposed = false;
+  bool warp_specialized = false;
   bool stream = false;
   int table_copies = kSmemCodebookCopies;
   // ---- named construction: TileConfig{}.with_warps(1, 8).with_warp_tile(1, 2)... -------------------
@@ -69,6 +70,13 @@ struct TileConfig {
     c.transposed = true;
     return c;
   }
+  /// Runs the warp-specialized transposed kernel (mainloop_ws.cuh, sm_90a): a producer warpgroup (TMA and
+  /// bulk copies into an mbarrier ring) beside the warps_n consumer warps.
+  constexpr TileConfig with_warp_specialized() const {
+    TileConfig c = *this;
+    c.transposed = true, c.warp_specialized = true;
+    return c;
+  }
   /// Runs the warp-streamed decode kernel with `token_tiles` tiles of 8 tokens and a copy ring of `stages`
   /// stages of `chunk` weight atoms per warp.
   constexpr TileConfig with_stream(int token_tiles, int stages_, int chunk) const {
@@ -84,7 +92,10 @@ struct TileConfig {
   }
 
   NIBBLE_HOST_DEVICE constexpr int warps() const { return warps_m * warps_n; }
-  NIBBLE_HOST_DEVICE constexpr int threads() const { return 32 * warps(); }
+  /// Threads of a CTA: the warps that compute, plus the producer warpgroup of a warp-specialized tile.
+  NIBBLE_HOST_DEVICE constexpr int threads() const { return 32 * warps() + (warp_specialized ? 128 : 0); }
+  /// Threads that hold accumulators (all but a warp-specialized tile's producer warpgroup).
+  NIBBLE_HOST_DEVICE constexpr int consumer_threads() const { return 32 * warps(); }
   NIBBLE_HOST_DEVICE constexpr int tile_m() const { return (stream ? 8 : 16) * warp_m16 * warps_m; }
   NIBBLE_HOST_DEVICE constexpr int tile_n() const { return layout::kAtomN * warp_n16 * warps_n; }
   NIBBLE_HOST_DEVICE constexpr int tile_k() const { return layout::kAtomK * atoms_k; }
@@ -159,6 +170,7 @@ struct TileConfig {
              (warp_m16 == 1 || warp_m16 == 2 || warp_m16 == 4);
     if (!transposed) return warps() >= 1 && atoms_k >= 1 && stages >= 2;
     const int t = tile_m();  // the N of one wgmma: the sizes detail/wgmma.cuh provides
+    if (warp_specialized && (t > 256 || warps_n != 8)) return false;  // (a TMA box has <= 256 rows)
     return warps_m == 1 && warp_n16 == 1 && warps_n % 4 == 0 && (t == 64 || t == 128 || t == 256) && atoms_k == 1 &&
            stages >= 3;
   }
@@ -178,9 +190,10 @@ inline constexpr FormatSet kGemmFormats = kAllFormats | kAffineFormats;
 namespace detail {
 // The kernel families (mainloops), as tags; each mainloop header maps its tag to its kernel
 // (FamilyKernel, params.cuh) and dispatch.cuh includes it.
-struct MmaSyncKernel {};     // mainloop_sm80.cuh: C = A W^T, mma.sync
-struct TransposedKernel {};  // mainloop_transposed.cuh: C^T = W A^T, wgmma on sm_90a, else mma.sync
-struct StreamKernel {};      // mainloop_stream.cuh: C^T = W A^T, weights streamed into registers (M <= 32)
+struct MmaSyncKernel {};          // mainloop_sm80.cuh: C = A W^T, mma.sync
+struct TransposedKernel {};       // mainloop_transposed.cuh: C^T = W A^T, wgmma on sm_90a, else mma.sync
+struct StreamKernel {};           // mainloop_stream.cuh: C^T = W A^T, weights streamed into registers (M <= 32)
+struct WarpSpecializedKernel {};  // mainloop_ws.cuh: C^T = W A^T, TMA producer + wgmma consumers (sm_90a only)
 }  // namespace detail
 
 // ---- the tiles ------------------------------------------------------------------------------------------
@@ -320,6 +333,17 @@ struct TileWgLarge {  // 256 tokens x 128 weights; above a 99 KiB limit it becom
   using Fewer = TileWgMid;
   static constexpr FormatSet kFormats = kGemmFormats;
 };
+// Warp-specialized transposed tile (sm_90a only; mainloop_ws.cuh): wg_large's 256 tokens x 128 weights (two
+// consumer warpgroups of 64 weight rows) fed by a producer warpgroup through a ring of 5 stages (TMA for A,
+// bulk copies for the atoms and scales, full / empty mbarriers): 191 KiB, one CTA per SM. It has no mma.sync
+// body and no smaller variant: where wgmma or its shared memory is not available, make_plan takes wg_large.
+struct TileWsLarge {
+  static constexpr const char* kName = "ws_large";
+  static constexpr TileConfig kConfig = TileWgLarge::kConfig.with_warp_specialized().with_stages(5);
+  using Kernel = detail::WarpSpecializedKernel;
+  using Fewer = TileWsLarge;
+  static constexpr FormatSet kFormats = kGemmFormats;
+};
 
 // Warp-streamed decode (M <= 8 / 16 / 32): one CTA of 16 (M <= 32: 8) warps per SM over a range of weight
 // columns and a K slice; each warp streams a contiguous run of weight atoms through its own ring of copy
@@ -359,7 +383,7 @@ struct TileStream32 : TileStreamT<4, 2, 4, 8> {
 using TileList =
     nibble::detail::TypeList<TileDecode, TileDecodeCodebook, TileSmall, TileSmallCompact, TileLarge, TileLargeCompact,
                              TileWgSmall, TileWgMid, TileWgLarge, TileStream8, TileStream16, TileStream32, TileStream8L,
-                             TileDecodeCompact, TileDecode32, TileDecode48>;
+                             TileDecodeCompact, TileDecode32, TileDecode48, TileWsLarge>;
 
 /// A tile of TileList, by index (what a Plan stores); tile_kind<Tag> names one.
 enum class TileKind : int {};
@@ -424,7 +448,10 @@ constexpr bool registry_is_consistent(nibble::detail::TypeList<Tiles...>) {
            (std::is_same_v<Tiles, typename Tiles::Fewer> ||
             (Tiles::Fewer::kConfig.smem_bytes() < Tiles::kConfig.smem_bytes() &&
              Tiles::Fewer::kConfig.smem_bytes(Format::kAffineU4) < Tiles::kConfig.smem_bytes(Format::kAffineU4))) &&
-           Tiles::kConfig.transposed == std::is_same_v<typename Tiles::Kernel, TransposedKernel>)&&...);
+           Tiles::kConfig.transposed ==
+               (std::is_same_v<typename Tiles::Kernel, TransposedKernel> ||
+                std::is_same_v<typename Tiles::Kernel, WarpSpecializedKernel>)&&Tiles::kConfig.warp_specialized ==
+               std::is_same_v<typename Tiles::Kernel, WarpSpecializedKernel>)&&...);
 }
 }  // namespace detail
 static_assert(detail::registry_is_consistent(TileList{}), "tile registry: configurations and fallbacks");
@@ -515,6 +542,8 @@ inline constexpr TileKind choose_tile(std::int64_t m, Mainloop mainloop = Mainlo
     if (m <= 32 && !(small_weights && is_codebook(format) && mainloop == Mainloop::kWgmma))
       return tile_kind<TileDecode32>;
   }
+  if (mainloop == Mainloop::kWgmma && m > 256)
+    return tile_kind<TileWsLarge>;  // (make_plan: wg_large where it cannot run)
   if (mainloop == Mainloop::kWgmma || mainloop == Mainloop::kTransposedMma)
     return m <= 64 ? tile_kind<TileWgSmall> : (m <= 256 ? tile_kind<TileWgMid> : tile_kind<TileWgLarge>);
   return m <= 64 ? tile_kind<TileSmall> : tile_kind<TileLarge>;
