@@ -152,6 +152,9 @@ __global__ void __launch_bounds__(Tile::kConfig.threads(), 1)
         nibble::detail::wgmma_commit();
         nibble::detail::wgmma_wait_holding<1>(rW[(ks + 1) % 2]);
         if (ks == 0 && i > 0) {  // every wgmma of the previous stage has retired: hand it back
+          // (each lane's generic-proxy reads of it ordered before the producer's async-proxy refill, then the
+          // warp's one arrival; racecheck reported the lanes' atom / scale reads against the bulk copies without)
+          nibble::detail::fence_proxy_async_shared();
           __syncwarp();
           if (lane == 0) nibble::detail::mbarrier_arrive(nibble::detail::smem_addr(&empty_bar[(i - 1) % S]));
         }
