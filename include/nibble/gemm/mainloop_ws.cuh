@@ -9,7 +9,7 @@
 // weight atom (512 bytes) and per group row of scales / u4 zeros / affine offsets of the tile's columns, all
 // completing on the stage's `full` mbarrier. The consumers wait on `full`, dequantize each k-step's word into an
 // A fragment while the previous k-step's wgmma runs (two fragment sets, as in the transposed kernel), and release
-// the stage on its `empty` mbarrier (one arrival per consumer warp) once the wait after the next stage's first
+// the stage on its `empty` mbarrier (one arrival per consumer thread) once the wait after the next stage's first
 // wgmma has retired every wgmma that read it. No __syncthreads in the mainloop; the epilogue (split-K reduction,
 // staging of the fp32 tile in the ring, row-major stores) runs on the consumers with a named barrier.
 //
@@ -69,7 +69,7 @@ __global__ void __launch_bounds__(Tile::kConfig.threads(), 1)
     if (tid == 0) {
       for (int s = 0; s < S; ++s) {
         nibble::detail::mbarrier_init(nibble::detail::smem_addr(&full_bar[s]), 1);
-        nibble::detail::mbarrier_init(nibble::detail::smem_addr(&empty_bar[s]), kConsumerWarps);
+        nibble::detail::mbarrier_init(nibble::detail::smem_addr(&empty_bar[s]), kConsumers);
       }
       nibble::detail::fence_mbarrier_init();
     }
@@ -152,11 +152,11 @@ __global__ void __launch_bounds__(Tile::kConfig.threads(), 1)
         nibble::detail::wgmma_commit();
         nibble::detail::wgmma_wait_holding<1>(rW[(ks + 1) % 2]);
         if (ks == 0 && i > 0) {  // every wgmma of the previous stage has retired: hand it back
-          // (each lane's generic-proxy reads of it ordered before the producer's async-proxy refill, then the
-          // warp's one arrival; racecheck reported the lanes' atom / scale reads against the bulk copies without)
+          // (each thread orders its generic-proxy reads of it before the producer's async-proxy refill and
+          // arrives itself; with one arrival per warp after __syncwarp, racecheck reported the lanes' atom / scale
+          // reads against the bulk copies)
           nibble::detail::fence_proxy_async_shared();
-          __syncwarp();
-          if (lane == 0) nibble::detail::mbarrier_arrive(nibble::detail::smem_addr(&empty_bar[(i - 1) % S]));
+          nibble::detail::mbarrier_arrive(nibble::detail::smem_addr(&empty_bar[(i - 1) % S]));
         }
       }
     }
