@@ -18,8 +18,11 @@ Needs matplotlib (pip install matplotlib). Writes into benchmarks/:
       one-process timing of benchmarks/peers.py: each peer's speedup over F.linear of the same dtype in the same
       process, against M. Not mixed with bench_gemm's numbers (another process, another timer).
 
-Input: by default the newest H200 bench_gemm JSON in benchmarks/results/ (by the date in its context) that has
-cuBLAS and nibble entries for all five bench_gemm shapes; --json picks another file. Names read (bench_gemm.cu):
+Input: by default, for each M, the newest H200 bench_gemm JSON in benchmarks/results/ (by the date in its context)
+that has cuBLAS and nibble entries for all five bench_gemm shapes at that M (the committed runs cover M 1-64 and
+256-4096 in different sessions); every point is a ratio within one run, and the title names the run of each M.
+--json takes the file(s) instead. The chain bars come from the newest of those runs that has chains. Names read
+(bench_gemm.cu):
   cublas/<act>/K<K>_N<N>/M<M>/...            nibble/<act>/<format>/K<K>_N<N>/M<M>/...
   chain/<model>/<lib>/<act>/M<M>/...         counter `us` = median microseconds per launch
 """
@@ -67,17 +70,20 @@ def parse_bench(path):
     return d.get("context", {}), gemm, chain, counter
 
 
-def is_full(gemm):
-    """cuBLAS and nibble entries for every bench_gemm shape (f16)."""
+def full_ms(gemm):
+    """The M values at which a run has cuBLAS and nibble (f16) entries for every bench_gemm shape."""
+    ms = None
     for k, n in SHAPES:
-        libs = {key[0] for key in gemm if key[1] == "f16" and key[3] == k and key[4] == n}
-        if libs != {"cublas", "nibble"}:
-            return False
-    return True
+        have = {key[5] for key in gemm if key[0] == "cublas" and key[1] == "f16" and key[3] == k and key[4] == n}
+        have &= {key[5] for key in gemm if key[0] == "nibble" and key[1] == "f16" and key[3] == k and key[4] == n}
+        ms = have if ms is None else ms & have
+    return ms or set()
 
 
 def pick_default():
-    best = None
+    """For every M, the newest H200 bench_gemm run (by its context date) that covers it on all five shapes.
+    Returns [(path, [M...])], newest first."""
+    runs = []
     for path in glob.glob(os.path.join(RESULTS, "h200-*.json")):
         if "peers" in os.path.basename(path):
             continue
@@ -85,12 +91,34 @@ def pick_default():
             ctx, gemm, _, _ = parse_bench(path)
         except (OSError, ValueError):
             continue
-        if "H200" not in ctx.get("device", "") or not is_full(gemm):
-            continue
-        key = (ctx.get("date", ""), path)
-        if best is None or key > best[0]:
-            best = (key, path)
-    return best[1] if best else None
+        if "H200" in ctx.get("device", "") and full_ms(gemm):
+            runs.append((ctx.get("date", ""), path, full_ms(gemm)))
+    runs.sort(reverse=True)
+    taken, out = set(), []
+    for _, path, ms in runs:
+        mine = sorted(ms - taken)
+        if mine:
+            out.append((path, mine))
+            taken |= ms
+    return out
+
+
+def merge_runs(chosen):
+    """One (ctx, gemm, chain, counter) from [(path, Ms)]: each M's entries from its own run only, so every speedup
+    is still a ratio of one run; the chain entries from the newest run that has any."""
+    gemm, counter, chain, ctxs = {}, {}, {}, []
+    for path, ms in chosen:
+        ctx, g, c, cnt = parse_bench(path)
+        ctxs.append(ctx)
+        keep = set(ms)
+        gemm.update({key: v for key, v in g.items() if key[5] in keep})
+        counter.update({key: v for key, v in cnt.items() if key[0] != "chain" and key[5] in keep})
+        if c and not chain:
+            chain = c
+            counter.update({key: v for key, v in cnt.items() if key[0] == "chain"})
+            chain_src = path
+    src = "\n".join(f"M {', '.join(map(str, ms))}: {os.path.basename(p)}" for p, ms in chosen)
+    return ctxs[0], gemm, chain, counter, src, (chain_src if chain else None)
 
 
 def speedups(gemm, counter, act):
@@ -177,10 +205,10 @@ def plot_gemm(plt, gemm, counter, ctx, src, act, out_path, dpi):
         axes[0][0].legend(handles, labels, fontsize=7)
     fig.suptitle(
         f"nibble 4-bit GEMM, {act} activations: speedup over cuBLASLt {act} dense, same run\n"
-        f"{ctx.get('device', '?')}, {ctx.get('date', '?')[:10]}, {os.path.basename(src)} (CUDA graphs, weights rotated past L2)",
+        f"{ctx.get('device', '?')}, CUDA graphs, weights rotated past L2; each M from one run:\n{src}",
         fontsize=9,
     )
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.045 * (2 + src.count("\n")) / rows))
     fig.savefig(out_path, dpi=dpi)
     plt.close(fig)
     return out_path
@@ -279,7 +307,8 @@ def plot_peers(plt, path, out_dir, dpi):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--json", help="bench_gemm JSON (default: the newest full H200 run in benchmarks/results/)")
+    ap.add_argument("--json", nargs="+", help="bench_gemm JSON file(s) (default: for each M, the newest H200 run in "
+                    "benchmarks/results/ that covers all five shapes at that M)")
     ap.add_argument("--peers", help="peers.py JSON (default: the newest benchmarks/results/*peers*.json, if any)")
     ap.add_argument("--out", default=HERE, help="folder for the PNGs (default: benchmarks/)")
     ap.add_argument("--dpi", type=int, default=100)
@@ -290,19 +319,22 @@ def main(argv=None):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    src = args.json or pick_default()
-    if src is None:
+    chosen = [(p, sorted(full_ms(parse_bench(p)[1]))) for p in args.json] if args.json else pick_default()
+    if not chosen:
         sys.exit("no H200 bench_gemm JSON with cuBLAS and nibble entries for all five shapes in benchmarks/results/")
-    ctx, gemm, chain, counter = parse_bench(src)
-    print(f"bench_gemm: {os.path.relpath(src)} ({ctx.get('device', '?')}, {ctx.get('date', '?')})")
+    ctx, gemm, chain, counter, src, chain_src = merge_runs(chosen)
+    for p, ms in chosen:
+        print(f"bench_gemm: {os.path.relpath(p)}: M {ms}")
     written = []
     for act in ("f16", "bf16"):
         p = plot_gemm(plt, gemm, counter, ctx, src, act, os.path.join(args.out, f"gemm_speedup_{act}.png"), args.dpi)
         if p:
             written.append(p)
-    p = plot_chain(plt, chain, ctx, src, os.path.join(args.out, "gemm_chain.png"), args.dpi)
-    if p:
-        written.append(p)
+    if chain_src:
+        print(f"chains: {os.path.relpath(chain_src)}")
+        p = plot_chain(plt, chain, ctx, chain_src, os.path.join(args.out, "gemm_chain.png"), args.dpi)
+        if p:
+            written.append(p)
 
     peers = args.peers
     if peers is None:
