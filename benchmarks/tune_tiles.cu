@@ -247,27 +247,6 @@ struct WsCfg {
   static constexpr gemm::TileConfig kConfig = Base::kConfig.with_warp_specialized().with_stages(kStages);
   using Kernel = gemm::detail::WarpSpecializedKernel;
 };
-// The same with four A-fragment register sets (gemm_ws_kernel's kSets = 4): its own kernel-family tag.
-struct WsFourSets {};
-namespace nibble::gemm::detail {
-NIBBLE_ARCH_NAMESPACE_BEGIN
-template <>
-struct FamilyKernel<WsFourSets> {
-  static constexpr bool kHasWgmmaBody = true;
-  static constexpr int kVariants = 1;
-  template <class T, Format F, class Tile, bool kUseWgmma, bool kSmemTable>
-  static auto kernel(const KernelParams<T>&, int* variant) {
-    *variant = 0;
-    return &gemm_ws_kernel<T, F, Tile, kUseWgmma, kSmemTable, 4>;
-  }
-};
-NIBBLE_ARCH_NAMESPACE_END
-}  // namespace nibble::gemm::detail
-template <class Base, int kStages>
-struct Ws4Cfg {
-  static constexpr gemm::TileConfig kConfig = Base::kConfig.with_warp_specialized().with_stages(kStages);
-  using Kernel = WsFourSets;
-};
 // Stream-kernel candidates: {token tiles of 8, atoms in flight per warp, warps per CTA}.
 template <int kTT, int kStages, int kChunk, int kWarps>
 struct StreamCfg {
@@ -316,12 +295,6 @@ int main(int argc, char** argv) {
         time_tile<gemm::TileWgMid>("WgM", m, n, k, Format::kS4);
         time_tile<WsCfg<gemm::TileWgLarge, 5>>("WsL5", m, n, k, Format::kS4);
       }
-      for (int m : {1024, 4096}) {  // four fragment sets against the shipped two
-        time_tile<WsCfg<gemm::TileWgLarge, 5>>("WsL5", m, n, k, Format::kS4);
-        time_tile<Ws4Cfg<gemm::TileWgLarge, 5>>("Ws4L5", m, n, k, Format::kS4);
-      }
-      time_tile<WsCfg<gemm::TileWgLarge, 5>>("WsL5", 1024, n, k, Format::kNf4);
-      time_tile<Ws4Cfg<gemm::TileWgLarge, 5>>("Ws4L5", 1024, n, k, Format::kNf4);
     }
     return 0;
   }

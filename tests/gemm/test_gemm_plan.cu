@@ -362,6 +362,16 @@ TEST(GemmPlan, WarpSpecializedTileOnlyUnderWgmmaAndNotForCompactScales) {
   EXPECT_LE(c.smem_bytes(kAU4), 232448);
   EXPECT_EQ(int(plan_for(fake_args(kS4, 128, 256, 8192, 28672), 132, gemm::Mainloop::kWgmma).kind),
             int(gemm::tile_kind<gemm::TileWgMid>));
+  // A limit between ws_large's bytes and ws_large + the nf4 table: with the table forced, wg_large (whose table
+  // fits); with kAuto, ws_large (run() then decodes through the register table).
+  const int ws_bytes = c.smem_bytes(kNf4), limit = ws_bytes + c.table_bytes() / 2;
+  gemm::Arguments forced = fake_args(kNf4, 64, 1024, 8192, 28672);
+  forced.max_smem_per_block = limit;
+  EXPECT_EQ(int(plan_for(forced, 132, gemm::Mainloop::kWgmma).kind), int(gemm::tile_kind<gemm::TileWsLarge>));
+  forced.codebook_table = gemm::CodebookTable::kSharedMemory;
+  const gemm::Plan fallback = plan_for(forced, 132, gemm::Mainloop::kWgmma);
+  EXPECT_EQ(int(fallback.kind), int(gemm::tile_kind<gemm::TileWgLarge>));
+  EXPECT_LE(gemm::detail::kernel_smem_bytes(kNf4, true, gemm::tile_config(fallback.kind)), limit);
 }
 
 // Affine u4 (w = q * s + m): every kernel family takes it, the stream kernel where kAuto picks it for u4

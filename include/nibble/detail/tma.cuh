@@ -108,22 +108,26 @@ inline Status make_tma_2d(const Tma2d& d, CUtensorMap* map) {
   NIBBLE_RETURN_IF_ERROR(check_tma_2d(d));
   const PFN_cuTensorMapEncodeTiled_v12000 encode = tma_encode_entry_point();
   if (encode == nullptr) return Status::kErrorUnsupportedDevice;
-  // The encode needs a current context: without one it refused a valid map (H200, CUDA 13.0 driver, in a
-  // process whose first CUDA work this was; a cudaGetDeviceCount before did not help, a cudaMalloc did).
-  // cudaSetDevice on the current device makes its primary context current (CUDA 12+), once per call.
+  const cuuint64_t dims[2] = {cuuint64_t(d.cols), cuuint64_t(d.rows)};  // innermost first
+  const cuuint64_t strides[1] = {cuuint64_t(d.row_stride_bytes)};
+  const cuuint32_t box[2] = {cuuint32_t(d.box_cols), cuuint32_t(d.box_rows)};
+  const cuuint32_t element_strides[2] = {1, 1};
+  auto encode_once = [&] {
+    return encode(map, d.dtype, 2, const_cast<void*>(d.base), dims, strides, box, element_strides,
+                  CU_TENSOR_MAP_INTERLEAVE_NONE, d.swizzle, CU_TENSOR_MAP_L2_PROMOTION_L2_128B,
+                  CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  };
+  if (encode_once() == CUDA_SUCCESS) return Status::kSuccess;
+  // The encode needs a current context: without one it refused a valid map (H200, CUDA 13.0 driver, in a process
+  // whose first CUDA work this was; a cudaGetDeviceCount before did not help, a cudaMalloc did). So where it fails,
+  // make the current device's primary context current (cudaSetDevice, CUDA 12+) and try once more; a thread
+  // that has a context current (the runtime's, or a driver API caller's own) keeps it.
   int device = 0;
   if (cudaGetDevice(&device) != cudaSuccess || cudaSetDevice(device) != cudaSuccess) {
     (void)cudaGetLastError();
     return Status::kErrorUnsupportedDevice;
   }
-  const cuuint64_t dims[2] = {cuuint64_t(d.cols), cuuint64_t(d.rows)};  // innermost first
-  const cuuint64_t strides[1] = {cuuint64_t(d.row_stride_bytes)};
-  const cuuint32_t box[2] = {cuuint32_t(d.box_cols), cuuint32_t(d.box_rows)};
-  const cuuint32_t element_strides[2] = {1, 1};
-  const CUresult r = encode(map, d.dtype, 2, const_cast<void*>(d.base), dims, strides, box, element_strides,
-                            CU_TENSOR_MAP_INTERLEAVE_NONE, d.swizzle, CU_TENSOR_MAP_L2_PROMOTION_L2_128B,
-                            CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
-  return r == CUDA_SUCCESS ? Status::kSuccess : Status::kErrorInvalidArgument;
+  return encode_once() == CUDA_SUCCESS ? Status::kSuccess : Status::kErrorInvalidArgument;
 }
 
 /// Tile copy global -> shared (sm_90+; nothing elsewhere): the box whose first element is (row r0, column c0)

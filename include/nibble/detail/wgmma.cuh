@@ -55,19 +55,6 @@ NIBBLE_DEVICE void wgmma_wait_holding(std::uint32_t (&regs)[4]) {
 #endif
 }
 
-/// wgmma_wait<kPending> holding two older groups' A fragments (see wgmma_wait_holding).
-template <int kPending>
-NIBBLE_DEVICE void wgmma_wait_holding2(std::uint32_t (&x)[4], std::uint32_t (&y)[4]) {
-#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-  asm volatile("wgmma.wait_group.sync.aligned %8;"
-               : "+r"(x[0]), "+r"(x[1]), "+r"(x[2]), "+r"(x[3]), "+r"(y[0]), "+r"(y[1]), "+r"(y[2]), "+r"(y[3])
-               : "n"(kPending)
-               : "memory");
-#else
-  (void)x, (void)y;
-#endif
-}
-
 /// setmaxnreg (sm_90a; nothing elsewhere): the executing warpgroup gives registers back to the CTA's pool down
 /// to kRegs per thread (dec) or takes them up to kRegs (inc), every warp of the warpgroup together.
 template <int kRegs>

@@ -127,9 +127,13 @@ inline Plan make_plan(const Arguments& args, const DeviceLimits& d, Mainloop mai
   }
   // The warp-specialized tile reads 16-bit scales only and has no smaller variant: wg_large where the scales are
   // compact (repack_dq) or its shared memory does not fit.
-  if (kind == tile_kind<TileWsLarge> &&
-      (args.w.dq_compact() || (limit > 0 && tile_config(kind).smem_bytes(args.w.format) > limit)))
-    kind = tile_kind<TileWgLarge>;
+  // (A forced shared-memory codebook table counts: prepare() refuses a tile whose table does not fit.)
+  if (kind == tile_kind<TileWsLarge>) {
+    const TileConfig ws = tile_config(kind);
+    const bool forced_table = is_codebook(args.w.format) && args.codebook_table == CodebookTable::kSharedMemory;
+    const int need = ws.smem_bytes(args.w.format) + (forced_table ? ws.table_bytes() : 0);
+    if (args.w.dq_compact() || (limit > 0 && need > limit)) kind = tile_kind<TileWgLarge>;
+  }
   if (limit > 0) kind = fit_tile(kind, limit, args.w.format);
   Plan p = make_plan_for(args, tile_config(kind), d);
   p.kind = kind;

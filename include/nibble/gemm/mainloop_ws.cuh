@@ -45,14 +45,9 @@ Status make_act_map(KernelParams<T>* p) {
   return nibble::detail::make_tma_2d(d, &p->a_map);
 }
 
-/// kSets: A-fragment register sets the consumers rotate through. 2 (shipped): each k-step's wgmma waits for the one
-/// before (wait_group 1), so the next dequant starts when the k-step before the current one is done. 4 (an
-/// experiment for tune_tiles): k-step s uses set s, the wait after it lets three groups run (wait_group 3), so
-/// the dequant of s + 1 overwrites the set of s - 3 and rarely waits.
-template <class T, Format F, class Tile, bool kUseWgmma, bool kSmemTable = false, int kSets = 2>
+template <class T, Format F, class Tile, bool kUseWgmma, bool kSmemTable = false>
 __global__ void __launch_bounds__(Tile::kConfig.threads(), 1)
     gemm_ws_kernel(const __grid_constant__ KernelParams<T> p) {
-  static_assert(kSets == 2 || kSets == 4, "two or four A-fragment sets (four k-steps per stage)");
   constexpr TileConfig C = Tile::kConfig;
   static_assert(C.warp_specialized && C.valid() && C.atoms_k == 1, "gemm_ws_kernel runs warp-specialized tiles");
   constexpr int BT = C.tile_m(), BW = C.tile_n(), S = C.stages;
@@ -133,7 +128,7 @@ __global__ void __launch_bounds__(Tile::kConfig.threads(), 1)
     nibble::detail::setmaxnreg_inc<232>();
     const int g = lane / 4, t = lane % 4;
     float rC[kAcc] = {};
-    std::uint32_t rW[kSets][4] = {};
+    std::uint32_t rW[2][4] = {{0u, 0u, 0u, 0u}, {0u, 0u, 0u, 0u}};
     for (int kt = work.kt_begin; kt < work.kt_end; ++kt) {
       const int i = kt - work.kt_begin, s = i % S;
       nibble::detail::mbarrier_wait_parity(nibble::detail::smem_addr(&full_bar[s]), (i / S) & 1);
@@ -142,7 +137,7 @@ __global__ void __launch_bounds__(Tile::kConfig.threads(), 1)
       const std::uint64_t desc0 = nibble::detail::make_smem_desc_sw128(st.a);
 #pragma unroll
       for (int ks = 0; ks < 4; ++ks) {
-        std::uint32_t(&a)[4] = rW[ks % kSets];
+        std::uint32_t(&a)[4] = rW[ks % 2];
         {
           const ColumnPairQuant<T> q = stage_quant<T, F>(p, st, warp * layout::kAtomN + g, ks * 16);
           std::uint32_t b[4];
@@ -155,12 +150,8 @@ __global__ void __launch_bounds__(Tile::kConfig.threads(), 1)
         nibble::detail::wgmma_fence();
         nibble::detail::wgmma_rs<BT, T>(rC, a, desc0 + std::uint64_t(ks * 32 / 16));
         nibble::detail::wgmma_commit();
-        if constexpr (kSets == 2)
-          nibble::detail::wgmma_wait_holding<1>(rW[(ks + 1) % 2]);
-        else
-          nibble::detail::wgmma_wait_holding2<3>(rW[(ks + 3) % 4], rW[(ks + 2) % 4]);
-        // every wgmma of the previous stage has retired (kSets 2: after k-step 0's wait; 4: after k-step 2's)
-        if (ks == (kSets == 2 ? 0 : 2) && i > 0) {  // hand it back
+        nibble::detail::wgmma_wait_holding<1>(rW[(ks + 1) % 2]);
+        if (ks == 0 && i > 0) {  // every wgmma of the previous stage has retired: hand it back
           // (each thread orders its generic-proxy reads of it before the producer's async-proxy refill and
           // arrives itself; with one arrival per warp after __syncwarp, racecheck reported the lanes' atom / scale
           // reads against the bulk copies)
@@ -169,8 +160,8 @@ __global__ void __launch_bounds__(Tile::kConfig.threads(), 1)
         }
       }
     }
-#pragma unroll
-    for (int w = 0; w < kSets; ++w) nibble::detail::wgmma_wait_holding<0>(rW[w]);
+    nibble::detail::wgmma_wait_holding<0>(rW[0]);
+    nibble::detail::wgmma_wait_holding<0>(rW[1]);
     nibble::detail::griddepcontrol_launch_dependents();
     if (p.dependent_launch)
       nibble::detail::griddepcontrol_wait();  // (bias, the workspace, C: after the previous kernel)
@@ -189,7 +180,10 @@ __global__ void __launch_bounds__(Tile::kConfig.threads(), 1)
     sync();
     store_staged_tile<BT, BW, C.c_stage_pitch(), kConsumers>(p, sC, work.m0, work.n0, tid);
   } else {
-    (void)p;  // never launched: dispatch runs this family only with sm_90a device code (run() checks)
+    // Launched only where the binary holds sm_90a device code (dispatch, prepare). Should a build claim that
+    // wrongly (NIBBLE_SM90A without the 90a cubin), fail loudly rather than leave C unwritten.
+    (void)p;
+    __trap();
   }
 }
 
