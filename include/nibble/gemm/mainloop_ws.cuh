@@ -90,7 +90,15 @@ __global__ void __launch_bounds__(Tile::kConfig.threads(), 1)
       if constexpr (F == Format::kU4) bytes += gpt * cols;
       if constexpr (has_offset(F)) bytes += gpt * cols * int(sizeof(T));
       const int nb0 = work.n0 / layout::kAtomN;
-      if (p.dependent_launch) nibble::detail::griddepcontrol_wait();  // (A is the previous kernel's output)
+      if (p.dependent_launch) {
+        // The weights never depend on the previous kernel: the first S k-tiles' atoms go to L2 before the wait
+        // (lane l: 128-byte line l % 4 of atom column l / 4, and of column l / 4 + 4), A only after it.
+        const int kt_last = work.kt_end < work.kt_begin + S ? work.kt_end : work.kt_begin + S;
+        for (int kt = work.kt_begin; kt < kt_last; ++kt)
+          for (int nb = lane / 4; nb < atom_cols; nb += 8)
+            nibble::detail::prefetch_l2(p.codes + layout::atom_offset(p.shape, nb0 + nb, kt) + (lane % 4) * 128);
+        nibble::detail::griddepcontrol_wait();  // (A is the previous kernel's output)
+      }
       for (int kt = work.kt_begin; kt < work.kt_end; ++kt) {
         const int i = kt - work.kt_begin, s = i % S;
         const std::uint32_t full = nibble::detail::smem_addr(&full_bar[s]);
