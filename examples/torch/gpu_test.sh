@@ -40,6 +40,9 @@ cat "$OUT/torch_env.txt"
 
 status=0
 start=$(date +%s)
+# A build killed half-way (a run past its time limit) leaves torch.utils.cpp_extension's lock file in the kept build
+# folder, and the next load would wait on it for ever; one command runs at a time here, so a lock is always stale.
+rm -f "${NIBBLE_TORCH_BUILD_DIR:-examples/torch/build}/lock"
 (cd examples/torch && timeout 420 "$PYTHON" -m nibble_torch._build) >"$OUT/torch_build.log" 2>&1 || status=$?
 echo "build: exit $status in $(( $(date +%s) - start )) s (log: $OUT/torch_build.log)"
 if [ "$status" -ne 0 ]; then
