@@ -31,7 +31,12 @@ same R calls between two events) and the row says so. Each peer's output is chec
 against A W^T in fp32 (relative Frobenius error, recorded; above 0.25 the peer is marked failed, not timed: a wrong
 call is no benchmark). Memory: per call, torch.cuda.max_memory_allocated() minus memory_allocated() before it, in
 one eager call (the output included; 'extra' is that minus the output's bytes: workspaces, dequantized copies), and
-the bytes of one weight copy.
+the bytes of one weight copy. nibble's time is the op's: where its plan splits K, the op's zeroing of the workspace's
+counters (64 KiB, on the stream) is inside the graph too.
+
+JSON: {"context": {versions, device, date, command, method}, "results": [{"peer", "dtype" ("f16" / "bf16"), "K", "N",
+"M", "us" (null when not timed), "status", "cv_pct", "reps", "copies", "timing", "weight_bytes", "peak_mem_bytes",
+"extra_mem_bytes", "check_rel_err"}]} (what benchmarks/plot.py reads).
 """
 import argparse
 import datetime
