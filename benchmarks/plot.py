@@ -277,7 +277,8 @@ def plot_peers(plt, path, out_dir, dpi):
                 )
                 if pts:
                     ms.update(m for m, _ in pts)
-                    ax.plot([m for m, _ in pts], [s for _, s in pts], marker="o", ms=3, lw=1.2, color=colors[p], label=p)
+                    ax.plot([m for m, _ in pts], [s for _, s in pts], marker="o", ms=3, lw=1.2, color=colors[p],
+                            label=p)
             log2_axis(ax, sorted(ms))
             ax.set_title(shape_title(k, n), fontsize=9)
             ax.set_xlabel("M (tokens)", fontsize=8)

@@ -108,7 +108,9 @@ def test_repack_scales_are_transposed_and_padded(gen, fmt, act, g):
     if fmt == "affine_u4":
         assert torch.equal(go[:plain_groups, :n], plain[3].t().to(act))
     # every code byte of the weight is somewhere in the GEMM codes (same multiset of nibbles, zeros for padding)
-    hist = lambda t: torch.bincount(torch.cat([t.flatten().long() & 15, t.flatten().long() >> 4]), minlength=16)
+    def hist(t):
+        return torch.bincount(torch.cat([t.flatten().long() & 15, t.flatten().long() >> 4]), minlength=16)
+
     pad_nibbles = n_pad * k_pad - n * k
     expect = hist(plain[0])
     expect[0] += pad_nibbles
@@ -177,3 +179,15 @@ def test_export_traces_linear4bit_as_one_graph_with_dynamic_tokens():
     out = [n for n in ep.graph.nodes if n.op == "output"][0].args[0][0]
     assert str(out.meta["val"].shape[0]) == "s0" or not str(out.meta["val"].shape[0]).isdigit()
     assert out.meta["val"].shape[1] == 96
+
+
+def test_torch_compile_fullgraph_cpu(gen):
+    # Dynamo + Inductor through the fake implementations, the real CPU kernels at run time: one graph, eager's bytes.
+    def f(w):
+        codes, scales, zeros, offsets = ops.quantize(w, "u4", 64, torch.float16)
+        g = ops.repack(codes, scales, zeros, offsets, "u4", 64, torch.bfloat16)
+        return g[1].float() * 2 + 1, g[0]
+
+    w = weights(gen, 48, 256)
+    got, want = torch.compile(f, fullgraph=True)(w), f(w)
+    assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
