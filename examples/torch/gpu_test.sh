@@ -43,7 +43,7 @@ start=$(date +%s)
 # A build killed half-way (a run past its time limit) leaves torch.utils.cpp_extension's lock file in the kept build
 # folder, and the next load would wait on it for ever; one command runs at a time here, so a lock is always stale.
 rm -f "${NIBBLE_TORCH_BUILD_DIR:-examples/torch/build}/lock"
-(cd examples/torch && timeout 420 "$PYTHON" -m nibble_torch._build) >"$OUT/torch_build.log" 2>&1 || status=$?
+(cd examples/torch && timeout 330 "$PYTHON" -m nibble_torch._build) >"$OUT/torch_build.log" 2>&1 || status=$?
 echo "build: exit $status in $(( $(date +%s) - start )) s (log: $OUT/torch_build.log)"
 if [ "$status" -ne 0 ]; then
   tail -40 "$OUT/torch_build.log"
@@ -52,7 +52,7 @@ fi
 
 start=$(date +%s)
 # shellcheck disable=SC2086
-NIBBLE_TORCH_REQUIRE_CUDA=1 timeout 420 "$PYTHON" -m pytest examples/torch/tests -v -rs --durations=10 \
+NIBBLE_TORCH_REQUIRE_CUDA=1 timeout 240 "$PYTHON" -m pytest examples/torch/tests -v -rs --durations=10 -p no:cacheprovider \
   --junitxml="$OUT/torch_pytest.xml" ${PYTEST_ARGS:-} 2>&1 | tee "$OUT/torch_pytest.log" >/dev/null
 status=$?
 echo "pytest: exit $status in $(( $(date +%s) - start )) s (log: $OUT/torch_pytest.log)"
