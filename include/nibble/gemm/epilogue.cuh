@@ -60,4 +60,23 @@ NIBBLE_DEVICE void store_staged_tile(const KernelParams<T>& p, const float (*sC)
   }
 }
 
+/// The token (tile-local) of accumulator r of a transposed kernel's lane (t = lane % 4): rC[4i + r'] is weight row
+/// 16 warp + g + 8 (r' / 2), token 8i + 2t + r' % 2.
+NIBBLE_HOST_DEVICE constexpr int transposed_token(int r, int t) { return 8 * (r / 4) + 2 * t + r % 2; }
+
+/// The transposed kernels' last step: the kThreads threads that hold accumulators (warp w: weight rows 16w ..) stage
+/// rC transposed in sC (which may alias the stage ring: `sync` first brings them together, done with it) and write
+/// the tile row-major with store_staged_tile.
+template <int kTileM, int kTileN, int kPitch, int kThreads, class T, class Sync>
+NIBBLE_DEVICE void store_transposed_tile(const KernelParams<T>& p, float (*sC)[kPitch], const float (&rC)[kTileM / 2],
+                                         int m0, int n0, int tid, Sync sync) {
+  const int lane = tid % 32, warp = tid / 32, g = lane / 4, t = lane % 4;
+  sync();
+#pragma unroll
+  for (int r = 0; r < kTileM / 2; ++r)
+    sC[transposed_token(r, t)][warp * layout::kAtomN + g + 8 * ((r % 4) / 2)] = rC[r];
+  sync();
+  store_staged_tile<kTileM, kTileN, kPitch, kThreads>(p, sC, m0, n0, tid);
+}
+
 }  // namespace nibble::gemm::detail

@@ -94,18 +94,8 @@ __global__ void __launch_bounds__(Tile::kConfig.threads(), (kWgMinBlocks<Tile, F
     const std::uint64_t desc0 = nibble::detail::make_smem_desc_sw128(st.a);
 #pragma unroll
     for (int ks = 0; ks < kKSteps; ++ks) {
-      // The lane's word gives B fragments {(g, 2t), (g, 2t + 8), (g + 8, 2t), (g + 8, 2t + 8)}; as an A
-      // fragment the order is rows g, g + 8 first.
       std::uint32_t(&a)[4] = rW[ks % 2];
-      {
-        const ColumnPairQuant<T> q = stage_quant<T, F>(p, st, warp * layout::kAtomN + g, ks * 16);
-        std::uint32_t b[4];
-        dequant_fragments<T, F>(atom_word(slice, ks), q, ctx, b);
-        a[0] = b[0];
-        a[1] = b[2];
-        a[2] = b[1];
-        a[3] = b[3];
-      }
+      dequant_a_fragment<T, F, Tile>(p, st, warp * layout::kAtomN + g, ks, slice, ctx, a);
       if constexpr (kWgmma) {
         // 16 elements (32 bytes) per k-step inside the 128-byte swizzled rows; the descriptor's address
         // field counts 16-byte units and cannot carry out (shared memory < 256 KiB)
@@ -140,19 +130,14 @@ __global__ void __launch_bounds__(Tile::kConfig.threads(), (kWgMinBlocks<Tile, F
   nibble::detail::cp_async_wait<0>();
   nibble::detail::griddepcontrol_launch_dependents();  // (see mainloop_sm80.cuh)
 
-  // Epilogue. rC[4i + r] is (weight row 16 warp + g + 8 (r / 2), token 8i + 2t + r % 2) of the tile.
-  auto token_of = [&](int r) { return 8 * (r / 4) + 2 * t + r % 2; };
-  if (p.splits > 1 &&
-      !split_k_reduce<kAcc, kThreads>(
-          p, work.tile, work.split, BT * BW, rC, [&](int r) { return work.m0 + token_of(r) < p.m; }, &s_is_last))
+  // Epilogue (epilogue.cuh: transposed_token says which token each accumulator holds).
+  if (p.splits > 1 && !split_k_reduce<kAcc, kThreads>(
+                          p, work.tile, work.split, BT * BW, rC,
+                          [&](int r) { return work.m0 + transposed_token(r, t) < p.m; }, &s_is_last))
     return;
-
-  __syncthreads();  // every warp is done with the ring: reuse it as the staging tile sC
-  float(*sC)[C.c_stage_pitch()] = smem.ring.staged_c;
-#pragma unroll
-  for (int r = 0; r < kAcc; ++r) sC[token_of(r)][warp * layout::kAtomN + g + 8 * ((r % 4) / 2)] = rC[r];
-  __syncthreads();
-  store_staged_tile<BT, BW, C.c_stage_pitch(), kThreads>(p, sC, work.m0, work.n0, tid);
+  // (every warp is done with the ring after the barrier: the staging tile reuses it)
+  store_transposed_tile<BT, BW, C.c_stage_pitch(), kThreads>(p, smem.ring.staged_c, rC, work.m0, work.n0, tid,
+                                                             CtaBarrier{});
 }
 
 /// What runs a tile of the TransposedKernel family (tile_registry.cuh).

@@ -146,15 +146,7 @@ __global__ void __launch_bounds__(Tile::kConfig.threads(), 1)
 #pragma unroll
       for (int ks = 0; ks < 4; ++ks) {
         std::uint32_t(&a)[4] = rW[ks % 2];
-        {
-          const ColumnPairQuant<T> q = stage_quant<T, F>(p, st, warp * layout::kAtomN + g, ks * 16);
-          std::uint32_t b[4];
-          dequant_fragments<T, F>(atom_word(slice, ks), q, ctx, b);
-          a[0] = b[0];
-          a[1] = b[2];
-          a[2] = b[1];
-          a[3] = b[3];
-        }
+        dequant_a_fragment<T, F, Tile>(p, st, warp * layout::kAtomN + g, ks, slice, ctx, a);
         nibble::detail::wgmma_fence();
         nibble::detail::wgmma_rs<BT, T>(rC, a, desc0 + std::uint64_t(ks * 32 / 16));
         nibble::detail::wgmma_commit();
@@ -174,19 +166,15 @@ __global__ void __launch_bounds__(Tile::kConfig.threads(), 1)
     if (p.dependent_launch)
       nibble::detail::griddepcontrol_wait();  // (bias, the workspace, C: after the previous kernel)
 
-    // Epilogue, consumers only. rC[4i + r] is (weight row 16 warp + g + 8 (r / 2), token 8i + 2t + r % 2).
-    auto token_of = [&](int r) { return 8 * (r / 4) + 2 * t + r % 2; };
+    // Epilogue, consumers only (after the barrier every consumer is done with the ring, and every copy into it
+    // has landed: the staging tile reuses it).
     const ConsumerBarrier<kConsumers> sync;
     if (p.splits > 1 && !split_k_reduce<kAcc, kConsumers>(
-                            p, work.tile, work.split, BT * BW, rC, [&](int r) { return work.m0 + token_of(r) < p.m; },
-                            &s_is_last, sync))
+                            p, work.tile, work.split, BT * BW, rC,
+                            [&](int r) { return work.m0 + transposed_token(r, t) < p.m; }, &s_is_last, sync))
       return;
-    sync();  // every consumer is done with the ring (and every copy into it has landed): the staging tile
-    float(*sC)[C.c_stage_pitch()] = smem.ring.staged_c;
-#pragma unroll
-    for (int r = 0; r < kAcc; ++r) sC[token_of(r)][warp * layout::kAtomN + g + 8 * ((r % 4) / 2)] = rC[r];
-    sync();
-    store_staged_tile<BT, BW, C.c_stage_pitch(), kConsumers>(p, sC, work.m0, work.n0, tid);
+    store_transposed_tile<BT, BW, C.c_stage_pitch(), kConsumers>(p, smem.ring.staged_c, rC, work.m0, work.n0, tid,
+                                                                 sync);
   } else {
     // Launched only where the binary holds sm_90a device code (dispatch, prepare). Should a build claim that
     // wrongly (NIBBLE_SM90A without the 90a cubin), fail loudly rather than leave C unwritten.

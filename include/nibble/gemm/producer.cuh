@@ -298,4 +298,19 @@ NIBBLE_DEVICE ColumnPairQuant<T> stage_quant(const KernelParams<T>& p, const Sta
   return q;
 }
 
+/// The transposed kernels' wgmma / mma A fragment of k-step `ks` for the lane's weight rows `nl`, `nl + 8`: its word
+/// of the atom slice dequantized with the stage's scale pair. The word gives B fragments {(g, 2t), (g, 2t + 8),
+/// (g + 8, 2t), (g + 8, 2t + 8)}; as an A fragment the order is rows g, g + 8 first.
+template <class T, Format F, class Tile, class Ctx>
+NIBBLE_DEVICE void dequant_a_fragment(const KernelParams<T>& p, const StageStorage<T, Tile, has_offset(F)>& st, int nl,
+                                      int ks, const uint4& slice, const Ctx& ctx, std::uint32_t (&a)[4]) {
+  const ColumnPairQuant<T> q = stage_quant<T, F>(p, st, nl, ks * 16);
+  std::uint32_t b[4];
+  dequant_fragments<T, F>(atom_word(slice, ks), q, ctx, b);
+  a[0] = b[0];
+  a[1] = b[2];
+  a[2] = b[1];
+  a[3] = b[3];
+}
+
 }  // namespace nibble::gemm::detail
