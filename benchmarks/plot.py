@@ -170,6 +170,35 @@ def log2_axis(ax, ms):
     ax.grid(True, which="major", alpha=0.3)
 
 
+def speedup_grid(plt, shapes, curves, ylabel, legend_title):
+    """A grid of speedup-vs-M panels, three per row, one per (K, N) shape; curves(k, n) yields (label, color, points)
+    with points [(M, speedup)]. The legend goes in the first unused panel (else the first panel). Returns the figure
+    and its number of rows."""
+    cols = 3
+    rows = (len(shapes) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(4.0 * cols, 3.0 * rows), squeeze=False)
+    for i, (k, n) in enumerate(shapes):
+        ax = axes[i // cols][i % cols]
+        ms = set()
+        for label, color, pts in curves(k, n):
+            ms.update(m for m, _ in pts)
+            ax.plot([m for m, _ in pts], [s for _, s in pts], marker="o", ms=3, lw=1.2, color=color, label=label)
+        log2_axis(ax, sorted(ms))
+        ax.set_title(shape_title(k, n), fontsize=9)
+        ax.set_xlabel("M (tokens)", fontsize=8)
+        ax.set_ylabel(ylabel, fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.set_ylim(bottom=0)
+    handles, labels = legend_all([a for row in axes for a in row])
+    for j in range(len(shapes), rows * cols):
+        axes[j // cols][j % cols].axis("off")
+    if len(shapes) < rows * cols:
+        axes[-1][-1].legend(handles, labels, loc="center", fontsize=8, title=legend_title)
+    else:
+        axes[0][0].legend(handles, labels, fontsize=7)
+    return fig, rows
+
+
 def plot_gemm(plt, gemm, counter, ctx, src, act, out_path, dpi):
     sp = speedups(gemm, counter, act)
     if not sp:
@@ -177,32 +206,13 @@ def plot_gemm(plt, gemm, counter, ctx, src, act, out_path, dpi):
     fmts = sorted({f for f, _, _ in sp}, key=lambda f: (-sum(len(sp.get((f, k, n), [])) for k, n in SHAPES), f))
     shapes = [s for s in SHAPES if any((f, s[0], s[1]) in sp for f in fmts)]
     colors = {f: f"C{i % 10}" for i, f in enumerate(fmts)}
-    cols = 3
-    rows = (len(shapes) + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(4.0 * cols, 3.0 * rows), squeeze=False)
-    for i, (k, n) in enumerate(shapes):
-        ax = axes[i // cols][i % cols]
-        ms = set()
+
+    def curves(k, n):
         for f in fmts:
-            pts = sp.get((f, k, n))
-            if not pts:
-                continue
-            ms.update(m for m, _ in pts)
-            ax.plot([m for m, _ in pts], [s for _, s in pts], marker="o", ms=3, lw=1.2, color=colors[f],
-                    label=fmt_label(f))
-        log2_axis(ax, sorted(ms))
-        ax.set_title(shape_title(k, n), fontsize=9)
-        ax.set_xlabel("M (tokens)", fontsize=8)
-        ax.set_ylabel(f"speedup over cuBLASLt {act}", fontsize=8)
-        ax.tick_params(labelsize=7)
-        ax.set_ylim(bottom=0)
-    handles, labels = legend_all([a for row in axes for a in row])
-    for j in range(len(shapes), rows * cols):
-        axes[j // cols][j % cols].axis("off")
-    if len(shapes) < rows * cols:
-        axes[-1][-1].legend(handles, labels, loc="center", fontsize=8, title="nibble format")
-    else:
-        axes[0][0].legend(handles, labels, fontsize=7)
+            if sp.get((f, k, n)):
+                yield fmt_label(f), colors[f], sp[(f, k, n)]
+
+    fig, rows = speedup_grid(plt, shapes, curves, f"speedup over cuBLASLt {act}", "nibble format")
     fig.suptitle(
         f"nibble 4-bit GEMM, {act} activations: speedup over cuBLASLt {act} dense, same run\n"
         f"{ctx.get('device', '?')}, CUDA graphs, weights rotated past L2; each M from one run:\n{src}",
@@ -263,12 +273,8 @@ def plot_peers(plt, path, out_dir, dpi):
             continue
         shapes = [s for s in SHAPES if any((s[0], s[1]) == (k, n) for k, n, _ in base)]
         colors = {p: f"C{i % 10}" for i, p in enumerate(peers)}
-        cols = 3
-        nrows = (len(shapes) + cols - 1) // cols
-        fig, axes = plt.subplots(nrows, cols, figsize=(4.0 * cols, 3.0 * nrows), squeeze=False)
-        for i, (k, n) in enumerate(shapes):
-            ax = axes[i // cols][i % cols]
-            ms = set()
+
+        def curves(k, n):
             for p in peers:
                 pts = sorted(
                     (r["M"], base[(k, n, r["M"])] / r["us"])
@@ -276,22 +282,9 @@ def plot_peers(plt, path, out_dir, dpi):
                     if r["peer"] == p and r["dtype"] == act and r["K"] == k and r["N"] == n and (k, n, r["M"]) in base
                 )
                 if pts:
-                    ms.update(m for m, _ in pts)
-                    ax.plot([m for m, _ in pts], [s for _, s in pts], marker="o", ms=3, lw=1.2, color=colors[p],
-                            label=p)
-            log2_axis(ax, sorted(ms))
-            ax.set_title(shape_title(k, n), fontsize=9)
-            ax.set_xlabel("M (tokens)", fontsize=8)
-            ax.set_ylabel(f"speedup over F.linear {act}", fontsize=8)
-            ax.tick_params(labelsize=7)
-            ax.set_ylim(bottom=0)
-        for j in range(len(shapes), nrows * cols):
-            axes[j // cols][j % cols].axis("off")
-        handles, labels = legend_all([a for row in axes for a in row])
-        if len(shapes) < nrows * cols:
-            axes[-1][-1].legend(handles, labels, loc="center", fontsize=8, title="peer")
-        else:
-            axes[0][0].legend(handles, labels, fontsize=7)
+                    yield p, colors[p], pts
+
+        fig, _ = speedup_grid(plt, shapes, curves, f"speedup over F.linear {act}", "peer")
         ctx = d.get("context", {})
         fig.suptitle(
             f"One process (benchmarks/peers.py), {act}: speedup over F.linear {act}\n"
