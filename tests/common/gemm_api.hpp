@@ -54,7 +54,8 @@ inline gemm::Plan plan_for(const gemm::Arguments& args, int sms, gemm::Mainloop 
 /// (<= gemm::kSmallWeightAtoms per SM) take decode48 from 17 rows (s4 / u4) or, nf4 / fp4 under kWgmma, the
 /// 64-row tile; then the 64-row tile, then the large mma.sync tile or the transposed 128- / 256-row tiles (above
 /// 256 rows under kWgmma the warp-specialized 256-row tile).
-inline gemm::TileKind heuristic_tile(int64_t m, gemm::Mainloop ml, Format f = Format::kS4, int64_t atoms_per_sm = 0) {
+inline gemm::TileKind heuristic_tile(int64_t m, gemm::Mainloop ml, Format f = Format::kS4, int64_t atoms_per_sm = 0,
+                                     int64_t n = 0) {
   const bool t = ml == gemm::Mainloop::kTransposedMma || ml == gemm::Mainloop::kWgmma;
   const bool small = atoms_per_sm > 0 && atoms_per_sm <= gemm::kSmallWeightAtoms;
   if (m <= 16) return is_codebook(f) ? gemm::tile_kind<gemm::TileDecodeCodebook> : gemm::tile_kind<gemm::TileDecode>;
@@ -63,11 +64,13 @@ inline gemm::TileKind heuristic_tile(int64_t m, gemm::Mainloop ml, Format f = Fo
     if (m <= 32 && !(small && is_codebook(f) && ml == gemm::Mainloop::kWgmma))
       return gemm::tile_kind<gemm::TileDecode32>;
   }
-  return m <= 64                        ? (t ? gemm::tile_kind<gemm::TileWgSmall> : gemm::tile_kind<gemm::TileSmall>)
-         : !t                           ? gemm::tile_kind<gemm::TileLarge>
-         : m <= 256                     ? gemm::tile_kind<gemm::TileWgMid>
-         : ml == gemm::Mainloop::kWgmma ? gemm::tile_kind<gemm::TileWsLarge>  // (the warp-specialized tile: wgmma only)
-                                        : gemm::tile_kind<gemm::TileWgLarge>;
+  return m <= 64 ? (t ? gemm::tile_kind<gemm::TileWgSmall> : gemm::tile_kind<gemm::TileSmall>)
+         : !t    ? gemm::tile_kind<gemm::TileLarge>
+         : ml == gemm::Mainloop::kWgmma && (m > 256 || (m > 128 && n >= 8192))
+             ? gemm::tile_kind<gemm::TileWsLarge>  // (the warp-specialized tile: wgmma only; from M = 129 on wide
+                                                   // weights)
+         : m <= 256 ? gemm::tile_kind<gemm::TileWgMid>
+                    : gemm::tile_kind<gemm::TileWgLarge>;
 }
 
 /// Valid arguments with fake (never dereferenced) 256-byte aligned pointers: can_implement is CPU only.

@@ -213,7 +213,7 @@ TEST_P(GemmPlanOnDevice, InvariantsOverManyShapesDevicesAndSplits) {
               continue;
             }
             const gemm::Plan p = plan_for(args, sms, ml, dev.smem_optin, dev.smem_per_sm);
-            const gemm::TileKind wide = heuristic_tile(m, ml, kS4, gemm::stream_atoms_per_sm(nk.n, nk.k, sms));
+            const gemm::TileKind wide = heuristic_tile(m, ml, kS4, gemm::stream_atoms_per_sm(nk.n, nk.k, sms), nk.n);
             const gemm::TileConfig c = gemm::tile_config(p.kind), cw = gemm::tile_config(wide);
             const layout::GemmShape s = layout::make_gemm_shape(nk.n, nk.k, nk.group);
             const int64_t tiles = int64_t(p.tiles_m) * p.tiles_n;
@@ -360,7 +360,22 @@ TEST(GemmPlan, WarpSpecializedTileOnlyUnderWgmmaAndNotForCompactScales) {
   EXPECT_EQ(c.consumer_threads(), 256);
   EXPECT_LE(gemm::detail::kernel_smem_bytes(kNf4, true, c), 232448);
   EXPECT_LE(c.smem_bytes(kAU4), 232448);
-  EXPECT_EQ(int(plan_for(fake_args(kS4, 128, 256, 8192, 28672), 132, gemm::Mainloop::kWgmma).kind),
+  // 128 < M <= 256: ws_large on weights of N >= 8192 outputs, wg_mid on narrower ones and at M <= 128
+  for (int64_t m : {129, 200, 256}) {
+    EXPECT_EQ(int(plan_for(fake_args(kS4, 128, m, 8192, 28672), 132, gemm::Mainloop::kWgmma).kind),
+              int(gemm::tile_kind<gemm::TileWsLarge>))
+        << m;
+    EXPECT_EQ(int(plan_for(fake_args(kS4, 128, m, 28672, 8192), 132, gemm::Mainloop::kWgmma).kind),
+              int(gemm::tile_kind<gemm::TileWsLarge>))
+        << m;
+    EXPECT_EQ(int(plan_for(fake_args(kS4, 128, m, 4096, 14336), 132, gemm::Mainloop::kWgmma).kind),
+              int(gemm::tile_kind<gemm::TileWgMid>))
+        << m;
+    EXPECT_EQ(int(plan_for(fake_args(kS4, 128, m, 8192, 28672), 132, gemm::Mainloop::kTransposedMma).kind),
+              int(gemm::tile_kind<gemm::TileWgMid>))
+        << m;
+  }
+  EXPECT_EQ(int(plan_for(fake_args(kS4, 128, 128, 28672, 8192), 132, gemm::Mainloop::kWgmma).kind),
             int(gemm::tile_kind<gemm::TileWgMid>));
   // A limit between ws_large's bytes and ws_large + the nf4 table: with the table forced, wg_large (whose table
   // fits); with kAuto, ws_large (run() then decodes through the register table).

@@ -99,7 +99,7 @@ inline bool make_stream_plan_for(const Arguments& args, const TileConfig& c, con
 /// args.max_smem_per_block or d.max_smem_per_block (each ignored when 0) allow, then make_plan_for.
 inline Plan make_plan(const Arguments& args, const DeviceLimits& d, Mainloop mainloop = Mainloop::kMmaSync) {
   const int sms = args.sm_count > 0 ? args.sm_count : d.sm_count;
-  TileKind kind = choose_tile(args.m, mainloop, args.w.format, stream_atoms_per_sm(args.w.n, args.w.k, sms));
+  TileKind kind = choose_tile(args.m, mainloop, args.w.format, stream_atoms_per_sm(args.w.n, args.w.k, sms), args.w.n);
   const int limit = detail::smem_limit(args.max_smem_per_block, d.max_smem_per_block);
   if (tile_config(kind).stream) {
     for (int i = 0; i < kTileCount; ++i) {  // the stream tile, else its Fewer chain, else the mma.sync tile
@@ -125,8 +125,9 @@ inline Plan make_plan(const Arguments& args, const DeviceLimits& d, Mainloop mai
     }
     kind = choose_tile(args.m, Mainloop::kMmaSync, args.w.format);
   }
-  // The warp-specialized tile reads 16-bit scales only and has no smaller variant: wg_large where the scales are
-  // compact (repack_dq) or its shared memory does not fit.
+  // The warp-specialized tile reads 16-bit scales only and has no smaller variant: wg_large (its 256 x 128 tile on
+  // the cp.async pipeline, at every M ws_large serves) where the scales are compact (repack_dq) or its shared
+  // memory does not fit.
   // (A forced shared-memory codebook table counts: prepare() refuses a tile whose table does not fit.)
   if (kind == tile_kind<TileWsLarge>) {
     const TileConfig ws = tile_config(kind);

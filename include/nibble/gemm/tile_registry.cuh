@@ -519,15 +519,24 @@ NIBBLE_HOST_DEVICE constexpr std::int64_t stream_atoms_per_sm(std::int64_t n, st
 inline constexpr std::int64_t kSmallWeightAtoms = 128;
 /// From this many atoms per SM on, M <= 8 runs stream_m8_l (chunks of 8 atoms) instead of stream_m8.
 inline constexpr std::int64_t kStreamLongRun = 1024;
+/// From M = kWsMinM on, a weight of at least kWsMinN outputs runs ws_large (256 tokens, half of them idle at
+/// M = 129) rather than wg_mid under kWgmma: measured faster on the H200 at M = 129 / 192 / 256 where N >= 8192
+/// (session 11, tune_tiles ws2, s4 g128: 8192 x 28672 203 / 204 / 210 vs 238 / 244 / 251 us, 28672 x 8192
+/// 198 / 187 / 198 vs 214 / 218 / 228, 4096 x 14336 54 / 55 / 56 vs 65 / 65 / 65), equal or slower with
+/// N = 4096 (4096 x 4096: 37 / 40 / 43 vs 31 / 32 / 32), whose 32 column tiles leave most SMs to split-K.
+inline constexpr std::int64_t kWsMinM = 129;
+inline constexpr std::int64_t kWsMinN = 8192;
 
 /// The tile for M rows of activations, a (resolved, non-auto) mainloop and the weight format. M <= 16 runs
 /// the decode tile (nf4 / fp4: the one with room for the conflict-free table) under every mma mainloop;
 /// up to M = 32 (s4 / u4: 48) kMmaSync and kWgmma run decode32 / decode48, which are memory-bound and faster
 /// there than the 64-token tiles (small weights, `atoms_per_sm` <= kSmallWeightAtoms: decode48 from M = 17 for
 /// s4 / u4, wg_small for nf4 / fp4 under kWgmma); kTransposedMma runs the transposed tiles above M = 16.
-/// `atoms_per_sm` (stream_atoms_per_sm; 0: unknown) picks the stream tile's chunk for M <= 8.
+/// `atoms_per_sm` (stream_atoms_per_sm; 0: unknown) picks the stream tile's chunk for M <= 8. Under kWgmma the
+/// warp-specialized ws_large runs above M = 256, and from M = kWsMinM on where the weight has `n` >= kWsMinN
+/// outputs (0: unknown, taken as fewer).
 inline constexpr TileKind choose_tile(std::int64_t m, Mainloop mainloop = Mainloop::kMmaSync,
-                                      Format format = Format::kS4, std::int64_t atoms_per_sm = 0) {
+                                      Format format = Format::kS4, std::int64_t atoms_per_sm = 0, std::int64_t n = 0) {
   if (mainloop == Mainloop::kStream && m <= kStreamMaxM && stream_serves(format)) {
     if (m <= 8) return atoms_per_sm >= kStreamLongRun ? tile_kind<TileStream8L> : tile_kind<TileStream8>;
     return m <= 16 ? tile_kind<TileStream16> : tile_kind<TileStream32>;
@@ -542,7 +551,7 @@ inline constexpr TileKind choose_tile(std::int64_t m, Mainloop mainloop = Mainlo
     if (m <= 32 && !(small_weights && is_codebook(format) && mainloop == Mainloop::kWgmma))
       return tile_kind<TileDecode32>;
   }
-  if (mainloop == Mainloop::kWgmma && m > 256)
+  if (mainloop == Mainloop::kWgmma && (m > 256 || (m >= kWsMinM && n >= kWsMinN)))
     return tile_kind<TileWsLarge>;  // (make_plan: wg_large where it cannot run)
   if (mainloop == Mainloop::kWgmma || mainloop == Mainloop::kTransposedMma)
     return m <= 64 ? tile_kind<TileWgSmall> : (m <= 256 ? tile_kind<TileWgMid> : tile_kind<TileWgLarge>);
