@@ -84,18 +84,28 @@ inline Status check_tma_2d(const Tma2d& d) {
   return Status::kSuccess;
 }
 
+/// A driver function through the runtime (nibble links no libcuda): null where the runtime finds none.
+inline void* driver_entry_point(const char* name, unsigned version) {
+  void* p = nullptr;
+  cudaDriverEntryPointQueryResult q{};
+  if (cudaGetDriverEntryPointByVersion(name, &p, version, cudaEnableDefault, &q) != cudaSuccess ||
+      q != cudaDriverEntryPointSuccess) {
+    (void)cudaGetLastError();  // (leave no sticky error behind)
+    p = nullptr;
+  }
+  return p;
+}
+
 /// The driver's cuTensorMapEncodeTiled, looked up once (null where the runtime finds no driver).
 inline PFN_cuTensorMapEncodeTiled_v12000 tma_encode_entry_point() {
-  static const PFN_cuTensorMapEncodeTiled_v12000 fn = [] {
-    void* p = nullptr;
-    cudaDriverEntryPointQueryResult q{};
-    if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &p, 12000, cudaEnableDefault, &q) != cudaSuccess ||
-        q != cudaDriverEntryPointSuccess) {
-      (void)cudaGetLastError();  // (leave no sticky error behind)
-      p = nullptr;
-    }
-    return reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(p);
-  }();
+  static const auto fn =
+      reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(driver_entry_point("cuTensorMapEncodeTiled", 12000));
+  return fn;
+}
+
+/// The driver's cuCtxGetCurrent, looked up once (null where the runtime finds no driver).
+inline PFN_cuCtxGetCurrent_v4000 ctx_get_current_entry_point() {
+  static const auto fn = reinterpret_cast<PFN_cuCtxGetCurrent_v4000>(driver_entry_point("cuCtxGetCurrent", 4000));
   return fn;
 }
 
@@ -117,15 +127,19 @@ inline Status make_tma_2d(const Tma2d& d, CUtensorMap* map) {
                   CU_TENSOR_MAP_INTERLEAVE_NONE, d.swizzle, CU_TENSOR_MAP_L2_PROMOTION_L2_128B,
                   CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
   };
-  if (encode_once() == CUDA_SUCCESS) return Status::kSuccess;
   // The encode needs a current context: without one it refused a valid map (H200, CUDA 13.0 driver, in a process
-  // whose first CUDA work this was; a cudaGetDeviceCount before did not help, a cudaMalloc did). So where it fails,
-  // make the current device's primary context current (cudaSetDevice, CUDA 12+) and try once more; a thread
-  // that has a context current (the runtime's, or a driver API caller's own) keeps it.
-  int device = 0;
-  if (cudaGetDevice(&device) != cudaSuccess || cudaSetDevice(device) != cudaSuccess) {
-    (void)cudaGetLastError();
-    return Status::kErrorUnsupportedDevice;
+  // whose first CUDA work this was; a cudaGetDeviceCount before did not help, a cudaMalloc did). So where the
+  // calling thread has none, the current device's primary context is made current first (cudaSetDevice, CUDA
+  // 12+); a thread that has one (the runtime's, or a driver API caller's own) keeps it. Asked, not tried: a
+  // refused encode would be an API error under compute-sanitizer, and a map the driver refuses stays refused.
+  CUcontext current = nullptr;
+  const PFN_cuCtxGetCurrent_v4000 get_current = ctx_get_current_entry_point();
+  if (get_current == nullptr || get_current(&current) != CUDA_SUCCESS || current == nullptr) {
+    int device = 0;
+    if (cudaGetDevice(&device) != cudaSuccess || cudaSetDevice(device) != cudaSuccess) {
+      (void)cudaGetLastError();
+      return Status::kErrorUnsupportedDevice;
+    }
   }
   return encode_once() == CUDA_SUCCESS ? Status::kSuccess : Status::kErrorInvalidArgument;
 }
