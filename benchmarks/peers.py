@@ -435,6 +435,18 @@ def main(argv=None):
     torch.manual_seed(20261203)
     results = []
     t_start = time.time()
+    out = args.out
+    if out is None:
+        dev = ctx.get("device", "gpu").split()[-1].lower().replace("-", "")
+        out = os.path.join(HERE, "results", f"{dev}-{ctx['date'][:10]}-{ctx['nibble_commit']}-peers.json")
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+
+    def write(final):
+        ctx["wall_s"] = round(time.time() - t_start, 1)
+        ctx["complete"] = final  # False: written after a shape, so a run cut off keeps what it measured
+        with open(out, "w") as f:
+            json.dump({"context": ctx, "results": results}, f, indent=1)
+
     for k, n in shapes:
         w = torch.randn(n, k, device="cuda") * 0.02  # fp32 master weight, quantized / cast by each peer
         x32 = {m: torch.randn(m, k, device="cuda") for m in sorted(set(ms) | {CHECK_M})}
@@ -481,15 +493,9 @@ def main(argv=None):
             torch.cuda.empty_cache()
         del w, x32
         torch.cuda.empty_cache()
-    ctx["wall_s"] = round(time.time() - t_start, 1)
+        write(False)
+    write(True)
     doc = {"context": ctx, "results": results}
-    out = args.out
-    if out is None:
-        dev = ctx.get("device", "gpu").split()[-1].lower().replace("-", "")
-        out = os.path.join(HERE, "results", f"{dev}-{ctx['date'][:10]}-{ctx['nibble_commit']}-peers.json")
-    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    with open(out, "w") as f:
-        json.dump(doc, f, indent=1)
     md = markdown(doc)
     with open(os.path.splitext(out)[0] + ".md", "w") as f:
         f.write(md)
