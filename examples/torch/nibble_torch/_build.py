@@ -7,7 +7,9 @@ u4 / nf4 / fp4 / affine_u4), so that ninja compiles the kernels in parallel (MAX
 Device code for sm_80 and sm_90a (-DNIBBLE_SM90A: nibble's wgmma kernels, README "Kernels"); change it with
 NIBBLE_TORCH_GENCODE, e.g. "-gencode=arch=compute_80,code=sm_80" alone for an A100-only build.
 
-Environment: NIBBLE_TORCH_BUILD_DIR (default examples/torch/build), NIBBLE_TORCH_VERBOSE=1 (print the build),
+Environment: NIBBLE_TORCH_LIBRARY (a path: load that already-built library instead of building; it must come from
+this file's build with the same torch and CUDA), NIBBLE_TORCH_BUILD_DIR (default examples/torch/build),
+NIBBLE_TORCH_VERBOSE=1 (print the build),
 NIBBLE_TORCH_GENCODE (space-separated nvcc -gencode flags), NIBBLE_TORCH_NVCC_THREADS (nvcc --threads: the
 architectures of one file in parallel), MAX_JOBS (files compiled at once; torch.utils.cpp_extension's variable).
 """
@@ -77,6 +79,12 @@ def cuda_flags():
 
 def load(verbose=None):
     """Builds if needed and loads the extension (registers torch.ops.nibble.*). Returns the library path."""
+    prebuilt = os.environ.get("NIBBLE_TORCH_LIBRARY")
+    if prebuilt:  # a library built before (this file's build, e.g. on another machine of the same torch / CUDA)
+        import torch
+
+        torch.ops.load_library(prebuilt)
+        return prebuilt
     from torch.utils.cpp_extension import load as _load
 
     if verbose is None:
