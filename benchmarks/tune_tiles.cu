@@ -299,7 +299,20 @@ int main(int argc, char** argv) {
     return 0;
   }
   if (argc > 1 && std::string(argv[1]) == "prof_ws") {  // one case for Nsight Compute
-    time_tile<WsCfg<gemm::TileWgLarge, 5>>("WsL5", 4096, 28672, 8192, Format::kS4);
+    time_tile<gemm::TileWsLarge>("WsH", 4096, 28672, 8192, Format::kS4);
+    return 0;
+  }
+  if (argc > 1 && std::string(argv[1]) == "ws3") {  // the shipped ws_large (k-tile boundary hoisted) vs session 11's
+    for (auto [k, n] : {std::pair{8192, 28672}, std::pair{28672, 8192}, std::pair{4096, 14336}, std::pair{14336, 4096},
+                        std::pair{4096, 4096}}) {
+      for (int m : {256, 1024, 4096}) {
+        time_tile<WsCfg<gemm::TileWgLarge, 5>>("WsL5", m, n, k, Format::kS4);  // (no kWsHoist: session 11's loop)
+        time_tile<gemm::TileWsLarge>("WsH", m, n, k, Format::kS4);
+        time_tile<WsCfg<gemm::TileWgLarge, 5>>("WsL5", m, n, k, Format::kS4);
+      }
+      time_tile<WsCfg<gemm::TileWgLarge, 5>>("WsL5", 1024, n, k, Format::kNf4);
+      time_tile<gemm::TileWsLarge>("WsH", 1024, n, k, Format::kNf4);
+    }
     return 0;
   }
   if (argc > 1 && std::string(argv[1]) == "h200") {  // issue 9 exploration on the H200

@@ -33,6 +33,15 @@ struct ConsumerBarrier {
   NIBBLE_DEVICE void operator()() const { nibble::detail::named_barrier_sync(1, kThreads); }
 };
 
+/// Whether a warp-specialized tile's consumers take the k-tile boundary's work off the path from a wgmma's wait to
+/// the next issue (Tile::kWsHoist; absent: false): the next stage's full-barrier wait and atom-slice load move to
+/// before the wait of k-step 3, the release of the previous stage to before the wait of k-step 1 (every wgmma
+/// that read it retired at k-step 0's wait).
+template <class Tile, class = void>
+struct WsHoist : std::false_type {};
+template <class Tile>
+struct WsHoist<Tile, std::void_t<decltype(Tile::kWsHoist)>> : std::bool_constant<Tile::kWsHoist> {};
+
 /// Encodes p.a_map for configuration Tile: A as rows M x columns K (row pitch lda), boxes of tile_m x 64.
 template <class T, class Tile>
 Status make_act_map(KernelParams<T>* p) {
@@ -137,11 +146,25 @@ __global__ void __launch_bounds__(Tile::kConfig.threads(), 1)
     const int g = lane / 4, t = lane % 4;
     float rC[kAcc] = {};
     std::uint32_t rW[2][4] = {{0u, 0u, 0u, 0u}, {0u, 0u, 0u, 0u}};
+    constexpr bool kHoist = WsHoist<Tile>::value;
+    // (each thread orders its generic-proxy reads of a stage before the producer's async-proxy refill and arrives
+    // itself; with one arrival per warp after __syncwarp, racecheck reported the lanes' atom / scale reads against
+    // the bulk copies)
+    auto release = [&](int stage) {
+      nibble::detail::fence_proxy_async_shared();
+      nibble::detail::mbarrier_arrive(nibble::detail::smem_addr(&empty_bar[stage]));
+    };
+    auto wait_slice = [&](int i) {  // stage i % S's data landed: the lane's atom slice of it
+      nibble::detail::mbarrier_wait_parity(nibble::detail::smem_addr(&full_bar[i % S]), (i / S) & 1);
+      return load_atom_lane(smem.ring.stages[i % S].atom(warp, 0), lane);
+    };
+    uint4 next = {};
+    if constexpr (kHoist)
+      if (work.kt_begin < work.kt_end) next = wait_slice(0);
     for (int kt = work.kt_begin; kt < work.kt_end; ++kt) {
       const int i = kt - work.kt_begin, s = i % S;
-      nibble::detail::mbarrier_wait_parity(nibble::detail::smem_addr(&full_bar[s]), (i / S) & 1);
+      const uint4 slice = kHoist ? next : wait_slice(i);
       const Stage& st = smem.ring.stages[s];
-      const uint4 slice = load_atom_lane(st.atom(warp, 0), lane);
       const std::uint64_t desc0 = nibble::detail::make_smem_desc_sw128(st.a);
 #pragma unroll
       for (int ks = 0; ks < 4; ++ks) {
@@ -150,14 +173,13 @@ __global__ void __launch_bounds__(Tile::kConfig.threads(), 1)
         nibble::detail::wgmma_fence();
         nibble::detail::wgmma_rs<BT, T>(rC, a, desc0 + std::uint64_t(ks * 32 / 16));
         nibble::detail::wgmma_commit();
-        nibble::detail::wgmma_wait_holding<1>(rW[(ks + 1) % 2]);
-        if (ks == 0 && i > 0) {  // every wgmma of the previous stage has retired: hand it back
-          // (each thread orders its generic-proxy reads of it before the producer's async-proxy refill and
-          // arrives itself; with one arrival per warp after __syncwarp, racecheck reported the lanes' atom / scale
-          // reads against the bulk copies)
-          nibble::detail::fence_proxy_async_shared();
-          nibble::detail::mbarrier_arrive(nibble::detail::smem_addr(&empty_bar[(i - 1) % S]));
+        if constexpr (kHoist) {                        // while k-steps ks - 1 and ks run
+          if (ks == 1 && i > 0) release((i - 1) % S);  // (its last wgmma retired at k-step 0's wait)
+          if (ks == 3 && kt + 1 < work.kt_end) next = wait_slice(i + 1);
         }
+        nibble::detail::wgmma_wait_holding<1>(rW[(ks + 1) % 2]);
+        if constexpr (!kHoist)
+          if (ks == 0 && i > 0) release((i - 1) % S);  // every wgmma of the previous stage has retired
       }
     }
     nibble::detail::wgmma_wait_holding<0>(rW[0]);
