@@ -247,6 +247,11 @@ struct WsCfg {
   static constexpr gemm::TileConfig kConfig = Base::kConfig.with_warp_specialized().with_stages(kStages);
   using Kernel = gemm::detail::WarpSpecializedKernel;
 };
+// ... with the k-tile boundary's barrier wait, slice load and release off the wgmma wait-to-issue path.
+template <class Base, int kStages>
+struct WsHoistCfg : WsCfg<Base, kStages> {
+  static constexpr bool kWsHoist = true;
+};
 // Stream-kernel candidates: {token tiles of 8, atoms in flight per warp, warps per CTA}.
 template <int kTT, int kStages, int kChunk, int kWarps>
 struct StreamCfg {
@@ -299,19 +304,17 @@ int main(int argc, char** argv) {
     return 0;
   }
   if (argc > 1 && std::string(argv[1]) == "prof_ws") {  // one case for Nsight Compute
-    time_tile<gemm::TileWsLarge>("WsH", 4096, 28672, 8192, Format::kS4);
+    time_tile<gemm::TileWsLarge>("WsL5", 4096, 28672, 8192, Format::kS4);
     return 0;
   }
-  if (argc > 1 && std::string(argv[1]) == "ws3") {  // the shipped ws_large (k-tile boundary hoisted) vs session 11's
-    for (auto [k, n] : {std::pair{8192, 28672}, std::pair{28672, 8192}, std::pair{4096, 14336}, std::pair{14336, 4096},
-                        std::pair{4096, 4096}}) {
-      for (int m : {256, 1024, 4096}) {
-        time_tile<WsCfg<gemm::TileWgLarge, 5>>("WsL5", m, n, k, Format::kS4);  // (no kWsHoist: session 11's loop)
-        time_tile<gemm::TileWsLarge>("WsH", m, n, k, Format::kS4);
-        time_tile<WsCfg<gemm::TileWgLarge, 5>>("WsL5", m, n, k, Format::kS4);
+  if (argc > 1 && std::string(argv[1]) == "ws3") {  // ws_large (session 11's loop) vs the hoisted k-tile boundary
+    for (auto [k, n] : {std::pair{8192, 28672}, std::pair{28672, 8192}, std::pair{4096, 14336}}) {
+      for (int m : {1024, 4096}) {
+        time_tile<gemm::TileWsLarge>("WsL5", m, n, k, Format::kS4);
+        time_tile<WsHoistCfg<gemm::TileWgLarge, 5>>("WsH", m, n, k, Format::kS4);
+        time_tile<gemm::TileWsLarge>("WsL5", m, n, k, Format::kS4);
+        time_tile<WsHoistCfg<gemm::TileWgLarge, 5>>("WsH", m, n, k, Format::kS4);
       }
-      time_tile<WsCfg<gemm::TileWgLarge, 5>>("WsL5", 1024, n, k, Format::kNf4);
-      time_tile<gemm::TileWsLarge>("WsH", 1024, n, k, Format::kNf4);
     }
     return 0;
   }

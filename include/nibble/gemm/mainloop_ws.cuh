@@ -34,9 +34,9 @@ struct ConsumerBarrier {
 };
 
 /// Whether a warp-specialized tile's consumers take the k-tile boundary's work off the path from a wgmma's wait to
-/// the next issue (Tile::kWsHoist; absent: false): the next stage's full-barrier wait and atom-slice load move to
-/// before the wait of k-step 3, the release of the previous stage to before the wait of k-step 1 (every wgmma
-/// that read it retired at k-step 0's wait).
+/// the next issue (Tile::kWsHoist; absent: false; an experiment, timed by tune_tiles ws3, not in a shipped tile): the
+/// next stage's full-barrier wait and atom-slice load move to before the wait of k-step 3, the release of the previous
+/// stage to before the wait of k-step 1 (every wgmma that read it retired at k-step 0's wait).
 template <class Tile, class = void>
 struct WsHoist : std::false_type {};
 template <class Tile>

@@ -343,7 +343,6 @@ struct TileWsLarge {
   using Kernel = detail::WarpSpecializedKernel;
   using Fewer = TileWsLarge;
   static constexpr FormatSet kFormats = kGemmFormats;
-  static constexpr bool kWsHoist = true;  // (mainloop_ws.cuh WsHoist: the k-tile boundary off the wgmma path)
 };
 
 // Warp-streamed decode (M <= 8 / 16 / 32): one CTA of 16 (M <= 32: 8) warps per SM over a range of weight
