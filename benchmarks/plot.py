@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Plots of nibble's committed GEMM benchmarks (and of benchmarks/peers.py, where its JSON exists).
+"""Plots of nibble's committed GEMM benchmarks (and of benchmarks/peers.py and e2e_decode.py, where their JSON exists).
 
 Regenerate every PNG from the committed JSON, from the repository root:
 
@@ -17,6 +17,10 @@ Needs matplotlib (pip install matplotlib). Writes into benchmarks/:
   peers_speedup_<dtype>.png   (only when peers JSON exists: benchmarks/results/*peers*.json, or --peers)
       one-process timing of benchmarks/peers.py: each peer's speedup over F.linear of the same dtype in the same
       process, against M. Not mixed with bench_gemm's numbers (another process, another timer).
+  e2e_decode.png   (only when e2e JSON exists: benchmarks/results/*e2e*.json, or --e2e)
+      benchmarks/e2e_decode.py: decode tokens/s of each variant (bf16, nibble, bnb_nf4), one panel per batch size,
+      each bar labelled with its tokens/s and its speedup over bf16 at that batch (same process); and the peak
+      memory per variant and batch, with the decoder layers' weight bytes hatched inside it.
 
 Input: by default, for each M, the newest H200 bench_gemm JSON in benchmarks/results/ (by the date in its context)
 that has cuBLAS and nibble entries for all five bench_gemm shapes at that M (the committed runs cover M 1-64 and
@@ -85,7 +89,7 @@ def pick_default():
     Returns [(path, [M...])], newest first."""
     runs = []
     for path in glob.glob(os.path.join(RESULTS, "h200-*.json")):
-        if "peers" in os.path.basename(path):
+        if "peers" in os.path.basename(path) or "e2e" in os.path.basename(path):
             continue
         try:
             ctx, gemm, _, _ = parse_bench(path)
@@ -299,11 +303,90 @@ def plot_peers(plt, path, out_dir, dpi):
     return written
 
 
+def plot_e2e(plt, path, out_path, dpi):
+    """benchmarks/e2e_decode.py JSON: tokens/s bars per batch size (speedup over bf16 on each bar), peak memory."""
+    with open(path) as f:
+        d = json.load(f)
+    rows = d.get("results", [])
+    timed = [r for r in rows if r.get("tokens_per_s")]
+    if not timed:
+        return None
+    variants = []
+    for r in rows:
+        if r["variant"] not in variants:
+            variants.append(r["variant"])
+    batches = sorted({r["batch"] for r in timed})
+    colors = {v: f"C{i % 10}" for i, v in enumerate(variants)}
+    at = {(r["variant"], r["batch"]): r for r in timed}
+    mem = [r for r in timed if r.get("peak_mem_bytes")]
+    panels = len(batches) + (1 if mem else 0)
+    fig, axes = plt.subplots(1, panels, figsize=(max(3.4 * panels, 9.0), 3.6), squeeze=False)
+    for ax, b in zip(axes[0], batches):
+        vs = [v for v in variants if (v, b) in at]
+        top = max(at[(v, b)]["tokens_per_s"] for v in vs)
+        for i, v in enumerate(vs):
+            r = at[(v, b)]
+            eager = r.get("timing", "graph") != "graph"
+            ax.bar(i, r["tokens_per_s"], width=0.7, color=colors[v], hatch="xx" if eager else None)
+            sp = r.get("speedup_vs_bf16")
+            label = f"{r['tokens_per_s']:.0f}" + (f"\n{sp:.2f}x" if sp is not None else "")
+            label += "\neager" if eager else ""
+            ax.text(i, r["tokens_per_s"], label, ha="center", va="bottom", fontsize=7)
+        ax.set_xticks(range(len(vs)))
+        ax.set_xticklabels(vs, fontsize=8)
+        ax.set_ylim(0, top * 1.3)
+        ax.set_title(f"batch {b}: tokens/s (speedup over bf16)", fontsize=9)
+        ax.set_ylabel("decode tokens/s", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.grid(True, axis="y", alpha=0.3)
+    if mem:
+        ax = axes[0][-1]
+        mvars = [v for v in variants if any(r["variant"] == v for r in mem)]
+        width = 0.8 / len(mvars)
+        for vi, v in enumerate(mvars):
+            pts = [(bi + vi * width, at[(v, b)]) for bi, b in enumerate(batches)
+                   if (v, b) in at and at[(v, b)].get("peak_mem_bytes")]
+            xs = [x for x, _ in pts]
+            ax.bar(xs, [r["peak_mem_bytes"] / 2**30 for _, r in pts], width=width, color=colors[v], label=v)
+            ax.bar(xs, [(r.get("layer_weight_bytes") or 0) / 2**30 for _, r in pts], width=width, fill=False,
+                   hatch="//", edgecolor="0.25", lw=0, label="layer weights" if vi == 0 else None)
+            for x, r in pts:
+                ax.text(x, r["peak_mem_bytes"] / 2**30, f"{r['peak_mem_bytes'] / 2**30:.1f}", ha="center",
+                        va="bottom", fontsize=6)
+        ax.set_ylim(0, max(r["peak_mem_bytes"] for r in mem) / 2**30 * 1.45)
+        ax.set_xticks([bi + 0.4 - width / 2 for bi in range(len(batches))])
+        ax.set_xticklabels([f"batch {b}" for b in batches], fontsize=8)
+        ax.set_title("peak memory (GiB), layer weights hatched", fontsize=9)
+        ax.set_ylabel("GiB (max_memory_allocated)", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.legend(fontsize=7, ncol=2, loc="upper center")
+    ctx = d.get("context", {})
+    c = ctx.get("config", {})
+    missing = sorted({f"{r['variant']}: {r.get('status', '?')[:110]}" for r in rows if not r.get("tokens_per_s")})
+    fig.suptitle(
+        f"End-to-end greedy decode (benchmarks/e2e_decode.py): {c.get('model', '?')}, {c.get('layers', '?')} layers, "
+        "random weights, lm_head / embedding bf16 in every variant\n"
+        f"prompt {c.get('prompt', '?')}, {c.get('steps', '?')} decode steps, static KV cache, CUDA graph "
+        "(cross-hatched: eager)\n"
+        f"{ctx.get('device', '?')}, torch {ctx.get('torch', '?')}, bitsandbytes {ctx.get('bitsandbytes', '?')}, "
+        f"nibble {ctx.get('nibble_commit', '?')}; {os.path.basename(path)}"
+        + (" (incomplete run)" if ctx.get("complete") is False else ""),
+        fontsize=8,
+    )
+    if missing:
+        fig.text(0.01, 0.01, "not timed: " + "; ".join(missing), fontsize=6, va="bottom")
+    fig.tight_layout(rect=(0, 0.04 if missing else 0, 1, 1))
+    fig.savefig(out_path, dpi=dpi)
+    plt.close(fig)
+    return out_path
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--json", nargs="+", help="bench_gemm JSON file(s) (default: for each M, the newest H200 run in "
                     "benchmarks/results/ that covers all five shapes at that M)")
     ap.add_argument("--peers", help="peers.py JSON (default: the newest benchmarks/results/*peers*.json, if any)")
+    ap.add_argument("--e2e", help="e2e_decode.py JSON (default: the newest benchmarks/results/*e2e*.json, if any)")
     ap.add_argument("--out", default=HERE, help="folder for the PNGs (default: benchmarks/)")
     ap.add_argument("--dpi", type=int, default=100)
     args = ap.parse_args(argv)
@@ -339,6 +422,20 @@ def main(argv=None):
         written += plot_peers(plt, peers, args.out, args.dpi)
     else:
         print("peers: no benchmarks/results/*peers*.json (run benchmarks/peers.py on a GPU): no peer plot")
+
+    e2e = args.e2e
+    if e2e is None:
+        found = sorted(glob.glob(os.path.join(RESULTS, "*e2e*.json")), key=os.path.getmtime)
+        e2e = found[-1] if found else None
+    if e2e:
+        print(f"e2e: {os.path.relpath(e2e)}")
+        p = plot_e2e(plt, e2e, os.path.join(args.out, "e2e_decode.png"), args.dpi)
+        if p:
+            written.append(p)
+        else:
+            print("e2e: no timed rows: no e2e plot")
+    else:
+        print("e2e: no benchmarks/results/*e2e*.json (run benchmarks/e2e_decode.py on a GPU): no e2e plot")
     for w in written:
         print(f"wrote {os.path.relpath(w)} ({os.path.getsize(w) // 1024} KiB)")
 
