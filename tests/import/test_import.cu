@@ -755,6 +755,20 @@ TEST(Import_refuse, OtherFormats) {
   static const Codebook16 kFp4Book = fp4_codebook();
   bt.quant_map = kFp4Book.v;  // the FP4 table under quant_type nf4
   EXPECT_EQ(bnb_import_params(st, bt, &p), Status::kErrorUnsupportedFormat);
+  // bitsandbytes' own FP4 table (get_4bit_type("fp4"), written out: its "-0" is the integer 0, so code 8 is
+  // +0.0 where nibble's codebook has -0.0f) is accepted; a zero where the table has none is not.
+  const float bnb_fp4[16] = {0.0f,  0.0625f / 12,  8.0f / 12,  1.0f,  4.0f / 12,  6.0f / 12,  2.0f / 12,  3.0f / 12,
+                             +0.0f, -0.0625f / 12, -8.0f / 12, -1.0f, -4.0f / 12, -6.0f / 12, -2.0f / 12, -3.0f / 12};
+  st.quant_type = BnbQuantType::kFp4;
+  bt.quant_map = bnb_fp4;
+  EXPECT_EQ(bnb_import_params(st, bt, &p), Status::kSuccess);
+  EXPECT_EQ(p.format, Format::kFp4);
+  float fp4_zeroed[16];
+  std::memcpy(fp4_zeroed, bnb_fp4, sizeof fp4_zeroed);
+  fp4_zeroed[9] = -0.0f;  // -0.0625 / 12 in the table
+  bt.quant_map = fp4_zeroed;
+  EXPECT_EQ(bnb_import_params(st, bt, &p), Status::kErrorUnsupportedFormat);
+  st.quant_type = BnbQuantType::kNf4;
   // GGUF: K not a multiple of 32, null data.
   EXPECT_EQ(gguf_q4_0_import_params(4, 48, &p), Status::kErrorGroupSize);
   ASSERT_EQ(gguf_q4_0_import_params(4, 64, &p), Status::kSuccess);

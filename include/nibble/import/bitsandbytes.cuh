@@ -20,10 +20,11 @@
 //
 // Mapping. Blocks are nibble's groups when K is a multiple of blocksize (block i is group i % (K/bs) of row
 // i / (K/bs): the same flat index i), so absmax copies 1:1; blocksize == K is per-channel. The nibbles are
-// swapped into nibble's order (even element low). quant_map must equal nibble's codebook bit for bit (it
-// does for every bitsandbytes release: both come from the same table), else kErrorUnsupportedFormat.
+// swapped into nibble's order (even element low). quant_map must equal nibble's codebook bit for bit, except
+// that +0.0 and -0.0 match (bitsandbytes' FP4 list, get_4bit_type, writes code 8 as the integer -0, i.e. +0.0,
+// where nibble's codebook holds -0.0f: both decode to a zero weight), else kErrorUnsupportedFormat.
 // Double quant maps onto PackedMatrix.dq exactly (codes, absmax2 = nested_absmax, offset = nested_offset)
-// when nested_blocksize is 256 and nested_quant_map is bit for bit nibble's dynamic_map(); otherwise it is
+// when nested_blocksize is 256 and nested_quant_map is nibble's dynamic_map() (the same rule); otherwise it is
 // expanded: scales = the fp32 absmax computed as above (bitsandbytes' own arithmetic, so the same floats),
 // dq disabled. bnb_import_params says which.
 // Refused: K not a multiple of blocksize, blocksize not 32..256 unless equal to K (kErrorGroupSize).
@@ -67,8 +68,16 @@ struct BnbTensors {
 };
 
 namespace detail {
-inline bool same_bits(const float* a, const float* b, int count) {
-  return std::memcmp(a, b, std::size_t(count) * sizeof(float)) == 0;
+// Two tables, entry by entry: the same bits, or both a zero of either sign (the weights they decode to are the
+// same, and so is every product and sum the GEMM forms from them).
+inline bool same_table(const float* a, const float* b, int count) {
+  for (int i = 0; i < count; ++i) {
+    std::uint32_t x = 0, y = 0;
+    std::memcpy(&x, a + i, sizeof x);
+    std::memcpy(&y, b + i, sizeof y);
+    if (x != y && ((x | y) & 0x7fffffffu) != 0u) return false;
+  }
+  return true;
 }
 }  // namespace detail
 
@@ -86,14 +95,14 @@ inline Status bnb_import_params(const BnbQuantState& st, const BnbTensors& t, Qu
   NIBBLE_RETURN_IF_ERROR(packed_bytes(st.n, st.k, p).status);
   if (t.quant_map == nullptr) return Status::kErrorNullPointer;
   if (!detail::is_aligned(t.quant_map, 4)) return Status::kErrorMisalignedPointer;
-  if (!detail::same_bits(t.quant_map, codebook(p.format).v, 16)) return Status::kErrorUnsupportedFormat;
+  if (!detail::same_table(t.quant_map, codebook(p.format).v, 16)) return Status::kErrorUnsupportedFormat;
   if (st.nested) {
     if (st.nested_blocksize <= 0) return Status::kErrorInvalidArgument;
     if (t.nested_quant_map == nullptr || t.nested_absmax == nullptr) return Status::kErrorNullPointer;
     if (!detail::is_aligned(t.nested_quant_map, 4) || !detail::is_aligned(t.nested_absmax, 4))
       return Status::kErrorMisalignedPointer;
     p.double_quant =
-        st.nested_blocksize == kDoubleQuantBlock && detail::same_bits(t.nested_quant_map, dynamic_map().v, 256);
+        st.nested_blocksize == kDoubleQuantBlock && detail::same_table(t.nested_quant_map, dynamic_map().v, 256);
   }
   NIBBLE_RETURN_IF_ERROR(packed_bytes(st.n, st.k, p).status);
   *out = p;
