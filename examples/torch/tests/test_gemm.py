@@ -3,10 +3,9 @@ weight that tests/reference.py dequantizes on the host from the PLAIN codes and 
 its GEMM layout), with the scales, offsets and table values rounded to the activation type as the GEMM layout holds
 them."""
 import pytest
+import reference
 import torch
 from conftest import requires_cuda
-
-import reference
 from nibble_torch import ops
 
 pytestmark = requires_cuda

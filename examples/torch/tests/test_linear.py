@@ -3,12 +3,11 @@ capture, under torch.compile(fullgraph=True), and in a small random-initialised 
 import copy
 
 import pytest
+import reference
 import torch
 from conftest import requires_cuda
-from torch import nn
-
-import reference
 from nibble_torch import Linear4bit, ops, swap_linears
+from torch import nn
 
 pytestmark = requires_cuda
 

@@ -2,10 +2,9 @@
 against the quantization rules of README "Quantization rules" computed with torch here; and the fake (meta)
 implementations against the real outputs. These run without a GPU."""
 import pytest
+import reference
 import torch
 from conftest import HAS_CUDA
-
-import reference
 from nibble_torch import ops
 
 N, K = 48, 512
@@ -157,7 +156,7 @@ def test_gemm_fake_shapes_on_meta_tensors():
     # The fake implementation (what torch.compile sees): [..., K] -> [..., N] of out_dtype, without running anything.
     n, k, g = 100, 256, 128
     n_pad, k_pad, groups = ops.gemm_shape(n, k, g)
-    meta = dict(device="meta")
+    meta = {"device": "meta"}
     codes = torch.empty(n_pad * k_pad // 2, dtype=torch.uint8, **meta)
     scales = torch.empty(groups, n_pad, dtype=torch.bfloat16, **meta)
     none = torch.empty(0, dtype=torch.uint8, **meta)
@@ -176,7 +175,7 @@ def test_export_traces_linear4bit_as_one_graph_with_dynamic_tokens():
     ep = torch.export.export(lin, (x,), dynamic_shapes=({0: torch.export.Dim("m", min=2, max=4096)},))
     targets = [n.target for n in ep.graph.nodes if n.op == "call_function"]
     assert targets.count(torch.ops.nibble.gemm.default) == 1
-    out = [n for n in ep.graph.nodes if n.op == "output"][0].args[0][0]
+    out = next(n for n in ep.graph.nodes if n.op == "output").args[0][0]
     assert str(out.meta["val"].shape[0]) == "s0" or not str(out.meta["val"].shape[0]).isdigit()
     assert out.meta["val"].shape[1] == 96
 
