@@ -97,6 +97,15 @@ def _call(op, *args):
         raise
 
 
+def _shape2(name, shape):
+    """[N, K] metadata (a list, tuple or tensor of two integers) -> (n, k) ints, else CheckpointError."""
+    try:
+        n, k = (int(d) for d in shape)
+    except (TypeError, ValueError, RuntimeError) as e:
+        raise CheckpointError(f"{name} must be [N, K] (out_features, in_features), got {shape!r}") from e
+    return n, k
+
+
 def _cpu(a):
     return a.cpu() if isinstance(a, torch.Tensor) else a
 
@@ -160,7 +169,7 @@ def import_compressed_tensors(weight_packed, weight_scale, weight_shape, weight_
     weight_shape [N, K], weight_zero_point int32 [ceil(N/8), G] packed or int8 [N, G] when asymmetric,
     weight_g_idx int32 [K] or None) -> s4 (symmetric) or u4. strategy "group", "channel" or "tensor". check: read
     the GPU importer's error word (a sync) and raise."""
-    n, k = (int(v) for v in weight_shape)
+    n, k = _shape2("weight_shape", weight_shape)
     args = (weight_packed, weight_scale, [n, k], weight_zero_point, weight_g_idx, num_bits, strategy, group_size,
             symmetric)
     out = _call(ops.import_compressed_tensors, *args)
@@ -177,7 +186,7 @@ def import_bnb(weight, absmax, quant_map, shape, *, quant_type="nf4", blocksize=
     nested_absmax fp32, nested_quant_map fp32 [256] and nested_offset, quant_map fp32 [16]; shape [N, K] from the
     quant_state) -> nf4 / fp4 with float32 scales (double quant: the effective absmax, bitsandbytes' fp32
     arithmetic). nested_offset: a float32 value (quant_state.offset.item())."""
-    n, k = (int(v) for v in shape)
+    n, k = _shape2("shape", shape)
     out = _call(ops.import_bnb, weight, absmax, quant_map, [n, k], quant_type, blocksize, nested_absmax,
                 nested_quant_map, nested_blocksize, float(nested_offset))
     return _result(out, quant_type, ops.import_group(blocksize, k), n, k)
@@ -195,7 +204,7 @@ def import_hqq(W_q, scale, zero, shape, *, group_size=64, nbits=4, axis=1):
     """An HQQLinear (axis 1, packing "4bit_u8": W_q uint8 [N*G/2, g] or its view_as_float view, scale / zero
     [N*G, 1], shape [N, K] = meta["shape"]; group_size None: one group per row) -> affine_u4 with float32 scales
     and offsets -(zero * scale)."""
-    n, k = (int(v) for v in shape)
+    n, k = _shape2("shape", shape)
     g = -1 if group_size is None else group_size
     out = _call(ops.import_hqq, W_q, scale, zero, [n, k], g, nbits, axis)
     return _result(out, "affine_u4", ops.import_group(g, k), n, k)

@@ -101,6 +101,10 @@ class Linear4bit(nn.Module):
         if perm is not None:
             if perm.shape != (k,):
                 raise ValueError(f"perm must be [{k}] (in_features), got {tuple(perm.shape)}")
+            if perm.is_floating_point() or perm.is_complex() or not torch.equal(
+                    perm.detach().cpu().to(torch.int64).sort().values, torch.arange(k)):
+                # the GPU permute_columns does not check it (an entry outside [0, K) reads 0): refuse it here
+                raise ValueError(f"perm must be a permutation of 0 .. {k - 1}")
             mod.perm.copy_(perm)
         if bias is not None:
             if bias.numel() != n:
