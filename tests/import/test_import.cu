@@ -769,6 +769,23 @@ TEST(Import_refuse, OtherFormats) {
   bt.quant_map = fp4_zeroed;
   EXPECT_EQ(bnb_import_params(st, bt, &p), Status::kErrorUnsupportedFormat);
   st.quant_type = BnbQuantType::kNf4;
+  // Double quant: a NaN or infinite nested_offset would make every scale NaN / infinite: refused.
+  {
+    BnbQuantState dq = st;
+    BnbTensors dt;
+    dt.quant_map = kNf4Book.v;
+    const float nested_absmax[1] = {1.0f};
+    dt.nested_quant_map = dynamic_map().v;  // (a reference to a static)
+    dt.nested_absmax = nested_absmax;
+    dq.nested = true;
+    dq.nested_offset = 0.25f;
+    ASSERT_EQ(bnb_import_params(dq, dt, &p), Status::kSuccess);
+    EXPECT_TRUE(p.double_quant);
+    for (float bad : {std::nanf(""), INFINITY, -INFINITY}) {
+      dq.nested_offset = bad;
+      EXPECT_EQ(bnb_import_params(dq, dt, &p), Status::kErrorInvalidArgument) << bad;
+    }
+  }
   // GGUF: K not a multiple of 32, null data.
   EXPECT_EQ(gguf_q4_0_import_params(4, 48, &p), Status::kErrorGroupSize);
   ASSERT_EQ(gguf_q4_0_import_params(4, 64, &p), Status::kSuccess);

@@ -40,6 +40,7 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <nibble/gemm/extern_instances.cuh>
@@ -673,6 +674,8 @@ Tensors4 import_bnb_impl(const Tensor& weight_in, const Tensor& absmax_in, const
   st.nested = has_na;
   st.nested_blocksize = nested_blocksize;
   st.nested_offset = float(nested_offset);
+  TORCH_CHECK(!st.nested || std::isfinite(nested_offset), op, ": nested_offset ", nested_offset,
+              " is not finite (every scale of the weight would be)");
   TORCH_CHECK(!st.nested || double(st.nested_offset) == nested_offset, op, ": nested_offset ", nested_offset,
               " is not a float32 value (pass quant_state.offset.item())");
   TORCH_CHECK(weight_in.scalar_type() == at::kByte, op, ": weight must be uint8 (two codes per byte), got ",

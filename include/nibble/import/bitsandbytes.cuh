@@ -27,7 +27,8 @@
 // when nested_blocksize is 256 and nested_quant_map is nibble's dynamic_map() (the same rule); otherwise it is
 // expanded: scales = the fp32 absmax computed as above (bitsandbytes' own arithmetic, so the same floats),
 // dq disabled. bnb_import_params says which.
-// Refused: K not a multiple of blocksize, blocksize not 32..256 unless equal to K (kErrorGroupSize).
+// Refused: K not a multiple of blocksize, blocksize not 32..256 unless equal to K (kErrorGroupSize); under double
+// quant a NaN or infinite nested_offset (kErrorInvalidArgument).
 //
 // Paths: import_bnb_host (host buffers) and import_bnb (device buffers, one kernel on the caller's stream).
 // Both run the same checks (check_bnb_import) and the same decoding (bnb_codes_chunk, bnb_scale). The two
@@ -35,6 +36,7 @@
 // tables on the host, and the GPU path passes the one map its kernel reads by value (256 floats).
 #pragma once
 
+#include <cmath>
 #include <cstring>
 
 #include "../format/codebook.cuh"
@@ -97,7 +99,8 @@ inline Status bnb_import_params(const BnbQuantState& st, const BnbTensors& t, Qu
   if (!detail::is_aligned(t.quant_map, 4)) return Status::kErrorMisalignedPointer;
   if (!detail::same_table(t.quant_map, codebook(p.format).v, 16)) return Status::kErrorUnsupportedFormat;
   if (st.nested) {
-    if (st.nested_blocksize <= 0) return Status::kErrorInvalidArgument;
+    // (a NaN or infinite offset would make every scale of the weight NaN / infinite: a silent wrong weight)
+    if (st.nested_blocksize <= 0 || !std::isfinite(st.nested_offset)) return Status::kErrorInvalidArgument;
     if (t.nested_quant_map == nullptr || t.nested_absmax == nullptr) return Status::kErrorNullPointer;
     if (!detail::is_aligned(t.nested_quant_map, 4) || !detail::is_aligned(t.nested_absmax, 4))
       return Status::kErrorMisalignedPointer;
