@@ -553,6 +553,8 @@ def main(argv=None):
                                            timeout=20).stdout.strip()
     except Exception:  # noqa: BLE001
         ctx["nibble_rev"] = "?"
+    if os.environ.get("NIBBLE_COMMIT"):  # (peers.versions: the caller's commit, where .git is not the tree's)
+        ctx["nibble_rev"] = os.environ["NIBBLE_COMMIT"]
     if device == "cpu":
         ctx["device"] = "cpu"
     ctx["date"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")

@@ -333,6 +333,9 @@ def versions():
         v["nibble_commit"] = commit + ("+dirty" if dirty else "")
     except Exception:  # noqa: BLE001
         v["nibble_commit"] = "?"
+    # A copy of a working tree whose .git is not its own (the GPU machine's checkout): the caller says the commit.
+    if os.environ.get("NIBBLE_COMMIT"):
+        v["nibble_commit"] = os.environ["NIBBLE_COMMIT"]
     return v
 
 
