@@ -59,12 +59,19 @@ namespace {
 using Tensor = at::Tensor;
 using Tensors4 = std::tuple<Tensor, Tensor, Tensor, Tensor>;
 
-#define NIBBLE_TORCH_CHECK(op, expr)                                                                        \
-  do {                                                                                                      \
-    const ::nibble::Status s_ = (expr);                                                                     \
-    TORCH_CHECK(s_ == ::nibble::Status::kSuccess, "nibble::" op ": ", ::nibble::to_string(s_), " (Status ", \
-                static_cast<int>(s_), ")");                                                                 \
-  } while (0)
+void check_status(const char* op, nibble::Status s) {
+  TORCH_CHECK(s == nibble::Status::kSuccess, "nibble::", op, ": ", nibble::to_string(s), " (Status ", int(s), ")");
+}
+#define NIBBLE_TORCH_CHECK(op, expr) check_status(op, (expr))
+
+// Runs an op on the device of `on`: host() on a CPU tensor; on a CUDA tensor device(stream) with that device
+// current and the current stream. Either returns a nibble::Status, raised with the op's name where it fails.
+template <class Host, class Device>
+void run_here(const Tensor& on, const char* op, Host host, Device device) {
+  if (!on.is_cuda()) return check_status(op, host());
+  const c10::cuda::CUDAGuard guard(on.device());
+  check_status(op, device(at::cuda::getCurrentCUDAStream().stream()));
+}
 
 nibble::Format parse_format(const std::string& name) {
   for (nibble::Format f : {nibble::Format::kS4, nibble::Format::kU4, nibble::Format::kNf4, nibble::Format::kFp4,
@@ -97,6 +104,60 @@ void check_same_device(const Tensor& ref, const Tensor& t, const char* what) {
   TORCH_CHECK(t.device() == ref.device(), "nibble: ", what, " is on ", t.device(), ", expected ", ref.device());
 }
 
+at::ScalarType to_scalar(nibble::DType t) {
+  switch (t) {
+    case nibble::DType::kF32:
+      return at::kFloat;
+    case nibble::DType::kF16:
+      return at::kHalf;
+    default:
+      return at::kBFloat16;
+  }
+}
+
+// The plain layout's tensors for an [n, k] weight with parameters p (packed_bytes(n, k, p) checked by the caller)
+// and the PackedMatrix view of them: what quantize and every importer write. Double quantization (bitsandbytes): the
+// importer also writes the double-quantized form (codes, absmax2, offset) into temporaries that are dropped; `scales`
+// receives the effective fp32 scales (bnb_item), which dequantize to exactly the same weights.
+struct PlainOut {
+  Tensor codes, scales, zeros, offsets, dq_codes, dq_floats;
+  nibble::PackedMatrix m;
+};
+
+PlainOut plain_out(int64_t n, int64_t k, const nibble::QuantParams& p, const at::TensorOptions& opts) {
+  const int64_t groups = k / nibble::effective_group(p.group_size, k);
+  const at::ScalarType st = to_scalar(p.scale_type);
+  const auto u8 = opts.dtype(at::kByte);
+  PlainOut o;
+  o.codes = at::empty({n, k / 2}, u8);
+  o.scales = at::empty({n, groups}, opts.dtype(st));
+  o.zeros = nibble::has_zero_point(p.format) ? at::empty({n, groups}, u8) : at::empty({0}, u8);
+  o.offsets = nibble::has_offset(p.format) ? at::empty({n, groups}, opts.dtype(st)) : at::empty({0}, u8);
+  nibble::PackedMatrix& m = o.m;
+  m.format = p.format;
+  m.group_size = p.group_size;
+  m.n = n;
+  m.k = k;
+  m.codes = o.codes.data_ptr<uint8_t>();
+  m.ld_codes = k / 2;
+  m.scales = o.scales.data_ptr();
+  m.scale_type = p.scale_type;
+  m.zeros = o.zeros.numel() ? o.zeros.data_ptr<uint8_t>() : nullptr;
+  m.offsets = o.offsets.numel() ? o.offsets.data_ptr() : nullptr;
+  if (p.double_quant) {
+    const int64_t blocks = (n * groups + nibble::kDoubleQuantBlock - 1) / nibble::kDoubleQuantBlock;
+    o.dq_codes = at::empty({n * groups}, u8);
+    o.dq_floats = at::empty({blocks + 1}, opts.dtype(at::kFloat));  // absmax2 [blocks], then the offset
+    m.dq.codes = o.dq_codes.data_ptr<uint8_t>();
+    m.dq.absmax2 = o.dq_floats.data_ptr<float>();
+    m.dq.offset = m.dq.absmax2 + blocks;
+    m.dq.enabled = true;
+  }
+  return o;
+}
+
+Tensors4 plain4(const PlainOut& o) { return {o.codes, o.scales, o.zeros, o.offsets}; }
+
 // ---- quantize --------------------------------------------------------------------------------------------------
 // weight [N, K] (fp32 / fp16 / bf16) -> the plain layout: codes uint8 [N, K / 2] (even k in the low nibble),
 // scales [N, K / g] of scale_dtype, zeros uint8 [N, K / g] (u4) and offsets [N, K / g] of scale_dtype (affine u4).
@@ -108,41 +169,16 @@ Tensors4 quantize_impl(const Tensor& weight_in, const std::string& format, int64
   nibble::QuantParams qp;
   qp.format = parse_format(format);
   qp.group_size = int(group_size);
-  const at::ScalarType st =
-      scale_dtype.value_or(weight.scalar_type() == at::kFloat ? at::kFloat : weight.scalar_type());
-  qp.scale_type = to_dtype(st, "scale_dtype");
+  qp.scale_type = to_dtype(scale_dtype.value_or(weight.scalar_type()), "scale_dtype");
   qp.double_quant = false;
-  const nibble::PackedBytes pb = nibble::packed_bytes(n, k, qp);
-  NIBBLE_TORCH_CHECK("quantize", pb.status);
-  const int64_t groups = int64_t(pb.scales / std::size_t(nibble::size_of(qp.scale_type))) / n;
-  const auto opts = weight.options();
-  Tensor codes = at::empty({n, k / 2}, opts.dtype(at::kByte));
-  Tensor scales = at::empty({n, groups}, opts.dtype(st));
-  Tensor zeros = buffer(pb.zeros, at::kByte, opts, {n, groups});
-  Tensor offsets = buffer(pb.offsets, st, opts, {n, groups});
-
-  nibble::PackedMatrix m;
-  m.format = qp.format;
-  m.group_size = qp.group_size;
-  m.n = n;
-  m.k = k;
-  m.codes = codes.data_ptr<uint8_t>();
-  m.ld_codes = k / 2;
-  m.scales = scales.data_ptr();
-  m.scale_type = qp.scale_type;
-  m.zeros = pb.zeros ? zeros.data_ptr<uint8_t>() : nullptr;
-  m.offsets = pb.offsets ? offsets.data_ptr() : nullptr;
-
-  const bool cuda = weight.is_cuda();
-  std::optional<c10::cuda::CUDAGuard> guard;
-  if (cuda) guard.emplace(weight.device());
+  NIBBLE_TORCH_CHECK("quantize", nibble::packed_bytes(n, k, qp).status);  // (the shape / group checks)
+  const PlainOut o = plain_out(n, k, qp, weight.options());
+  const nibble::PackedMatrix& m = o.m;
   auto run = [&](auto* x) {
-    if (cuda) {
-      // No workspace without double quantization (get_quantize_workspace_size: 0).
-      NIBBLE_TORCH_CHECK("quantize", nibble::quantize(x, k, m, nullptr, 0, at::cuda::getCurrentCUDAStream().stream()));
-    } else {
-      NIBBLE_TORCH_CHECK("quantize", nibble::quantize_cpu(x, k, m));
-    }
+    // (no workspace without double quantization: get_quantize_workspace_size is 0)
+    run_here(
+        weight, "quantize", [&] { return nibble::quantize_cpu(x, k, m); },
+        [&](cudaStream_t stream) { return nibble::quantize(x, k, m, nullptr, 0, stream); });
   };
   switch (weight.scalar_type()) {
     case at::kFloat:
@@ -157,7 +193,7 @@ Tensors4 quantize_impl(const Tensor& weight_in, const std::string& format, int64
     default:
       TORCH_CHECK(false, "nibble::quantize: weight must be float32, float16 or bfloat16, got ", weight.scalar_type());
   }
-  return {codes, scales, zeros, offsets};
+  return plain4(o);
 }
 
 // ---- repack ----------------------------------------------------------------------------------------------------
@@ -209,13 +245,9 @@ Tensors4 repack_impl(const Tensor& codes_in, const Tensor& scales_in, const Tens
   void* z = gb.zeros ? g_zeros.data_ptr() : nullptr;
   void* o = gb.offsets ? g_offsets.data_ptr() : nullptr;
   nibble::GemmWeights w;
-  if (codes.is_cuda()) {
-    const c10::cuda::CUDAGuard guard(codes.device());
-    NIBBLE_TORCH_CHECK("repack", nibble::repack(src, act, g_codes.data_ptr(), g_scales.data_ptr(), z, o, &w,
-                                                at::cuda::getCurrentCUDAStream().stream()));
-  } else {
-    NIBBLE_TORCH_CHECK("repack", nibble::repack_host(src, act, g_codes.data_ptr(), g_scales.data_ptr(), z, o, &w));
-  }
+  run_here(
+      codes, "repack", [&] { return nibble::repack_host(src, act, g_codes.data_ptr(), g_scales.data_ptr(), z, o, &w); },
+      [&](cudaStream_t st) { return nibble::repack(src, act, g_codes.data_ptr(), g_scales.data_ptr(), z, o, &w, st); });
   return {g_codes, g_scales, g_zeros, g_offsets};
 }
 
@@ -321,17 +353,6 @@ Tensor gemm_impl(const Tensor& a_in, const Tensor& codes, const Tensor& scales, 
 
 using Tensors6 = std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor>;
 
-at::ScalarType to_scalar(nibble::DType t) {
-  switch (t) {
-    case nibble::DType::kF32:
-      return at::kFloat;
-    case nibble::DType::kF16:
-      return at::kHalf;
-    default:
-      return at::kBFloat16;
-  }
-}
-
 // A checkpoint's int64 group size as the int nibble's configs take (a value past int: 0, which every importer
 // refuses with kErrorGroupSize).
 int group_arg(int64_t g) { return g >= -1 && g <= (int64_t(1) << 30) ? int(g) : 0; }
@@ -352,49 +373,6 @@ std::pair<int64_t, int64_t> shape2(at::IntArrayRef shape, const char* op, const 
   TORCH_CHECK(shape.size() == 2, op, ": ", name, " must be [N, K] (out_features, in_features), got ", shape);
   return {shape[0], shape[1]};
 }
-
-// The plain layout's tensors for an [n, k] import with parameters p (packed_bytes(n, k, p) checked by the caller)
-// and the PackedMatrix view of them. Double quantization (bitsandbytes): the importer also writes the
-// double-quantized form (codes, absmax2, offset) into temporaries that are dropped; `scales` receives the
-// effective fp32 scales (bnb_item), which dequantize to exactly the same weights.
-struct PlainOut {
-  Tensor codes, scales, zeros, offsets, dq_codes, dq_floats;
-  nibble::PackedMatrix m;
-};
-
-PlainOut plain_out(int64_t n, int64_t k, const nibble::QuantParams& p, const at::TensorOptions& opts) {
-  const int64_t groups = k / nibble::effective_group(p.group_size, k);
-  const at::ScalarType st = to_scalar(p.scale_type);
-  const auto u8 = opts.dtype(at::kByte);
-  PlainOut o;
-  o.codes = at::empty({n, k / 2}, u8);
-  o.scales = at::empty({n, groups}, opts.dtype(st));
-  o.zeros = nibble::has_zero_point(p.format) ? at::empty({n, groups}, u8) : at::empty({0}, u8);
-  o.offsets = nibble::has_offset(p.format) ? at::empty({n, groups}, opts.dtype(st)) : at::empty({0}, u8);
-  nibble::PackedMatrix& m = o.m;
-  m.format = p.format;
-  m.group_size = p.group_size;
-  m.n = n;
-  m.k = k;
-  m.codes = o.codes.data_ptr<uint8_t>();
-  m.ld_codes = k / 2;
-  m.scales = o.scales.data_ptr();
-  m.scale_type = p.scale_type;
-  m.zeros = o.zeros.numel() ? o.zeros.data_ptr<uint8_t>() : nullptr;
-  m.offsets = o.offsets.numel() ? o.offsets.data_ptr() : nullptr;
-  if (p.double_quant) {
-    const int64_t blocks = (n * groups + nibble::kDoubleQuantBlock - 1) / nibble::kDoubleQuantBlock;
-    o.dq_codes = at::empty({n * groups}, u8);
-    o.dq_floats = at::empty({blocks + 1}, opts.dtype(at::kFloat));  // absmax2 [blocks], then the offset
-    m.dq.codes = o.dq_codes.data_ptr<uint8_t>();
-    m.dq.absmax2 = o.dq_floats.data_ptr<float>();
-    m.dq.offset = m.dq.absmax2 + blocks;
-    m.dq.enabled = true;
-  }
-  return o;
-}
-
-Tensors4 plain4(const PlainOut& o) { return {o.codes, o.scales, o.zeros, o.offsets}; }
 
 uint32_t* flags_ptr(const Tensor& flags) { return reinterpret_cast<uint32_t*>(flags.data_ptr<int32_t>()); }
 
@@ -502,22 +480,22 @@ Tensors6 import_gptq_impl(const Tensor& qweight_in, const Tensor& qzeros_in, con
   }
   PlainOut o = plain_out(n, k, p, qweight.options());
   Tensor flags = at::zeros({1}, qweight.options().dtype(at::kInt));  // zeroed on the current stream
-  if (!qweight.is_cuda()) {
-    t.g_idx = gi.defined() ? gi.data_ptr<int32_t>() : nullptr;
-    gptq_resolve(cfg, t, groups);  // the data, named where it is refused (import_gptq_host checks it again)
-    NIBBLE_TORCH_CHECK("import_gptq",
-                       nibble::import_gptq_host(cfg, t, o.m, perm.numel() ? perm.data_ptr<int32_t>() : nullptr));
-  } else {
-    const c10::cuda::CUDAGuard guard(qweight.device());
-    if (cfg.checkpoint_format == nibble::GptqCheckpointFormat::kDetect) {
-      const Tensor qz_host = qzeros.cpu();  // synchronizes: the version is read from the words
-      nibble::GptqTensors th = t;
-      th.qzeros = qz_host.data_ptr<int32_t>();
-      cfg.checkpoint_format = gptq_resolve(cfg, th, groups);
-    }
-    NIBBLE_TORCH_CHECK("import_gptq", nibble::import_gptq(cfg, t, identity ? nullptr : perm.data_ptr<int32_t>(), o.m,
-                                                          flags_ptr(flags), at::cuda::getCurrentCUDAStream().stream()));
-  }
+  run_here(
+      qweight, "import_gptq",
+      [&] {
+        t.g_idx = gi.defined() ? gi.data_ptr<int32_t>() : nullptr;
+        gptq_resolve(cfg, t, groups);  // the data, named where it is refused (import_gptq_host checks it again)
+        return nibble::import_gptq_host(cfg, t, o.m, perm.numel() ? perm.data_ptr<int32_t>() : nullptr);
+      },
+      [&](cudaStream_t st) {
+        if (cfg.checkpoint_format == nibble::GptqCheckpointFormat::kDetect) {
+          const Tensor qz_host = qzeros.cpu();  // synchronizes: the version is read from the words
+          nibble::GptqTensors th = t;
+          th.qzeros = qz_host.data_ptr<int32_t>();
+          cfg.checkpoint_format = gptq_resolve(cfg, th, groups);
+        }
+        return nibble::import_gptq(cfg, t, identity ? nullptr : perm.data_ptr<int32_t>(), o.m, flags_ptr(flags), st);
+      });
   return {o.codes, o.scales, o.zeros, o.offsets, perm, flags};
 }
 
@@ -549,12 +527,9 @@ Tensors4 import_awq_impl(const Tensor& qweight_in, const Tensor& qzeros_in, cons
   t.qzeros = qzeros.data_ptr<int32_t>();
   t.scales = scales.data_ptr();
   PlainOut o = plain_out(t.n, t.k, p, qweight.options());
-  if (!qweight.is_cuda()) {
-    NIBBLE_TORCH_CHECK("import_awq", nibble::import_awq_host(cfg, t, o.m));
-  } else {
-    const c10::cuda::CUDAGuard guard(qweight.device());
-    NIBBLE_TORCH_CHECK("import_awq", nibble::import_awq(cfg, t, o.m, at::cuda::getCurrentCUDAStream().stream()));
-  }
+  run_here(
+      qweight, "import_awq", [&] { return nibble::import_awq_host(cfg, t, o.m); },
+      [&](cudaStream_t st) { return nibble::import_awq(cfg, t, o.m, st); });
   return plain4(o);
 }
 
@@ -625,25 +600,25 @@ Tensors6 import_ct_impl(const Tensor& packed_in, const Tensor& scale_in, at::Int
   }
   PlainOut o = plain_out(n, k, p, packed.options());
   Tensor flags = at::zeros({1}, packed.options().dtype(at::kInt));
-  if (!packed.is_cuda()) {
-    if (cfg.zero_point == nibble::CtZeroPoint::kInt8) {  // named here; import_compressed_tensors_host refuses it too
-      const Tensor flat = zp.flatten(), bad = ((flat < -8) | (flat > 7)).nonzero();
-      if (bad.size(0) > 0) {
-        const int64_t i = bad[0][0].item<int64_t>();
-        TORCH_CHECK(false, op, ": weight_zero_point (int8) holds ", flat[i].item<int>(), " at (row ", i / groups,
-                    ", group ", i % groups, "): outside [-8, 7], not a 4-bit zero point");
-      }
-    }
-    t.weight_g_idx = gi.defined() ? gi.data_ptr<int32_t>() : nullptr;
-    NIBBLE_TORCH_CHECK(
-        "import_compressed_tensors",
-        nibble::import_compressed_tensors_host(cfg, t, o.m, perm.numel() ? perm.data_ptr<int32_t>() : nullptr));
-  } else {
-    const c10::cuda::CUDAGuard guard(packed.device());
-    NIBBLE_TORCH_CHECK("import_compressed_tensors",
-                       nibble::import_compressed_tensors(cfg, t, identity ? nullptr : perm.data_ptr<int32_t>(), o.m,
-                                                         flags_ptr(flags), at::cuda::getCurrentCUDAStream().stream()));
-  }
+  run_here(
+      packed, "import_compressed_tensors",
+      [&] {
+        if (cfg.zero_point ==
+            nibble::CtZeroPoint::kInt8) {  // named here; import_compressed_tensors_host refuses it too
+          const Tensor flat = zp.flatten(), bad = ((flat < -8) | (flat > 7)).nonzero();
+          if (bad.size(0) > 0) {
+            const int64_t i = bad[0][0].item<int64_t>();
+            TORCH_CHECK(false, op, ": weight_zero_point (int8) holds ", flat[i].item<int>(), " at (row ", i / groups,
+                        ", group ", i % groups, "): outside [-8, 7], not a 4-bit zero point");
+          }
+        }
+        t.weight_g_idx = gi.defined() ? gi.data_ptr<int32_t>() : nullptr;
+        return nibble::import_compressed_tensors_host(cfg, t, o.m, perm.numel() ? perm.data_ptr<int32_t>() : nullptr);
+      },
+      [&](cudaStream_t st) {
+        return nibble::import_compressed_tensors(cfg, t, identity ? nullptr : perm.data_ptr<int32_t>(), o.m,
+                                                 flags_ptr(flags), st);
+      });
   return {o.codes, o.scales, o.zeros, o.offsets, perm, flags};
 }
 
@@ -717,12 +692,9 @@ Tensors4 import_bnb_impl(const Tensor& weight_in, const Tensor& absmax_in, const
   t.weight = weight.data_ptr<uint8_t>();
   t.absmax = absmax.data_ptr();
   PlainOut o = plain_out(st.n, st.k, p, weight.options());
-  if (!weight.is_cuda()) {
-    NIBBLE_TORCH_CHECK("import_bnb", nibble::import_bnb_host(st, t, o.m));
-  } else {
-    const c10::cuda::CUDAGuard guard(weight.device());
-    NIBBLE_TORCH_CHECK("import_bnb", nibble::import_bnb(st, t, o.m, at::cuda::getCurrentCUDAStream().stream()));
-  }
+  run_here(
+      weight, "import_bnb", [&] { return nibble::import_bnb_host(st, t, o.m); },
+      [&](cudaStream_t stream) { return nibble::import_bnb(st, t, o.m, stream); });
   return plain4(o);
 }
 
@@ -760,12 +732,9 @@ Tensors4 import_gguf_impl(const Tensor& data_in, const std::string& type, int64_
               "] is ", need, " bytes, data has ", data_in.numel());
   const Tensor data = data_in.contiguous();
   PlainOut o = plain_out(n, k, p, data.options());
-  if (!data.is_cuda()) {
-    NIBBLE_TORCH_CHECK("import_gguf", host(data.data_ptr(), need, n, k, o.m));
-  } else {
-    const c10::cuda::CUDAGuard guard(data.device());
-    NIBBLE_TORCH_CHECK("import_gguf", dev(data.data_ptr(), need, n, k, o.m, at::cuda::getCurrentCUDAStream().stream()));
-  }
+  run_here(
+      data, "import_gguf", [&] { return host(data.data_ptr(), need, n, k, o.m); },
+      [&](cudaStream_t st) { return dev(data.data_ptr(), need, n, k, o.m, st); });
   return plain4(o);
 }
 
@@ -804,12 +773,9 @@ Tensors4 import_hqq_impl(const Tensor& w_q_in, const Tensor& scale_in, const Ten
   t.scale = scale.data_ptr();
   t.zero = zero.data_ptr();
   PlainOut o = plain_out(t.n, t.k, p, w_q.options());
-  if (!w_q.is_cuda()) {
-    NIBBLE_TORCH_CHECK("import_hqq", nibble::import_hqq_host(cfg, t, o.m));
-  } else {
-    const c10::cuda::CUDAGuard guard(w_q.device());
-    NIBBLE_TORCH_CHECK("import_hqq", nibble::import_hqq(cfg, t, o.m, at::cuda::getCurrentCUDAStream().stream()));
-  }
+  run_here(
+      w_q, "import_hqq", [&] { return nibble::import_hqq_host(cfg, t, o.m); },
+      [&](cudaStream_t st) { return nibble::import_hqq(cfg, t, o.m, st); });
   return plain4(o);
 }
 
@@ -832,13 +798,9 @@ Tensor permute_columns_impl(const Tensor& x_in, const Tensor& perm_in) {
   const Tensor x = x_in.contiguous(), perm = perm_in.contiguous();
   const int32_t* pp = perm.data_ptr<int32_t>();
   auto run = [&](auto* in, auto* dst) {
-    if (!x.is_cuda()) {
-      NIBBLE_TORCH_CHECK("permute_columns", nibble::permute_columns_host(in, k, dst, k, m, k, pp));
-    } else {
-      const c10::cuda::CUDAGuard guard(x.device());
-      NIBBLE_TORCH_CHECK("permute_columns",
-                         nibble::permute_columns(in, k, dst, k, m, k, pp, at::cuda::getCurrentCUDAStream().stream()));
-    }
+    run_here(
+        x, "permute_columns", [&] { return nibble::permute_columns_host(in, k, dst, k, m, k, pp); },
+        [&](cudaStream_t st) { return nibble::permute_columns(in, k, dst, k, m, k, pp, st); });
   };
   if (x.scalar_type() == at::kHalf)
     run(reinterpret_cast<const __half*>(x.data_ptr<at::Half>()), reinterpret_cast<__half*>(out.data_ptr<at::Half>()));

@@ -48,17 +48,20 @@ def _empty_u8(like):
     return like.new_empty((0,), dtype=torch.uint8)
 
 
+def _plain_fake(like, n, k, group, format, scale_dtype):
+    """The plain layout of an [n, k] weight (what quantize and every importer return), on like's device."""
+    g = 1 if group == PER_CHANNEL else k // group
+    codes = like.new_empty((n, k // 2), dtype=torch.uint8)
+    scales = like.new_empty((n, g), dtype=scale_dtype)
+    zeros = like.new_empty((n, g), dtype=torch.uint8) if format == "u4" else _empty_u8(like)
+    offsets = like.new_empty((n, g), dtype=scale_dtype) if format == "affine_u4" else _empty_u8(like)
+    return codes, scales, zeros, offsets
+
+
 @torch.library.register_fake("nibble::quantize")
 def _quantize_fake(weight, format, group_size, scale_dtype=None):
     n, k = weight.shape
-    if scale_dtype is None:
-        scale_dtype = weight.dtype
-    g = 1 if group_size == PER_CHANNEL else k // group_size
-    codes = weight.new_empty((n, k // 2), dtype=torch.uint8)
-    scales = weight.new_empty((n, g), dtype=scale_dtype)
-    zeros = weight.new_empty((n, g), dtype=torch.uint8) if format == "u4" else _empty_u8(weight)
-    offsets = weight.new_empty((n, g), dtype=scale_dtype) if format == "affine_u4" else _empty_u8(weight)
-    return codes, scales, zeros, offsets
+    return _plain_fake(weight, n, k, group_size, format, weight.dtype if scale_dtype is None else scale_dtype)
 
 
 @torch.library.register_fake("nibble::repack")
@@ -89,15 +92,6 @@ def import_group(group_size, k):
     if group_size == -1 or group_size == k:
         return group_size if group_size == k and group_size in _GROUP_SIZES else PER_CHANNEL
     return group_size
-
-
-def _plain_fake(like, n, k, group, format, scale_dtype):
-    g = 1 if group == PER_CHANNEL else k // group
-    codes = like.new_empty((n, k // 2), dtype=torch.uint8)
-    scales = like.new_empty((n, g), dtype=scale_dtype)
-    zeros = like.new_empty((n, g), dtype=torch.uint8) if format == "u4" else _empty_u8(like)
-    offsets = like.new_empty((n, g), dtype=scale_dtype) if format == "affine_u4" else _empty_u8(like)
-    return codes, scales, zeros, offsets
 
 
 def _perm_flags_fake(like, k, g_idx):

@@ -53,6 +53,31 @@ def act_order_g_idx(gen, k, g):
 
 # ---- GPTQ ------------------------------------------------------------------------------------------------------
 
+def round_groups(w, g_idx, groups, sdtype, sym, code_min, zero_min):
+    """Round-to-nearest quantization of w [N, K] per act-order group (group j: the columns with g_idx == j), codes
+    in code_min .. code_min + 15: sym, scale amax / 7.5 and zero code_min + 8; asym, scale (max - min) / 15 (the
+    range widened to hold 0) and zero round(code_min - min / scale) clamped to zero_min .. code_min + 15. Returns
+    q int64 [N, K], scales [G, N] of sdtype, zeros int64 [G, N]."""
+    n, k = w.shape
+    code_max = code_min + 15
+    q = torch.empty(n, k, dtype=torch.int64)
+    scales = torch.empty(groups, n, dtype=sdtype)
+    zeros = torch.empty(groups, n, dtype=torch.int64)
+    for j in range(groups):
+        cols = (g_idx == j).nonzero().squeeze(1)
+        wg = w[:, cols]
+        if sym:
+            s = (wg.abs().amax(1) / 7.5).to(sdtype)
+            z = torch.full((n,), code_min + 8, dtype=torch.int64)
+        else:
+            lo, hi = wg.amin(1).clamp(max=0), wg.amax(1).clamp(min=0)
+            s = ((hi - lo) / 15).to(sdtype)
+            z = torch.round(code_min - lo / s.float()).clamp(zero_min, code_max).to(torch.int64)
+        q[:, cols] = (torch.round(wg / s.float()[:, None]) + z[:, None]).clamp(code_min, code_max).to(torch.int64)
+        scales[j], zeros[j] = s, z
+    return q, scales, zeros
+
+
 def make_gptq(gen, n, k, g, sym, v2=False, act_order=False, sdtype=torch.float16):
     """(qweight, qzeros, scales, g_idx, dequant): a GPTQ layer as AutoGPTQ / GPTQModel pack it (sym: z = 8; asym:
     z = round(-min / s) in 1..15 so that v1's z - 1 fits a nibble) and its dequantization scales[g_idx[k], n] *
@@ -61,21 +86,7 @@ def make_gptq(gen, n, k, g, sym, v2=False, act_order=False, sdtype=torch.float16
     groups = k // geff
     w = torch.randn(n, k, generator=gen) * 0.05
     g_idx = act_order_g_idx(gen, k, geff) if act_order else (torch.arange(k) // geff).to(torch.int32)
-    q = torch.empty(n, k, dtype=torch.int64)
-    scales = torch.empty(groups, n, dtype=sdtype)
-    zeros = torch.empty(groups, n, dtype=torch.int64)
-    for j in range(groups):
-        cols = (g_idx == j).nonzero().squeeze(1)
-        wg = w[:, cols]
-        if sym:
-            s = (2 * wg.abs().amax(1) / 15).to(sdtype)
-            z = torch.full((n,), 8, dtype=torch.int64)
-        else:
-            lo, hi = wg.amin(1).clamp(max=0), wg.amax(1).clamp(min=0)
-            s = ((hi - lo) / 15).to(sdtype)
-            z = torch.round(-lo / s.float()).clamp(1, 15).to(torch.int64)
-        q[:, cols] = (torch.round(wg / s.float()[:, None]) + z[:, None]).clamp(0, 15).to(torch.int64)
-        scales[j], zeros[j] = s, z
+    q, scales, zeros = round_groups(w, g_idx, groups, sdtype, sym, 0, 1)
     qweight = pack_nibbles(q.t(), 0)  # [K/8, N]: word (r, n) nibble i = q(n, 8r + i)
     stored = zeros if v2 else zeros - 1  # v1 stores z - 1
     qzeros = pack_nibbles(stored, 1)  # [G, N/8]
@@ -255,21 +266,8 @@ def make_ct(gen, n, k, g, symmetric, act_order=False, sdtype=torch.bfloat16, zp_
     w = torch.randn(n, k, generator=gen) * 0.05
     g_idx = act_order_g_idx(gen, k, geff) if act_order else (torch.arange(k) // geff).to(torch.int32)
     gi = g_idx.long()
-    q = torch.empty(n, k, dtype=torch.int64)
-    scale = torch.empty(n, groups, dtype=sdtype)
-    zp = torch.zeros(n, groups, dtype=torch.int64)
-    for j in range(groups):
-        cols = (g_idx == j).nonzero().squeeze(1)
-        wg = w[:, cols]
-        if symmetric:
-            s = (wg.abs().amax(1) / 7.5).to(sdtype)
-            z = torch.zeros(n, dtype=torch.int64)
-        else:
-            lo, hi = wg.amin(1).clamp(max=0), wg.amax(1).clamp(min=0)
-            s = ((hi - lo) / 15).to(sdtype)
-            z = torch.round(-8 - lo / s.float()).clamp(-8, 7).to(torch.int64)
-        q[:, cols] = (torch.round(wg / s.float()[:, None]) + z[:, None]).clamp(-8, 7).to(torch.int64)
-        scale[:, j], zp[:, j] = s, z
+    q, scale, zp = round_groups(w, g_idx, groups, sdtype, symmetric, -8, -8)
+    scale, zp = scale.t().contiguous(), zp.t().contiguous()  # [N, G]
     kp = (k + 7) // 8 * 8
     u = torch.zeros(n, kp, dtype=torch.int64)
     u[:, :k] = q + 8  # padding columns 0
